@@ -1,0 +1,89 @@
+"""A content-addressed cache on disk, shared by embeddings and LLM outputs.
+
+Keys are SHA-256 hashes of everything that determines a value (model, side, prompt, parameters, text), so a re-run
+computes nothing twice and a change to any input misses the cache instead of returning a stale value. SQLite gives
+atomic, crash-safe writes and safe concurrent readers with nothing to install; one file per cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def content_hash(*parts: object) -> str:
+    """SHA-256 over a canonical JSON encoding of `parts` (order matters, dict key order does not)."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """`$QKRAG_CACHE_DIR`, else `$XDG_CACHE_HOME/qkrag`, else `~/.cache/qkrag`."""
+    if env := os.environ.get("QKRAG_CACHE_DIR"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "qkrag"
+
+
+class DiskCache:
+    """A key -> bytes store in one SQLite file. Thread-safe; writes are committed in batches by `put_many`."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # check_same_thread=False + our own lock: the LLM layer calls from a thread pool.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self._db.commit()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        keys = list(keys)
+        found: dict[str, bytes] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, value in self._db.execute(f"SELECT key, value FROM kv WHERE key IN ({marks})", chunk):
+                    found[key] = bytes(value)
+        return found
+
+    def put(self, key: str, value: bytes) -> None:
+        self.put_many({key: value})
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(items.items()))
+            self._db.commit()
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def pack_vector(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype=np.float32).tobytes()
+
+
+def unpack_vector(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.float32)
