@@ -1,0 +1,267 @@
+"""Corpora, queries and relevance judgments: reading them and refusing bad ones.
+
+Three sources, one shape:
+- a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), the layout of every public IR benchmark;
+- plain JSONL or CSV files of id + text (+ optional title);
+- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online.
+
+Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids), because
+a silent problem here surfaces much later as a metric that is quietly wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import fail
+
+ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
+TEXT_FIELDS = ("text", "contents", "content", "passage", "query")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+    title: str = ""
+
+    @property
+    def content(self) -> str:
+        """What gets embedded and indexed: title and text, as BEIR and MTEB join them."""
+        return f"{self.title} {self.text}".strip()
+
+
+@dataclass(frozen=True)
+class Corpus(Sequence[Document]):
+    """An ordered, validated collection of documents with O(1) lookup by id."""
+
+    documents: tuple[Document, ...]
+    source: str = "<memory>"
+    _positions: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        positions: dict[str, int] = {}
+        for i, doc in enumerate(self.documents):
+            if doc.id in positions:
+                raise fail(self.source, f"duplicate document id {doc.id!r} (rows {positions[doc.id] + 1} and {i + 1})",
+                           "give every document a unique id, or drop the duplicate rows")
+            if not doc.content.strip():
+                raise fail(self.source, f"document {doc.id!r} has empty text",
+                           "remove the document or give it text; empty documents cannot be embedded")
+            positions[doc.id] = i
+        object.__setattr__(self, "_positions", positions)
+
+    @classmethod
+    def from_texts(cls, texts: Mapping[str, str] | Sequence[str], source: str = "<memory>") -> Corpus:
+        """From `{id: text}` or a list of texts (ids become "0", "1", ...)."""
+        items = texts.items() if isinstance(texts, Mapping) else ((str(i), t) for i, t in enumerate(texts))
+        return cls(tuple(Document(str(i), t) for i, t in items), source)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.documents[i]
+
+    def __iter__(self) -> Iterator[Document]:
+        return iter(self.documents)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._positions
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.id for d in self.documents]
+
+    @property
+    def contents(self) -> list[str]:
+        return [d.content for d in self.documents]
+
+    def get(self, doc_id: str) -> Document:
+        try:
+            return self.documents[self._positions[doc_id]]
+        except KeyError:
+            raise fail(self.source, f"no document with id {doc_id!r}", "check the id against the corpus") from None
+
+    def position(self, doc_id: str) -> int:
+        return self._positions[doc_id]
+
+    def subset(self, ids: Iterable[str]) -> Corpus:
+        return Corpus(tuple(self.get(i) for i in ids), self.source)
+
+
+Qrels = dict[str, dict[str, int]]  # query id -> {document id: graded relevance}
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A corpus with queries and judgments: what evaluation needs. `queries` holds only judged queries."""
+
+    corpus: Corpus
+    queries: dict[str, str]
+    qrels: Qrels
+    name: str = ""
+    split: str = ""
+
+
+# ---------------------------------------------------------------------------------------------------------- reading
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise fail(f"{path}:{lineno}", f"not valid JSON ({err.msg} at column {err.colno})",
+                           "fix or delete that line; each line must be one JSON object") from None
+            if not isinstance(row, dict):
+                raise fail(f"{path}:{lineno}", f"expected a JSON object, got {type(row).__name__}",
+                           'write one object per line, e.g. {"_id": "d1", "text": "..."}')
+            yield lineno, row
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        dialect = "excel-tab" if path.suffix in (".tsv", ".tab") else "excel"
+        for lineno, row in enumerate(csv.DictReader(handle, dialect=dialect), 2):
+            yield lineno, row
+
+
+def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
+    for name in names:
+        if name in row and row[name] is not None:
+            return str(row[name])
+    raise fail(where, f"no {what} field (looked for {', '.join(names)}; found {', '.join(map(str, row)) or 'none'})",
+               f"name the {what} column one of: {', '.join(names)}")
+
+
+def _rows(path: Path) -> Iterator[tuple[str, dict]]:
+    """(location, row) for every record of a JSONL/CSV/TSV file or a Hugging Face dataset."""
+    if path.suffix in (".jsonl", ".json"):
+        for lineno, row in _read_jsonl(path):
+            yield f"{path}:{lineno}", row
+    elif path.suffix in (".csv", ".tsv"):
+        for lineno, row in _read_csv(path):
+            yield f"{path}:{lineno}", row
+    else:
+        for i, row in enumerate(_load_hf(path)):
+            yield f"{path}[{i}]", row
+
+
+def _load_hf(path: Path | str):
+    """A Hugging Face dataset: `save_to_disk` folder, parquet/arrow file, or (online) a hub name."""
+    import datasets  # heavy: import only when a user asks for it
+
+    p = Path(path)
+    if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
+        ds = datasets.load_from_disk(str(p))
+    elif p.suffix in (".parquet", ".arrow"):
+        ds = datasets.Dataset.from_parquet(str(p)) if p.suffix == ".parquet" else datasets.Dataset.from_file(str(p))
+    elif p.exists():
+        raise fail(str(p), "not a corpus file or folder qkrag can read",
+                   "give a BEIR folder, a .jsonl/.csv/.tsv file, a .parquet/.arrow file, or a save_to_disk folder")
+    else:
+        try:
+            ds = datasets.load_dataset(str(path))
+        except Exception as err:  # offline, unknown name, ...: say which
+            raise fail(str(path), f"no such file, and loading it as a Hugging Face hub dataset failed ({err})",
+                       "check the path, or the dataset name and your network") from None
+    if isinstance(ds, datasets.DatasetDict):
+        split = "corpus" if "corpus" in ds else next(iter(ds))
+        ds = ds[split]
+    return ds
+
+
+def load_corpus(path: str | Path) -> Corpus:
+    """Documents from a BEIR folder, a JSONL/CSV/TSV file, or a Hugging Face dataset."""
+    p = Path(path)
+    if p.is_dir() and (p / "corpus.jsonl").exists():
+        p = p / "corpus.jsonl"
+    docs = []
+    for where, row in _rows(p):
+        doc_id = _pick(row, ID_FIELDS, where, "id")
+        text = _pick(row, TEXT_FIELDS, where, "text")
+        docs.append(Document(doc_id, text, str(row.get("title") or "")))
+    if not docs:
+        raise fail(str(p), "contains no documents", "point qkrag at a non-empty corpus")
+    return Corpus(tuple(docs), str(p))
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    """Queries `{id: text}` from a BEIR folder's queries.jsonl, a JSONL/CSV/TSV file, or a Hugging Face dataset."""
+    p = Path(path)
+    if p.is_dir() and (p / "queries.jsonl").exists():
+        p = p / "queries.jsonl"
+    queries: dict[str, str] = {}
+    for where, row in _rows(p):
+        qid = _pick(row, ID_FIELDS, where, "id")
+        text = _pick(row, TEXT_FIELDS, where, "text")
+        if qid in queries:
+            raise fail(where, f"duplicate query id {qid!r}", "give every query a unique id")
+        if not text.strip():
+            raise fail(where, f"query {qid!r} has empty text", "remove the query or give it text")
+        queries[qid] = text
+    return queries
+
+
+def load_qrels(path: str | Path) -> Qrels:
+    """Judgments from a TSV with header `query-id  corpus-id  score` (TREC qrels without a header work too)."""
+    p = Path(path)
+    if not p.exists():
+        raise fail(str(p), "no such qrels file", "check the path; BEIR folders keep them in qrels/<split>.tsv")
+    qrels: Qrels = {}
+    with p.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            parts = line.split()
+            if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(parts) == 4:  # TREC: qid 0 docid rel
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
+                raise fail(f"{p}:{lineno}", f"expected 'query-id<TAB>corpus-id<TAB>integer score', got {line.strip()!r}",
+                           "fix that line")
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    if not qrels:
+        raise fail(str(p), "contains no judgments", "check that you point at the right split")
+    return qrels
+
+
+def check_qrels(qrels: Qrels, corpus: Corpus, queries: Mapping[str, str], source: str) -> None:
+    """Refuse judgments that name documents or queries that do not exist: they would silently count as misses."""
+    unknown_q = [q for q in qrels if q not in queries]
+    unknown_d = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    if unknown_q:
+        raise fail(source, f"{len(unknown_q)} judged query id(s) not in the queries, e.g. {unknown_q[:3]}",
+                   "use the queries file that belongs to these qrels, or drop those rows")
+    if unknown_d:
+        raise fail(source, f"{len(unknown_d)} judged document id(s) not in the corpus, e.g. {unknown_d[:3]}",
+                   "use the corpus that belongs to these qrels, or drop those rows")
+
+
+def splits(folder: str | Path) -> list[str]:
+    """The qrels splits a BEIR folder has, e.g. ['test', 'train']."""
+    return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv"))
+
+
+def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = None) -> Collection:
+    """A BEIR folder's corpus, its judged queries for `split`, and those judgments, all validated."""
+    folder = Path(folder)
+    if not (folder / "corpus.jsonl").exists():
+        raise fail(str(folder), "not a BEIR folder (no corpus.jsonl)",
+                   "give a folder holding corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise fail(str(folder), f"has no split {split!r}", f"choose one of {splits(folder) or 'none (no qrels/*.tsv)'}")
+    corpus = corpus if corpus is not None else load_corpus(folder)
+    all_queries = load_queries(folder)
+    qrels = load_qrels(qrels_path)
+    check_qrels(qrels, corpus, all_queries, str(qrels_path))
+    queries = {q: all_queries[q] for q in qrels}
+    return Collection(corpus, queries, qrels, name=folder.name, split=split)
