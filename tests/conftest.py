@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny corpora written on the fly, a fast deterministic fake encoder, the optional shared data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qkrag.embed import Encoder
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class FakeEncoder(Encoder):
+    """Bag of hashed words: deterministic, instant, and texts sharing words get similar vectors."""
+
+    def __init__(self, dim: int = 32, name: str = "fake-encoder"):
+        self.name = name
+        self._dim = dim
+        self.calls = 0
+        self.texts_embedded = 0
+
+    @property
+    def dimension(self) -> int:
+        return self._dim
+
+    def embed_batch(self, texts, side):
+        self.calls += 1
+        self.texts_embedded += len(texts)
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                h = int(hashlib.md5(word.encode()).hexdigest(), 16)
+                out[i, h % self._dim] += 1.0 if (h >> 64) % 2 else -1.0
+            out[i] /= max(np.linalg.norm(out[i]), 1e-6)
+        return out
+
+
+@pytest.fixture
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
+
+
+def write_beir(folder: Path, docs: dict[str, str], queries: dict[str, str], qrels: dict[str, list[str]],
+               split: str = "test") -> Path:
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with (folder / "corpus.jsonl").open("w") as f:
+        for i, t in docs.items():
+            f.write(json.dumps({"_id": i, "title": "", "text": t}) + "\n")
+    with (folder / "queries.jsonl").open("w") as f:
+        for i, t in queries.items():
+            f.write(json.dumps({"_id": i, "text": t}) + "\n")
+    with (folder / "qrels" / f"{split}.tsv").open("w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for q, ds in qrels.items():
+            for d in ds:
+                f.write(f"{q}\t{d}\t1\n")
+    return folder
+
+
+TINY_DOCS = {
+    "d1": "The cat sat on the warm mat by the fire.",
+    "d2": "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
+    "d3": "Bicycle chains need oil every few hundred kilometres.",
+    "d4": "Bread rises because yeast produces carbon dioxide gas.",
+    "d5": "A heat pump moves heat instead of making it.",
+}
+TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar from sunlight", "q3": "why does bread rise"}
+TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
+
+
+@pytest.fixture
+def tiny_beir(tmp_path: Path) -> Path:
+    return write_beir(tmp_path / "tiny", TINY_DOCS, TINY_QUERIES, TINY_QRELS)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Every test gets its own cache dir, so no test reads another's cached vectors or LLM outputs. Tests on the
+    shared benchmark collections keep the user's cache: re-embedding 5,000 documents per test would cost minutes."""
+    if request.node.get_closest_marker("shared_data"):
+        return
+    monkeypatch.setenv("QKRAG_CACHE_DIR", str(tmp_path_factory.mktemp("qkrag-cache")))
+    import qkrag.embed
+
+    monkeypatch.setattr(qkrag.embed, "_default_cache", None)

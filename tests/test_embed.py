@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+
+from qkrag.cache import DiskCache
+from qkrag.embed import EmbedOptions, OpenAIEncoder, SentenceTransformerEncoder, embed, make_encoder
+from qkrag.errors import InputError
+
+
+def test_embed_caches_by_content_so_a_rerun_embeds_nothing(fake_encoder, tmp_path):
+    cache = DiskCache(tmp_path / "e.sqlite")
+    texts = ["alpha beta", "gamma", "alpha beta", "delta"]
+    first = embed(fake_encoder, texts, "document", EmbedOptions(cache=cache, batch_size=2, progress=False))
+    assert fake_encoder.texts_embedded == 3  # the duplicate is embedded once
+    again = embed(fake_encoder, texts, "document", EmbedOptions(cache=cache, progress=False))
+    assert fake_encoder.texts_embedded == 3
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first[0], first[2])
+
+
+def test_sides_are_cached_apart(fake_encoder, tmp_path):
+    cache = DiskCache(tmp_path / "e.sqlite")
+    embed(fake_encoder, ["x y"], "document", EmbedOptions(cache=cache, progress=False))
+    embed(fake_encoder, ["x y"], "query", EmbedOptions(cache=cache, progress=False))
+    assert fake_encoder.texts_embedded == 2
+
+
+def test_order_is_preserved_whatever_the_batching(fake_encoder):
+    texts = [f"word{i} " * (i % 7 + 1) for i in range(50)]
+    a = embed(fake_encoder, texts, "document", EmbedOptions(cache=None, batch_size=3, progress=False))
+    b = fake_encoder.embed_batch(texts, "document")
+    np.testing.assert_allclose(a, b)
+
+
+def test_empty_text_is_refused(fake_encoder):
+    with pytest.raises(InputError, match="text #1.*empty"):
+        embed(fake_encoder, ["ok", " "], "query", EmbedOptions(cache=None, progress=False))
+
+
+def test_bad_side_is_refused(fake_encoder):
+    with pytest.raises(InputError, match="'queries' is not a side"):
+        embed(fake_encoder, ["ok"], "queries", EmbedOptions(cache=None, progress=False))  # type: ignore[arg-type]
+
+
+def test_make_encoder_routes_names():
+    assert isinstance(make_encoder(), SentenceTransformerEncoder)
+    enc = make_encoder("openai:text-embedding-3-small", base_url="http://127.0.0.1:9/v1")
+    assert isinstance(enc, OpenAIEncoder) and enc.model_name == "text-embedding-3-small"
+
+
+def test_prefixes_change_the_fingerprint():
+    plain = SentenceTransformerEncoder()
+    e5 = SentenceTransformerEncoder(query_prefix="query: ", document_prefix="passage: ")
+    assert plain.fingerprint != e5.fingerprint
+
+
+def test_openai_key_is_not_in_repr(monkeypatch):
+    enc = OpenAIEncoder("m", api_key="sk-secret-123", base_url="http://127.0.0.1:9/v1")
+    assert "sk-secret" not in repr(enc) and "sk-secret" not in enc.fingerprint
+
+
+@pytest.mark.slow
+def test_default_model_loads_from_the_shipped_package_and_embeds():
+    enc = make_encoder()
+    vectors = embed(enc, ["a cat on a mat", "a kitten on a rug", "tax law"], "document",
+                    EmbedOptions(cache=None, progress=False))
+    assert vectors.shape == (3, 384)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2]
+
+
+@pytest.mark.slow
+def test_openai_compatible_embeddings_through_a_loopback_server(tmp_path):
+    """A real HTTP server speaking the OpenAI embeddings protocol, driven through the openai client."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+                    for i, t in enumerate(body["input"])]
+            payload = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        enc = OpenAIEncoder("fake-embed", base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="k")
+        out = embed(enc, ["ab", "abcd"], "query", EmbedOptions(cache=None, progress=False))
+        np.testing.assert_allclose(out[:, 0], [2.0, 4.0])
+        assert enc.dimension == 3
+    finally:
+        server.shutdown()
