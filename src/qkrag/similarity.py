@@ -40,13 +40,12 @@ def _matrix(name: str, x: object, min_rows: int = 1) -> np.ndarray:
     return a
 
 
-def _normalise_gram(gram: np.ndarray, what: str, fix: str) -> np.ndarray:
+def _normalise_gram(gram: np.ndarray, what: str, quantity: str, fix: str) -> np.ndarray:
     """Turn a Gram matrix into unit-diagonal similarities; refuse rows whose self-similarity is (near) zero."""
     norms2 = np.diag(gram).copy()
-    bad = np.flatnonzero(norms2 <= _ZERO_VARIANCE_RTOL * max(norms2.max(), 0.0))
-    if norms2.max() <= 0 or bad.size:
-        rows = bad[:5].tolist() if bad.size else list(range(min(5, len(norms2))))
-        raise fail(what, f"rows {rows} have zero norm/variance, so their similarity is undefined", fix)
+    bad = np.flatnonzero(norms2 <= _ZERO_VARIANCE_RTOL * max(norms2.max(), 0.0))  # all rows when everything is 0
+    if bad.size:
+        raise fail(what, f"rows {bad[:5].tolist()} have zero {quantity}, so their similarity is undefined", fix)
     inv = 1.0 / np.sqrt(norms2)
     sim = gram * inv[:, None] * inv[None, :]
     sim = np.clip((sim + sim.T) / 2, -1.0, 1.0)  # exact symmetry, and no 1.0000000002 from rounding
@@ -57,7 +56,7 @@ def _normalise_gram(gram: np.ndarray, what: str, fix: str) -> np.ndarray:
 def cosine_similarity_matrix(vectors: np.ndarray) -> np.ndarray:
     """Pairwise cosine similarity of the rows of `vectors`, shape (n, n)."""
     v = _matrix("vectors", vectors)
-    return _normalise_gram(v @ v.T, "vectors", "drop all-zero rows before computing cosine similarity")
+    return _normalise_gram(v @ v.T, "vectors", "norm", "drop all-zero rows before computing cosine similarity")
 
 
 def score_correlation_similarity(item_factors: np.ndarray, user_factors: np.ndarray, *,
@@ -77,8 +76,8 @@ def score_correlation_similarity(item_factors: np.ndarray, user_factors: np.ndar
         users = users - users.mean(axis=0)
     # k x k covariance instead of the n_users x n_items score matrix: same numbers, far less memory.
     cov = users.T @ users / len(users)
-    return _normalise_gram(items @ cov @ items.T, "item_factors",
-                           "these items get the same score from every user; drop them or train longer")
+    return _normalise_gram(items @ cov @ items.T, "item_factors", "score variance across users",
+                           "drop those items (every user gets the same score for them) or retrain the model")
 
 
 def score_correlation_pair(item_a: np.ndarray, item_b: np.ndarray, user_factors: np.ndarray, *,
