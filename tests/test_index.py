@@ -1,0 +1,353 @@
+"""The Chroma index: idempotent, resumable, refuses other encoders and half-built indexes, agrees with exact search."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qkrag.data import Corpus
+from qkrag.embed import Encoder, EmbedOptions
+from qkrag.errors import IndexMismatchError, InputError, QkragError
+from qkrag.index import ChromaIndex, DenseRetriever, ExactIndex, IndexConfig, build_index, recall_at_k
+
+VENV_BIN = Path(sys.executable).parent
+
+
+class HashEncoder(Encoder):
+    """Deterministic bag-of-words vectors: each word adds a fixed random direction, so shared words mean similarity.
+    `delay` seconds per batch makes a build slow enough to kill midway; `log` records every batch it embeds."""
+
+    def __init__(self, dim: int = 32, name: str = "hash", delay: float = 0.0, log: str | None = None):
+        self.name, self.dim, self.delay, self.log = f"{name}-{dim}", dim, delay, log
+
+    @property
+    def dimension(self) -> int:
+        return self.dim
+
+    def _word(self, word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).normal(size=self.dim)
+
+    def embed_batch(self, texts: Sequence[str], side: str) -> np.ndarray:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.log:
+            with open(self.log, "a") as handle:
+                handle.write(f"{len(texts)}\n")
+        return np.stack([sum(self._word(w) for w in t.lower().split()) for t in texts]).astype(np.float32)
+
+
+WORDS = "apple river stone cloud engine violin forest copper lantern harbor meadow falcon quartz orbit".split()
+
+
+def tiny_corpus(n: int, seed: int = 0) -> Corpus:
+    rng = np.random.default_rng(seed)
+    return Corpus.from_texts({f"d{i}": " ".join(rng.choice(WORDS, size=4)) + f" w{i}" for i in range(n)})
+
+
+NO_CACHE = EmbedOptions(cache=None, progress=False)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> IndexConfig:
+    return IndexConfig(collection="test-docs", path=tmp_path / "chroma", batch_size=64)
+
+
+def build(corpus: Corpus, encoder: Encoder, config: IndexConfig) -> ChromaIndex:
+    return build_index(corpus, encoder, config, NO_CACHE, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ config & creation
+
+
+def test_config_rejects_unknown_space_and_bad_numbers() -> None:
+    with pytest.raises(InputError, match="space"):
+        IndexConfig(space="dot")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="ef_search"):
+        IndexConfig(ef_search=0)
+
+
+def test_collection_records_encoder_space_and_hnsw_settings(config: IndexConfig) -> None:
+    config.space, config.ef_search, config.M = "ip", 123, 24
+    index = build(tiny_corpus(20), HashEncoder(), config)
+    assert index.space == "ip"  # Chroma's default would have been l2
+    assert index.hnsw_settings["ef_search"] == 123 and index.hnsw_settings["max_neighbors"] == 24
+    meta = index.metadata
+    assert meta["qkrag:encoder"] == "hash-32" and meta["qkrag:dimension"] == 32
+    assert meta["qkrag:complete"] is True and meta["qkrag:version"]
+    assert index.collection._embedding_function is None  # Chroma's downloading default was never built
+
+
+def test_reopening_applies_new_ef_search_but_refuses_another_space(config: IndexConfig) -> None:
+    build(tiny_corpus(10), HashEncoder(), config)
+    config.ef_search = 321
+    assert ChromaIndex.for_encoder(config, HashEncoder(), create=False).hnsw_settings["ef_search"] == 321
+    config.space = "l2"
+    with pytest.raises(IndexMismatchError, match="'cosine'.*another collection name"):
+        ChromaIndex.for_encoder(config, HashEncoder())
+
+
+def test_opening_a_missing_collection_without_create_says_how_to_build_it(config: IndexConfig) -> None:
+    with pytest.raises(InputError, match="does not exist.*qkrag index"):
+        ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def test_reindexing_is_idempotent(config: IndexConfig, tmp_path: Path) -> None:
+    corpus = tiny_corpus(150)
+    log = tmp_path / "batches.log"
+    encoder = HashEncoder(log=str(log))
+    first = build(corpus, encoder, config)
+    assert first.count() == 150 and first.last_build.added == 150
+    second = build(corpus, encoder, config)
+    assert second.count() == 150
+    assert second.last_build.added == 0 and second.last_build.unchanged == 150
+    assert sum(int(n) for n in log.read_text().split()) == 150  # the second run embedded nothing
+    ids, vectors = second.get_vectors()
+    assert sorted(ids) == sorted(corpus.ids) and len(set(ids)) == 150
+    assert vectors.dtype == np.float32 and vectors.shape == (150, 32)
+
+
+def test_changed_and_removed_documents_are_updated(config: IndexConfig) -> None:
+    corpus = tiny_corpus(30)
+    build(corpus, HashEncoder(), config)
+    changed = Corpus.from_texts({**{d.id: d.text for d in corpus.documents[:20]}, "d0": "violin violin violin"})
+    index = build(changed, HashEncoder(), config)
+    assert index.last_build.updated == 1 and index.last_build.removed == 10 and index.count() == 20
+    assert index.search_vectors(HashEncoder().embed_batch(["violin"], "query"), 1)[0][0].id == "d0"
+
+
+def test_stored_vectors_round_trip(config: IndexConfig) -> None:
+    corpus = tiny_corpus(40)
+    index = build(corpus, HashEncoder(), config)
+    ids, vectors = index.get_vectors()
+    expected = HashEncoder().embed_batch([corpus.get(i).content for i in ids], "document")
+    np.testing.assert_allclose(vectors, expected, rtol=1e-6)
+
+
+def test_opening_with_another_encoder_is_refused(config: IndexConfig) -> None:
+    build(tiny_corpus(10), HashEncoder(dim=32), config)
+    with pytest.raises(IndexMismatchError, match=r"'hash-32'.*'other-32'.*another collection name, or rebuild"):
+        build(tiny_corpus(10), HashEncoder(dim=32, name="other"), config)
+    with pytest.raises(IndexMismatchError, match=r"32-d.*16-d"):
+        ChromaIndex.for_encoder(config, HashEncoder(dim=16, name="hash"))
+    index = ChromaIndex.for_encoder(config, HashEncoder())
+    with pytest.raises(IndexMismatchError):
+        DenseRetriever(HashEncoder(name="other"), index)
+
+
+def test_an_incomplete_index_refuses_queries(config: IndexConfig) -> None:
+    index = build(tiny_corpus(10), HashEncoder(), config)
+    index.mark_complete(False)
+    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index`"):
+        index.query(np.ones((1, 32), np.float32), 3)
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_index import HashEncoder, tiny_corpus, NO_CACHE
+from qkrag.index import IndexConfig, build_index
+config = IndexConfig(collection="test-docs", path={path!r}, batch_size=100)
+build_index(tiny_corpus(3000), HashEncoder(delay=0.05, log={log!r}), config, NO_CACHE, progress=False)
+print("finished")
+"""
+
+
+@pytest.mark.slow  # ~10 s: a fresh interpreter importing chromadb, then 3,000 upserts
+def test_a_killed_build_is_incomplete_and_resumes_to_exactly_once(tmp_path: Path) -> None:
+    path, log = tmp_path / "chroma", tmp_path / "batches.log"
+    log.touch()
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), path=str(path), log=str(log))
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        # 8 batches embedded means at least 7 upserted; 30 make the whole corpus, so this is midway.
+        while len(log.read_text().split()) < 8:
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the build never got going"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+
+    config = IndexConfig(collection="test-docs", path=path, batch_size=100)
+    index = ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+    assert not index.complete
+    assert 0 < index.count() < 3000
+    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index` to finish it"):
+        DenseRetriever(HashEncoder(), index).search(["apple river"], 5)
+    done_before = index.count()
+
+    resumed = build_index(tiny_corpus(3000), HashEncoder(log=str(log)), config, NO_CACHE, progress=False)
+    assert resumed.complete and resumed.count() == 3000
+    assert resumed.last_build.added == 3000 - done_before and resumed.last_build.unchanged == done_before
+    ids = resumed.all_ids()
+    assert len(ids) == 3000 and set(ids) == set(tiny_corpus(3000).ids)
+    assert DenseRetriever(HashEncoder(), resumed).search(["apple river"], 5)[0]
+
+
+# ------------------------------------------------------------------------------------------------ searching
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
+def test_chroma_agrees_with_exact_search(config: IndexConfig, space: str) -> None:
+    config.space = space  # type: ignore[assignment]
+    corpus = tiny_corpus(300)
+    encoder = HashEncoder()
+    index = build(corpus, encoder, config)
+    exact = ExactIndex.from_chroma(index)
+    queries = encoder.embed_batch([" ".join(WORDS[i : i + 2]) for i in range(10)], "query")
+    c_scores, c_ids = index.query(queries, 10)
+    e_scores, e_ids = exact.query(queries, 10)
+    assert c_ids.shape == e_ids.shape == (10, 10)
+    assert recall_at_k(c_ids, e_ids) >= 0.98  # tiny data: HNSW at our settings is essentially exact
+    # the scores are the same readable similarities, not Chroma's distances
+    np.testing.assert_allclose(c_scores[:, 0], e_scores[:, 0], rtol=1e-4, atol=1e-4)
+    assert np.all(np.diff(c_scores, axis=1) <= 1e-6)  # best first
+
+
+def test_similarity_scores_have_the_documented_meaning(config: IndexConfig) -> None:
+    config.space = "ip"
+    index = ChromaIndex.open(config, "manual", 2)
+    index.add_vectors(["a", "b"], np.array([[2.0, 0.0], [0.0, 1.0]]), ["A", "B"])
+    index.mark_complete()
+    scores, ids = index.query(np.array([[3.0, 1.0]]), 2)
+    assert list(ids[0]) == ["a", "b"] and scores[0] == pytest.approx([6.0, 1.0], abs=1e-5)  # dot products
+    l2 = index.sibling("manual-l2", "manual", 2, space="l2")
+    l2.add_vectors(["a", "b"], np.array([[2.0, 0.0], [0.0, 1.0]]))
+    l2.mark_complete()
+    scores, ids = l2.query(np.array([[3.0, 1.0]]), 2)
+    assert list(ids[0]) == ["a", "b"] and scores[0] == pytest.approx([-2.0, -9.0], abs=1e-5)  # minus squared L2
+
+
+def test_a_sibling_collection_holds_other_vectors_beside_the_raw_one(config: IndexConfig) -> None:
+    corpus = tiny_corpus(50)
+    raw = build(corpus, HashEncoder(), config)
+    ids, vectors = raw.get_vectors()
+    projected = raw.sibling("test-docs-projected", "hash-32|proj", 8)
+    projected.add_vectors(ids, vectors[:, :8] * 2, [corpus.get(i).content for i in ids])
+    projected.add_vectors(ids, vectors[:, :8] * 2, [corpus.get(i).content for i in ids])  # upsert: still once
+    projected.mark_complete()
+    assert projected.space == "ip" and projected.count() == 50 and raw.count() == 50
+    assert projected.client is raw.client
+    hit = projected.search_vectors(vectors[:1, :8] * 2, 1)[0][0]
+    assert hit.text == corpus.get(hit.id).content
+    with pytest.raises(IndexMismatchError):
+        projected.add_vectors(ids, vectors, None)  # 32-d into an 8-d collection
+    projected.delete()
+    assert "test-docs-projected" not in [c.name for c in raw.client.list_collections()]
+
+
+def test_dense_retriever_over_chroma_and_exact(config: IndexConfig) -> None:
+    corpus = Corpus.from_texts({"a": "copper lantern harbor", "b": "violin forest meadow", "c": "quartz orbit falcon"})
+    encoder = HashEncoder()
+    chroma = build(corpus, encoder, config)
+    exact = ExactIndex(corpus.ids, encoder.embed_batch(corpus.contents, "document"), "cosine",
+                       texts=dict(zip(corpus.ids, corpus.contents)))
+    for index in (chroma, exact):
+        hits = DenseRetriever(encoder, index, options=NO_CACHE).search(["violin meadow", "orbit"], k=2)
+        assert [row[0].id for row in hits] == ["b", "c"]
+        assert hits[0][0].text == "violin forest meadow"
+        assert hits[0][0].score > hits[0][1].score and -1.0 <= hits[0][1].score <= 1.0
+    assert DenseRetriever(encoder, chroma, options=NO_CACHE).search(["orbit"], k=50)[0][-1].id in "abc"  # k > n
+
+
+def test_exact_index_rejects_misshapen_input() -> None:
+    with pytest.raises(InputError):
+        ExactIndex(["a", "b"], np.zeros((3, 4)))
+
+
+# ------------------------------------------------------------------------------------------------ real server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    """A real `chroma run` on 127.0.0.1 at a free port; killed in teardown whatever happens."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server-db"),
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chroma server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield port
+    finally:
+        server.kill()
+        server.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+def test_server_path_against_a_real_chroma_server(chroma_server: int) -> None:
+    config = IndexConfig(collection="served-docs", host="127.0.0.1", port=chroma_server, batch_size=64)
+    corpus = tiny_corpus(200)
+    encoder = HashEncoder()
+    index = build(corpus, encoder, config)
+    again = build(corpus, encoder, config)
+    assert index.count() == again.count() == 200 and again.last_build.unchanged == 200
+    assert again.complete and again.space == "cosine" and again.hnsw_settings["max_neighbors"] == config.M
+    queries = encoder.embed_batch(["apple river", "quartz orbit"], "query")
+    assert recall_at_k(again.query(queries, 10)[1], ExactIndex.from_chroma(again).query(queries, 10)[1]) >= 0.95
+    with pytest.raises(IndexMismatchError):
+        ChromaIndex.for_encoder(config, HashEncoder(name="other"))
+
+
+def test_an_unreachable_server_is_a_clear_error() -> None:
+    with pytest.raises(QkragError, match="cannot reach a Chroma server.*chroma run"):
+        ChromaIndex.for_encoder(IndexConfig(host="127.0.0.1", port=free_port()), HashEncoder())
+
+
+# ------------------------------------------------------------------------------------------------ real model
+
+
+@pytest.mark.slow
+def test_default_model_end_to_end(config: IndexConfig) -> None:
+    from qkrag.embed import make_encoder
+
+    corpus = Corpus.from_texts({
+        "cats": "Cats are small domesticated felines that purr and hunt mice.",
+        "rust": "Rust is a systems programming language focused on memory safety.",
+        "paris": "Paris is the capital of France, home of the Eiffel Tower.",
+        "bread": "Sourdough bread rises thanks to wild yeast and lactic acid bacteria.",
+    })
+    encoder = make_encoder()
+    index = build(corpus, encoder, config)
+    assert index.dimension == 384 and index.fingerprint == encoder.fingerprint
+    hits = DenseRetriever(encoder, index, options=NO_CACHE).search(
+        ["which language prevents memory bugs?", "what is the French capital?", "kitten purring"], k=2)
+    assert [row[0].id for row in hits] == ["rust", "paris", "cats"]
+    assert 0.3 < hits[0][0].score <= 1.0 and hits[0][0].text == corpus.get("rust").content
