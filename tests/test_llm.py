@@ -362,3 +362,12 @@ def test_cache_entries_are_whole(make_llm, server, tmp_path: Path):
     for (blob,) in rows:
         record = json.loads(bytes(blob))
         assert record["text"].startswith("answer to:") and record["prompt_tokens"] == 10
+
+
+def test_a_cache_passed_in_stays_open_after_close(make_llm, server, tmp_path):
+    shared = DiskCache(tmp_path / "shared.sqlite")
+    llm = make_llm(cache=shared)
+    llm.complete("x")
+    llm.close()
+    assert len(shared) == 1  # still usable: the caller owns it
+    shared.close()

@@ -157,6 +157,7 @@ class LLM:
         on_close: Callable[[], None] | None = None,
     ):
         self.config = config
+        self._owns_cache = not isinstance(cache, DiskCache)  # close only what we opened
         if cache is False:
             self.cache: DiskCache | None = None
         elif isinstance(cache, DiskCache):
@@ -188,9 +189,9 @@ class LLM:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.cache is not None:
+        if self.cache is not None and self._owns_cache:
             self.cache.close()
-            self.cache = None
+        self.cache = None
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             on_close()
