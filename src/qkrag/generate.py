@@ -1,0 +1,773 @@
+"""Stage 2, generate: synthetic (query, passage) pairs that are worth training on.
+
+Easy pairs teach nothing. A small model asked for queries copies the title or the first sentence, and 90% of its
+queries then retrieve their own passage at rank 1 under raw cosine - a projection trained on them learns nothing the
+base encoder did not already know. Small models also ignore instructions like "make it harder", so difficulty comes
+from the pipeline, not the prompt:
+
+    sample passages (seeded)
+      -> prompt the LLM: several calls per passage with different seeds, the title hidden   [journaled, cached]
+      -> parse; drop refusals, exact/near duplicates and near-copies of the passage (copy_score)
+      -> term masking: a variant of each query without the passage's rare exact terms
+      -> embed the queries, rank the whole corpus by raw cosine (exact search)
+      -> round trip: keep a query only if its passage ranks in the top k
+      -> difficulty steering: per passage, pick the candidate whose rank falls in a bucket drawn from a target rank
+         distribution (the human one by default), so rank-1 pairs stop dominating
+      -> hard negatives from the same ranking, minus likely false negatives (too close to the positive's score, or
+         judged relevant by the LLM)
+
+The LLM stage is the slow one (seconds per call on a laptop), so it is resumable: every passage's raw outputs go to an
+append-only journal (`out_dir/journal.jsonl`, one fsynced line per passage) and the LLM layer caches every output. A
+run killed at any point (SIGKILL included) continues where it stopped, and because everything after the LLM stage is a
+deterministic function of the journal, the resumed run ends with exactly the pairs of an uninterrupted one. Final
+outputs are staged in a temporary folder and renamed into place, `stats.json` last, as the completion mark.
+
+An LLM-free baseline, the Inverse Cloze Task (`generator="ict"`: a sentence cut out of the passage is the query, the
+rest of the passage the positive), goes through the same filters, ranking and steering.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from .cache import content_hash
+from .data import Corpus, Document, load_corpus
+from .embed import EmbedOptions, Encoder, embed
+from .errors import LLMError, fail
+from .retrieval import Space, check_space, similarity
+
+if TYPE_CHECKING:
+    import datasets
+
+    from .llm import LLM
+
+__all__ = [
+    "GenerateConfig",
+    "GenerationResult",
+    "HUMAN_RANK_TARGET",
+    "copy_score",
+    "form_summary",
+    "generate_from_beir",
+    "generate_pairs",
+    "ict_candidates",
+    "load_pairs",
+    "mask_rare_terms",
+    "normalize",
+    "rank_positives",
+    "rank_summary",
+]
+
+Policy = Literal["target", "hardest", "none"]
+Generator = Literal["llm", "ict"]
+
+#: Share of human SciFact train claims whose passage ranks 1 / 2-10 / 11-100 under all-MiniLM-L6-v2 cosine
+#: (0.46, 0.79 - 0.46, 0.935 - 0.79), renormalised over the top 100: what `policy="target"` aims for by default.
+HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
+
+JOURNAL = "journal.jsonl"
+_COUNTS = ("passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate", "dropped_copy",
+           "dropped_near_duplicate", "masked_variants", "candidates", "roundtrip_kept", "negatives_skipped_as_false",
+           "negatives_judged_relevant")
+PAIRS = "pairs.parquet"
+STATS = "stats.json"
+COLUMNS = ("query_id", "query", "positive_id", "positive_text", "negative_ids", "base_rank", "positive_score",
+           "generator", "variant", "prompt_hash", "copy_score", "title_copy", "ngram_copy", "words", "candidate")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """What to generate and how hard to make it. Fields that change the LLM requests (prompt, seeds, temperature,
+    passage text) key the journal and the cache; the rest only change the cheap deterministic stages after it."""
+
+    generator: Generator = "llm"
+    # -- sampling ------------------------------------------------------------------------------------------------
+    sample: int | None = None  # passages to sample (seeded); None = all of them (or the doc_ids given)
+    seed: int = 0
+    # -- the LLM stage -------------------------------------------------------------------------------------------
+    candidates: int = 4  # candidate queries sampled per passage ...
+    per_call: int = 2  # ... asked for `per_call` at a time, so ceil(candidates / per_call) calls, each its own seed
+    examples: tuple[str, ...] = ()  # up to 8 user example queries: the prompt imitates their form (few-shot)
+    template: str | None = None  # None: query_few_shot with examples, query_zero_shot without
+    temperature: float = 0.8  # sampled, so calls with different seeds give different candidates
+    max_tokens: int = 160
+    include_title: bool = False  # hiding the title removes the model's favourite thing to copy
+    max_chars: int = 1500  # passage text is cut here: prompt length dominates a small CPU model's time
+    # -- filters -------------------------------------------------------------------------------------------------
+    min_words: int = 3
+    max_words: int = 40
+    max_copy: float = 0.75  # drop a query whose longest run of words copied from the passage is >= this share of it
+    max_title_copy: float = 0.8  # ... or from the title
+    near_duplicate: float = 0.95  # cosine above which two candidates for one passage count as one
+    mask_terms: bool = True  # add a variant of each query without the passage's rare exact terms
+    mask_df: float = 0.002  # a term is rare when at most this share of documents (and at least 1) contain it
+    # -- round trip and difficulty -------------------------------------------------------------------------------
+    roundtrip_k: int = 100
+    queries_per_passage: int = 1
+    policy: Policy = "target"
+    target: tuple[float, ...] = HUMAN_RANK_TARGET  # shares for ranks 1, 2-10, 11-roundtrip_k
+    space: Space = "cosine"
+    # -- hard negatives ------------------------------------------------------------------------------------------
+    negatives: int = 4
+    negative_depth: int = 50  # mined from the top of the ranking
+    false_negative_ratio: float = 0.95  # a document scoring >= this share of the positive's score may be relevant
+    judge_negatives: bool = False  # also ask the LLM (`judge` template) and drop negatives it calls relevant
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.generator not in ("llm", "ict"):
+            raise fail("generate config generator", f"{self.generator!r} is not a generator", 'use "llm" or "ict"')
+        if self.policy not in ("target", "hardest", "none"):
+            raise fail("generate config policy", f"{self.policy!r} is not a policy", 'use "target", "hardest" or "none"')
+        for name in ("candidates", "per_call", "queries_per_passage", "roundtrip_k", "min_words", "max_chars"):
+            if getattr(self, name) < 1:
+                raise fail(f"generate config {name}", f"{getattr(self, name)} is below 1", f"set {name} >= 1")
+        if self.negatives < 0:
+            raise fail("generate config negatives", f"{self.negatives} is negative", "use 0 for no negatives")
+        if self.sample is not None and self.sample < 1:
+            raise fail("generate config sample", f"{self.sample} is below 1", "use None for all passages")
+        if len(self.target) != 3 or min(self.target) < 0 or sum(self.target) <= 0:
+            raise fail("generate config target", f"{self.target} is not three non-negative shares",
+                       "give shares for ranks 1, 2-10 and 11-roundtrip_k, e.g. (0.49, 0.355, 0.155)")
+        if len(self.examples) > 8:
+            raise fail("generate config examples", f"{len(self.examples)} examples given",
+                       "give at most 8: more cost a small model context and add little")
+        check_space(self.space)
+        object.__setattr__(self, "examples", tuple(self.examples))
+
+    @property
+    def calls(self) -> int:
+        return math.ceil(self.candidates / self.per_call)
+
+    @property
+    def template_name(self) -> str:
+        return self.template or ("query_few_shot" if self.examples else "query_zero_shot")
+
+
+@dataclass
+class GenerationResult:
+    out_dir: Path
+    dataset: datasets.Dataset
+    stats: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+# ------------------------------------------------------------------------------------------------ text measures
+
+_WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def normalize(text: str) -> str:
+    """Case, punctuation and spacing folded away: what makes two queries "the same"."""
+    return " ".join(words(text))
+
+
+def copy_score(query: str, passage: str) -> float:
+    """Longest run of consecutive query words found verbatim in `passage`, as a share of the query's words.
+
+    1.0 is a copied sentence or title; a paraphrase scores low even when it shares many single words.
+    """
+    q, p = words(query), words(passage)
+    if not q:
+        return 0.0
+    where: dict[str, list[int]] = {}
+    for i, w in enumerate(p):
+        where.setdefault(w, []).append(i)
+    best, prev = 0, {}  # prev: passage position -> length of the run ending there with the previous query word
+    for w in q:
+        cur = {i: prev.get(i - 1, 0) + 1 for i in where.get(w, ())}
+        if cur:
+            best = max(best, max(cur.values()))
+        prev = cur
+    return best / len(q)
+
+
+def ngram_copy(query: str, passage: str, n: int = 3) -> float:
+    """Share of the query's word n-grams that occur in `passage` (n shrinks for queries shorter than n words)."""
+    q, p = words(query), words(passage)
+    if not q:
+        return 0.0
+    n = min(n, len(q))
+    grams = [tuple(q[i : i + n]) for i in range(len(q) - n + 1)]
+    have = {tuple(p[i : i + n]) for i in range(len(p) - n + 1)}
+    return sum(g in have for g in grams) / len(grams)
+
+
+def mask_rare_terms(query: str, passage: str, doc_freq: Mapping[str, int], max_df: int) -> str | None:
+    """`query` without the words it shares with `passage` that at most `max_df` documents contain, or None when that
+    removes nothing. Those exact rare terms (gene names, drug names, numbers) let cosine match trivially; without
+    them the query has to be matched on meaning, which is what the projection should learn."""
+    passage_words = set(words(passage))
+    kept, dropped = [], 0
+    for token in query.split():
+        core = words(token)
+        if core and all(w in passage_words and doc_freq.get(w, 0) <= max_df for w in core):
+            dropped += 1
+            continue
+        kept.append(token)
+    if not dropped:
+        return None
+    masked = " ".join(kept).strip(" ,;:-")
+    return masked or None
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+
+
+def sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def ict_candidates(doc: Document, n: int, seed: int, min_words: int = 5, max_words: int = 40) -> list[tuple[str, str]]:
+    """Inverse Cloze Task: up to `n` (sentence, passage without that sentence) pairs, sentences drawn seeded."""
+    parts = sentences(doc.text)
+    if len(parts) < 2:
+        return []
+    usable = [i for i, s in enumerate(parts) if min_words <= len(words(s)) <= max_words]
+    rng = random.Random(content_hash("ict", seed, doc.id))
+    picked = sorted(rng.sample(usable, min(n, len(usable))))
+    rest = lambda i: " ".join(parts[:i] + parts[i + 1 :])  # noqa: E731
+    return [(parts[i], f"{doc.title} {rest(i)}".strip()) for i in picked]
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+
+def _doc_vectors(encoder: Encoder, corpus: Corpus, progress: bool) -> np.ndarray:
+    return embed(encoder, corpus.contents, "document", EmbedOptions(progress=progress), desc="embed corpus")
+
+
+def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, doc_vecs: np.ndarray, space: Space,
+          depth: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rank of each query's positive among all documents (1 = best), its score, and the top `depth` other documents.
+
+    The positive is scored against its own vector (`pos_vecs`: the document itself, or for ICT the passage without
+    the cut sentence), every other document against the corpus vectors."""
+    import torch
+
+    n = len(query_vecs)
+    depth = min(depth, doc_vecs.shape[0] - 1)
+    ranks, pos_scores = np.zeros(n, np.int64), np.zeros(n, np.float32)
+    top_scores, top_pos = np.zeros((n, depth), np.float32), np.zeros((n, depth), np.int64)
+    for start in range(0, n, batch_size):
+        end = min(n, start + batch_size)
+        scores = similarity(query_vecs[start:end], doc_vecs, space)
+        own = similarity(query_vecs[start:end], pos_vecs[start:end], space).diagonal()
+        rows = torch.arange(end - start)
+        cols = torch.from_numpy(positions[start:end])
+        scores[rows, cols] = -torch.inf
+        ranks[start:end] = ((scores > own[:, None]).sum(1) + 1).numpy()
+        pos_scores[start:end] = own.numpy()
+        if depth > 0:
+            top = torch.topk(scores, depth, dim=1)
+            top_scores[start:end], top_pos[start:end] = top.values.numpy(), top.indices.numpy()
+    return ranks, pos_scores, top_scores, top_pos
+
+
+def rank_positives(encoder: Encoder, corpus: Corpus, queries: Sequence[str], positive_ids: Sequence[str],
+                   space: Space = "cosine", progress: bool = False) -> np.ndarray:
+    """Rank (1 = best) of each query's positive document among the whole corpus under the base encoder: the measure
+    of how hard a pair is, for generated pairs and for human ones alike."""
+    doc_vecs = _doc_vectors(encoder, corpus, progress)
+    q = embed(encoder, list(queries), "query", EmbedOptions(progress=progress))
+    positions = np.array([corpus.position(d) for d in positive_ids], dtype=np.int64)
+    return _rank(q, doc_vecs[positions], positions, doc_vecs, space, depth=0)[0]
+
+
+def rank_summary(ranks: Iterable[int]) -> dict[str, float]:
+    """Share of positives at rank 1, in the top 10 and top 100; median and count."""
+    r = np.asarray(list(ranks), dtype=np.int64)
+    if r.size == 0:
+        return {"n": 0, "rank1": 0.0, "top10": 0.0, "top100": 0.0, "median_rank": 0.0}
+    return {"n": int(r.size), "rank1": float((r == 1).mean()), "top10": float((r <= 10).mean()),
+            "top100": float((r <= 100).mean()), "median_rank": float(np.median(r))}
+
+
+def form_summary(queries: Sequence[str], passages: Sequence[str]) -> dict[str, float]:
+    """How queries look next to their passages: mean length in words, copied word-trigram share, copy score."""
+    if not queries:
+        return {"mean_words": 0.0, "ngram_copy": 0.0, "copy_score": 0.0}
+    return {"mean_words": float(np.mean([len(words(q)) for q in queries])),
+            "ngram_copy": float(np.mean([ngram_copy(q, p) for q, p in zip(queries, passages)])),
+            "copy_score": float(np.mean([copy_score(q, p) for q, p in zip(queries, passages)]))}
+
+
+# ------------------------------------------------------------------------------------------------ the journal
+
+class _Journal:
+    """Append-only JSONL of finished passages. Each record is flushed and fsynced before the next passage starts, so
+    after a kill the file holds every finished passage plus at most one torn last line, which `read` drops."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, dict]:
+        records: dict[str, dict] = {}
+        if not self.path.exists():
+            return records
+        data = self.path.read_bytes()
+        good_end = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break  # torn last line of a killed run
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise fail(str(self.path), f"line at byte {good_end} is not valid JSON (not the last line, so not a "
+                           "torn write)", "delete the out_dir (or just its journal) and run again") from None
+            records[record["doc_id"] + "\0" + record["fingerprint"]] = record
+            good_end += len(line)
+        if good_end < len(data):  # cut the torn tail so the next append starts on a fresh line
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_end)
+                os.fsync(handle.fileno())
+        return records
+
+    def append(self, records: Iterable[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab") as handle:
+            for record in records:
+                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+@dataclass
+class _Candidate:
+    doc_id: str
+    text: str
+    positive_text: str
+    generator: str
+    variant: str  # "llm", "masked", "ict"
+    prompt_hash: str
+    index: int  # order of generation within the passage: ties break on it
+    copy_score: float = 0.0
+    title_copy: float = 0.0
+    ngram_copy: float = 0.0
+    rank: int = 0
+    score: float = 0.0
+    row: int = -1  # row in the ranking arrays
+
+
+def _sample_ids(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None) -> list[str]:
+    ids = list(doc_ids) if doc_ids is not None else corpus.ids
+    for d in ids:
+        corpus.get(d)  # a clear error for an unknown id
+    if len(set(ids)) != len(ids):
+        raise fail("doc_ids", "contain duplicates", "pass each passage once")
+    if config.sample is not None and config.sample < len(ids):
+        ids = random.Random(config.seed).sample(ids, config.sample)
+    if not ids:
+        raise fail("generate_pairs", "no passages to generate for", "give a non-empty corpus or doc_ids")
+    return ids
+
+
+def _passage_text(doc: Document, config: GenerateConfig) -> str:
+    text = doc.content if config.include_title else doc.text or doc.content
+    return text if len(text) <= config.max_chars else text[: config.max_chars].rsplit(" ", 1)[0] + " ..."
+
+
+def _prompts(doc: Document, config: GenerateConfig) -> list:
+    from . import prompts
+
+    template = prompts.load_template(config.template_name)
+    variables: dict[str, Any] = {"text": _passage_text(doc, config), "n": config.per_call}
+    if "examples" in template.variables:
+        variables["examples"] = prompts.few_shot_examples(config.examples)
+    variables = {k: v for k, v in variables.items() if k in template.variables}
+    return [template.render(**variables)] * config.calls
+
+
+def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: _Journal) -> tuple[dict, dict]:
+    """Raw LLM outputs per passage, from the journal where it has them, else from the LLM (cache first)."""
+    from tqdm.auto import tqdm
+
+    from .prompts import parse_candidates
+
+    model = llm.config.model
+    params = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    todo_prompts, records = {}, {}
+    done = journal.read()
+    for doc_id in ids:
+        prompts = _prompts(corpus.get(doc_id), config)
+        fingerprint = content_hash("qkrag-generate-v1", model, [p.messages for p in prompts], params, config.seed)
+        if (record := done.get(doc_id + "\0" + fingerprint)) is not None:
+            records[doc_id] = record
+        else:
+            todo_prompts[doc_id] = (prompts, fingerprint)
+    counts = Counter()
+    check = lambda text: bool(parse_candidates(text))  # noqa: E731 - output with no candidate in it is retried
+    chunk = max(2, llm.config.concurrency)
+    todo = list(todo_prompts)
+    with tqdm(total=len(ids), initial=len(ids) - len(todo), desc="generate", unit="passage",
+              disable=not config.progress, dynamic_ncols=True, smoothing=0.1) as bar:
+        for start in range(0, len(todo), chunk):
+            batch = todo[start : start + chunk]
+            outputs: dict[str, list] = {d: [] for d in batch}
+            for call in range(config.calls):  # one seed per call index, so the calls for a passage differ
+                results = llm.complete_many([todo_prompts[d][0][call] for d in batch], check=check, on_error="skip",
+                                            progress=False, seed=config.seed * 1000 + call, **params)
+                for d, completion in zip(batch, results):
+                    outputs[d].append(None if completion is None else completion.text)
+            if all(o is None for d in batch for o in outputs[d]):
+                # Every call of a whole chunk failed: the server is down or broken, not one prompt. Stop here, with
+                # nothing journaled for this chunk, so a re-run retries it.
+                raise fail(f"LLM {model!r}", f"all {len(batch) * config.calls} requests for {len(batch)} passages "
+                           f"failed ({llm.skipped} skipped so far)", "check that the LLM server is up and answering; "
+                           "finished passages are kept and a re-run continues from here", exc=LLMError)
+            new = [{"doc_id": d, "fingerprint": todo_prompts[d][1], "model": model,
+                    "prompt_hash": todo_prompts[d][0][0].template_hash, "outputs": outputs[d]} for d in batch]
+            journal.append(new)
+            records.update({r["doc_id"]: r for r in new})
+            bar.update(len(batch))
+            bar.set_postfix(calls=llm.calls_made, cached=llm.cache_hits, skipped=llm.skipped, refresh=False)
+    counts["failed_calls"] = sum(o is None for r in records.values() for o in r["outputs"])
+    return records, counts
+
+
+def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records: dict, doc_freq: Counter,
+                counts: Counter) -> list[_Candidate]:
+    """Parse, filter and deduplicate candidates; add masked variants. Deterministic, in passage order."""
+    from .prompts import parse_candidates
+
+    max_df = max(1, int(config.mask_df * len(corpus)))
+    seen: set[str] = set()
+    out: list[_Candidate] = []
+    for doc_id in ids:
+        doc = corpus.get(doc_id)
+        raw: list[tuple[str, str, str]] = []  # (query, positive text, variant)
+        if config.generator == "ict":
+            for query, rest in ict_candidates(doc, config.candidates, config.seed, max(5, config.min_words),
+                                              config.max_words):
+                raw.append((query, rest, "ict"))
+            generator, prompt_hash = "ict", ""
+        else:
+            record = records[doc_id]
+            generator, prompt_hash = record["model"], record["prompt_hash"]
+            for text in record["outputs"]:
+                # A model may write more lines than asked: keep a few extra, they are candidates like the rest.
+                for query in parse_candidates(text, max_items=2 * config.per_call + 1):
+                    raw.append((query, doc.content, "llm"))
+        counts["parsed"] += len(raw)
+        index = 0
+        for query, positive_text, variant in raw:
+            variants = [(query, variant)]
+            if config.mask_terms:
+                if (masked := mask_rare_terms(query, doc.content, doc_freq, max_df)) is not None:
+                    variants.append((masked, "masked"))
+                    counts["masked_variants"] += 1
+            for text, kind in variants:
+                n_words = len(words(text))
+                if not config.min_words <= n_words <= config.max_words:
+                    counts["dropped_length"] += 1
+                    continue
+                key = normalize(text)
+                if key in seen:
+                    counts["dropped_duplicate"] += 1
+                    continue
+                c = _Candidate(doc_id, text, positive_text, generator, kind, prompt_hash, index,
+                               copy_score(text, positive_text), copy_score(text, doc.title) if doc.title else 0.0,
+                               ngram_copy(text, positive_text))
+                index += 1
+                if c.copy_score >= config.max_copy or (doc.title and c.title_copy >= config.max_title_copy
+                                                       and len(words(doc.title)) >= 3):
+                    counts["dropped_copy"] += 1
+                    continue
+                seen.add(key)
+                out.append(c)
+    return out
+
+
+def _drop_near_duplicates(cands: list[_Candidate], vecs: np.ndarray, threshold: float, counts: Counter
+                          ) -> tuple[list[_Candidate], np.ndarray]:
+    """Within each passage, drop a candidate whose embedding is nearly that of an earlier one (a reworded twin)."""
+    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    keep: list[int] = []
+    by_doc: dict[str, list[int]] = {}
+    for i, c in enumerate(cands):
+        kept = by_doc.setdefault(c.doc_id, [])
+        if kept and float((unit[kept] @ unit[i]).max()) >= threshold:
+            counts["dropped_near_duplicate"] += 1
+            continue
+        kept.append(i)
+        keep.append(i)
+    return [cands[i] for i in keep], vecs[keep]
+
+
+def _bucket(rank: int, k: int) -> int:
+    return 0 if rank == 1 else 1 if rank <= min(10, k) else 2
+
+
+def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
+    """Per passage, choose which round-tripping candidates become pairs (see `GenerateConfig.policy`)."""
+    by_doc: dict[str, list[_Candidate]] = {}
+    for c in cands:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    weights = np.asarray(config.target, dtype=float) / sum(config.target)
+    chosen: list[_Candidate] = []
+    for doc_id, group in by_doc.items():
+        group = sorted(group, key=lambda c: c.index)
+        if config.policy == "none":
+            chosen += group[: config.queries_per_passage]
+            continue
+        if config.policy == "hardest":
+            chosen += sorted(group, key=lambda c: (-c.rank, c.index))[: config.queries_per_passage]
+            continue
+        # "target": each slot draws a rank bucket (seeded per passage) and takes the candidate nearest to it, so
+        # over many passages the ranks follow `target` as far as the candidates allow.
+        rng = random.Random(content_hash("steer", config.seed, doc_id))
+        left = list(group)
+        for _ in range(min(config.queries_per_passage, len(group))):
+            want = int(rng.choices(range(3), weights=weights)[0])
+            pick = min(left, key=lambda c: (abs(_bucket(c.rank, config.roundtrip_k) - want),
+                                            -c.rank if _bucket(c.rank, config.roundtrip_k) > want else c.rank,
+                                            c.copy_score, c.index))
+            left.remove(pick)
+            chosen.append(pick)
+    return chosen
+
+
+def _judge(llm: LLM, queries: list[str], texts: list[str], progress: bool) -> list[bool | None]:
+    from . import prompts
+
+    results = llm.complete_many([prompts.render("judge", query=q, text=t[:1500]) for q, t in zip(queries, texts)],
+                                check=lambda t: prompts.parse_yes_no(t) is not None, on_error="skip",
+                                progress=progress, desc="judge negatives", temperature=0.0, max_tokens=4)
+    return [None if r is None else prompts.parse_yes_no(r.text) for r in results]
+
+
+def _negatives(chosen: list[_Candidate], top_scores: np.ndarray, top_pos: np.ndarray, corpus: Corpus,
+               config: GenerateConfig, llm: LLM | None, counts: Counter) -> list[list[str]]:
+    """Hard negatives from each query's ranking: skip documents scoring within `false_negative_ratio` of the positive
+    (likely unjudged positives) and exact copies of the positive; optionally drop those the LLM judges relevant."""
+    if config.negatives == 0:
+        return [[] for _ in chosen]
+    pools: list[list[str]] = []
+    for c in chosen:
+        limit = c.score - (1 - config.false_negative_ratio) * abs(c.score)
+        own = normalize(corpus.get(c.doc_id).content)
+        pool = []
+        for s, p in zip(top_scores[c.row], top_pos[c.row]):
+            doc = corpus[int(p)]
+            if s >= limit or normalize(doc.content) == own:
+                counts["negatives_skipped_as_false"] += 1
+                continue
+            pool.append(doc.id)
+        pools.append(pool)
+    if not (config.judge_negatives and llm is not None):
+        return [pool[: config.negatives] for pool in pools]
+    # Judge only as many as can be needed: the first negatives + a few spares per pair.
+    want = [pool[: config.negatives + 2] for pool in pools]
+    flat = [(i, d) for i, pool in enumerate(want) for d in pool]
+    verdicts = _judge(llm, [chosen[i].text for i, _ in flat], [corpus.get(d).content for _, d in flat],
+                      config.progress)
+    relevant = {(i, d) for (i, d), v in zip(flat, verdicts) if v}
+    counts["negatives_judged_relevant"] += len(relevant)
+    return [[d for d in pool if (i, d) not in relevant][: config.negatives] for i, pool in enumerate(want)]
+
+
+def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: GenerateConfig | None = None,
+                   out_dir: str | os.PathLike[str] = "pairs", *, doc_ids: Sequence[str] | None = None
+                   ) -> GenerationResult:
+    """Generate training pairs for `corpus` (or for its passages `doc_ids`) into `out_dir`; see the module docstring.
+
+    Resumable: run it again with the same arguments after an interruption and it continues. Returns the pairs as a
+    `datasets.Dataset` (also in `out_dir/pairs.parquet`) with `stats.json` and a BEIR export beside it.
+    """
+    config = config or GenerateConfig()
+    out = Path(out_dir)
+    started = time.perf_counter()
+    if config.generator == "llm" and llm is None:
+        raise fail("generate_pairs", "generator='llm' needs an LLM and none was given",
+                   "pass llm=qkrag.localllm.default_llm() (or any qkrag.llm.LLM), or use GenerateConfig(generator='ict')")
+    if len(corpus) < 2:
+        raise fail(corpus.source, "has fewer than 2 documents", "ranking needs a corpus to rank the passage against")
+    ids = _sample_ids(corpus, config, doc_ids)
+    counts: Counter = Counter(dict.fromkeys(_COUNTS, 0), passages=len(ids))
+    records: dict = {}
+    calls_before = (llm.calls_made, llm.cache_hits) if llm is not None else (0, 0)
+    if config.generator == "llm":
+        assert llm is not None
+        records, llm_counts = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
+        counts.update(llm_counts)
+    llm_seconds = time.perf_counter() - started
+
+    doc_freq: Counter = Counter()
+    if config.mask_terms:
+        for doc in corpus:
+            doc_freq.update(set(words(doc.content)))
+    cands = _candidates(corpus, ids, config, records, doc_freq, counts)
+
+    doc_vecs = _doc_vectors(encoder, corpus, config.progress)
+    chosen: list[_Candidate] = []
+    top_scores = top_pos = np.zeros((0, 0))
+    all_ranks: list[int] = []
+    if cands:
+        qvecs = embed(encoder, [c.text for c in cands], "query", EmbedOptions(progress=config.progress),
+                      desc="embed queries")
+        cands, qvecs = _drop_near_duplicates(cands, qvecs, config.near_duplicate, counts)
+        counts["candidates"] = len(cands)
+        positions = np.array([corpus.position(c.doc_id) for c in cands], dtype=np.int64)
+        pos_vecs = doc_vecs[positions].copy()
+        own = [i for i, c in enumerate(cands) if c.positive_text != corpus.get(c.doc_id).content]
+        if own:  # ICT: the positive is the passage without the cut sentence
+            pos_vecs[own] = embed(encoder, [cands[i].positive_text for i in own], "document",
+                                  EmbedOptions(progress=config.progress), desc="embed ICT passages")
+        ranks, scores, top_scores, top_pos = _rank(qvecs, pos_vecs, positions, doc_vecs, config.space,
+                                                   max(config.negative_depth, 1))
+        for i, c in enumerate(cands):
+            c.rank, c.score, c.row = int(ranks[i]), float(scores[i]), i
+        all_ranks = [c.rank for c in cands]
+        roundtrip = [c for c in cands if c.rank <= config.roundtrip_k]
+        counts["roundtrip_kept"] = len(roundtrip)
+        chosen = _steer(roundtrip, config)
+    negatives = _negatives(chosen, top_scores, top_pos, corpus, config, llm, counts)
+
+    rows = [{"query_id": f"gen-{c.doc_id}-{c.index}", "query": c.text, "positive_id": c.doc_id,
+             "positive_text": c.positive_text, "negative_ids": neg, "base_rank": c.rank, "positive_score": c.score,
+             "generator": c.generator, "variant": c.variant, "prompt_hash": c.prompt_hash,
+             "copy_score": c.copy_score, "title_copy": c.title_copy, "ngram_copy": c.ngram_copy,
+             "words": len(words(c.text)), "candidate": c.index} for c, neg in zip(chosen, negatives)]
+    generator_name = "ict" if config.generator == "ict" else llm.config.model  # type: ignore[union-attr]
+    stats = {
+        "generator": generator_name,
+        "template": None if config.generator == "ict" else config.template_name,
+        "template_hash": next((r["prompt_hash"] for r in records.values()), None),
+        "encoder": encoder.fingerprint,
+        "config": _jsonable(asdict(config)),
+        "counts": dict(counts, pairs=len(rows)),
+        "kept_fraction": counts["roundtrip_kept"] / len(all_ranks) if all_ranks else 0.0,
+        "candidate_ranks": rank_summary(all_ranks),
+        "pair_ranks": rank_summary(r["base_rank"] for r in rows),
+        "form": form_summary([r["query"] for r in rows], [r["positive_text"] for r in rows]),
+        "passages_with_pairs": len({r["positive_id"] for r in rows}),
+        "llm": (None if llm is None else {"calls_made": llm.calls_made - calls_before[0],
+                                          "cache_hits": llm.cache_hits - calls_before[1]}),
+        "seconds": {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)},
+    }
+    dataset = _write_outputs(out, rows, stats, config.progress)
+    return GenerationResult(out, dataset, stats)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _features():
+    import datasets
+
+    return datasets.Features({
+        "query_id": datasets.Value("string"), "query": datasets.Value("string"),
+        "positive_id": datasets.Value("string"), "positive_text": datasets.Value("string"),
+        "negative_ids": datasets.Sequence(datasets.Value("string")), "base_rank": datasets.Value("int64"),
+        "positive_score": datasets.Value("float32"), "generator": datasets.Value("string"),
+        "variant": datasets.Value("string"), "prompt_hash": datasets.Value("string"),
+        "copy_score": datasets.Value("float32"), "title_copy": datasets.Value("float32"),
+        "ngram_copy": datasets.Value("float32"), "words": datasets.Value("int64"),
+        "candidate": datasets.Value("int64"),
+    })
+
+
+def _write_outputs(out: Path, rows: list[dict], stats: dict, progress: bool) -> datasets.Dataset:
+    """Stage every output in a temporary folder inside `out`, then rename them into place, stats.json last: a
+    reader (and `load_pairs`) trusts the pairs only when stats.json names their row count."""
+    import datasets
+
+    dataset = datasets.Dataset.from_list(rows, features=_features()) if rows else \
+        datasets.Dataset.from_dict({c: [] for c in COLUMNS}, features=_features())
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    try:
+        if not progress:
+            datasets.utils.logging.disable_progress_bar()
+        dataset.to_parquet(str(staging / PAIRS))
+        with (staging / "gen-queries.jsonl").open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps({"_id": r["query_id"], "text": r["query"],
+                                    "metadata": {"generator": r["generator"], "variant": r["variant"]}},
+                                   ensure_ascii=False) + "\n")
+        with (staging / "gen-qrels.tsv").open("w", encoding="utf-8") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            f.writelines(f"{r['query_id']}\t{r['positive_id']}\t1\n" for r in rows)
+        (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
+            with (staging / name).open("rb") as f:
+                os.fsync(f.fileno())
+        (out / STATS).unlink(missing_ok=True)  # the old completion mark goes first
+        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if bars:
+            datasets.utils.logging.enable_progress_bar()
+    return _read_parquet(out / PAIRS)
+
+
+def _read_parquet(path: Path) -> datasets.Dataset:
+    # Straight from the file (features come from its schema metadata), without copying it into the HF cache.
+    import datasets
+    import pyarrow.parquet as pq
+
+    return datasets.Dataset(pq.read_table(str(path)))
+
+
+def load_pairs(out_dir: str | os.PathLike[str]) -> datasets.Dataset:
+    """The pairs a finished `generate_pairs` wrote to `out_dir`, as a `datasets.Dataset`."""
+    import datasets
+
+    out = Path(out_dir)
+    if not (out / STATS).exists() or not (out / PAIRS).exists():
+        raise fail(str(out), "holds no finished generation (no stats.json / pairs.parquet)",
+                   "run generate_pairs (qkrag generate) into it; an interrupted run resumes when re-run")
+    expected = json.loads((out / STATS).read_text(encoding="utf-8"))["counts"]["pairs"]
+    dataset = _read_parquet(out / PAIRS)
+    if len(dataset) != expected:
+        raise fail(str(out / PAIRS), f"has {len(dataset)} rows but stats.json says {expected}",
+                   "re-run the generation into this folder to rewrite both")
+    return dataset
+
+
+def generate_from_beir(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, limit: int | None = None,
+                       config: GenerateConfig | None = None, llm: LLM | None = None,
+                       encoder: Encoder | None = None) -> GenerationResult:
+    """What `qkrag generate DATA_DIR --limit N --out PAIRS_DIR` does: pairs for the first `limit` passages of a corpus
+    (BEIR folder or any file `load_corpus` reads), ranked against all of it, with the embedded local LLM unless `llm`
+    is given (or `config.generator == "ict"`). An LLM started here is closed here."""
+    from .embed import make_encoder
+
+    corpus = load_corpus(data_dir)
+    config = config or GenerateConfig()
+    encoder = encoder or make_encoder()
+    own_llm = None
+    if config.generator == "llm" and llm is None:
+        from .localllm import default_llm
+
+        llm = own_llm = default_llm()
+    try:
+        ids = corpus.ids[:limit] if limit is not None else None
+        return generate_pairs(corpus, encoder, llm, config, out_dir, doc_ids=ids)
+    finally:
+        if own_llm is not None:
+            own_llm.close()
+
