@@ -287,7 +287,7 @@ class ChromaIndex:
             raise fail(f"collection {self.name!r}", f"queried with {vectors.shape[1]}-d vectors; it holds "
                        f"{self.dimension}-d vectors of {self.fingerprint!r}",
                        "embed queries with the encoder that built the index", exc=IndexMismatchError)
-        k = min(int(k), self.count())
+        k = int(k)  # Chroma returns fewer than k when the collection holds fewer: no count() round trip needed
         if k < 1 or len(vectors) == 0:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), object), [[]] * len(vectors)
         include = ["distances", "documents"] if texts else ["distances"]
@@ -298,7 +298,8 @@ class ChromaIndex:
             distances += got["distances"]
             ids += got["ids"]
             docs += got["documents"] if texts else [[None] * len(row) for row in got["ids"]]
-        # HNSW may return fewer than k for a query (rare, tiny graphs); pad so the arrays stay rectangular.
+        # Fewer than k come back when the collection is small, and HNSW may return fewer for one query than for
+        # another (rare, tiny graphs): pad with id None / score -inf so the arrays stay rectangular.
         width = max(len(row) for row in ids)
         dist = np.array([row + [np.inf] * (width - len(row)) for row in distances], dtype=np.float32)
         id_arr = np.empty((len(ids), width), dtype=object)
