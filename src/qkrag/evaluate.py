@@ -124,19 +124,28 @@ def _cut_run(run: Run, k: int) -> Run:
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, bootstrap: Bootstrap | None = None) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of `values` (resampled with replacement, seeded)."""
+    return _bootstrap_cis(np.asarray(values, dtype=np.float64)[:, None], bootstrap)[0]
+
+
+def _bootstrap_cis(columns: np.ndarray, bootstrap: Bootstrap | None = None) -> list[tuple[float, float]]:
+    """CIs of the mean of each column of an (n_queries, n_metrics) matrix. All metrics share the same resamples of
+    queries: cheaper, and the intervals of one result then describe the same hypothetical query sets."""
     bootstrap = bootstrap or Bootstrap()
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        return (math.nan, math.nan)
+    n = columns.shape[0]
+    if n == 0:
+        return [(math.nan, math.nan)] * columns.shape[1]
     rng = np.random.default_rng(bootstrap.seed)
-    means = np.empty(bootstrap.n_resamples)
-    chunk = max(1, 2_000_000 // x.size)  # bound memory at ~16 MB of indices per step
+    means = np.empty((bootstrap.n_resamples, columns.shape[1]))
+    chunk = max(1, 2_000_000 // n)  # bound memory at ~16 MB of indices per step
     for start in range(0, bootstrap.n_resamples, chunk):
-        n = min(chunk, bootstrap.n_resamples - start)
-        means[start : start + n] = x[rng.integers(0, x.size, size=(n, x.size))].mean(axis=1)
+        size = min(chunk, bootstrap.n_resamples - start)
+        # resample counts (how often each query is drawn) instead of gathering values: one matmul for all metrics
+        draws = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
+        means[start : start + size] = counts @ columns / n
     alpha = (1 - bootstrap.confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return (float(lo), float(hi))
+    bounds = np.quantile(means, [alpha, 1 - alpha], axis=0)
+    return [(float(lo), float(hi)) for lo, hi in bounds.T]
 
 
 @dataclass(frozen=True)
@@ -223,7 +232,8 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRIC
             for m in group:
                 per_query[m.name][qid] = float(row[m.key])
     bootstrap = bootstrap or Bootstrap()
-    ci = {m: bootstrap_ci(list(v.values()), bootstrap) for m, v in per_query.items()}
+    matrix = np.array([list(v.values()) for v in per_query.values()], dtype=np.float64).T
+    ci = dict(zip(per_query, _bootstrap_cis(matrix, bootstrap)))
     return EvalResult(per_query, ci, bootstrap.confidence, name)
 
 
