@@ -120,7 +120,8 @@ def mine_hard_negatives(pairs: Pairs, canon: np.ndarray, pool: int) -> np.ndarra
     """Per pair, the raw top-`pool` documents for its query minus the query's known positives (-1 pads).
     Explicit `pairs.negatives` win where a pair has them."""
     vectors, relevant = pairs.unique_queries()
-    extra = max(len(r) for r in relevant)
+    # Search deep enough that dropping the positives (and any duplicates of them) still leaves `pool` candidates.
+    extra = max(len(r) for r in relevant) + len(canon) - len(np.unique(canon))
     _, top = exact_search(vectors, pairs.documents, pool + extra, space="ip")
     mined = np.full((len(relevant), pool), -1, dtype=np.int64)
     for g, (row, rel) in enumerate(zip(top, relevant)):
