@@ -122,7 +122,7 @@ class FakeLLMServer:
             return "I'm sorry, but I can't help with that."
         if self.mode == "garbled":
             return "#### $$$ 1234 ---- ((((("
-        if user.startswith("Query:"):  # the judge template
+        if "Document:" not in user:  # the judge template
             return "No"
         doc = user.split("Document:", 1)[1]
         n = int(re.search(r"Write (\d+)", user).group(1))
@@ -290,7 +290,7 @@ def test_hard_negatives_skip_positive_and_likely_false_negatives(server, tmp_pat
 def test_judge_drops_negatives_the_llm_calls_relevant(tmp_path):
     class YesServer(FakeLLMServer):
         def answer(self, body):
-            if body["messages"][-1]["content"].startswith("Query:"):
+            if "Document:" not in body["messages"][-1]["content"]:
                 return "Yes"
             return super().answer(body)
 
@@ -336,7 +336,7 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
     class Spy(FakeLLMServer):
         def answer(self, body):
             seen.append(body["messages"][-1]["content"])
-            return super().answer(body)
+            return super().answer(body) + "\n- Coffee raises alertness."
 
     s = Spy()
     try:
@@ -344,6 +344,8 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
             cfg = GenerateConfig(**FAST, examples=("Coffee raises alertness.", "Sleep loss harms memory."))
             result = generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
         assert result.stats["template"] == "query_few_shot"
+        assert "Coffee raises alertness." not in result.dataset["query"]  # an echoed example is no query
+        assert result.stats["counts"]["dropped_example_copy"] > 0
         assert seen and all("- Coffee raises alertness." in p for p in seen)
         assert all("Volcano report 0" not in p for p in seen)  # title hidden
     finally:

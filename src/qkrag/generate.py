@@ -80,7 +80,7 @@ HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
 
 JOURNAL = "journal.jsonl"
 _COUNTS = ("passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate", "dropped_copy",
-           "dropped_near_duplicate", "masked_variants", "candidates", "roundtrip_kept", "negatives_skipped_as_false",
+           "dropped_example_copy", "dropped_near_duplicate", "masked_variants", "candidates", "roundtrip_kept", "negatives_skipped_as_false",
            "negatives_judged_relevant")
 PAIRS = "pairs.parquet"
 STATS = "stats.json"
@@ -376,7 +376,10 @@ def _sample_ids(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] |
     if len(set(ids)) != len(ids):
         raise fail("doc_ids", "contain duplicates", "pass each passage once")
     if config.sample is not None and config.sample < len(ids):
-        ids = random.Random(config.seed).sample(ids, config.sample)
+        # A seeded shuffle's prefix, so a larger sample extends a smaller one (and reuses its cached LLM outputs).
+        order = list(ids)
+        random.Random(config.seed).shuffle(order)
+        ids = order[: config.sample]
     if not ids:
         raise fail("generate_pairs", "no passages to generate for", "give a non-empty corpus or doc_ids")
     return ids
@@ -492,6 +495,9 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 if c.copy_score >= config.max_copy or (doc.title and c.title_copy >= config.max_title_copy
                                                        and len(words(doc.title)) >= 3):
                     counts["dropped_copy"] += 1
+                    continue
+                if kind != "ict" and any(copy_score(text, e) >= config.max_copy for e in config.examples):
+                    counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
                 seen.add(key)
                 out.append(c)
@@ -658,6 +664,8 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
         "counts": dict(counts, pairs=len(rows)),
         "kept_fraction": counts["roundtrip_kept"] / len(all_ranks) if all_ranks else 0.0,
         "candidate_ranks": rank_summary(all_ranks),
+        "candidate_ranks_by_variant": {v: rank_summary(c.rank for c in cands if c.variant == v)
+                                       for v in sorted({c.variant for c in cands})},
         "pair_ranks": rank_summary(r["base_rank"] for r in rows),
         "form": form_summary([r["query"] for r in rows], [r["positive_text"] for r in rows]),
         "passages_with_pairs": len({r["positive_id"] for r in rows}),
