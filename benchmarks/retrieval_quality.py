@@ -20,7 +20,7 @@ from _common import save
 from qkrag.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
 from qkrag.data import Collection, Corpus, Document, load_qrels, load_queries
 from qkrag.embed import EmbedOptions
-from qkrag.evaluate import EvalResult, compare, evaluate_retriever, results_table
+from qkrag.evaluate import EvalResult, compare, evaluate_retriever, queries_are_documents, results_table
 
 COLLECTIONS = ("scifact", "cranfield")
 RETRIEVERS = ("bm25", "dense", "dense-centered", "dense-whitened")
@@ -51,21 +51,13 @@ def make_retriever(name: str, corpus: Corpus):
     return ExactDenseRetriever(corpus, transform=transform, options=options)
 
 
-def _ignore_identical_ids(collection: Collection) -> bool:
-    """BEIR/MTEB drop a hit whose id is the query's own id, meant for collections whose queries are documents too.
-    Where ids merely collide (Cranfield numbers queries 1-225 and documents 1-1400 separately) that would delete a
-    real document from each ranking, so it is on only when a colliding id names the same text on both sides."""
-    collide = [q for q in collection.queries if q in collection.corpus]
-    return not collide or any(collection.corpus.get(q).content == collection.queries[q] for q in collide)
-
-
 def run(data_dir: str | Path, retriever: str, split: str = "test") -> dict:
     """Evaluate one retriever on one BEIR folder; returns a JSON-ready dict (metrics, CIs, settings, timings)."""
     collection, empty = load_collection(Path(data_dir), split)
     t0 = time.perf_counter()
     system = make_retriever(retriever, collection.corpus)
     built = time.perf_counter() - t0
-    ignore = _ignore_identical_ids(collection)
+    ignore = queries_are_documents(collection)  # False on both: SciFact ids never collide, Cranfield's by accident
     t0 = time.perf_counter()
     result = evaluate_retriever(system, collection, k=100, ignore_identical_ids=ignore, name=retriever)
     searched = time.perf_counter() - t0

@@ -16,6 +16,7 @@ from qkrag.evaluate import (
     compare,
     evaluate_retriever,
     evaluate_run,
+    queries_are_documents,
     expected_calibration_error,
     plot_results,
     reliability_diagram,
@@ -170,6 +171,19 @@ def test_evaluate_retriever() -> None:
     r = evaluate_retriever(_FixedRetriever(corpus), collection, k=10)
     assert r.per_query["mrr@10"] == {"q1": 1.0, "q2": 1.0, "q3": 0.0}
     assert r.name == "fruit"
+
+
+def test_identical_ids_decided_from_the_collection() -> None:
+    corpus = Corpus.from_texts({"1": "red apple", "2": "green pear"})
+    accidental = Collection(corpus, {"1": "green pear"}, {"1": {"1": 1}})  # query "1" is not document "1"
+    assert not queries_are_documents(accidental)
+    assert evaluate_retriever(_FixedRetriever(corpus), accidental).primary == 0.0  # d1 does not match "green pear"
+    accidental = Collection(corpus, {"1": "red things"}, {"1": {"1": 1}})
+    assert evaluate_retriever(_FixedRetriever(corpus), accidental).primary == 1.0  # the hit on "1" is kept
+    duplicate = Collection(corpus, {"1": "red apple"}, {"1": {"1": 1}})  # the query is document "1" (Quora-like)
+    assert queries_are_documents(duplicate)
+    assert evaluate_retriever(_FixedRetriever(corpus), duplicate).primary == 0.0  # finding itself does not count
+    assert evaluate_retriever(_FixedRetriever(corpus), duplicate, ignore_identical_ids=False).primary == 1.0
 
 
 def test_results_table_and_plot(tmp_path) -> None:

@@ -237,10 +237,25 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRIC
     return EvalResult(per_query, ci, bootstrap.confidence, name)
 
 
+def queries_are_documents(collection: Collection) -> bool:
+    """Whether a query id that is also a document id names the same text on both sides (Quora, ArguAna: the query
+    is a document, and finding itself is no success). False when no ids collide, or when they collide by accident
+    (Cranfield numbers queries 1-225 and documents 1-1400 separately: query "1" is not document "1")."""
+    collide = [q for q in collection.queries if q in collection.corpus]
+    return any(collection.corpus.get(q).content.strip() == collection.queries[q].strip() for q in collide)
+
+
 def evaluate_retriever(retriever: Retriever, collection: Collection, k: int = 100,
-                       metrics: Sequence[str] = DEFAULT_METRICS, *, ignore_identical_ids: bool = True,
+                       metrics: Sequence[str] = DEFAULT_METRICS, *, ignore_identical_ids: bool | None = None,
                        bootstrap: Bootstrap | None = None, name: str = "") -> EvalResult:
-    """Run every judged query of `collection` through `retriever` (top `k`) and evaluate the ranking."""
+    """Run every judged query of `collection` through `retriever` (top `k`) and evaluate the ranking.
+
+    `ignore_identical_ids=None` decides from the collection: on when queries are documents of the corpus
+    (`queries_are_documents`), else off, so accidental id collisions (Cranfield) do not delete real hits. When no
+    ids collide both settings give the same numbers.
+    """
+    if ignore_identical_ids is None:
+        ignore_identical_ids = queries_are_documents(collection)
     query_ids = list(collection.queries)
     if not query_ids:
         raise fail(f"collection {collection.name or '<unnamed>'}", "has no judged queries",
