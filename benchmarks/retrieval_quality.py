@@ -87,14 +87,14 @@ def main() -> None:
             rows.append(row)
             print(f"{name:10s} {retriever:15s} nDCG@10 {row['ndcg@10']:.4f} {row['ndcg@10_ci']}", flush=True)
         first = rows[-len(args.retrievers)]
-        body.append(f"## {name} ({first['split']}: {first['n_queries']} queries, {first['n_docs']} documents)\n")
-        body.append(results_table(results))
+        body.append(f"## {name} ({first['split']}: {first['n_queries']} queries, {first['n_docs']} documents)")
+        body.append(results_table(results).rstrip())
         if "bm25" in results and "dense" in results:
             c = compare(results["dense"], results["bm25"])
             rows.append({"collection": name, "comparison": "dense - bm25", "metric": c.metric,
                          "difference": c.difference, "ci": list(c.ci), "p_value": c.p_value, "test": c.test})
-            body.append(f"\ndense - bm25 nDCG@10: {c.difference:+.4f} (95% CI [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}], "
-                        f"p = {c.p_value:.4f}, {c.test}, 10,000 sign flips).\n")
+            body.append(f"dense - bm25 nDCG@10: {c.difference:+.4f} (95% CI [{c.ci[0]:+.4f}, {c.ci[1]:+.4f}], "
+                        f"p = {c.p_value:.4f}, {c.test}, 10,000 sign flips).")
         notes = [f"ignore_identical_ids={first['ignore_identical_ids']}"]
         if first["empty_docs_dropped"]:
             notes.append(f"documents with empty text left out of the corpus (still in the qrels): "
@@ -102,11 +102,11 @@ def main() -> None:
         refs = [f"{r}: {REFERENCE[(name, r)]}" for r in args.retrievers if (name, r) in REFERENCE]
         if refs:
             notes.append("published nDCG@10 " + ", ".join(refs))
-        body.append("\n" + "; ".join(notes) + ".\n")
-    body.append("\nMetrics by pytrec_eval (ndcg_cut_10, recall_100, recip_rank on the run cut to 10, map); judged "
-                "queries with no hit count as 0. CIs: percentile bootstrap over queries, 2,000 resamples, seed 0.\n")
-    save("retrieval_quality", {"rows": rows}, "\n".join(body))
-    print("\n".join(body))
+        body.append("; ".join(notes) + ".")
+    body.append("Metrics by pytrec_eval (ndcg_cut_10, recall_100, recip_rank on the run cut to 10, map); judged "
+                "queries with no hit count as 0. CIs: percentile bootstrap over queries, 2,000 resamples, seed 0.")
+    save("retrieval_quality", {"rows": rows}, "\n\n".join(body))
+    print("\n\n".join(body))
 
 
 if __name__ == "__main__":
