@@ -103,3 +103,15 @@ def test_jsonl_row_that_is_not_an_object(tmp_path):
     p.write_text(json.dumps(["a", "b"]) + "\n")
     with pytest.raises(InputError, match="expected a JSON object"):
         load_corpus(p)
+
+
+def test_skip_empty_leaves_empty_documents_out_but_keeps_their_judgments(tiny_beir):
+    with (tiny_beir / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "empty", "title": "", "text": ""}) + "\n")
+    with (tiny_beir / "qrels" / "test.tsv").open("a") as f:
+        f.write("q1\tempty\t1\n")
+    with pytest.raises(InputError, match="empty text.*skip_empty"):
+        load_beir(tiny_beir, "test")
+    col = load_beir(tiny_beir, "test", skip_empty=True)
+    assert "empty" not in col.corpus and col.corpus.skipped == ("empty",)
+    assert col.qrels["q1"] == {"d1": 1, "empty": 1}

@@ -47,6 +47,7 @@ class BenchConfig:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     finetune_epochs: int = 1
+    skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
 
 
@@ -85,7 +86,7 @@ class Bench:
         unknown = [m for m in config.methods if m not in METHODS]
         if unknown:
             raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS)}")
-        self.test: Collection = load_beir(config.data, config.split)
+        self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None
         if "train" in splits(config.data) and config.split != "train":
@@ -216,7 +217,7 @@ class Bench:
                                       variant=variant)
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
-        retriever = ProjectedRetriever(encoder, projection, raw_index, collection=f"{raw_index.name}-{method}"[:63])
+        retriever = ProjectedRetriever(encoder, projection, raw_index)
         info = getattr(projection, "training_", {}) or {}
         self._evaluate(method, retriever.search, seconds, f"{len(pairs)} pairs; selected: {info.get('selected', '?')}",
                        self._ece)

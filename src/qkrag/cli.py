@@ -46,6 +46,8 @@ Projection = Annotated[Optional[Path], typer.Option(
     "--projection", "-p", help="A trained projection folder (from qkrag train): score by σ(q·k).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
+SkipEmpty = Annotated[bool, typer.Option(
+    "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
 
 def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", doc_prefix: str = ""):
@@ -96,6 +98,7 @@ def index(
     ef_search: EfSearch = 0,
     hnsw_m: M = 0,
     projection: Projection = None,
+    skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -111,18 +114,17 @@ def index(
     from .data import load_corpus
     from .index import build_index
 
-    corpus = load_corpus(data)
+    corpus = load_corpus(data, skip_empty=skip_empty)
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     built = build_index(corpus, encoder, config)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
-        from .projection import load_projection, projected_index
+        from .projection import ProjectedRetriever, QKProjection
 
-        proj = load_projection(projection, encoder)
-        projected = projected_index(built, proj)
-        out["projected_collection"] = projected.name
+        projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
+        out["projected_collection"] = projected.index.name
     if json_out:
         _print_json(out)
     else:
@@ -160,9 +162,9 @@ def search(
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
-        from .projection import ProjectedRetriever, load_projection
+        from .projection import ProjectedRetriever, QKProjection
 
-        retriever = ProjectedRetriever(encoder, load_projection(projection, encoder), raw)
+        retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
         retriever = DenseRetriever(encoder, raw)
     results = retriever.search(list(queries), k)
@@ -197,6 +199,7 @@ def eval_(
     ef_search: EfSearch = 0,
     hnsw_m: M = 0,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).")] = 100,
+    skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
     """Evaluate retrieval against relevance judgments: nDCG@10, Recall@100, MRR@10, MAP with bootstrap 95% CIs.
@@ -216,7 +219,7 @@ def eval_(
 
     if retriever not in ("exact", "chroma", "bm25"):
         raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma or bm25")
-    collection_data = load_beir(data, split)
+    collection_data = load_beir(data, split, skip_empty=skip_empty)
     corpus = collection_data.corpus
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -240,11 +243,9 @@ def eval_(
             vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
             raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
         if projection:
-            from .projection import ProjectedRetriever, load_projection
+            from .projection import ProjectedRetriever, QKProjection
 
-            proj = load_projection(projection, encoder)
-            searcher = ProjectedRetriever(encoder, proj, raw)
-            extra["ece"] = proj.calibration_error(collection_data, encoder)
+            searcher = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
         else:
             searcher = DenseRetriever(encoder, raw)
     result = evaluate_retriever(searcher, collection_data, k=k, name=retriever)
@@ -381,6 +382,7 @@ def bench(
     embed_base_url: Annotated[Optional[str], typer.Option("--embed-base-url", help="OpenAI-compatible embeddings server.")] = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of the methods.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
     """The main job: embed, generate pairs from the corpus only, train projections, index in Chroma, and compare
@@ -398,7 +400,7 @@ def bench(
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,
-                         seed=seed, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
+                         seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     result = run_bench(config)
     if json_out:
         _print_json(result.to_dict())

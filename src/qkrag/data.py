@@ -41,6 +41,7 @@ class Corpus(Sequence[Document]):
 
     documents: tuple[Document, ...]
     source: str = "<memory>"
+    skipped: tuple[str, ...] = ()  # ids of empty documents left out on request (`load_corpus(skip_empty=True)`)
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -51,7 +52,8 @@ class Corpus(Sequence[Document]):
                            "give every document a unique id, or drop the duplicate rows")
             if not doc.content.strip():
                 raise fail(self.source, f"document {doc.id!r} has empty text",
-                           "remove the document or give it text; empty documents cannot be embedded")
+                           "remove the document or give it text (or load with skip_empty=True / --skip-empty to "
+                           "leave empty documents out); empty documents cannot be embedded")
             positions[doc.id] = i
         object.__setattr__(self, "_positions", positions)
 
@@ -179,19 +181,26 @@ def _load_hf(path: Path | str):
     return ds
 
 
-def load_corpus(path: str | Path) -> Corpus:
-    """Documents from a BEIR folder, a JSONL/CSV/TSV file, or a Hugging Face dataset."""
+def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
+    """Documents from a BEIR folder, a JSONL/CSV/TSV file, or a Hugging Face dataset.
+
+    A document with empty text is an error, unless `skip_empty`: then it is left out and its id is listed in
+    `corpus.skipped` (Cranfield has two such documents; one is even judged relevant, and stays a miss)."""
     p = Path(path)
     if p.is_dir() and (p / "corpus.jsonl").exists():
         p = p / "corpus.jsonl"
-    docs = []
+    docs, skipped = [], []
     for where, row in _rows(p):
         doc_id = _pick(row, ID_FIELDS, where, "id")
         text = _pick(row, TEXT_FIELDS, where, "text")
-        docs.append(Document(doc_id, text, str(row.get("title") or "")))
+        doc = Document(doc_id, text, str(row.get("title") or ""))
+        if skip_empty and not doc.content.strip():
+            skipped.append(doc_id)
+            continue
+        docs.append(doc)
     if not docs:
         raise fail(str(p), "contains no documents", "point qkrag at a non-empty corpus")
-    return Corpus(tuple(docs), str(p))
+    return Corpus(tuple(docs), str(p), tuple(skipped))
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -236,7 +245,8 @@ def load_qrels(path: str | Path) -> Qrels:
 def check_qrels(qrels: Qrels, corpus: Corpus, queries: Mapping[str, str], source: str) -> None:
     """Refuse judgments that name documents or queries that do not exist: they would silently count as misses."""
     unknown_q = [q for q in qrels if q not in queries]
-    unknown_d = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    skipped = set(corpus.skipped)  # known documents, left out for being empty: judged, but never retrievable
+    unknown_d = sorted({d for judged in qrels.values() for d in judged if d not in corpus and d not in skipped})
     if unknown_q:
         raise fail(source, f"{len(unknown_q)} judged query id(s) not in the queries, e.g. {unknown_q[:3]}",
                    "use the queries file that belongs to these qrels, or drop those rows")
@@ -250,8 +260,10 @@ def splits(folder: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv"))
 
 
-def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = None) -> Collection:
-    """A BEIR folder's corpus, its judged queries for `split`, and those judgments, all validated."""
+def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = None, *,
+              skip_empty: bool = False) -> Collection:
+    """A BEIR folder's corpus, its judged queries for `split`, and those judgments, all validated.
+    `skip_empty` leaves documents with empty text out of the corpus (their judgments stay, as misses)."""
     folder = Path(folder)
     if not (folder / "corpus.jsonl").exists():
         raise fail(str(folder), "not a BEIR folder (no corpus.jsonl)",
@@ -259,7 +271,7 @@ def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = N
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():
         raise fail(str(folder), f"has no split {split!r}", f"choose one of {splits(folder) or 'none (no qrels/*.tsv)'}")
-    corpus = corpus if corpus is not None else load_corpus(folder)
+    corpus = corpus if corpus is not None else load_corpus(folder, skip_empty=skip_empty)
     all_queries = load_queries(folder)
     qrels = load_qrels(qrels_path)
     check_qrels(qrels, corpus, all_queries, str(qrels_path))
