@@ -41,8 +41,9 @@ def human_stats(collection, encoder) -> dict:
 
 
 def run_generator(name: str, collection, encoder, args, examples: list[str]) -> dict:
-    work = ROOT / ".qkrag" / "bench" / f"generate-{collection.name}-{name}-n{args.n}"
-    config = GenerateConfig(generator="llm" if name == "llm" else "ict", sample=args.n, seed=args.seed,
+    n = args.n if name == "llm" else (args.ict_n or args.n)
+    work = ROOT / ".qkrag" / "bench" / f"generate-{collection.name}-{name}-n{n}"
+    config = GenerateConfig(generator="llm" if name == "llm" else "ict", sample=n, seed=args.seed,
                             examples=tuple(examples) if name == "llm" else (), candidates=args.candidates,
                             per_call=args.per_call)
     llm = None
@@ -83,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/work/shared/data/scifact")
     parser.add_argument("--n", type=int, default=500, help="passages sampled (seeded)")
+    parser.add_argument("--ict-n", type=int, default=None, help="passages for the ICT baseline (default: --n)")
     parser.add_argument("--generators", default="llm,ict")
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--per-call", type=int, default=2)
@@ -107,12 +109,13 @@ def main() -> None:
                       "pairs_per_s": r["pairs_per_second"] or ""})
     cols = ["source", "n", "rank1", "top10", "top100", "median_rank", "mean_words", "ngram_copy", "kept_fraction",
             "pairs_per_s"]
-    body = [f"SciFact-style generation on `{args.data}`: {args.n} passages sampled with seed {args.seed}; ranks are "
+    body = [f"Generation on `{args.data}`: {args.n} passages (LLM) and {args.ict_n or args.n} (ICT) sampled with seed "
+            f"{args.seed} (a seeded shuffle's prefix); ranks are "
             "of the positive among all documents under raw all-MiniLM-L6-v2 cosine. Few-shot examples (train "
             f"queries, seeded): {json.dumps(examples)}.", "", markdown_table(table, cols), ""]
     for name, r in runs.items():
         s = r["stats"]
-        body += [f"## {name}: {s['generator']}", "",
+        body += [f"## {name}: {s['generator']} ({s['counts']['passages']} passages)", "",
                  f"- counts: `{json.dumps(s['counts'])}`",
                  f"- kept fraction after round trip (top {s['config']['roundtrip_k']}): {s['kept_fraction']:.3f}",
                  f"- LLM calls (all runs): {r['llm_calls_total']}, {r['seconds_per_call']} s per call; "

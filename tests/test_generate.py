@@ -26,6 +26,7 @@ from qkrag.generate import (
     GenerateConfig,
     copy_score,
     form_summary,
+    generate_from_beir,
     generate_pairs,
     ict_candidates,
     load_pairs,
@@ -363,6 +364,15 @@ def test_ict_generator_needs_no_llm(tmp_path):
     assert result.stats["llm"] is None
 
 
+def test_generate_from_beir_takes_the_first_passages(server, tiny_beir, tmp_path):
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        result = generate_from_beir(tiny_beir, tmp_path / "out", limit=3, llm=llm, encoder=FakeEncoder(64),
+                                    config=GenerateConfig(**{**FAST, "roundtrip_k": 5}))
+    ds = load_pairs(tmp_path / "out")
+    assert result.stats["counts"]["passages"] == 3 and set(ds["positive_id"]) <= {"d1", "d2", "d3"}
+    assert {"query", "positive_id"} <= set(ds.column_names)
+
+
 def test_llm_generator_without_llm_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="needs an LLM"):
         generate_pairs(make_corpus(), FakeEncoder(64), None, GenerateConfig(**FAST), tmp_path / "out")
@@ -563,3 +573,20 @@ def test_end_to_end_with_the_real_local_llm(tmp_path):
         again = generate_pairs(corpus, make_encoder(), llm, config, tmp_path / "out", doc_ids=ids)
         assert llm.calls_made == 0
     assert rows(again.dataset) == rows(ds)
+
+
+def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
+    from qkrag.generate import _Candidate, _steer
+
+    def cands(*ranks):
+        return [_Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+
+    def pick(target, *ranks):
+        return _steer(cands(*ranks), GenerateConfig(target=target))[0].rank
+
+    assert pick((1, 0, 0), 40, 3, 1) == 1
+    assert pick((0, 1, 0), 40, 3, 1) == 3
+    assert pick((0, 0, 1), 40, 3, 1) == 40
+    assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
+    assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
+    assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9

@@ -524,6 +524,13 @@ def _bucket(rank: int, k: int) -> int:
     return 0 if rank == 1 else 1 if rank <= min(10, k) else 2
 
 
+def _preference(c: _Candidate, want: int, k: int) -> tuple:
+    """Sort key for filling a slot that wants rank bucket `want`: a candidate in that bucket (least copied first),
+    else the one nearest to it (from a harder bucket the easiest, from an easier bucket the hardest)."""
+    b = _bucket(c.rank, k)
+    return abs(b - want), 0 if b == want else c.rank if b > want else -c.rank, c.copy_score, c.index
+
+
 def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
     """Per passage, choose which round-tripping candidates become pairs (see `GenerateConfig.policy`)."""
     by_doc: dict[str, list[_Candidate]] = {}
@@ -545,9 +552,7 @@ def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
         left = list(group)
         for _ in range(min(config.queries_per_passage, len(group))):
             want = int(rng.choices(range(3), weights=weights)[0])
-            pick = min(left, key=lambda c: (abs(_bucket(c.rank, config.roundtrip_k) - want),
-                                            -c.rank if _bucket(c.rank, config.roundtrip_k) > want else c.rank,
-                                            c.copy_score, c.index))
+            pick = min(left, key=lambda c: _preference(c, want, config.roundtrip_k))
             left.remove(pick)
             chosen.append(pick)
     return chosen
