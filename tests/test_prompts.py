@@ -103,7 +103,7 @@ def test_few_shot_examples_are_capped_deduped_and_required():
     with pytest.raises(InputError, match="zero_shot"):
         prompts.few_shot_examples(["", "  "])
     p = prompts.render("query_few_shot", text="doc", n=3, examples=block)
-    assert "- query 7" in p.messages[-1]["content"] and "own words" in p.messages[0]["content"]
+    assert "- query 7" in p.messages[-1]["content"] and "own words" in p.messages[-1]["content"]
 
 
 MESSY = """Sure! Here are 5 queries:
@@ -163,3 +163,14 @@ def test_output_problem_classifies():
 )
 def test_parse_yes_no(text, verdict):
     assert prompts.parse_yes_no(text) is verdict
+
+
+def test_parse_candidates_max_words_drops_pasted_passages():
+    pasted = (  # a passage pasted back (41 words)
+        "The body-mass index of twins who have been reared apart. To assess the relative importance of genetic and "
+        "environmental effects on the body-mass index, we studied samples of identical and fraternal twins, reared "
+        "apart or reared together, in a large national registry."
+    )
+    text = "short query about statins\n" + pasted
+    assert prompts.parse_candidates(text, max_words=25) == ["short query about statins"]
+    assert len(prompts.parse_candidates(text)) == 2

@@ -334,11 +334,14 @@ def _clean_line(line: str) -> str:
     return " ".join(line.split())
 
 
-def parse_candidates(text: str | None, *, max_items: int | None = None, min_chars: int = 3) -> list[str]:
+def parse_candidates(
+    text: str | None, *, max_items: int | None = None, min_chars: int = 3, max_words: int | None = None
+) -> list[str]:
     """Clean candidate strings from a model's free text, one per line.
 
     Strips code fences, numbering and bullets ("1.", "-", "(2)"), labels ("Query:", "Q3:"), surrounding quotes and
-    markdown bold; drops empty lines, list preambles ("Here are 3 queries:"), refusals and duplicates (case-insensitive).
+    markdown bold; drops empty lines, list preambles ("Here are 3 queries:"), refusals, duplicates (case-insensitive)
+    and, with `max_words`, lines longer than that (small models sometimes paste the whole passage back).
     Returns an empty list when nothing usable is left - the caller decides whether that is a retry or a skip.
     """
     if not text:
@@ -350,6 +353,8 @@ def parse_candidates(text: str | None, *, max_items: int | None = None, min_char
             continue
         line = _clean_line(raw)
         if len(line) < min_chars or is_refusal(line) or is_garbled(line):
+            continue
+        if max_words is not None and len(line.split()) > max_words:
             continue
         key = line.casefold()
         if key not in seen:
