@@ -103,33 +103,23 @@ class Bench:
 
     def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "",
                   probability: Callable[[list[list[Hit]]], float | None] | None = None) -> Row:
-        from .evaluate import evaluate_run
+        from .evaluate import evaluate_run, queries_are_documents
         from .retrieval import to_run
 
         qids = list(self.test.queries)
         hits, latency = _timed_search(search, [self.test.queries[q] for q in qids], 100)
         result = evaluate_run(self.test.qrels, to_run(qids, hits), name=method,
-                              ignore_identical_ids=False)
+                              ignore_identical_ids=queries_are_documents(self.test))
         ece = probability(hits) if probability else None
         row = Row(method, result, train_seconds, latency, ece, notes)
         self.rows.append(row)
         return row
 
     def _ece(self, hits: list[list[Hit]]) -> float | None:
-        """ECE of the hits' probabilities against the test judgments, over each query's top 10 (where a user reads
-        them) plus every judged positive the ranking holds deeper down."""
-        from .evaluate import expected_calibration_error
+        from .evaluate import calibration_pairs, expected_calibration_error
 
-        probs, labels = [], []
-        for qid, row in zip(self.test.queries, hits):
-            judged = self.test.qrels[qid]
-            for rank, hit in enumerate(row):
-                if hit.probability is None:
-                    return None
-                if rank < 10 or judged.get(hit.id, 0) > 0:
-                    probs.append(hit.probability)
-                    labels.append(1 if judged.get(hit.id, 0) > 0 else 0)
-        return expected_calibration_error(np.asarray(probs), np.asarray(labels)) if probs else None
+        pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
+        return expected_calibration_error(*pairs) if pairs else None
 
     # ------------------------------------------------------------------------------------------------ the run
 

@@ -215,7 +215,9 @@ def eval_(
     import time
 
     from .data import load_beir
-    from .evaluate import evaluate_retriever, results_table
+    from .evaluate import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
+                           results_table)
+    from .retrieval import to_run
 
     if retriever not in ("exact", "chroma", "bm25"):
         raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma or bm25")
@@ -248,7 +250,14 @@ def eval_(
             searcher = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
         else:
             searcher = DenseRetriever(encoder, raw)
-    result = evaluate_retriever(searcher, collection_data, k=k, name=retriever)
+    query_ids = list(collection_data.queries)
+    hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
+    result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
+                          ignore_identical_ids=queries_are_documents(collection_data))
+    if projection:
+        calibration = calibration_pairs(hits, query_ids, collection_data.qrels)
+        if calibration is not None:
+            extra["ece"] = expected_calibration_error(*calibration)
     seconds = time.perf_counter() - t0
     out = {"data": str(data), "split": split, "retriever": retriever, "projection": str(projection or ""),
            "queries": result.n_queries, **result.to_dict(), **extra, "seconds": round(seconds, 2)}

@@ -24,7 +24,7 @@ import numpy as np
 
 from .data import Collection, Qrels
 from .errors import fail
-from .retrieval import Retriever, Run, to_run
+from .retrieval import Hit, Retriever, Run, to_run
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10", "map")
 PRIMARY_METRIC = "ndcg@10"
@@ -402,6 +402,23 @@ def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float
     gap = np.abs(np.bincount(which, weights=y, minlength=n_bins) - np.bincount(which, weights=p, minlength=n_bins))
     # sum over bins of (n_b / N) * |mean(y_b) - mean(p_b)| = sum |Σy_b - Σp_b| / N
     return float(gap[count > 0].sum() / p.size)
+
+
+def calibration_pairs(hits: Sequence[Sequence[Hit]], query_ids: Sequence[str], qrels: Qrels, depth: int = 10
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(probability, label) pairs where a user reads probabilities: each query's top `depth` hits, plus every judged
+    relevant document the ranking holds deeper down. None when the hits carry no probability (raw cosine, BM25)."""
+    probs, labels = [], []
+    for qid, row in zip(query_ids, hits):
+        judged = qrels.get(qid, {})
+        for rank, hit in enumerate(row):
+            if hit.probability is None:
+                return None
+            relevant = judged.get(hit.id, 0) > 0
+            if rank < depth or relevant:
+                probs.append(hit.probability)
+                labels.append(1 if relevant else 0)
+    return (np.asarray(probs), np.asarray(labels)) if probs else None
 
 
 def reliability_diagram(probabilities, labels, path: str | os.PathLike[str], n_bins: int = 15,
