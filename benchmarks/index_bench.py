@@ -160,7 +160,7 @@ def main() -> None:
                                                        queries, Path(tmp))
 
     results["load_average_1min"] = {"start": load_start, "end": round(os.getloadavg()[0], 2)}
-    command = "python benchmarks/index_bench.py " + " ".join(sys.argv[1:])
+    command = ".venv/bin/python benchmarks/index_bench.py " + " ".join(sys.argv[1:])
     results["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "index_bench.json", results)

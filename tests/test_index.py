@@ -99,6 +99,25 @@ def test_reopening_applies_new_ef_search_but_refuses_another_space(config: Index
         ChromaIndex.for_encoder(config, HashEncoder())
 
 
+@pytest.mark.slow  # ~5 s: needs a graph big enough for ef_search to matter
+def test_a_new_ef_search_takes_effect_when_the_collection_is_reopened(config: IndexConfig) -> None:
+    from chromadb.api.client import SharedSystemClient
+
+    rng = np.random.default_rng(0)
+    docs, queries = rng.standard_normal((3000, 64), np.float32), rng.standard_normal((50, 64), np.float32)
+    ids = [f"r{i}" for i in range(len(docs))]
+    truth = ExactIndex(ids, docs).query(queries, 10)[1]
+    config.ef_search, config.batch_size = 10, 1000
+    index = ChromaIndex.open(config, "random-64", 64)
+    index.add_vectors(ids, docs)
+    index.mark_complete()
+    low = recall_at_k(index.query(queries, 10)[1], truth)
+    SharedSystemClient.clear_system_cache()  # Chroma keeps a loaded graph's ef_search until its system goes
+    config.ef_search = 400
+    high = recall_at_k(ChromaIndex.open(config, "random-64", 64).query(queries, 10)[1], truth)
+    assert low < 0.9 and high > 0.97 and high > low + 0.1
+
+
 def test_opening_a_missing_collection_without_create_says_how_to_build_it(config: IndexConfig) -> None:
     with pytest.raises(InputError, match="does not exist.*qkrag index"):
         ChromaIndex.for_encoder(config, HashEncoder(), create=False)
@@ -270,6 +289,18 @@ def test_dense_retriever_over_chroma_and_exact(config: IndexConfig) -> None:
     for index in (chroma, exact):  # k larger than the collection: every document once, no padding
         scores, ids = index.query(encoder.embed_batch(["orbit", "violin"], "query"), 50)
         assert scores.shape == ids.shape == (2, 3) and sorted(ids[0]) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
+def test_exact_index_is_exact_search(space: str) -> None:
+    from qkrag.retrieval import exact_search
+
+    rng = np.random.default_rng(1)
+    docs, queries = rng.normal(size=(200, 16)) * rng.uniform(0.1, 5, size=(200, 1)), rng.normal(size=(7, 16))
+    scores, ids = ExactIndex([f"d{i}" for i in range(200)], docs, space).query(queries, 5)  # type: ignore[arg-type]
+    want_scores, want_pos = exact_search(queries.astype(np.float32), docs.astype(np.float32), 5, space)  # type: ignore
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert (ids == np.array([f"d{i}" for i in range(200)], dtype=object)[want_pos]).all()
 
 
 def test_exact_index_rejects_misshapen_input() -> None:
