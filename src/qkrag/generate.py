@@ -665,6 +665,8 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
         "template": None if config.generator == "ict" else config.template_name,
         "template_hash": next((r["prompt_hash"] for r in records.values()), None),
         "encoder": encoder.fingerprint,
+        # where the pairs' ids point: `qkrag train PAIRS_DIR` reloads the corpus from here
+        "corpus": str(Path(corpus.source).resolve()) if Path(corpus.source).exists() else corpus.source,
         "config": _jsonable(asdict(config)),
         "counts": dict(counts, pairs=len(rows)),
         "kept_fraction": counts["roundtrip_kept"] / len(all_ranks) if all_ranks else 0.0,

@@ -1,0 +1,125 @@
+"""The CLI end to end through `qkrag.cli.main`, with a fake encoder for speed (one slow test uses the real model)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import qkrag.cli as cli
+from conftest import FakeEncoder, write_beir
+
+DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
+               f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
+        for i in range(40)}
+TRAIN_Q = {f"t{i}": f"subject{i % 5} theme{i % 3} question {i}" for i in range(30)}
+TEST_Q = {f"q{i}": f"topic{i % 7} subject{i % 5}" for i in range(10)}
+
+
+@pytest.fixture
+def beir(tmp_path):
+    folder = write_beir(tmp_path / "mini", DOCS, {**TRAIN_Q, **TEST_Q},
+                        {q: [f"d{(i * 7) % 40}"] for i, q in enumerate(TEST_Q)}, "test")
+    with (folder / "qrels" / "train.tsv").open("w") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for i, q in enumerate(TRAIN_Q):
+            f.write(f"{q}\td{(i * 3) % 40}\t1\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def fake_model(monkeypatch):
+    encoder = FakeEncoder(dim=16)
+    monkeypatch.setattr(cli, "_encoder", lambda *a, **k: encoder)
+    return encoder
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = 0
+    try:
+        cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_eval_json_contract(capsys, beir):
+    code, out, _ = run(capsys, "eval", beir, "--retriever", "exact", "--split", "test", "--json")
+    assert code == 0
+    result = json.loads(out)
+    for key in ("ndcg@10", "recall@100", "mrr@10", "ndcg@10_ci"):
+        assert key in result
+    assert result["queries"] == 10
+
+
+def test_eval_bm25_and_chroma(capsys, beir, tmp_path):
+    assert json.loads(run(capsys, "eval", beir, "--retriever", "bm25", "--json")[1])["ndcg@10"] >= 0
+    code, out, _ = run(capsys, "eval", beir, "--retriever", "chroma", "--path", tmp_path / "c", "--json")
+    exact = json.loads(run(capsys, "eval", beir, "--retriever", "exact", "--json")[1])
+    assert code == 0 and json.loads(out)["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=0.02)
+
+
+def test_bad_input_is_one_line_and_exit_2(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "eval", tmp_path / "nowhere", "--json")
+    assert code == 2 and err.startswith("error: ") and "not a BEIR folder" in err and "Traceback" not in err
+    code, _, err = run(capsys, "eval", beir, "--retriever", "faiss")
+    assert code == 2 and "not a retriever" in err
+    code, _, err = run(capsys, "eval", beir, "--split", "dev")
+    assert code == 2 and "no split 'dev'" in err
+
+
+def test_train_then_eval_with_projection_reports_ece(capsys, beir, tmp_path):
+    code, out, _ = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "2", "--json")
+    assert code == 0 and (tmp_path / "proj" / "config.json").exists()
+    code, out, _ = run(capsys, "eval", beir, "--retriever", "exact", "--projection", tmp_path / "proj", "--json")
+    result = json.loads(out)
+    assert code == 0 and 0.0 <= result["ece"] <= 1.0 and "ndcg@10" in result
+
+
+def test_index_and_search_with_and_without_projection(capsys, beir, tmp_path):
+    code, _, _ = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "1")
+    assert code == 0
+    db = tmp_path / "chroma"
+    code, out, _ = run(capsys, "index", beir, "--path", db, "-c", "mini", "--projection", tmp_path / "proj", "--json")
+    assert code == 0 and json.loads(out)["documents"] == len(DOCS)
+    code, out, _ = run(capsys, "search", "topic3 subject1", "--path", db, "-c", "mini", "-k", "3", "--json")
+    hits = json.loads(out)[0]["hits"]
+    assert code == 0 and len(hits) == 3 and hits[0]["probability"] is None
+    code, out, _ = run(capsys, "search", "topic3 subject1", "--path", db, "-c", "mini", "-k", "3",
+                       "--projection", tmp_path / "proj", "--json")
+    assert 0.0 < json.loads(out)[0]["hits"][0]["probability"] < 1.0
+    code, _, err = run(capsys, "search", "x", "--path", db, "-c", "no-such-collection")
+    assert code == 2 and "error:" in err
+
+
+def test_generate_ict_then_train_on_the_pairs(capsys, beir, tmp_path):
+    code, out, _ = run(capsys, "generate", beir, "--generator", "ict", "--limit", "20", "--out", tmp_path / "pairs",
+                       "--json")
+    assert code == 0 and json.loads(out)["pairs"] > 0
+    import datasets
+
+    ds = datasets.Dataset.from_parquet(str(tmp_path / "pairs" / "pairs.parquet"))
+    assert {"query", "positive_id"} <= set(ds.column_names)
+    code, out, err = run(capsys, "train", tmp_path / "pairs", "--out", tmp_path / "proj", "--epochs", "1", "--json")
+    assert code == 0, err
+
+
+def test_bench_json_contract(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
+                         "--methods", "bm25,cosine,centered_cosine,query_adapter,qk_synthetic,qk_human", "--json")
+    assert code == 0, err
+    rows = {r["method"]: r for r in json.loads(out)["rows"]}
+    assert {"bm25", "cosine", "centered_cosine", "query_adapter", "qk_synthetic", "qk_human"} <= set(rows)
+    for row in rows.values():
+        assert {"ndcg@10", "ndcg@10_ci", "recall@100", "mrr@10", "train_seconds"} <= set(row)
+    assert (tmp_path / "b" / "bench.md").exists() and (tmp_path / "b" / "bench.png").exists()
+
+
+def test_help_has_examples():
+    out = subprocess.run([sys.executable, "-m", "qkrag.cli", "eval", "--help"], capture_output=True, text=True,
+                         env={"COLUMNS": "200", "PATH": ""})
+    assert "Examples" in out.stdout and "--retriever" in out.stdout
