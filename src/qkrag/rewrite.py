@@ -1,0 +1,460 @@
+"""Before embedding: rewrite texts, or describe one aspect of them, with an LLM.
+
+Similarity has to be asked "in which sense?". Two answers, both as encoders that wrap any `qkrag.embed.Encoder`, so
+every stage (`embed()`, `build_index`, projections) gets them with no change:
+
+* `RewritingEncoder` rewrites each text "in plain English, content only, at most N words" and embeds the rewrite.
+  Two texts that share a style, typos, markup or boilerplate but not content stop matching on those; two texts with
+  the same content in different dress start matching.
+* `AspectEncoder` asks the LLM for one aspect of each text ("the climate of the place described", or any string with
+  a `{text}` slot) and embeds the answer, so "nearest by climate" and "nearest by cuisine" become different queries
+  over the same items.
+
+    >>> from qkrag.embed import make_encoder, embed
+    >>> from qkrag.localllm import default_llm
+    >>> from qkrag.rewrite import AspectEncoder, RewritingEncoder
+    >>> with default_llm() as llm:
+    ...     by_climate = embed(AspectEncoder(make_encoder(), llm, "climate"), corpus.contents, "document")
+    ...     plain = embed(RewritingEncoder(make_encoder(), llm, max_words=60), corpus.contents, "document")
+
+LLM outputs are cached by the LLM layer and vectors by `embed()`, so a re-run sends no request and embeds nothing.
+An output that is unusable (empty after retries, a refusal, garbled, or "none" for an aspect the text does not
+mention) falls back to the original text; fallbacks are counted in `RewriteStats` and logged, never silent.
+Each wrapper's `fingerprint` names the base encoder, the LLM model and its sampling settings, the template's hash and
+every parameter, so caches and Chroma indexes never mix vectors of different rewrites (an index built with one
+refuses an encoder with another).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .embed import SIDES, EmbedOptions, Encoder, Side, _check_side, embed
+from .errors import fail
+from .prompts import PromptTemplate, aspect_template, is_refusal, load_template, parse_candidates
+
+if TYPE_CHECKING:
+    from .data import Corpus
+    from .llm import LLM
+
+__all__ = [
+    "AspectEncoder",
+    "RewriteStats",
+    "RewritingEncoder",
+    "aspect_embeddings",
+    "aspect_neighbours",
+    "aspect_texts",
+    "clean_output",
+    "load_labelled_corpus",
+    "make_rewriting_encoder",
+    "nearest_neighbours",
+    "neighbour_agreement",
+    "pca_2d",
+    "plot_aspect_maps",
+    "rewrite_texts",
+]
+
+log = logging.getLogger(__name__)
+
+#: Bumped when the cleaning of LLM outputs changes: it changes the texts embedded, so it is part of the fingerprint.
+_CLEANING_VERSION = "clean-v1"
+DEFAULT_MAX_WORDS = 60
+#: Aspect answers are asked to be "one or two plain sentences"; more tokens would only let a small model ramble.
+ASPECT_MAX_TOKENS = 96
+
+# Answers meaning "the text says nothing about this aspect" (the aspect template asks for exactly "none").
+_NO_ASPECT = re.compile(
+    r"^\W*(none|n/?a|not (?:mentioned|specified|stated|given|provided)|unknown|no information)\b\W*$"
+    r"|^\W*the (?:text|passage|description) does not (?:mention|say|specify|describe|provide|give)",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class RewriteStats:
+    """What rewriting did: texts sent, texts rewritten, and fallbacks to the original text by reason.
+
+    Reasons: `unusable` (the LLM gave no usable output after its retries: empty, refusal or garbled), `empty` (nothing
+    left after removing preambles and fences), `refusal`, and for aspects `none` (the text does not mention it).
+    """
+
+    texts: int = 0
+    rewritten: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def fallback_total(self) -> int:
+        return sum(self.fallbacks.values())
+
+    def add(self, other: RewriteStats) -> None:
+        self.texts += other.texts
+        self.rewritten += other.rewritten
+        self.fallbacks.update(other.fallbacks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"texts": self.texts, "rewritten": self.rewritten, "fallbacks": dict(self.fallbacks)}
+
+
+# ---------------------------------------------------------------------------------------------------- cleaning
+
+
+def clean_output(text: str | None) -> str:
+    """An LLM answer as one plain paragraph: fences, list preambles ("Here is the rewritten text:"), labels, bullets
+    and quotes removed, lines joined. Bullets go too, so a list and the same content as prose embed alike."""
+    return " ".join(parse_candidates(text, min_chars=1)) if text else ""
+
+
+def _usable(raw: str | None, *, aspect: bool) -> tuple[str | None, str | None]:
+    """(cleaned text, None) or (None, fallback reason)."""
+    if raw is None:
+        return None, "unusable"
+    cleaned = clean_output(raw)
+    if not cleaned.strip():
+        return None, "refusal" if is_refusal(raw) else "empty"
+    if is_refusal(cleaned):
+        return None, "refusal"
+    if aspect and _NO_ASPECT.match(cleaned):
+        # Embedding "none" would make every item without the aspect the nearest neighbour of every other one.
+        return None, "none"
+    return cleaned, None
+
+
+def _run(texts: Sequence[str], llm: LLM, template: PromptTemplate, variables: Mapping[str, Any],
+         params: Mapping[str, Any], *, aspect: bool, stats: RewriteStats | None, progress: bool, desc: str) -> list[str]:
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise fail(f"text #{i}", "is empty" if isinstance(text, str) else f"is {type(text).__name__}, not str",
+                       "drop empty texts before rewriting; an empty text has nothing to rewrite")
+    prompts = [template.render(text=t, **variables) for t in texts]
+    results = llm.complete_many(prompts, on_error="skip", progress=progress, desc=desc, **params)
+    local = RewriteStats(texts=len(texts))
+    out = []
+    for text, result in zip(texts, results):
+        cleaned, reason = _usable(None if result is None else result.text, aspect=aspect)
+        if cleaned is None:
+            local.fallbacks[reason or "unusable"] += 1
+            out.append(text)
+        else:
+            local.rewritten += 1
+            out.append(cleaned)
+    if local.fallback_total:
+        log.warning("%s: %d of %d texts kept their original text (%s)", desc, local.fallback_total, len(texts),
+                    ", ".join(f"{k} {v}" for k, v in sorted(local.fallbacks.items())))
+    if stats is not None:
+        stats.add(local)
+    return out
+
+
+def _rewrite_template(template: str | Path | PromptTemplate) -> PromptTemplate:
+    tpl = template if isinstance(template, PromptTemplate) else load_template(template)
+    if "text" not in tpl.variables or not tpl.variables <= {"text", "max_words"}:
+        raise fail(f"rewrite template {tpl.name!r}", f"it takes {sorted(tpl.variables)}",
+                   "a rewrite template needs a {text} slot and may have {max_words}, nothing else")
+    return tpl
+
+
+def _check_max_words(max_words: int) -> int:
+    if not isinstance(max_words, int) or max_words < 1:
+        raise fail("max_words", f"{max_words!r} is not a positive integer", "pass e.g. max_words=60")
+    return max_words
+
+
+def _rewrite_max_tokens(max_words: int) -> int:
+    # ~1.3 tokens per English word; the slack lets a sentence finish instead of being cut mid-word.
+    return 2 * max_words + 16
+
+
+def rewrite_texts(texts: Sequence[str], llm: LLM, *, template: str | Path | PromptTemplate = "rewrite",
+                  max_words: int = DEFAULT_MAX_WORDS, stats: RewriteStats | None = None,
+                  progress: bool = True) -> list[str]:
+    """Each text rewritten by `llm` with `template` (default: plain English, content only, at most `max_words`).
+
+    Requests go through `llm.complete_many` (cached: a re-run sends none; a progress bar counts them). An unusable
+    output (no usable answer after the LLM's retries, a refusal, nothing left after cleaning) falls back to the
+    original text; fallbacks are counted by reason in `stats` (when given) and logged as a warning.
+    """
+    tpl = _rewrite_template(template)
+    variables = {"max_words": _check_max_words(max_words)} if "max_words" in tpl.variables else {}
+    return _run(texts, llm, tpl, variables, {"max_tokens": _rewrite_max_tokens(max_words)}, aspect=False,
+                stats=stats, progress=progress, desc="rewrite")
+
+
+def aspect_texts(texts: Sequence[str], llm: LLM, aspect: str, *, stats: RewriteStats | None = None,
+                 progress: bool = True) -> list[str]:
+    """What each text says about one `aspect`: a built-in name ("climate", see `prompts.builtin_aspects()`) or a
+    string with a `{text}` slot ("Which sports teams does {text} have?").
+
+    A text that does not mention the aspect (the model answers "none"), and any unusable output, falls back to the
+    original text - counted by reason in `stats` and logged - so such items stay distinct instead of all collapsing
+    onto the embedding of "none".
+    """
+    tpl = aspect_template(aspect)
+    return _run(texts, llm, tpl, {}, {"max_tokens": ASPECT_MAX_TOKENS}, aspect=True, stats=stats,
+                progress=progress, desc=f"aspect {_aspect_label(aspect)}")
+
+
+def _aspect_label(aspect: str) -> str:
+    return aspect if "{" not in aspect else " ".join(aspect.split())[:40]
+
+
+# ---------------------------------------------------------------------------------------------------- encoders
+
+
+def _check_sides(sides: Sequence[str]) -> tuple[Side, ...]:
+    sides = tuple(sides)
+    if not sides:
+        raise fail("sides", "no side is given", f"pass some of {SIDES}")
+    for side in sides:
+        _check_side(side)
+    return tuple(s for s in SIDES if s in sides)  # canonical order, so ("document", "query") fingerprints as both
+
+
+class _LLMEncoder(Encoder):
+    """Shared by both wrappers: LLM texts on the chosen sides, the base encoder's vectors, a full fingerprint."""
+
+    kind = ""
+
+    def __init__(self, base: Encoder, llm: LLM, sides: Sequence[str], progress: bool):
+        if not isinstance(base, Encoder):
+            raise fail("base encoder", f"{type(base).__name__} is not a qkrag Encoder",
+                       "wrap an encoder from qkrag.embed.make_encoder()")
+        self.base = base
+        self.llm = llm
+        self.sides = _check_sides(sides)
+        self.progress = progress
+        self.stats = RewriteStats()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.kind}:{self.base.name}"
+
+    @property
+    def dimension(self) -> int:
+        return self.base.dimension
+
+    def warm_up(self) -> None:
+        self.base.warm_up()
+
+    def _llm_settings(self) -> str:
+        c = self.llm.config
+        return f"llm={c.model},temperature={c.temperature:g}"
+
+    def _describe(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        # Base fingerprint last and whole, so a reader sees which vectors these are made from.
+        parts = [*self._describe(), self._llm_settings(), "sides=" + "+".join(self.sides), _CLEANING_VERSION]
+        return f"{self.kind}[{','.join(parts)}]|{self.base.fingerprint}"
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        """The texts this encoder embeds instead of `texts` (on its sides)."""
+        raise NotImplementedError
+
+    def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
+        _check_side(side)
+        if side in self.sides:
+            texts = self.transform(texts)
+        return self.base.embed_batch(texts, side)
+
+
+class RewritingEncoder(_LLMEncoder):
+    """Embeds an LLM rewrite of each text ("plain English, content only, at most `max_words` words") with `base`.
+
+    `sides`: which texts are rewritten; the default rewrites documents only, since a query rewrite costs an LLM call
+    at search time. Pass `("query", "document")` when queries come in messy styles too. `template` is a shipped name,
+    a path to a .toml file or a `PromptTemplate` with `{text}` (and optionally `{max_words}`). Fallbacks to the
+    original text (unusable outputs) accumulate in `self.stats`.
+    """
+
+    kind = "rewrite"
+
+    def __init__(self, base: Encoder, llm: LLM, *, template: str | Path | PromptTemplate = "rewrite",
+                 max_words: int = DEFAULT_MAX_WORDS, sides: Sequence[str] = ("document",), progress: bool = True):
+        super().__init__(base, llm, sides, progress)
+        self.template = _rewrite_template(template)
+        self.max_words = _check_max_words(max_words)
+
+    def _describe(self) -> list[str]:
+        return [f"template={self.template.name}@{self.template.hash[:12]}", f"max_words={self.max_words}",
+                f"max_tokens={_rewrite_max_tokens(self.max_words)}"]
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        return rewrite_texts(texts, self.llm, template=self.template, max_words=self.max_words, stats=self.stats,
+                             progress=self.progress)
+
+
+class AspectEncoder(_LLMEncoder):
+    """Embeds what the LLM says about one `aspect` of each text (built-in name or a string with `{text}`) with `base`.
+
+    One aspect per encoder, so each aspect gets its own vectors, cache entries and index. Both sides by default: a
+    query's aspect is compared with documents' aspects. Fallbacks (no answer, "none") accumulate in `self.stats`.
+    """
+
+    kind = "aspect"
+
+    def __init__(self, base: Encoder, llm: LLM, aspect: str, *, sides: Sequence[str] = SIDES, progress: bool = True):
+        super().__init__(base, llm, sides, progress)
+        self.template = aspect_template(aspect)  # validates the aspect now, not at the first batch
+        self.aspect = aspect
+
+    def _describe(self) -> list[str]:
+        name = self.aspect if "{" not in self.aspect else "custom"
+        return [f"aspect={name}", f"template={self.template.name}@{self.template.hash[:12]}",
+                f"max_tokens={ASPECT_MAX_TOKENS}"]
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        return aspect_texts(texts, self.llm, self.aspect, stats=self.stats, progress=self.progress)
+
+
+def make_rewriting_encoder(base: Encoder, llm: LLM, *, max_words: int | None = None, aspect: str | None = None,
+                           template: str | Path | None = None, sides: Sequence[str] | None = None) -> Encoder:
+    """The encoder behind `--rewrite` / `--aspect`: `base` unchanged when neither is asked for, a `RewritingEncoder`
+    for a rewrite (`max_words` or `template` given), an `AspectEncoder` for an aspect. Not both: an aspect answer is
+    already short plain text."""
+    wants_rewrite = max_words is not None or template is not None
+    if wants_rewrite and aspect is not None:
+        raise fail("rewrite and aspect", "both were asked for",
+                   "choose one: a rewrite (plain-English content) or an aspect (one sense of similarity)")
+    if aspect is not None:
+        return AspectEncoder(base, llm, aspect, **({"sides": sides} if sides else {}))
+    if wants_rewrite:
+        return RewritingEncoder(base, llm, template=template or "rewrite", max_words=max_words or DEFAULT_MAX_WORDS,
+                                **({"sides": sides} if sides else {}))
+    return base
+
+
+# ---------------------------------------------------------------------------------------------------- neighbours
+
+
+def load_labelled_corpus(path: str | Path, fields: Sequence[str], limit: int | None = None
+                         ) -> tuple[Corpus, dict[str, list[str]]]:
+    """A JSONL corpus whose rows also carry label fields (as `data/cities/cities.jsonl`: climate, cuisine, size):
+    the corpus (first `limit` rows when given) and `{field: [label per document]}`, in corpus order."""
+    import json
+
+    from .data import load_corpus
+
+    corpus = load_corpus(path)
+    rows = {}
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                row = json.loads(line)
+                rows[str(row.get("_id", row.get("id")))] = row
+    ids = corpus.ids[:limit] if limit else corpus.ids
+    missing = [(i, f) for i in ids for f in fields if f not in rows.get(i, {})]
+    if missing:
+        raise fail(str(path), f"document {missing[0][0]!r} has no {missing[0][1]!r} label",
+                   f"give every row the fields {list(fields)}")
+    return corpus.subset(ids), {f: [str(rows[i][f]) for i in ids] for f in fields}
+
+
+def nearest_neighbours(vectors: np.ndarray, ids: Sequence[str], k: int = 5) -> dict[str, list[str]]:
+    """Each item's `k` nearest other items by cosine, best first (the item itself excluded)."""
+    from .retrieval import similarity
+
+    if len(ids) != len(vectors):
+        raise fail("nearest_neighbours", f"{len(ids)} ids for {len(vectors)} vectors", "pass one id per vector")
+    scores = similarity(vectors, vectors, "cosine").numpy()
+    np.fill_diagonal(scores, -np.inf)
+    k = min(k, len(ids) - 1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return {ids[i]: [ids[j] for j in row] for i, row in enumerate(order)}
+
+
+def neighbour_agreement(vectors: np.ndarray, labels: Sequence[str]) -> float:
+    """How often an item's nearest other item (cosine) has the same label: 1.0 = always."""
+    ids = [str(i) for i in range(len(labels))]
+    nearest = nearest_neighbours(vectors, ids, k=1)
+    return float(np.mean([labels[int(nearest[i][0])] == labels[int(i)] for i in ids]))
+
+
+def aspect_embeddings(texts: Sequence[str], base_encoder: Encoder, llm: LLM, aspects: Sequence[str], *,
+                      options: EmbedOptions | None = None, stats: dict[str, RewriteStats] | None = None
+                      ) -> dict[str, np.ndarray]:
+    """`{aspect: vectors}`, one (len(texts), dim) array per aspect, embedded as documents through the caches.
+    When `stats` is a dict, each aspect's `RewriteStats` (fallback counts) is put in it."""
+    out = {}
+    for aspect in aspects:
+        encoder = AspectEncoder(base_encoder, llm, aspect, progress=options.progress if options else True)
+        out[aspect] = embed(encoder, texts, "document", options, desc=f"embed {_aspect_label(aspect)}")
+        if stats is not None:
+            stats[aspect] = encoder.stats
+    return out
+
+
+def aspect_neighbours(corpus: Corpus, base_encoder: Encoder, llm: LLM, aspects: Sequence[str], *, k: int = 5,
+                      options: EmbedOptions | None = None) -> dict[str, dict[str, list[str]]]:
+    """`{aspect: {id: [k nearest ids]}}`: each item's nearest items in the sense of each aspect."""
+    vectors = aspect_embeddings(corpus.contents, base_encoder, llm, aspects, options=options)
+    return {aspect: nearest_neighbours(v, corpus.ids, k) for aspect, v in vectors.items()}
+
+
+# ---------------------------------------------------------------------------------------------------- pictures
+
+
+def pca_2d(vectors: np.ndarray) -> np.ndarray:
+    """The first two principal components of the unit-normalised vectors (cosine geometry), as (n, 2)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    coords = x @ vt[:2].T
+    # SVD signs are arbitrary; fix them so a re-run draws the same picture, not a mirror image.
+    signs = np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
+    return coords * np.where(signs == 0, 1, signs)
+
+
+def plot_aspect_maps(embeddings: Mapping[str, np.ndarray], labels: Mapping[str, Sequence[str]],
+                     names: Sequence[str], *, path: str | Path | None = None, title: str | None = None):
+    """One PCA map per embedding, points coloured by that embedding's label (`labels[key]`, or the first label set
+    for an embedding with no labels of its own, such as "raw") and annotated with `names`. Returns the figure;
+    writes it to `path` (atomically) when given."""
+    import matplotlib.pyplot as plt
+
+    keys = list(embeddings)
+    cols = min(2, len(keys))
+    rows = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 6.5 * rows), squeeze=False)
+    first_labels = next(iter(labels))
+    for ax, key in zip(axes.flat, keys):
+        label_key = key if key in labels else first_labels
+        these = list(labels[label_key])
+        coords = pca_2d(embeddings[key])
+        palette = plt.get_cmap("tab10")
+        for c, value in enumerate(sorted(set(these))):
+            mask = np.array([v == value for v in these])
+            ax.scatter(coords[mask, 0], coords[mask, 1], s=60, color=palette(c % 10), label=value,
+                       edgecolor="black", linewidth=0.5, zorder=3)
+        for (x, y), name in zip(coords, names):
+            ax.annotate(name, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=8, zorder=4)
+        agreement = neighbour_agreement(embeddings[key], these)
+        ax.set_title(f"{key} embedding, coloured by {label_key}\n(nearest neighbour shares it: {agreement:.0%})",
+                     fontsize=11)
+        ax.legend(fontsize=8, loc="best", framealpha=0.8, title=label_key, title_fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=13)
+    fig.tight_layout()
+    if path is not None:
+        from ._atomic import atomic_open
+
+        with atomic_open(Path(path), "wb") as handle:
+            fig.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
+    return fig
