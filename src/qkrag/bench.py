@@ -208,8 +208,10 @@ class Bench:
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
         retriever = ProjectedRetriever(encoder, projection, raw_index)
-        info = getattr(projection, "training_", {}) or {}
-        self._evaluate(method, retriever.search, seconds, f"{len(pairs)} pairs; selected: {info.get('selected', '?')}",
+        val = projection.validation_
+        self._evaluate(method, retriever.search, seconds,
+                       f"{len(pairs)} pairs; selected {projection.selected_} (validation nDCG@10 "
+                       f"{val.get('ndcg@10', float('nan')):.3f} vs start {val.get('init_ndcg@10', float('nan')):.3f})",
                        self._ece)
 
     def _evaluate_finetune(self, pairs) -> None:

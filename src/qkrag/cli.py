@@ -328,8 +328,8 @@ def train(
         "--corpus", help="For a pairs folder: the corpus the pairs came from (default: recorded in its stats.json).")] = None,
     variant: Annotated[str, typer.Option("--variant", help="qk, symmetric or query_adapter.")] = "qk",
     rank: Annotated[Optional[int], typer.Option("--rank", help="Output dimension r < d (low rank); default d.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 5,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 2e-4,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Default: TrainConfig's.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     model: Model = None,
     base_url: BaseURL = None,
@@ -363,10 +363,12 @@ def train(
             raise QkragError(f"{data}: the pairs do not record their corpus. Fix: pass --corpus PATH")
         corpus = load_corpus(source)
         pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
-    config = TrainConfig(epochs=epochs, learning_rate=learning_rate, seed=seed)
+    overrides = {"epochs": epochs, "learning_rate": learning_rate}
+    config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     projection = train_projection(pairs, config, variant=variant, rank=rank)
     projection.save(out)
-    summary = {"out": str(out), "variant": variant, "pairs": len(pairs), **getattr(projection, "training_", {})}
+    summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
+               **projection.validation_}
     if json_out:
         _print_json(summary)
     else:
