@@ -100,6 +100,7 @@ def test_cross_validate_reports_each_config_and_never_loses_to_the_start():
     for s in scores.values():
         assert 0 <= s["init_ndcg"] <= s["ndcg"] <= 1  # model selection includes the initialisation
         assert s["gain"] == pytest.approx(s["ndcg"] - s["init_ndcg"])
+        assert 0 <= s["best_epoch"] <= 2 and isinstance(s["best_epoch"], int)
     assert scores["a"]["init_ndcg"] == scores["b"]["init_ndcg"]  # same folds for every config
     with pytest.raises(InputError):
         cross_validate(_pairs(), {})

@@ -101,8 +101,9 @@ def kfold(pairs: Pairs, folds: int = 3, seed: int = 0) -> list[tuple[Pairs, Pair
 def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant: str = "qk", folds: int = 3,
                    seed: int = 0) -> dict[str, dict[str, float]]:
     """Train each named config on every fold and report validation nDCG: `{name: {"ndcg": mean over folds of the
-    selected model, "init_ndcg": the same for the untrained start, "gain": their difference}}`. Pick the config
-    with the best mean, then train it on all the pairs: the test split is never looked at."""
+    selected model, "init_ndcg": the same for the untrained start, "gain": their difference, "best_epoch": the
+    median selected epoch (0 = the untrained start won)}}`. Pick the config with the best mean, then train it on all
+    the pairs (for `best_epoch` epochs): the test split is never looked at."""
     from .train import train_projection
 
     if not configs:
@@ -110,14 +111,15 @@ def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant:
     splits = kfold(pairs, folds, seed)
     out: dict[str, dict[str, float]] = {}
     for name, config in configs.items():
-        scores, starts = [], []
+        scores, starts, epochs = [], [], []
         for train, validation in splits:
             model = train_projection(train, config, variant=variant, validation=validation)
             key = f"ndcg@{config.eval_k}"
             scores.append(model.validation_[key])
             starts.append(model.validation_[f"init_{key}"])
+            epochs.append(model.validation_["best_epoch"])
         out[name] = {"ndcg": float(np.mean(scores)), "init_ndcg": float(np.mean(starts)),
-                     "gain": float(np.mean(scores) - np.mean(starts))}
+                     "gain": float(np.mean(scores) - np.mean(starts)), "best_epoch": int(np.median(epochs))}
     return out
 
 
