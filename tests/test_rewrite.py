@@ -21,7 +21,8 @@ from qkrag.llm import LLM, LLMConfig
 from qkrag.prompts import PromptTemplate
 from qkrag.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, aspect_embeddings, aspect_neighbours,
                            aspect_texts, clean_output, load_labelled_corpus, make_rewriting_encoder,
-                           nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts)
+                           nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
+                           similarity_by_pair_kind)
 
 from conftest import FakeEncoder
 
@@ -313,6 +314,15 @@ def test_aspect_embeddings_report_stats_and_user_aspects(make_llm, fake_encoder,
     assert cosine(vectors["climate"][0], vectors["climate"][1]) == pytest.approx(1.0, abs=1e-6)
 
 
+def test_similarity_by_pair_kind():
+    # Dimensions: rain, bread, memo style. Memos share the style dimension; chats have none.
+    v = np.array([[1, 0, 0], [1, 0, 1], [0, 1, 0], [0, 1, 1]], dtype=np.float32)
+    kinds = similarity_by_pair_kind(v, ["rain", "rain", "bread", "bread"], ["chat", "memo", "chat", "memo"])
+    assert kinds["same content, other style"] == pytest.approx(2 ** -0.5)
+    assert kinds["same style, other content"] == pytest.approx(0.25)  # chat pair 0, memo pair 1/2
+    assert kinds["unrelated"] == pytest.approx(0.0)
+
+
 def test_nearest_neighbours_and_agreement():
     v = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
     assert nearest_neighbours(v, ["a", "b", "c", "d"], k=2) == {"a": ["b", "d"], "b": ["a", "d"], "c": ["d", "b"],
@@ -337,6 +347,10 @@ def test_pca_is_deterministic_and_plot_writes_a_figure(tmp_path):
 def test_load_labelled_corpus_reads_the_cities():
     corpus, labels = load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["climate", "cuisine"], limit=12)
     assert len(corpus) == 12 and set(labels) == {"climate", "cuisine"} and len(labels["climate"]) == 12
+    corpus, labels = load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["size"], ids=["oslo", "lima"])
+    assert corpus.ids == ["oslo", "lima"] and labels == {"size": ["large", "megacity"]}
+    with pytest.raises(InputError, match="atlantis"):
+        load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["size"], ids=["atlantis"])
     with pytest.raises(InputError, match="no 'population' label"):
         load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["population"])
 

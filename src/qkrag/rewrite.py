@@ -60,6 +60,7 @@ __all__ = [
     "pca_2d",
     "plot_aspect_maps",
     "rewrite_texts",
+    "similarity_by_pair_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -337,10 +338,11 @@ def make_rewriting_encoder(base: Encoder, llm: LLM, *, max_words: int | None = N
 # ---------------------------------------------------------------------------------------------------- neighbours
 
 
-def load_labelled_corpus(path: str | Path, fields: Sequence[str], limit: int | None = None
-                         ) -> tuple[Corpus, dict[str, list[str]]]:
+def load_labelled_corpus(path: str | Path, fields: Sequence[str], limit: int | None = None,
+                         ids: Sequence[str] | None = None) -> tuple[Corpus, dict[str, list[str]]]:
     """A JSONL corpus whose rows also carry label fields (as `data/cities/cities.jsonl`: climate, cuisine, size):
-    the corpus (first `limit` rows when given) and `{field: [label per document]}`, in corpus order."""
+    the corpus (only `ids`, in that order, or the first `limit` rows, when given) and `{field: [label per
+    document]}`, in corpus order."""
     import json
 
     from .data import load_corpus
@@ -352,7 +354,7 @@ def load_labelled_corpus(path: str | Path, fields: Sequence[str], limit: int | N
             if line.strip():
                 row = json.loads(line)
                 rows[str(row.get("_id", row.get("id")))] = row
-    ids = corpus.ids[:limit] if limit else corpus.ids
+    ids = list(ids) if ids is not None else corpus.ids[:limit] if limit else corpus.ids
     missing = [(i, f) for i in ids for f in fields if f not in rows.get(i, {})]
     if missing:
         raise fail(str(path), f"document {missing[0][0]!r} has no {missing[0][1]!r} label",
@@ -378,6 +380,25 @@ def neighbour_agreement(vectors: np.ndarray, labels: Sequence[str]) -> float:
     ids = [str(i) for i in range(len(labels))]
     nearest = nearest_neighbours(vectors, ids, k=1)
     return float(np.mean([labels[int(nearest[i][0])] == labels[int(i)] for i in ids]))
+
+
+def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: Sequence[str]) -> dict[str, float]:
+    """Mean cosine over pairs of items by kind: same content in another style, same style with other content, and
+    neither. Raw embeddings that match on style score the second kind high; a good rewrite scores the first."""
+    from .retrieval import similarity
+
+    scores = similarity(vectors, vectors, "cosine").numpy()
+    kinds: dict[str, list[float]] = {"same content, other style": [], "same style, other content": [], "unrelated": []}
+    for i in range(len(content)):
+        for j in range(i + 1, len(content)):
+            same_c, same_s = content[i] == content[j], style[i] == style[j]
+            if same_c and not same_s:
+                kinds["same content, other style"].append(scores[i, j])
+            elif same_s and not same_c:
+                kinds["same style, other content"].append(scores[i, j])
+            elif not same_c and not same_s:
+                kinds["unrelated"].append(scores[i, j])
+    return {k: float(np.mean(v)) if v else float("nan") for k, v in kinds.items()}
 
 
 def aspect_embeddings(texts: Sequence[str], base_encoder: Encoder, llm: LLM, aspects: Sequence[str], *,
