@@ -45,7 +45,7 @@ def run_generator(name: str, collection, encoder, args, examples: list[str]) -> 
     work = ROOT / ".qkrag" / "bench" / f"generate-{collection.name}-{name}-n{n}"
     config = GenerateConfig(generator="llm" if name == "llm" else "ict", sample=n, seed=args.seed,
                             examples=tuple(examples) if name == "llm" else (), candidates=args.candidates,
-                            per_call=args.per_call)
+                            per_call=args.per_call, template=args.template if name == "llm" else None)
     llm = None
     if name == "llm":
         from qkrag.localllm import default_llm
@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--per-call", type=int, default=2)
     parser.add_argument("--examples", type=int, default=6, help="few-shot examples drawn from the train queries")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--template", default=None, help="prompt template name or .toml path (default: few-shot)")
     args = parser.parse_args()
 
     collection = load_beir(args.data, split="train")
