@@ -350,7 +350,8 @@ def plot_results(results: Mapping[str, EvalResult], path: str | os.PathLike[str]
         raise fail("plot_results", "no results given", "pass {name: EvalResult}")
     metrics = list(metrics or next(iter(results.values())).metrics)
     width = 0.8 / len(results)
-    fig = _figure(figsize=(max(5.0, 1.6 * len(metrics) * max(1, len(results) / 2)), 4))
+    # Width grows with the bars, capped; the legend sits outside the axes so it never hides a bar.
+    fig = _figure(figsize=(min(12.0, max(5.0, 0.35 * len(metrics) * len(results) + 3.0)), 4))
     ax = fig.subplots()
     x = np.arange(len(metrics))
     for i, (name, r) in enumerate(results.items()):
@@ -364,7 +365,8 @@ def plot_results(results: Mapping[str, EvalResult], path: str | os.PathLike[str]
     ax.set_ylabel(f"score (error bars: {next(iter(results.values())).confidence:.0%} bootstrap CI)")
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
     _save_png(fig, path)
 
 
