@@ -81,11 +81,12 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     warmup = max(1, int(config.warmup_fraction * len(batches)))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min((step + 1) / warmup, max(0.0, (len(batches) - step) / max(1, len(batches) - warmup))))
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # `tokenize` is deprecated since v5
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
     for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=not config.progress):
-        features = [model.tokenize([queries[i] for i in batch]), model.tokenize([positives[i] for i in batch])]
+        features = [prepare([queries[i] for i in batch]), prepare([positives[i] for i in batch])]
         loss = loss_fn(features, torch.empty(0))
         optimizer.zero_grad()
         loss.backward()
