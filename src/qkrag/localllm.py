@@ -241,7 +241,10 @@ def _free_port() -> int:
 
 
 def _parent_death_signal() -> Any:
-    """A preexec_fn asking Linux to SIGTERM the server when we die, even by SIGKILL (no orphan holding the port).
+    """A preexec_fn asking Linux to SIGKILL the server when we die, even by SIGKILL (no orphan holding the port).
+
+    SIGKILL, not SIGTERM: uvicorn's graceful shutdown waits for the request in flight, and a CPU-bound generation
+    can take minutes, so a SIGTERM left the server running as an orphan. It holds no state worth a clean exit.
 
     Only from the main thread: the kernel ties the signal to the *thread* that forked, so a server started from a
     worker thread would die with that thread.
@@ -256,7 +259,7 @@ def _parent_death_signal() -> Any:
         return None
 
     def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
     return preexec
 
