@@ -123,3 +123,44 @@ def test_help_has_examples():
     out = subprocess.run([sys.executable, "-m", "qkrag.cli", "eval", "--help"], capture_output=True, text=True,
                          env={"COLUMNS": "200", "PATH": ""})
     assert "Examples" in out.stdout and "--retriever" in out.stdout
+
+
+class _StandInLLM:
+    """Answers every prompt with an upper-cased word of it; enough to see the CLI wire rewriting through."""
+
+    class config:  # noqa: N801 (mirrors LLMConfig's attributes that fingerprints read)
+        model, temperature = "stand-in", 0.0
+
+    def __init__(self):
+        self.prompts = 0
+
+    def complete_many(self, prompts, **kwargs):
+        from types import SimpleNamespace
+
+        self.prompts += len(prompts)
+        return [SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypatch):
+    import qkrag.bench
+
+    llm = _StandInLLM()
+    monkeypatch.setattr(qkrag.bench, "_generator_llm", lambda config: llm)
+    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and rows[0]["text"] == "plain words number 0" and rows[0]["original"].startswith("Topic0")
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"].startswith("rewrite[") and llm.prompts == 5 + len(DOCS)
+    # searching with another encoder than the one that built the index is refused
+    code, _, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten")
+    assert code == 2 and "encoder" in err
+    code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    assert code == 0, err

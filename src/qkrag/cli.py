@@ -45,6 +45,14 @@ M = Annotated[int, typer.Option("--hnsw-m", help="HNSW M, links per node; fixed 
 Projection = Annotated[Optional[Path], typer.Option(
     "--projection", "-p", help="A trained projection folder (from qkrag train): score by σ(q·k).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Rewrite = Annotated[bool, typer.Option(
+    "--rewrite", help="Have the LLM rewrite each document in plain English (content only) before embedding (cached).")]
+MaxWords = Annotated[Optional[int], typer.Option("--max-words", help="Length limit of a rewrite (implies --rewrite).")]
+Aspect = Annotated[Optional[str], typer.Option(
+    "--aspect", help='Embed one aspect of each item: a built-in name (climate, cuisine, size) or a template with '
+    '{text}, e.g. "Climate of {text}". Queries and documents go through the same aspect.')]
+LLMURL = Annotated[Optional[str], typer.Option(
+    "--llm-base-url", help="OpenAI-compatible LLM server for --rewrite/--aspect (default: the embedded local model).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
@@ -54,6 +62,19 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     from .embed import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
+
+
+def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str | None, llm_base_url: str | None):
+    """Wrap `encoder` in a rewriting or aspect encoder when asked; the LLM (and an embedded server) lives in `stack`."""
+    if not (rewrite or max_words or aspect):
+        return encoder
+    from .bench import BenchConfig, _generator_llm
+    from .rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
+
+    llm = stack.enter_context(_generator_llm(BenchConfig(data=Path("."), llm_base_url=llm_base_url)))
+    if aspect:
+        return make_rewriting_encoder(encoder, llm, aspect=aspect)
+    return make_rewriting_encoder(encoder, llm, max_words=max_words or DEFAULT_MAX_WORDS)
 
 
 def _index_config(collection: str, path: Path, host: str | None, port: int, space: str = "cosine",
@@ -99,6 +120,10 @@ def index(
     hnsw_m: M = 0,
     projection: Projection = None,
     skip_empty: SkipEmpty = False,
+    rewrite: Rewrite = False,
+    max_words: MaxWords = None,
+    aspect: Aspect = None,
+    llm_base_url: LLMURL = None,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -110,14 +135,20 @@ def index(
       qkrag index docs.jsonl --collection docs --host 127.0.0.1 --port 8000
 
       qkrag index ../shared/data/scifact --projection runs/scifact-proj   # adds the projected collection
+
+      qkrag index data/cities/cities.jsonl -c cities-climate --aspect climate
     """
+    from contextlib import ExitStack
+
     from .data import load_corpus
     from .index import build_index
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    encoder = _encoder(model, base_url, query_prefix, doc_prefix)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
-    built = build_index(corpus, encoder, config)
+    with ExitStack() as stack:
+        encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
+                            llm_base_url)
+        built = build_index(corpus, encoder, config)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
@@ -146,6 +177,10 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of hits per query.")] = 10,
     ef_search: EfSearch = 0,
     projection: Projection = None,
+    rewrite: Rewrite = False,
+    max_words: MaxWords = None,
+    aspect: Aspect = None,
+    llm_base_url: LLMURL = None,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -155,10 +190,16 @@ def search(
       qkrag search "does vitamin D prevent fractures" --collection scifact -k 5
 
       qkrag search "why does bread rise" -c demo --projection runs/demo/proj --json
+
+      qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
     """
+    from contextlib import ExitStack
+
     from .index import ChromaIndex, DenseRetriever
 
-    encoder = _encoder(model, base_url, query_prefix, doc_prefix)
+    stack = ExitStack()
+    encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
+                        llm_base_url)
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
@@ -167,7 +208,8 @@ def search(
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
         retriever = DenseRetriever(encoder, raw)
-    results = retriever.search(list(queries), k)
+    with stack:
+        results = retriever.search(list(queries), k)
     if json_out:
         _print_json([{"query": q, "hits": [vars(h) for h in hits]} for q, hits in zip(queries, results)])
         return
@@ -267,6 +309,46 @@ def eval_(
         typer.echo(results_table({f"{retriever}{' + projection' if projection else ''}": result}))
         for key, value in extra.items():
             typer.echo(f"{key}: {value:.4f}")
+
+
+@app.command("rewrite")
+def rewrite_(
+    data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
+    max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
+    aspect: Aspect = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.")] = None,
+    llm_base_url: LLMURL = None,
+    skip_empty: SkipEmpty = False,
+) -> None:
+    """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
+
+    Examples:
+
+      qkrag rewrite docs.jsonl --out docs.plain.jsonl --max-words 60
+
+      qkrag rewrite data/cities/cities.jsonl --aspect climate --out cities.climate.jsonl
+    """
+    from contextlib import ExitStack
+
+    from ._atomic import atomic_open
+    from .bench import BenchConfig, _generator_llm
+    from .data import load_corpus
+    from .rewrite import RewriteStats, aspect_texts, rewrite_texts
+
+    corpus = load_corpus(data, skip_empty=skip_empty)
+    docs = list(corpus)[:limit] if limit else list(corpus)
+    stats = RewriteStats()
+    with ExitStack() as stack:
+        llm = stack.enter_context(_generator_llm(BenchConfig(data=data, llm_base_url=llm_base_url)))
+        texts = [d.content for d in docs]
+        new = aspect_texts(texts, llm, aspect, stats=stats) if aspect else \
+            rewrite_texts(texts, llm, max_words=max_words, stats=stats)
+    with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
+        for doc, text in zip(docs, new):
+            handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
+                                    ensure_ascii=False) + "\n")
+    typer.echo(f"wrote {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
