@@ -43,6 +43,7 @@ class BenchConfig:
     llm_base_url: str | None = None  # an OpenAI-compatible server for generation instead of the embedded one
     llm_model: str | None = None
     sample: int = 200  # passages to generate queries for
+    candidates: int = 4  # LLM candidates per passage (two per call); the pipeline keeps the ones of human-like difficulty
     few_shot: int = 4  # example queries taken from the train split (never test) when one exists
     seed: int = 0
     methods: tuple[str, ...] = METHODS
@@ -243,8 +244,8 @@ class Bench:
             rng = np.random.default_rng(cfg.seed)
             pool = list(self.train.queries.values())
             examples = [pool[i] for i in rng.choice(len(pool), min(cfg.few_shot, len(pool)), replace=False)]
-        gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=tuple(examples),
-                             progress=cfg.progress) if cfg.generator == "llm" else \
+        gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=tuple(examples), candidates=cfg.candidates,
+                             per_call=min(2, cfg.candidates), progress=cfg.progress) if cfg.generator == "llm" else \
             GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", progress=cfg.progress)
         out_dir = cfg.out / f"pairs-{cfg.generator}"
         t0 = time.perf_counter()

@@ -467,6 +467,8 @@ def bench(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report, pairs, projections, index.")] = Path("runs/bench"),
     split: Split = "test",
     sample: Annotated[int, typer.Option("--sample", help="Passages to generate queries for (seeded sample).")] = 200,
+    candidates: Annotated[int, typer.Option(
+        "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: Annotated[Optional[str], typer.Option(
         "--base-url", help="OpenAI-compatible LLM server for generation (default: the embedded local model).")] = None,
@@ -493,6 +495,7 @@ def bench(
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,
+                         candidates=candidates,
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     result = run_bench(config)
     if json_out:
