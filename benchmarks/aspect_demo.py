@@ -23,7 +23,7 @@ import numpy as np
 from _common import RESULTS, markdown_table, save
 from qkrag.embed import EmbedOptions, embed, make_encoder
 from qkrag.localllm import default_llm
-from qkrag.rewrite import (aspect_embeddings, aspect_texts, load_labelled_corpus, nearest_neighbours,
+from qkrag.rewrite import (ExtractiveAspectEncoder, aspect_embeddings, aspect_texts, load_labelled_corpus, nearest_neighbours,
                            neighbour_agreement, plot_aspect_maps)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,11 +54,17 @@ def main() -> None:
         stats: dict = {}
         t0 = time.perf_counter()
         embeddings = {"raw": embed(base, corpus.contents, "document", options)}
-        embeddings.update(aspect_embeddings(corpus.contents, base, llm, ASPECTS, options=options, stats=stats))
+        by_llm = aspect_embeddings(corpus.contents, base, llm, ASPECTS, options=options, stats=stats)
+        embeddings.update({f"llm:{a}": v for a, v in by_llm.items()})
         seconds = time.perf_counter() - t0
         # The LLM's answers themselves (all from the cache now), to show what was embedded.
         answers = {a: aspect_texts(corpus.contents, llm, a, progress=False) for a in ASPECTS}
         llm_stats = llm.stats()
+
+    # The LLM-free alternative: embed the sentence of each paragraph most about the aspect.
+    for a in ASPECTS:
+        embeddings[f"extract:{a}"] = embed(ExtractiveAspectEncoder(base, a), corpus.contents, "document", options)
+    extracted = {a: ExtractiveAspectEncoder(base, a).transform(corpus.contents) for a in ASPECTS}
 
     table = []
     for key, vectors in embeddings.items():
@@ -72,6 +78,7 @@ def main() -> None:
     for city in [c for c in EXAMPLES if c in index]:
         i = index[city]
         row = {"city": city, **{f: labels[f][i] for f in ASPECTS}, "answers": {a: answers[a][i] for a in ASPECTS},
+               "extracted": {a: extracted[a][i] for a in ASPECTS},
                "neighbours": {}}
         for key in embeddings:
             row["neighbours"][key] = [
@@ -80,7 +87,8 @@ def main() -> None:
 
     figure = RESULTS / "aspect_demo.png"
     plot_aspect_maps(embeddings, labels, names, path=figure,
-                     title=f"{len(corpus)} cities, all-MiniLM-L6-v2: raw text vs LLM aspect descriptions")
+                     title=f"{len(corpus)} cities, all-MiniLM-L6-v2: raw text vs LLM aspect descriptions vs "
+                           "extracted aspect sentences")
 
     result = {
         "n_items": len(corpus),
@@ -97,8 +105,10 @@ def main() -> None:
     cols = ["embedding"] + [f"same {f}" for f in ASPECTS]
     lines = [
         f"{len(corpus)} cities (data/cities). How often a city's nearest other city (cosine) shares its label, per "
-        "embedding. `raw` embeds the paragraph; the others embed what the local LLM "
-        f"({llm_stats['model']}) says about that aspect of it (`qkrag.rewrite.AspectEncoder`).",
+        "embedding. `raw` embeds the paragraph; `llm:*` embed what the local LLM "
+        f"({llm_stats['model']}) says about that aspect of it (`qkrag.rewrite.AspectEncoder`); `extract:*` embed the "
+        "paragraph's one sentence most similar to the aspect's description (`qkrag.rewrite.ExtractiveAspectEncoder`, "
+        "no LLM).",
         "",
         markdown_table(table, cols),
         "",
@@ -117,6 +127,7 @@ def main() -> None:
         lines += ["", f"**{row['city']}** ({row['climate']} / {row['cuisine']} / {row['size']})", ""]
         for a in ASPECTS:
             lines.append(f"- LLM on {a}: \"{row['answers'][a]}\"")
+            lines.append(f"- extracted for {a}: \"{row['extracted'][a]}\"")
         for key, ns in row["neighbours"].items():
             lines.append(f"- {key}: " + ", ".join(f"{n['id']} ({n['climate']}/{n['cuisine']}/{n['size']})" for n in ns))
     save("aspect_demo", result, "\n".join(lines))

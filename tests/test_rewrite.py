@@ -383,3 +383,23 @@ def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
     assert stats.texts == 6 and stats.rewritten + stats.fallback_total == 6
     assert "<li>" not in rewrites[1]  # markup gone
     assert stats.rewritten >= 4, stats  # a working model answers most of these
+
+
+def test_extractive_aspect_keeps_the_sentence_about_the_aspect(fake_encoder):
+    from qkrag.rewrite import ExtractiveAspectEncoder
+
+    text = "Winters are cold with snow and frost. People eat bread, cheese and fish stew. About a million people live there."
+    climate = ExtractiveAspectEncoder(fake_encoder, "winters cold snow frost")
+    food = ExtractiveAspectEncoder(fake_encoder, "people eat bread cheese fish")
+    assert climate.transform([text]) == ["Winters are cold with snow and frost."]
+    assert food.transform([text]) == ["People eat bread, cheese and fish stew."]
+    assert climate.fingerprint != food.fingerprint and climate.fingerprint.endswith(fake_encoder.fingerprint)
+    assert ExtractiveAspectEncoder(fake_encoder, "x", top=3).transform([text]) == [text]
+    # queries pass through unchanged by default: a query is already about what the user asks
+    np.testing.assert_allclose(climate.embed_batch(["cold"], "query"), fake_encoder.embed_batch(["cold"], "query"))
+
+
+def test_extractive_aspect_built_in_names_have_descriptions():
+    from qkrag.prompts import aspect_description
+
+    assert "temperature" in aspect_description("climate") and aspect_description("my own words") == "my own words"

@@ -214,6 +214,12 @@ def builtin_aspects() -> dict[str, str]:
     return dict(data.get("aspects", {}))
 
 
+def aspect_description(aspect: str) -> str:
+    """Words describing a built-in aspect (`[descriptions]` in aspects.toml); any other string is its own description."""
+    data = tomllib.loads((prompts_dir() / "aspects.toml").read_text(encoding="utf-8"))
+    return str(data.get("descriptions", {}).get(aspect, aspect))
+
+
 def aspect_template(aspect: str) -> PromptTemplate:
     """A template for one aspect: a built-in name (`"climate"`) or a user string with `{text}` (`"Climate of {text}"`).
 

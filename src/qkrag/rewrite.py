@@ -39,7 +39,7 @@ import numpy as np
 
 from .embed import SIDES, EmbedOptions, Encoder, Side, _check_side, embed
 from .errors import fail
-from .prompts import PromptTemplate, aspect_template, is_refusal, load_template, parse_candidates
+from .prompts import PromptTemplate, aspect_description, aspect_template, is_refusal, load_template, parse_candidates
 
 if TYPE_CHECKING:
     from .data import Corpus
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AspectEncoder",
+    "ExtractiveAspectEncoder",
     "RewriteStats",
     "RewritingEncoder",
     "aspect_embeddings",
@@ -318,6 +319,67 @@ class AspectEncoder(_LLMEncoder):
         return aspect_texts(texts, self.llm, self.aspect, stats=self.stats, progress=self.progress)
 
 
+class ExtractiveAspectEncoder(Encoder):
+    """An aspect without an LLM: embed only the sentences of each text that are about `aspect`.
+
+    Each text is split into sentences; the base encoder scores every sentence against the aspect's description
+    (built-in names have one in prompts/aspects.toml; any other string is its own description); the `top` most similar
+    sentences, in their original order, are embedded. A paragraph that mixes climate, food and size then yields a
+    climate vector made of its climate sentences. Why it exists: a small local LLM asked "what is the climate of this
+    place?" repeats names and boilerplate and misstates facts (benchmarks/results/aspect_demo.md), while selecting the
+    text's own sentences cannot invent anything. A text of one sentence is embedded whole.
+    """
+
+    kind = "extract"
+
+    def __init__(self, base: Encoder, aspect: str, *, top: int = 1, sides: Sequence[str] = ("document",)):
+        if top < 1:
+            raise fail("ExtractiveAspectEncoder top", f"{top} keeps no sentence", "keep at least 1 sentence")
+        self.base, self.aspect, self.top = base, aspect, top
+        self.description = aspect_description(aspect)
+        self.sides = _check_sides(sides)
+        self._aspect_vector: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.kind}:{self.aspect}|{self.base.name}"
+
+    @property
+    def dimension(self) -> int:
+        return self.base.dimension
+
+    def warm_up(self) -> None:
+        self.base.warm_up()
+
+    @property
+    def fingerprint(self) -> str:
+        from .cache import content_hash
+
+        return f"{self.kind}[aspect={self.aspect},description={content_hash(self.description)[:12]},top={self.top}," \
+               f"sides={'+'.join(self.sides)}]|{self.base.fingerprint}"
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        """The sentences of each text that are most about the aspect, in their original order."""
+        if self._aspect_vector is None:
+            v = self.base.embed_batch([self.description], "query")[0]
+            self._aspect_vector = v / max(float(np.linalg.norm(v)), 1e-12)
+        split = [[s for s in re.split(r"(?<=[.!?])\s+", t.strip()) if s] or [t] for t in texts]
+        flat = [s for sentences in split for s in sentences]
+        vectors = self.base.embed_batch(flat, "document")
+        scores = vectors @ self._aspect_vector / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
+        out, start = [], 0
+        for sentences in split:
+            own = scores[start : start + len(sentences)]
+            keep = sorted(np.argsort(-own, kind="stable")[: self.top])
+            out.append(" ".join(sentences[i] for i in keep))
+            start += len(sentences)
+        return out
+
+    def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
+        _check_side(side)
+        return self.base.embed_batch(self.transform(texts) if side in self.sides else list(texts), side)
+
+
 def make_rewriting_encoder(base: Encoder, llm: LLM, *, max_words: int | None = None, aspect: str | None = None,
                            template: str | Path | None = None, sides: Sequence[str] | None = None) -> Encoder:
     """The encoder behind `--rewrite` / `--aspect`: `base` unchanged when neither is asked for, a `RewritingEncoder`
@@ -439,18 +501,19 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
 
 def plot_aspect_maps(embeddings: Mapping[str, np.ndarray], labels: Mapping[str, Sequence[str]],
                      names: Sequence[str], *, path: str | Path | None = None, title: str | None = None):
-    """One PCA map per embedding, points coloured by that embedding's label (`labels[key]`, or the first label set
-    for an embedding with no labels of its own, such as "raw") and annotated with `names`. Returns the figure;
+    """One PCA map per embedding, points coloured by that embedding's label (`labels[key]`, or the label named after
+    the key's last ":" part, as in "extract:climate", or the first label set for an embedding with no labels of its
+    own, such as "raw") and annotated with `names`. Returns the figure;
     writes it to `path` (atomically) when given."""
     import matplotlib.pyplot as plt
 
     keys = list(embeddings)
-    cols = min(2, len(keys))
+    cols = min(3 if len(keys) > 4 else 2, len(keys))
     rows = (len(keys) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(8 * cols, 6.5 * rows), squeeze=False)
     first_labels = next(iter(labels))
     for ax, key in zip(axes.flat, keys):
-        label_key = key if key in labels else first_labels
+        label_key = next((k for k in (key, key.split(":")[-1]) if k in labels), first_labels)
         these = list(labels[label_key])
         coords = pca_2d(embeddings[key])
         palette = plt.get_cmap("tab10")
@@ -472,7 +535,7 @@ def plot_aspect_maps(embeddings: Mapping[str, np.ndarray], labels: Mapping[str, 
         ax.set_visible(False)
     if title:
         fig.suptitle(title, fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))  # leave the title its own band
     if path is not None:
         from ._atomic import atomic_open
 
