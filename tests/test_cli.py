@@ -164,3 +164,16 @@ def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypa
     assert code == 2 and "encoder" in err
     code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
     assert code == 0, err
+
+
+def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, monkeypatch):
+    import qkrag.bench
+
+    monkeypatch.setattr(qkrag.bench, "_generator_llm", lambda config: pytest.fail("no LLM should be started"))
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "aspects", "--aspect",
+                         "extract:matter examples depth", "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"].startswith("extract[")
+    code, out, err = run(capsys, "search", "matter3", "--path", tmp_path / "db", "-c", "aspects", "--aspect",
+                         "extract:matter examples depth", "--json")
+    assert code == 0, err

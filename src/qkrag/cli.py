@@ -50,7 +50,8 @@ Rewrite = Annotated[bool, typer.Option(
 MaxWords = Annotated[Optional[int], typer.Option("--max-words", help="Length limit of a rewrite (implies --rewrite).")]
 Aspect = Annotated[Optional[str], typer.Option(
     "--aspect", help='Embed one aspect of each item: a built-in name (climate, cuisine, size) or a template with '
-    '{text}, e.g. "Climate of {text}". Queries and documents go through the same aspect.')]
+    '{text}, e.g. "Climate of {text}", answered by the LLM; or extract:NAME to embed, without an LLM, the sentence '
+    'of each document most about that aspect.')]
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server for --rewrite/--aspect (default: the embedded local model).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
@@ -68,6 +69,10 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
     """Wrap `encoder` in a rewriting or aspect encoder when asked; the LLM (and an embedded server) lives in `stack`."""
     if not (rewrite or max_words or aspect):
         return encoder
+    if aspect and aspect.startswith("extract:"):  # the LLM-free aspect: the text's own sentences about it
+        from .rewrite import ExtractiveAspectEncoder
+
+        return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
     from .bench import BenchConfig, _generator_llm
     from .rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
 
@@ -137,6 +142,8 @@ def index(
       qkrag index ../shared/data/scifact --projection runs/scifact-proj   # adds the projected collection
 
       qkrag index data/cities/cities.jsonl -c cities-climate --aspect climate
+
+      qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
     """
     from contextlib import ExitStack
 
