@@ -18,7 +18,8 @@ import numpy as np
 from .data import Corpus
 from .embed import EmbedOptions, Encoder, embed, make_encoder
 from .errors import fail
-from .retrieval import Hit, Space, check_space, exact_search, hits_from_positions
+from .index import ExactIndex
+from .retrieval import Hit, Space, check_space
 
 BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
 
@@ -198,7 +199,8 @@ class ExactDenseRetriever:
                 transform.fit(vectors)
             vectors = transform.transform(vectors)
         self.vectors = vectors
-        self._texts = {d.id: d.content for d in corpus}
+        # The search itself is ExactIndex's (documents normalised once for cosine, one matrix product per call).
+        self.index = ExactIndex(corpus.ids, vectors, self.space, {d.id: d.content for d in corpus})
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[list[Hit]]:
         if isinstance(queries, str):
@@ -206,8 +208,7 @@ class ExactDenseRetriever:
         q = embed(self.encoder, list(queries), "query", self.options, desc="embed queries")
         if self.transform is not None:
             q = self.transform.transform(q)
-        scores, positions = exact_search(q, self.vectors, k, self.space)
-        return hits_from_positions(scores, positions, self.corpus.ids, self._texts)
+        return self.index.search_vectors(q, k)
 
     def __repr__(self) -> str:
         t = f", transform={type(self.transform).__name__}" if self.transform is not None else ""

@@ -80,9 +80,3 @@ def exact_search(queries: np.ndarray, documents: np.ndarray, k: int, space: Spac
 def to_run(query_ids: Sequence[str], hits: Sequence[Sequence[Hit]]) -> Run:
     """Hits per query -> `{query_id: {doc_id: score}}`."""
     return {qid: {h.id: float(h.score) for h in row} for qid, row in zip(query_ids, hits)}
-
-
-def hits_from_positions(scores: np.ndarray, positions: np.ndarray, doc_ids: Sequence[str],
-                        texts: Mapping[str, str] | None = None) -> list[list[Hit]]:
-    return [[Hit(doc_ids[p], float(s), texts.get(doc_ids[p]) if texts else None) for s, p in zip(srow, prow)]
-            for srow, prow in zip(scores, positions)]
