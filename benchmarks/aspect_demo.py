@@ -119,7 +119,7 @@ def main() -> None:
         "(a re-run is served from the caches). Fallbacks to the original text: "
         + "; ".join(f"{a} {s.fallback_total} ({dict(s.fallbacks) or 'none'})" for a, s in stats.items()) + ".",
         "",
-        f"![PCA maps](aspect_demo.png)",
+        "![PCA maps](aspect_demo.png)",
         "",
         "## Examples: 3 nearest cities per embedding (climate / cuisine / size)",
     ]

@@ -55,14 +55,15 @@ def main() -> None:
     parser.add_argument("--collections", default="scifact,cranfield")
     parser.add_argument("--generator", default="llm")
     parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--candidates", type=int, default=4, help="LLM candidates per passage")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible LLM server for generation")
     parser.add_argument("--out", default="../runs/main_job")
     args = parser.parse_args()
 
     for name in args.collections.split(","):
-        out = Path(args.out) / name
+        out = Path(args.out) / f"{name}-{args.generator}"
         cmd = ["qkrag", "bench", str(Path(args.data) / name), "--generator", args.generator,
-               "--sample", str(args.sample), "--out", str(out), "--json"]
+               "--sample", str(args.sample), "--candidates", str(args.candidates), "--out", str(out), "--json"]
         if name == "cranfield":
             cmd.append("--skip-empty")
         if args.base_url:
@@ -73,13 +74,13 @@ def main() -> None:
         report = json.loads(proc.stdout)
         rows = {r["method"]: r for r in report["rows"]}
         table = (out / "bench.md").read_text()
-        shutil.copyfile(out / "bench.png", RESULTS / f"main_job_{name}.png")
+        shutil.copyfile(out / "bench.png", RESULTS / f"main_job_{name}_{args.generator}.png")
         body = f"`{' '.join(cmd)}`\n\n{report['documents']} documents, {report['queries']} test queries; synthetic " \
                f"pairs from a seeded sample of {args.sample} passages ({args.generator}).\n\n{table}\n" \
                "Goals:\n\n" + "\n".join(f"- {g}" for g in goals(rows, name)) + \
                f"\n\nGeneration: {json.dumps(report.get('generation', {}).get('pair_ranks', {}))}\n\n" \
-               f"![results](main_job_{name}.png)\n"
-        save(f"main_job_{name}", {"bench_command": " ".join(cmd), **report}, body)
+               f"![results](main_job_{name}_{args.generator}.png)\n"
+        save(f"main_job_{name}_{args.generator}", {"bench_command": " ".join(cmd), **report}, body)
         print(body, flush=True)
 
 

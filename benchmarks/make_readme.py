@@ -21,7 +21,7 @@ def load(name: str) -> dict | None:
 
 def section() -> str:
     parts = []
-    for name in ("scifact", "cranfield"):
+    for name in ("scifact_llm", "scifact_ict", "cranfield_llm", "cranfield_ict"):
         main = load(f"main_job_{name}")
         if main:
             lines = ["| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | ECE | train s |",

@@ -131,7 +131,7 @@ class Bench:
         encoder = self._encoder()
 
         from .embed import embed
-        from .index import ChromaIndex, DenseRetriever, IndexConfig, build_index
+        from .index import DenseRetriever, IndexConfig, build_index
 
         doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
         chroma = IndexConfig(collection=f"{self.test.name or 'bench'}-raw"[:63], path=cfg.out / "chroma")

@@ -749,7 +749,6 @@ def _read_parquet(path: Path) -> datasets.Dataset:
 
 def load_pairs(out_dir: str | os.PathLike[str]) -> datasets.Dataset:
     """The pairs a finished `generate_pairs` wrote to `out_dir`, as a `datasets.Dataset`."""
-    import datasets
 
     out = Path(out_dir)
     if not (out / STATS).exists() or not (out / PAIRS).exists():

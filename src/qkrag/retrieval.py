@@ -7,7 +7,7 @@ A retriever maps query texts to ranked `Hit`s. Scores are always "higher is bett
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
