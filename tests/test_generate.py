@@ -590,3 +590,12 @@ def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
     assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
     assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
     assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
+
+
+def test_sentences_split_tokenised_lower_case_text_too():
+    from qkrag.generate import sentences
+
+    cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
+    assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
+                                         "an experimental study was made , e.g. at two angles .", "done ."]
+    assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]

@@ -230,7 +230,9 @@ def mask_rare_terms(query: str, passage: str, doc_freq: Mapping[str, int], max_d
     return masked or None
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+# A sentence ends at . ! ? followed by a capital (so "e.g. the" stays whole), or at a stop that stands alone after a
+# space: tokenised, lower-cased collections (Cranfield: "in a slipstream . an experimental study") write them so.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])|(?<=\s[.!?])\s+")
 
 
 def sentences(text: str) -> list[str]:
