@@ -220,20 +220,18 @@ def _check_sides(sides: Sequence[str]) -> tuple[Side, ...]:
     return tuple(s for s in SIDES if s in sides)  # canonical order, so ("document", "query") fingerprints as both
 
 
-class _LLMEncoder(Encoder):
-    """Shared by both wrappers: LLM texts on the chosen sides, the base encoder's vectors, a full fingerprint."""
+class _WrappingEncoder(Encoder):
+    """An encoder that embeds, with `base`, a transform of each text on its chosen sides; the fingerprint names the
+    transform and ends with the base's, so a reader sees which vectors these are made from."""
 
     kind = ""
 
-    def __init__(self, base: Encoder, llm: LLM, sides: Sequence[str], progress: bool):
+    def __init__(self, base: Encoder, sides: Sequence[str]):
         if not isinstance(base, Encoder):
             raise fail("base encoder", f"{type(base).__name__} is not a qkrag Encoder",
                        "wrap an encoder from qkrag.embed.make_encoder()")
         self.base = base
-        self.llm = llm
         self.sides = _check_sides(sides)
-        self.progress = progress
-        self.stats = RewriteStats()
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -246,17 +244,20 @@ class _LLMEncoder(Encoder):
     def warm_up(self) -> None:
         self.base.warm_up()
 
-    def _llm_settings(self) -> str:
-        c = self.llm.config
-        return f"llm={c.model},temperature={c.temperature:g}"
-
     def _describe(self) -> list[str]:
+        """What the transform is (template, aspect, parameters)."""
         raise NotImplementedError
+
+    def _settings(self) -> list[str]:
+        """What else changes its output (the LLM and its sampling); placed after `_describe` in the fingerprint."""
+        return []
+
+    def _versions(self) -> list[str]:
+        return []
 
     @property
     def fingerprint(self) -> str:
-        # Base fingerprint last and whole, so a reader sees which vectors these are made from.
-        parts = [*self._describe(), self._llm_settings(), "sides=" + "+".join(self.sides), _CLEANING_VERSION]
+        parts = [*self._describe(), *self._settings(), "sides=" + "+".join(self.sides), *self._versions()]
         return f"{self.kind}[{','.join(parts)}]|{self.base.fingerprint}"
 
     def transform(self, texts: Sequence[str]) -> list[str]:
@@ -268,6 +269,23 @@ class _LLMEncoder(Encoder):
         if side in self.sides:
             texts = self.transform(texts)
         return self.base.embed_batch(texts, side)
+
+
+class _LLMEncoder(_WrappingEncoder):
+    """Shared by both LLM wrappers: LLM texts on the chosen sides, counted fallbacks, the LLM in the fingerprint."""
+
+    def __init__(self, base: Encoder, llm: LLM, sides: Sequence[str], progress: bool):
+        super().__init__(base, sides)
+        self.llm = llm
+        self.progress = progress
+        self.stats = RewriteStats()
+
+    def _settings(self) -> list[str]:
+        c = self.llm.config
+        return [f"llm={c.model},temperature={c.temperature:g}"]
+
+    def _versions(self) -> list[str]:
+        return [_CLEANING_VERSION]
 
 
 class RewritingEncoder(_LLMEncoder):
@@ -319,7 +337,7 @@ class AspectEncoder(_LLMEncoder):
         return aspect_texts(texts, self.llm, self.aspect, stats=self.stats, progress=self.progress)
 
 
-class ExtractiveAspectEncoder(Encoder):
+class ExtractiveAspectEncoder(_WrappingEncoder):
     """An aspect without an LLM: embed only the sentences of each text that are about `aspect`.
 
     Each text is split into sentences; the base encoder scores every sentence against the aspect's description
@@ -335,35 +353,28 @@ class ExtractiveAspectEncoder(Encoder):
     def __init__(self, base: Encoder, aspect: str, *, top: int = 1, sides: Sequence[str] = ("document",)):
         if top < 1:
             raise fail("ExtractiveAspectEncoder top", f"{top} keeps no sentence", "keep at least 1 sentence")
-        self.base, self.aspect, self.top = base, aspect, top
+        super().__init__(base, sides)
+        self.aspect, self.top = aspect, top
         self.description = aspect_description(aspect)
-        self.sides = _check_sides(sides)
         self._aspect_vector: np.ndarray | None = None
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return f"{self.kind}:{self.aspect}|{self.base.name}"
 
-    @property
-    def dimension(self) -> int:
-        return self.base.dimension
-
-    def warm_up(self) -> None:
-        self.base.warm_up()
-
-    @property
-    def fingerprint(self) -> str:
+    def _describe(self) -> list[str]:
         from .cache import content_hash
 
-        return f"{self.kind}[aspect={self.aspect},description={content_hash(self.description)[:12]},top={self.top}," \
-               f"sides={'+'.join(self.sides)}]|{self.base.fingerprint}"
+        return [f"aspect={self.aspect}", f"description={content_hash(self.description)[:12]}", f"top={self.top}"]
 
     def transform(self, texts: Sequence[str]) -> list[str]:
         """The sentences of each text that are most about the aspect, in their original order."""
         if self._aspect_vector is None:
             v = self.base.embed_batch([self.description], "query")[0]
             self._aspect_vector = v / max(float(np.linalg.norm(v)), 1e-12)
-        split = [[s for s in re.split(r"(?<=[.!?])\s+", t.strip()) if s] or [t] for t in texts]
+        from .generate import sentences  # the splitter pair generation uses (keeps "e.g. the" whole)
+
+        split = [sentences(t) or [t] for t in texts]
         flat = [s for sentences in split for s in sentences]
         vectors = self.base.embed_batch(flat, "document")
         scores = vectors @ self._aspect_vector / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
@@ -374,10 +385,6 @@ class ExtractiveAspectEncoder(Encoder):
             out.append(" ".join(sentences[i] for i in keep))
             start += len(sentences)
         return out
-
-    def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
-        return self.base.embed_batch(self.transform(texts) if side in self.sides else list(texts), side)
 
 
 def make_rewriting_encoder(base: Encoder, llm: LLM, *, max_words: int | None = None, aspect: str | None = None,
