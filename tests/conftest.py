@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,22 @@ class FakeEncoder(Encoder):
                 out[i, h % self._dim] += 1.0 if (h >> 64) % 2 else -1.0
             out[i] /= max(np.linalg.norm(out[i]), 1e-6)
         return out
+
+
+class LoopbackHTTP:
+    """Base of the tests' fake HTTP servers (OpenAI-compatible stubs): serves a handler class on 127.0.0.1 in a
+    daemon thread; `url` is its /v1 base. Subclasses build their handler and call `_serve`."""
+
+    def _serve(self, handler) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True  # a request left hanging never blocks close()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 @pytest.fixture

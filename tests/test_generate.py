@@ -14,12 +14,12 @@ import sys
 import textwrap
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import FakeEncoder
+from conftest import FakeEncoder, LoopbackHTTP
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
 from qkrag.generate import (
@@ -68,7 +68,7 @@ def make_corpus(n: int = len(TOPICS)) -> Corpus:
 # ------------------------------------------------------------------------------------------------ fake LLM server
 
 
-class FakeLLMServer:
+class FakeLLMServer(LoopbackHTTP):
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1. Deterministic: the answer is a function of the prompt
     and the seed. `mode` injects faults: "ok", "empty", "refusal", "garbled", "error500", "hang"."""
 
@@ -107,13 +107,11 @@ class FakeLLMServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return self.url
 
     def answer(self, body: dict) -> str:
         user = body["messages"][-1]["content"]
@@ -134,11 +132,6 @@ class FakeLLMServer:
             lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
         lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
         return "\n".join(lines)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
 def server():

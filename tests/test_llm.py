@@ -8,11 +8,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
+from conftest import LoopbackHTTP
 from qkrag import prompts
 from qkrag.cache import DiskCache
 from qkrag.errors import InputError, LLMError
@@ -21,7 +22,7 @@ from qkrag.llm import LLM, LLMConfig
 SECRET = "sk-test-SECRET-7f3a9c1e5b"
 
 
-class FakeServer:
+class FakeServer(LoopbackHTTP):
     """Answers POST /v1/chat/completions. `script` holds the behaviours of the next requests (then "ok").
 
     Behaviours: ok, empty, refusal, garbled, badjson, 500, echo500 (a 500 whose body echoes the request headers,
@@ -103,19 +104,11 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self._serve(Handler)
 
     @property
     def hits(self) -> int:
         return len(self.requests)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture

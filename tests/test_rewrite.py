@@ -6,9 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from qkrag.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, aspect
                            nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
                            similarity_by_pair_kind)
 
-from conftest import FakeEncoder
+from conftest import FakeEncoder, LoopbackHTTP
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +55,7 @@ def fake_answer(prompt: str) -> str:
     return match.group(1) if match else "none"
 
 
-class TidyServer:
+class TidyServer(LoopbackHTTP):
     """Answers POST /v1/chat/completions with `fake_answer(last user message)`; records every request."""
 
     def __init__(self) -> None:
@@ -82,14 +81,7 @@ class TidyServer:
                 self.end_headers()
                 self.wfile.write(raw)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serve(Handler)
 
 
 @pytest.fixture
