@@ -147,10 +147,10 @@ class _StandInLLM:
 
 
 def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.bench
+    import qkrag.localllm
 
     llm = _StandInLLM()
-    monkeypatch.setattr(qkrag.bench, "_generator_llm", lambda config: llm)
+    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: llm)
     code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5")
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
@@ -166,9 +166,9 @@ def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypa
 
 
 def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.bench
+    import qkrag.localllm
 
-    monkeypatch.setattr(qkrag.bench, "_generator_llm", lambda config: pytest.fail("no LLM should be started"))
+    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: pytest.fail("no LLM should be started"))
     code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "aspects", "--aspect",
                          "extract:matter examples depth", "--json")
     assert code == 0, err

@@ -252,7 +252,9 @@ class Bench:
         if cfg.generator == "ict":
             result = generate_pairs(self.corpus, encoder, None, gen, out_dir)
         else:
-            with _generator_llm(cfg) as llm:
+            from .localllm import open_llm
+
+            with open_llm(cfg.llm_base_url, cfg.llm_model) as llm:
                 result = generate_pairs(self.corpus, encoder, llm, gen, out_dir)
         self.info["generation_seconds"] = round(time.perf_counter() - t0, 2)
         self.info["generation"] = getattr(result, "stats", {})
@@ -294,20 +296,6 @@ def _quiet():
     from .embed import EmbedOptions
 
     return EmbedOptions(progress=False)
-
-
-def _generator_llm(config: BenchConfig):
-    """The generator's LLM: the user's server, or the embedded one (stopped when the LLM is closed)."""
-    from .llm import LLM, LLMConfig
-
-    if config.llm_base_url:
-        overrides = {"base_url": config.llm_base_url}
-        if config.llm_model:
-            overrides["model"] = config.llm_model
-        return LLM(LLMConfig.from_env(**overrides))
-    from .localllm import default_llm
-
-    return default_llm()
 
 
 def run_bench(config: BenchConfig) -> Bench:

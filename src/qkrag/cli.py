@@ -73,10 +73,10 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
         from .rewrite import ExtractiveAspectEncoder
 
         return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
-    from .bench import BenchConfig, _generator_llm
+    from .localllm import open_llm
     from .rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
 
-    llm = stack.enter_context(_generator_llm(BenchConfig(data=Path("."), llm_base_url=llm_base_url)))
+    llm = stack.enter_context(open_llm(llm_base_url))
     if aspect:
         return make_rewriting_encoder(encoder, llm, aspect=aspect)
     return make_rewriting_encoder(encoder, llm, max_words=max_words or DEFAULT_MAX_WORDS)
@@ -339,15 +339,15 @@ def rewrite_(
     from contextlib import ExitStack
 
     from ._atomic import atomic_open
-    from .bench import BenchConfig, _generator_llm
     from .data import load_corpus
+    from .localllm import open_llm
     from .rewrite import RewriteStats, aspect_texts, rewrite_texts
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     docs = list(corpus)[:limit] if limit else list(corpus)
     stats = RewriteStats()
     with ExitStack() as stack:
-        llm = stack.enter_context(_generator_llm(BenchConfig(data=data, llm_base_url=llm_base_url)))
+        llm = stack.enter_context(open_llm(llm_base_url))
         texts = [d.content for d in docs]
         new = aspect_texts(texts, llm, aspect, stats=stats) if aspect else \
             rewrite_texts(texts, llm, max_words=max_words, stats=stats)
@@ -385,7 +385,6 @@ def generate(
 
       qkrag generate docs.jsonl --sample 500 --examples my_queries.txt --out pairs --base-url http://127.0.0.1:8080/v1
     """
-    from .bench import BenchConfig, _generator_llm
     from .data import load_corpus
     from .generate import GenerateConfig, generate_pairs
 
@@ -397,7 +396,9 @@ def generate(
     if generator == "ict":
         result = generate_pairs(corpus, encoder, None, config, out, doc_ids=doc_ids)
     else:
-        with _generator_llm(BenchConfig(data=data, llm_base_url=llm_base_url, llm_model=llm_model)) as llm:
+        from .localllm import open_llm
+
+        with open_llm(llm_base_url, llm_model) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
     summary = {"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
                ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}

@@ -51,6 +51,7 @@ from qkrag.errors import LLMError, fail
 from qkrag.llm import LLM, LLMConfig
 
 __all__ = [
+    "open_llm",
     "DEFAULT_MODEL",
     "SHIPPED_MODELS",
     "LocalLLMServer",
@@ -435,3 +436,15 @@ def default_llm(
     except BaseException:
         server.stop()
         raise
+
+
+def open_llm(base_url: str | None = None, model: str | None = None) -> LLM:
+    """The LLM a command asked for: an OpenAI-compatible server at `base_url` (model, key and the rest from the
+    environment, see `LLMConfig.from_env`), or with no URL the embedded server, started now and stopped when the
+    returned LLM is closed (use it as a context manager)."""
+    if base_url:
+        overrides: dict[str, Any] = {"base_url": base_url}
+        if model:
+            overrides["model"] = model
+        return LLM(LLMConfig.from_env(**overrides))
+    return default_llm()

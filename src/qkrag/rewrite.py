@@ -372,18 +372,18 @@ class ExtractiveAspectEncoder(_WrappingEncoder):
         if self._aspect_vector is None:
             v = self.base.embed_batch([self.description], "query")[0]
             self._aspect_vector = v / max(float(np.linalg.norm(v)), 1e-12)
-        from .generate import sentences  # the splitter pair generation uses (keeps "e.g. the" whole)
+        from .generate import sentences as split_sentences  # pair generation's splitter (keeps "e.g. the" whole)
 
-        split = [sentences(t) or [t] for t in texts]
-        flat = [s for sentences in split for s in sentences]
+        split = [split_sentences(t) or [t] for t in texts]
+        flat = [s for parts in split for s in parts]
         vectors = self.base.embed_batch(flat, "document")
         scores = vectors @ self._aspect_vector / np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
         out, start = [], 0
-        for sentences in split:
-            own = scores[start : start + len(sentences)]
+        for parts in split:
+            own = scores[start : start + len(parts)]
             keep = sorted(np.argsort(-own, kind="stable")[: self.top])
-            out.append(" ".join(sentences[i] for i in keep))
-            start += len(sentences)
+            out.append(" ".join(parts[i] for i in keep))
+            start += len(parts)
         return out
 
 
