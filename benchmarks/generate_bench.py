@@ -22,7 +22,8 @@ from _common import markdown_table, save
 
 from qkrag.data import load_beir
 from qkrag.embed import make_encoder
-from qkrag.generate import GenerateConfig, form_summary, generate_pairs, rank_positives, rank_summary
+from qkrag.generate import (GenerateConfig, few_shot_examples, form_summary, generate_pairs, rank_positives,
+                            rank_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,14 +89,15 @@ def main() -> None:
     parser.add_argument("--generators", default="llm,ict")
     parser.add_argument("--candidates", type=int, default=4)
     parser.add_argument("--per-call", type=int, default=2)
-    parser.add_argument("--examples", type=int, default=6, help="few-shot examples drawn from the train queries")
+    parser.add_argument("--examples", type=int, default=4, help="few-shot examples drawn from the train queries")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--template", default=None, help="prompt template name or .toml path (default: few-shot)")
     args = parser.parse_args()
 
     collection = load_beir(args.data, split="train")
     encoder = make_encoder()
-    examples = random.Random(args.seed).sample(sorted(collection.queries.values()), args.examples)
+    # the same draw as `qkrag bench` (few_shot 4, seed 0): the main job's LLM calls are then cache hits here
+    examples = list(few_shot_examples(collection.queries.values(), args.examples, args.seed))
     human = human_stats(collection, encoder)
     runs = {name: run_generator(name, collection, encoder, args, examples) for name in args.generators.split(",")}
 

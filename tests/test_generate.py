@@ -585,6 +585,27 @@ def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
     assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
 
 
+def test_target_steering_meets_the_target_over_all_passages():
+    # Half the passages have only a rank-1 candidate, half can give rank 1 or rank 5. Target: half at rank 1. Drawing
+    # a bucket per passage gives ~75% rank 1 (the flexible half draws rank 1 half the time); the target is reachable
+    # exactly by giving every flexible passage its rank-5 candidate.
+    from qkrag.generate import _Candidate, _steer
+
+    cands = []
+    for p in range(40):
+        ranks = (1,) if p % 2 else (1, 5)
+        cands += [_Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+    chosen = _steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
+    assert len(chosen) == 40 and len({c.doc_id for c in chosen}) == 40
+    assert sum(c.rank == 1 for c in chosen) == 20
+    assert [c.doc_id for c in chosen] == [f"d{p}" for p in range(40)]  # passage order kept
+    # two per passage where there are two: all 60 candidates, whatever the target
+    assert len(_steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
+    # the human default: the 20 flexible passages can't all go hard, so rank 1 ends as near 0.49 as it can
+    hard = sum(c.rank > 1 for c in _steer(cands, GenerateConfig()))
+    assert hard == 20
+
+
 def test_sentences_split_tokenised_lower_case_text_too():
     from qkrag.generate import sentences
 

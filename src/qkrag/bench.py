@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ._atomic import write_json, write_text
 from .data import Collection, load_beir, splits
@@ -236,15 +235,11 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from .generate import GenerateConfig, generate_pairs, load_pairs
+        from .generate import GenerateConfig, few_shot_examples, generate_pairs, load_pairs
 
         cfg = self.config
-        examples: list[str] = []
-        if self.train is not None and cfg.few_shot:
-            rng = np.random.default_rng(cfg.seed)
-            pool = list(self.train.queries.values())
-            examples = [pool[i] for i in rng.choice(len(pool), min(cfg.few_shot, len(pool)), replace=False)]
-        gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=tuple(examples), candidates=cfg.candidates,
+        examples = few_shot_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
+        gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
                              per_call=min(2, cfg.candidates), progress=cfg.progress) if cfg.generator == "llm" else \
             GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", progress=cfg.progress)
         out_dir = cfg.out / f"pairs-{cfg.generator}"

@@ -11,8 +11,9 @@ from the pipeline, not the prompt:
       -> term masking: a variant of each query without the passage's rare exact terms
       -> embed the queries, rank the whole corpus by raw cosine (exact search)
       -> round trip: keep a query only if its passage ranks in the top k
-      -> difficulty steering: per passage, pick the candidate whose rank falls in a bucket drawn from a target rank
-         distribution (the human one by default), so rank-1 pairs stop dominating
+      -> difficulty steering: pick each passage's candidates so that, over all passages, the positives' ranks
+         (1 / 2-10 / 11-k) follow a target distribution (the human one by default) as far as the candidates allow,
+         so rank-1 pairs stop dominating
       -> hard negatives from the same ranking, minus likely false negatives (too close to the positive's score, or
          judged relevant by the LLM)
 
@@ -60,6 +61,7 @@ __all__ = [
     "GenerationResult",
     "HUMAN_RANK_TARGET",
     "copy_score",
+    "few_shot_examples",
     "form_summary",
     "generate_from_beir",
     "generate_pairs",
@@ -155,6 +157,17 @@ class GenerateConfig:
     @property
     def template_name(self) -> str:
         return self.template or ("query_few_shot" if self.examples else "query_zero_shot")
+
+
+def few_shot_examples(queries: Iterable[str], k: int, seed: int = 0) -> tuple[str, ...]:
+    """`k` example queries drawn (seeded) from a user's own queries, for the few-shot prompt: what `qkrag bench` and
+    the generation benchmark both use, so the same seed gives the same prompts and a rerun hits the LLM cache.
+    Draw them from training queries only: an example that is also a test query leaks it into the pairs."""
+    pool = list(queries)
+    if k <= 0 or not pool:
+        return ()
+    rng = np.random.default_rng(seed)
+    return tuple(pool[i] for i in rng.choice(len(pool), min(k, len(pool)), replace=False))
 
 
 @dataclass
@@ -538,26 +551,36 @@ def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
     by_doc: dict[str, list[_Candidate]] = {}
     for c in cands:
         by_doc.setdefault(c.doc_id, []).append(c)
+    groups = {d: sorted(g, key=lambda c: c.index) for d, g in by_doc.items()}
+    q = config.queries_per_passage
+    if config.policy == "none":
+        return [c for g in groups.values() for c in g[:q]]
+    if config.policy == "hardest":
+        return [c for g in groups.values() for c in sorted(g, key=lambda c: (-c.rank, c.index))[:q]]
+    # "target": steer all passages at once. Drawing a bucket per passage falls short of the target whenever a passage
+    # has only easy candidates (it must give rank 1 whatever it drew) while another, with a choice, drew rank 1 too.
+    # So: a quota per bucket over all picks; the passages with the least choice pick first, and every later one
+    # fills the bucket furthest below its quota that it can. Order within equal choice is seeded per passage.
+    k = config.roundtrip_k
     weights = np.asarray(config.target, dtype=float) / sum(config.target)
-    chosen: list[_Candidate] = []
-    for doc_id, group in by_doc.items():
-        group = sorted(group, key=lambda c: c.index)
-        if config.policy == "none":
-            chosen += group[: config.queries_per_passage]
-            continue
-        if config.policy == "hardest":
-            chosen += sorted(group, key=lambda c: (-c.rank, c.index))[: config.queries_per_passage]
-            continue
-        # "target": each slot draws a rank bucket (seeded per passage) and takes the candidate nearest to it, so
-        # over many passages the ranks follow `target` as far as the candidates allow.
-        rng = random.Random(content_hash("steer", config.seed, doc_id))
-        left = list(group)
-        for _ in range(min(config.queries_per_passage, len(group))):
-            want = int(rng.choices(range(3), weights=weights)[0])
-            pick = min(left, key=lambda c: _preference(c, want, config.roundtrip_k))
-            left.remove(pick)
-            chosen.append(pick)
-    return chosen
+    quota = weights * sum(min(q, len(g)) for g in groups.values())
+    taken = np.zeros(len(weights))
+    left = {d: list(g) for d, g in groups.items()}
+    picked: dict[str, list[_Candidate]] = {d: [] for d in groups}
+    for _ in range(q):
+        todo = [d for d in groups if left[d]]
+        buckets = {d: {_bucket(c.rank, k) for c in left[d]} for d in todo}
+        todo.sort(key=lambda d: (len(buckets[d]), content_hash("steer", config.seed, d)))
+        for d in todo:
+            deficit = quota - taken
+            open_ = [b for b in buckets[d] if deficit[b] > 0]
+            # the neediest bucket this passage can fill; if it can fill none, the one nearest the neediest overall
+            want = max(open_, key=lambda b: (deficit[b], -b)) if open_ else int(np.argmax(deficit))
+            pick = min(left[d], key=lambda c: _preference(c, want, k))
+            left[d].remove(pick)
+            picked[d].append(pick)
+            taken[_bucket(pick.rank, k)] += 1
+    return [c for d in groups for c in picked[d]]
 
 
 def _judge(llm: LLM, queries: list[str], texts: list[str], progress: bool) -> list[bool | None]:
