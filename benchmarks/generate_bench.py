@@ -22,7 +22,7 @@ from _common import markdown_table, save
 
 from qkrag.data import load_beir
 from qkrag.embed import make_encoder
-from qkrag.generate import (GenerateConfig, few_shot_examples, form_summary, generate_pairs, rank_positives,
+from qkrag.generate import (GenerateConfig, draw_examples, form_summary, generate_pairs, rank_positives,
                             rank_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def main() -> None:
     collection = load_beir(args.data, split="train")
     encoder = make_encoder()
     # the same draw as `qkrag bench` (few_shot 4, seed 0): the main job's LLM calls are then cache hits here
-    examples = list(few_shot_examples(collection.queries.values(), args.examples, args.seed))
+    examples = list(draw_examples(collection.queries.values(), args.examples, args.seed))
     human = human_stats(collection, encoder)
     runs = {name: run_generator(name, collection, encoder, args, examples) for name in args.generators.split(",")}
 

@@ -107,6 +107,25 @@ def test_generate_ict_then_train_on_the_pairs(capsys, beir, tmp_path):
     assert code == 0, err
 
 
+def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "generate", beir, "--generator", "ict", "--limit", "12", "--out", tmp_path / "p",
+                         "--per-passage", "2", "--negatives", "1", "--policy", "hardest", "--json")
+    assert code == 0, err
+    import datasets
+
+    ds = datasets.Dataset.from_parquet(str(tmp_path / "p" / "pairs.parquet"))
+    per_passage = [ds["positive_id"].count(d) for d in set(ds["positive_id"])]
+    assert max(per_passage) == 2 and all(len(n) <= 1 for n in ds["negative_ids"])
+    stats = json.loads((tmp_path / "p" / "stats.json").read_text())["config"]
+    assert (stats["policy"], stats["queries_per_passage"], stats["negatives"]) == ("hardest", 2, 1)
+    code, _, err = run(capsys, "generate", beir, "--generator", "ict", "--out", tmp_path / "q", "--policy", "easiest")
+    assert code == 2 and "easiest" in err and "hardest" in err
+    code, _, err = run(capsys, "generate", beir, "--out", tmp_path / "r", "--examples", tmp_path / "missing.txt")
+    assert code == 2 and "missing.txt" in err
+    code, _, err = run(capsys, "generate", beir, "--out", tmp_path / "s", "--no-such-flag")
+    assert code == 2 and "no-such-flag" in err and "Traceback" not in err
+
+
 def test_bench_json_contract(capsys, beir, tmp_path):
     code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
                          "--methods", "bm25,cosine,centered_cosine,query_adapter,qk_synthetic,qk_human", "--json")

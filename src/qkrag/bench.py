@@ -235,10 +235,10 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from .generate import GenerateConfig, few_shot_examples, generate_pairs, load_pairs
+        from .generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
 
         cfg = self.config
-        examples = few_shot_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
+        examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
         gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
                              per_call=min(2, cfg.candidates), progress=cfg.progress) if cfg.generator == "llm" else \
             GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", progress=cfg.progress)

@@ -369,10 +369,26 @@ def generate(
     sample: Annotated[Optional[int], typer.Option("--sample", help="A seeded random sample of N passages.")] = None,
     generator: Annotated[str, typer.Option("--generator", help="llm, or ict (no LLM: sentences cut from passages).")] = "llm",
     examples: Annotated[Optional[Path], typer.Option(
-        "--examples", help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
+        "--examples", exists=True, dir_okay=False,
+        help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
     llm_base_url: Annotated[Optional[str], typer.Option(
         "--base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")] = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    candidates: Annotated[Optional[int], typer.Option(
+        "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
+    per_passage: Annotated[Optional[int], typer.Option(
+        "--per-passage", help="Pairs kept per passage (default 1).")] = None,
+    policy: Annotated[Optional[str], typer.Option(
+        "--policy", help="Which round-tripping candidates to keep: target (ranks like human queries, default), "
+        "hardest, or none (first ones).")] = None,
+    roundtrip_k: Annotated[Optional[int], typer.Option(
+        "--roundtrip-k", help="Keep a query only if its passage ranks in the top k (default 100).")] = None,
+    negatives: Annotated[Optional[int], typer.Option("--negatives", help="Hard negatives per pair (default 4).")] = None,
+    judge_negatives: Annotated[bool, typer.Option(
+        "--judge-negatives", help="Also ask the LLM to judge each hard negative; drop those it calls relevant.")] = False,
+    template: Annotated[Optional[str], typer.Option(
+        "--template", help="Prompt template: a name in prompts/ or a .toml file (default: query_few_shot with "
+        "--examples, else query_zero_shot).")] = None,
     model: Model = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     json_out: Json = False,
@@ -391,7 +407,10 @@ def generate(
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
-    config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots)  # type: ignore[arg-type]
+    given = {"candidates": candidates, "queries_per_passage": per_passage, "policy": policy,
+             "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template}
+    config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
+                            judge_negatives=judge_negatives, **{k: v for k, v in given.items() if v is not None})
     encoder = _encoder(model, None)
     if generator == "ict":
         result = generate_pairs(corpus, encoder, None, config, out, doc_ids=doc_ids)
@@ -527,12 +546,25 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as err:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+        if isinstance(err, _click_exceptions()):
+            err.show()  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage errors (a missing file, a bad option) come from click, or from the copy of click that recent typer
+    releases vendor as `typer._click`: catch both, or a bad option would end in a traceback."""
+    import click
+
+    found: list[type[Exception]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        pass
+    else:
+        found.append(ClickException)
+    return tuple(found)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ __all__ = [
     "GenerationResult",
     "HUMAN_RANK_TARGET",
     "copy_score",
-    "few_shot_examples",
+    "draw_examples",
     "form_summary",
     "generate_from_beir",
     "generate_pairs",
@@ -159,7 +159,7 @@ class GenerateConfig:
         return self.template or ("query_few_shot" if self.examples else "query_zero_shot")
 
 
-def few_shot_examples(queries: Iterable[str], k: int, seed: int = 0) -> tuple[str, ...]:
+def draw_examples(queries: Iterable[str], k: int, seed: int = 0) -> tuple[str, ...]:
     """`k` example queries drawn (seeded) from a user's own queries, for the few-shot prompt: what `qkrag bench` and
     the generation benchmark both use, so the same seed gives the same prompts and a rerun hits the LLM cache.
     Draw them from training queries only: an example that is also a test query leaks it into the pairs."""
