@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from qkrag import localllm, prompts
-from qkrag.errors import LLMError
+from qkrag.errors import InputError, LLMError
 from qkrag.llm import LLM
 from qkrag.localllm import LocalLLMServer, ShippedModel
 
@@ -313,3 +313,25 @@ def test_real_local_server_end_to_end(tmp_path):
         again = llm.complete(prompt)
         assert again.cached and again.text == out.text and llm.calls_made == calls
     assert _wait_gone(server_pid)
+
+
+def test_threads_come_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setenv("QKRAG_LLM_THREADS", "3")
+    assert LocalLLMServer().n_threads == 3
+    assert LocalLLMServer(n_threads=5).n_threads == 5
+    monkeypatch.setenv("QKRAG_LLM_THREADS", "lots")
+    with pytest.raises(InputError, match="QKRAG_LLM_THREADS.*'lots'.*Fix: set it"):
+        LocalLLMServer()
+    monkeypatch.delenv("QKRAG_LLM_THREADS")
+    assert LocalLLMServer().n_threads == max(1, (os.cpu_count() or 2) // 2)
+
+
+def test_open_llm_takes_the_url_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.setattr(localllm, "default_llm", lambda *a, **k: "embedded")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert localllm.open_llm() == "embedded"  # a key alone never sends the corpus anywhere
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "m")
+    assert localllm.open_llm().config.base_url == "http://127.0.0.1:9/v1"
+    assert localllm.open_llm("http://127.0.0.1:8/v1").config.base_url == "http://127.0.0.1:8/v1"

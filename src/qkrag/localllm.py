@@ -275,12 +275,23 @@ def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             proc.wait(timeout=grace)
 
 
+def _threads_from_env() -> int | None:
+    value = os.environ.get("QKRAG_LLM_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise fail("QKRAG_LLM_THREADS", f"{value!r} is not a positive whole number",
+                   "set it to the threads the embedded LLM may use, e.g. QKRAG_LLM_THREADS=4, or unset it")
+    return int(value)
+
+
 class LocalLLMServer:
     """A llama.cpp OpenAI-compatible server for a shipped model, as a child process on 127.0.0.1.
 
     Use it as a context manager (`with LocalLLMServer() as server: ...`) or call `start()` / `stop()`; `config()`
-    gives the `LLMConfig` to reach it. `n_threads` defaults to half the cores, as llama.cpp's own default does: its
-    threads spin while they wait for each other, which costs more than it gains on a small, busy machine.
+    gives the `LLMConfig` to reach it. `n_threads` defaults to $QKRAG_LLM_THREADS, else half the cores, as llama.cpp's
+    own default does: its threads spin while they wait for each other, which costs more than it gains on a small,
+    busy machine. On an idle one, all cores are faster (2 cores: see docs/llm-choice.md).
     """
 
     def __init__(
@@ -295,7 +306,7 @@ class LocalLLMServer:
     ):
         self.model = _shipped(model)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
+        self.n_threads = n_threads or _threads_from_env() or max(1, (os.cpu_count() or 2) // 2)
         self.port = port
         self.startup_timeout = startup_timeout
         self.cache_dir = cache_dir
@@ -439,9 +450,11 @@ def default_llm(
 
 
 def open_llm(base_url: str | None = None, model: str | None = None) -> LLM:
-    """The LLM a command asked for: an OpenAI-compatible server at `base_url` (model, key and the rest from the
-    environment, see `LLMConfig.from_env`), or with no URL the embedded server, started now and stopped when the
-    returned LLM is closed (use it as a context manager)."""
+    """The LLM a command asked for: an OpenAI-compatible server at `base_url`, else at $OPENAI_BASE_URL (model, key
+    and the rest from the environment, see `LLMConfig.from_env`), else the embedded server, started now and stopped
+    when the returned LLM is closed (use it as a context manager). A key alone ($OPENAI_API_KEY) does not choose a
+    server: sending a corpus to a paid API takes a URL someone set on purpose."""
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     if base_url:
         overrides: dict[str, Any] = {"base_url": base_url}
         if model:
