@@ -135,7 +135,7 @@ def main() -> None:
         table.append({"source": f"{name}: pairs (after round trip + steering)", **s["pair_ranks"], **s["form"],
                       "kept_fraction": s["kept_fraction"],
                       "pairs_per_s": r["pairs_per_second"] or ""})
-    cols = ["source", "n", "rank1", "top10", "top100", "median_rank", "mean_words", "ngram_copy", "kept_fraction",
+    cols = ["source", "n", "rank1", "top10", "top100", "median_rank", "mean_words", "question_share", "ngram_copy", "kept_fraction",
             "pairs_per_s"]
     body = [f"Generation on `{args.data}`: {args.n} passages (LLM) and {args.ict_n or args.n} (ICT) sampled with seed "
             f"{args.seed} (a seeded shuffle's prefix); ranks are "

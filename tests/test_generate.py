@@ -606,6 +606,27 @@ def test_target_steering_meets_the_target_over_all_passages():
     assert hard == 20
 
 
+def test_off_form_follows_the_examples():
+    from qkrag.generate import off_form
+
+    claims = ["Egr3 regulates B cells.", "Statins lower LDL."]
+    questions = ["what lowers ldl?", "how do statins work?"]
+    assert off_form("Does Egr3 regulate B cells?", claims) and not off_form("Egr3 regulates T cells.", claims)
+    assert off_form("Statins lower LDL.", questions) and not off_form("why do statins work?", questions)
+    assert not off_form("anything?", []) and not off_form("anything?", claims + questions)  # no clear form: no say
+
+
+def test_steering_prefers_the_examples_form_within_a_rank_bucket():
+    from qkrag.generate import _Candidate, _steer
+
+    config = GenerateConfig(target=(1, 0, 0), examples=("A claim.", "Another claim."))
+    cands = [_Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
+             _Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
+             _Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
+    assert _steer(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
+    assert _steer(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
+
+
 def test_sentences_split_tokenised_lower_case_text_too():
     from qkrag.generate import sentences
 

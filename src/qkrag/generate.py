@@ -13,7 +13,7 @@ from the pipeline, not the prompt:
       -> round trip: keep a query only if its passage ranks in the top k
       -> difficulty steering: pick each passage's candidates so that, over all passages, the positives' ranks
          (1 / 2-10 / 11-k) follow a target distribution (the human one by default) as far as the candidates allow,
-         so rank-1 pairs stop dominating
+         so rank-1 pairs stop dominating; among equals, one in the form of the user's examples (claim or question)
       -> hard negatives from the same ranking, minus likely false negatives (too close to the positive's score, or
          judged relevant by the LLM)
 
@@ -63,6 +63,8 @@ __all__ = [
     "copy_score",
     "draw_examples",
     "form_summary",
+    "is_question",
+    "off_form",
     "generate_from_beir",
     "generate_pairs",
     "ict_candidates",
@@ -82,8 +84,8 @@ HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
 
 JOURNAL = "journal.jsonl"
 _COUNTS = ("passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate", "dropped_copy",
-           "dropped_example_copy", "dropped_near_duplicate", "masked_variants", "candidates", "roundtrip_kept", "negatives_skipped_as_false",
-           "negatives_judged_relevant")
+           "dropped_example_copy", "dropped_near_duplicate", "masked_variants", "candidates", "off_form",
+           "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
 PAIRS = "pairs.parquet"
 STATS = "stats.json"
 COLUMNS = ("query_id", "query", "positive_id", "positive_text", "negative_ids", "base_rank", "positive_score",
@@ -316,11 +318,26 @@ def rank_summary(ranks: Iterable[int]) -> dict[str, float]:
             "top100": float((r <= 100).mean()), "median_rank": float(np.median(r))}
 
 
+def is_question(text: str) -> bool:
+    return text.rstrip().endswith("?")
+
+
+def off_form(query: str, examples: Sequence[str]) -> bool:
+    """True when `query` is a question and (nearly) none of the user's examples are, or the other way round. Small
+    models turn claims into questions half the time; a projection trained on questions then meets claims at test."""
+    if not examples:
+        return False
+    share = sum(map(is_question, examples)) / len(examples)
+    return (share <= 0.25 and is_question(query)) or (share >= 0.75 and not is_question(query))
+
+
 def form_summary(queries: Sequence[str], passages: Sequence[str]) -> dict[str, float]:
-    """How queries look next to their passages: mean length in words, copied word-trigram share, copy score."""
+    """How queries look next to their passages: mean length in words, question share, copied word-trigram share,
+    copy score."""
     if not queries:
-        return {"mean_words": 0.0, "ngram_copy": 0.0, "copy_score": 0.0}
+        return {"mean_words": 0.0, "question_share": 0.0, "ngram_copy": 0.0, "copy_score": 0.0}
     return {"mean_words": float(np.mean([len(words(q)) for q in queries])),
+            "question_share": float(np.mean([is_question(q) for q in queries])),
             "ngram_copy": float(np.mean([ngram_copy(q, p) for q, p in zip(queries, passages)])),
             "copy_score": float(np.mean([copy_score(q, p) for q, p in zip(queries, passages)]))}
 
@@ -379,6 +396,7 @@ class _Candidate:
     copy_score: float = 0.0
     title_copy: float = 0.0
     ngram_copy: float = 0.0
+    off_form: bool = False  # a question where the examples are claims, or the other way round
     rank: int = 0
     score: float = 0.0
     row: int = -1  # row in the ranking arrays
@@ -514,6 +532,8 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 if kind != "ict" and any(copy_score(text, e) >= config.max_copy for e in config.examples):
                     counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
+                c.off_form = off_form(text, config.examples)
+                counts["off_form"] += c.off_form
                 seen.add(key)
                 out.append(c)
     return out
@@ -540,10 +560,11 @@ def _bucket(rank: int, k: int) -> int:
 
 
 def _preference(c: _Candidate, want: int, k: int) -> tuple:
-    """Sort key for filling a slot that wants rank bucket `want`: a candidate in that bucket (least copied first),
-    else the one nearest to it (from a harder bucket the easiest, from an easier bucket the hardest)."""
+    """Sort key for filling a slot that wants rank bucket `want`: a candidate in that bucket, else in the bucket
+    nearest to it; within one, the one in the form of the user's examples, then (from a harder bucket the easiest,
+    from an easier bucket the hardest) the least copied."""
     b = _bucket(c.rank, k)
-    return abs(b - want), 0 if b == want else c.rank if b > want else -c.rank, c.copy_score, c.index
+    return abs(b - want), c.off_form, 0 if b == want else c.rank if b > want else -c.rank, c.copy_score, c.index
 
 
 def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
@@ -683,7 +704,8 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
              "positive_text": c.positive_text, "negative_ids": neg, "base_rank": c.rank, "positive_score": c.score,
              "generator": c.generator, "variant": c.variant, "prompt_hash": c.prompt_hash,
              "copy_score": c.copy_score, "title_copy": c.title_copy, "ngram_copy": c.ngram_copy,
-             "words": len(words(c.text)), "candidate": c.index} for c, neg in zip(chosen, negatives)]
+             "words": len(words(c.text)), "off_form": c.off_form, "candidate": c.index}
+            for c, neg in zip(chosen, negatives)]
     generator_name = "ict" if config.generator == "ict" else llm.config.model  # type: ignore[union-attr]
     stats = {
         "generator": generator_name,
@@ -724,7 +746,7 @@ def _features():
         "variant": datasets.Value("string"), "prompt_hash": datasets.Value("string"),
         "copy_score": datasets.Value("float32"), "title_copy": datasets.Value("float32"),
         "ngram_copy": datasets.Value("float32"), "words": datasets.Value("int64"),
-        "candidate": datasets.Value("int64"),
+        "off_form": datasets.Value("bool"), "candidate": datasets.Value("int64"),
     })
 
 
