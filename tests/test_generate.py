@@ -257,6 +257,10 @@ def test_rerun_makes_zero_llm_calls_and_same_pairs(server, tmp_path):
         second = generate_pairs(corpus, FakeEncoder(64), llm, config, tmp_path / "out")
         assert llm.calls_made == 0
     assert server.requests == sent
+    spent, again = first.stats["llm"], second.stats["llm"]
+    assert spent["calls_made"] == sent and spent["cache_hits"] == 0 and spent["skipped"] == 0
+    # the re-run reads generation from its journal; only the judge's calls come (free) from the LLM cache
+    assert again["calls_made"] == 0 and 0 < again["cache_hits"] < sent and again["completion_tokens"] == 0
     assert rows(first.dataset) == rows(second.dataset)
     # even with an empty LLM cache, the journal alone serves the generation stage
     with make_llm(server, tmp_path / "other.sqlite") as llm:

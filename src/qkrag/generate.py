@@ -662,7 +662,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     ids = _sample_ids(corpus, config, doc_ids)
     counts: Counter = Counter(dict.fromkeys(_COUNTS, 0), passages=len(ids))
     records: dict = {}
-    calls_before = (llm.calls_made, llm.cache_hits) if llm is not None else (0, 0)
+    llm_before = llm.stats() if llm is not None else {}
     if config.generator == "llm":
         assert llm is not None
         records, llm_counts = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
@@ -723,12 +723,20 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
         "pair_ranks": rank_summary(r["base_rank"] for r in rows),
         "form": form_summary([r["query"] for r in rows], [r["positive_text"] for r in rows]),
         "passages_with_pairs": len({r["positive_id"] for r in rows}),
-        "llm": (None if llm is None else {"calls_made": llm.calls_made - calls_before[0],
-                                          "cache_hits": llm.cache_hits - calls_before[1]}),
+        "llm": None if llm is None else _spent(llm_before, llm.stats()),
         "seconds": {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)},
     }
     dataset = _write_outputs(out, rows, stats, config.progress)
     return GenerationResult(out, dataset, stats)
+
+
+def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """What this run spent: the LLM's counters after it minus before (the LLM may have served other work)."""
+    out: dict[str, Any] = {"model": after["model"]}
+    for key in ("calls_made", "cache_hits", "retries", "skipped", "prompt_tokens", "completion_tokens", "cost"):
+        a, b = after.get(key), before.get(key)
+        out[key] = None if a is None else round(a - (b or 0), 6) if isinstance(a, float) else a - (b or 0)
+    return out
 
 
 def _jsonable(obj: Any) -> Any:
