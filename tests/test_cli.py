@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,17 @@ def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, mo
     code, out, err = run(capsys, "search", "matter3", "--path", tmp_path / "db", "-c", "aspects", "--aspect",
                          "extract:matter examples depth", "--json")
     assert code == 0, err
+
+
+def test_generate_guide_names_only_real_flags():
+    import re
+
+    import typer.main
+
+    from qkrag.cli import app
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "generate.md").read_text()
+    command = next(c for c in typer.main.get_command(app).commands.values() if c.name == "generate")
+    flags = {opt for p in command.params for opt in p.opts}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", guide))
+    assert named and named <= flags, f"docs/generate.md names flags qkrag generate lacks: {sorted(named - flags)}"
