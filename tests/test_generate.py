@@ -350,6 +350,27 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
         s.close()
 
 
+def test_one_request_at_a_time_puts_a_passages_calls_back_to_back(tmp_path):
+    # llama.cpp reuses an evaluated prompt only for the very next request: a passage's identical prompts must follow
+    # each other (A, A, B, B), not interleave with another passage's (A, B, A, B).
+    seen = []
+
+    class Spy(FakeLLMServer):
+        def answer(self, body):
+            seen.append(body["messages"][-1]["content"])
+            return super().answer(body)
+
+    s = Spy()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite", concurrency=1) as llm:
+            cfg = GenerateConfig(**FAST, candidates=6, per_call=2)  # three calls per passage
+            generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0", "d1", "d2"])
+    finally:
+        s.close()
+    assert len(seen) == 9 and len(set(seen)) == 3
+    assert all(seen[i] == seen[i - i % 3] for i in range(9))  # runs of three identical prompts
+
+
 def test_ict_generator_needs_no_llm(tmp_path):
     corpus = make_corpus()
     result = generate_pairs(corpus, FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict"), tmp_path / "ict")

@@ -453,7 +453,11 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
             todo_prompts[doc_id] = (prompts, fingerprint)
     counts = Counter()
     check = lambda text: bool(parse_candidates(text))  # noqa: E731 - output with no candidate in it is retried
-    chunk = max(2, llm.config.concurrency)
+    # Passages go `concurrency` at a time, all calls of a passage within its chunk. With one request at a time (the
+    # embedded server) that puts a passage's calls back to back: their prompts are identical, so llama.cpp reuses
+    # the evaluated prompt and the second call costs only its new tokens. Interleaving passages (A, B, A, B) made
+    # every call evaluate its whole prompt again.
+    chunk = max(1, llm.config.concurrency)
     todo = list(todo_prompts)
     with tqdm(total=len(ids), initial=len(ids) - len(todo), desc="generate", unit="passage",
               disable=not config.progress, dynamic_ncols=True, smoothing=0.1) as bar:
