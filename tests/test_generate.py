@@ -350,6 +350,23 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
         s.close()
 
 
+def test_queries_that_borrow_an_examples_terms_are_dropped(tmp_path):
+    # "caffeine" is an example's uncommon word and not in the passage: the model took it from the example.
+    class Borrower(FakeLLMServer):
+        def answer(self, body):
+            return "Caffeine changes magma over time.\nMagma temperature is measured with care."
+
+    s = Borrower()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, examples=("Caffeine raises alertness in adults.",))
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
+    finally:
+        s.close()
+    assert result.stats["counts"]["dropped_example_terms"] > 0
+    assert not any("caffeine" in q.lower() for q in result.dataset["query"])
+
+
 def test_one_request_at_a_time_puts_a_passages_calls_back_to_back(tmp_path):
     # llama.cpp reuses an evaluated prompt only for the very next request: a passage's identical prompts must follow
     # each other (A, A, B, B), not interleave with another passage's (A, B, A, B).

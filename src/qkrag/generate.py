@@ -84,7 +84,7 @@ HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
 
 JOURNAL = "journal.jsonl"
 _COUNTS = ("passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate", "dropped_copy",
-           "dropped_example_copy", "dropped_near_duplicate", "masked_variants", "candidates", "off_form",
+           "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants", "candidates", "off_form",
            "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
 PAIRS = "pairs.parquet"
 STATS = "stats.json"
@@ -491,6 +491,11 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
     from .prompts import parse_candidates
 
     max_df = max(1, int(config.mask_df * len(corpus)))
+    # Words of the examples that are not everyday words of this corpus (in at most 1% of its documents): a query
+    # that uses one its passage lacks took it from an example, e.g. "Egr3 suppresses p53" for a passage on MDMX when
+    # an example was about Egr3. Such a pair is wrong, not hard.
+    common_df = max(1, int(0.01 * len(corpus)))
+    example_terms = {w for e in config.examples for w in words(e) if doc_freq.get(w, 0) <= common_df}
     seen: set[str] = set()
     out: list[_Candidate] = []
     for doc_id in ids:
@@ -536,11 +541,19 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 if kind != "ict" and any(copy_score(text, e) >= config.max_copy for e in config.examples):
                     counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
+                if kind != "ict" and example_terms and _borrowed_terms(text, doc, example_terms):
+                    counts["dropped_example_terms"] += 1
+                    continue
                 c.off_form = off_form(text, config.examples)
                 counts["off_form"] += c.off_form
                 seen.add(key)
                 out.append(c)
     return out
+
+
+def _borrowed_terms(query: str, doc: Document, example_terms: set[str]) -> set[str]:
+    """The query's words that come from the examples' uncommon words and appear nowhere in its passage."""
+    return (set(words(query)) & example_terms) - set(words(doc.title + " " + doc.content))
 
 
 def _drop_near_duplicates(cands: list[_Candidate], vecs: np.ndarray, threshold: float, counts: Counter
@@ -674,7 +687,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     llm_seconds = time.perf_counter() - started
 
     doc_freq: Counter = Counter()
-    if config.mask_terms:
+    if config.mask_terms or config.examples:
         for doc in corpus:
             doc_freq.update(set(words(doc.content)))
     cands = _candidates(corpus, ids, config, records, doc_freq, counts)
