@@ -31,9 +31,14 @@ def section() -> str:
                 f"{cos['ndcg@10']:.3f} to {human['ndcg@10']:.3f} and says how likely a hit is relevant (ECE "
                 f"{human['ece']:.3f}); trained on synthetic pairs ({sci['config']['generator']}, "
                 f"{sci['config']['sample']} sampled passages) it reaches {syn['ndcg@10']:.3f} "
-                f"({syn['vs_cosine_delta']:+.3f} vs cosine). When validation never prefers a trained map, the identity "
-                "is kept and the projection equals raw cosine: no gain, no loss. Better synthetic pairs (a stronger "
-                "generator through --base-url, more passages) are the open lever.")
+                f"({syn['vs_cosine_delta']:+.3f} vs cosine, p = {syn['vs_cosine_p_value']:.2f}). "
+                + ("Validation on synthetic pairs never preferred a trained map, so the identity was kept: the "
+                   "projection equals raw cosine, no gain, no loss. "
+                   if "selected identity" in syn.get("notes", "") or abs(syn["vs_cosine_delta"]) < 1e-9 else
+                   f"Validation on held-out synthetic pairs preferred a trained map ({syn.get('notes', '')}), and "
+                   "what it learned there did not carry over to the human test claims. ")
+                + "The pairs match the human claims' difficulty but not their form and precision "
+                "(benchmarks/results/generate_bench.md); a stronger generator through --base-url is the open lever.")
     for name in ("scifact_llm", "scifact_ict", "cranfield_llm", "cranfield_ict"):
         main = load(f"main_job_{name}")
         if main:
