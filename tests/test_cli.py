@@ -119,6 +119,9 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
     assert max(per_passage) == 2 and all(len(n) <= 1 for n in ds["negative_ids"])
     stats = json.loads((tmp_path / "p" / "stats.json").read_text())["config"]
     assert (stats["policy"], stats["queries_per_passage"], stats["negatives"]) == ("hardest", 2, 1)
+    code, out, err = run(capsys, "generate", beir, "--generator", "ict", "--limit", "12", "--out", tmp_path / "p")
+    assert code == 0, err  # one pair per passage now, as a readable summary
+    assert "pairs  12 from 12 passages (ict)" in out and "round trip" in out and "questions" in out
     code, _, err = run(capsys, "generate", beir, "--generator", "ict", "--out", tmp_path / "q", "--policy", "easiest")
     assert code == 2 and "easiest" in err and "hardest" in err
     code, _, err = run(capsys, "generate", beir, "--out", tmp_path / "r", "--examples", tmp_path / "missing.txt")

@@ -423,9 +423,22 @@ def generate(
                ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}
     if json_out:
         _print_json(summary)
-    else:
-        for key, value in summary.items():
-            typer.echo(f"{key:>14}: {value}")
+        return
+    st, r, f = result.stats, result.stats["pair_ranks"], result.stats["form"]
+    lines = [("pairs", f"{len(result)} from {st['counts']['passages']} passages ({st['generator']}) -> {out}"),
+             ("round trip", f"{st['kept_fraction']:.1%} of {st['counts']['candidates']} candidates kept "
+                            f"(passage in the top {st['config']['roundtrip_k']})"),
+             ("ranks", f"rank 1 {r['rank1']:.1%}, top 10 {r['top10']:.1%}, median {r['median_rank']:g} "
+                       "(human SciFact claims: 46%, 79%)"),
+             ("form", f"{f['mean_words']:.1f} words, {f['question_share']:.0%} questions, "
+                      f"{f['ngram_copy']:.0%} copied trigrams")]
+    if st.get("llm"):
+        spent = st["llm"]
+        lines.append(("llm", f"{spent['calls_made']} calls, {spent['cache_hits']} cached, "
+                             f"{spent['prompt_tokens'] + spent['completion_tokens']:,} tokens"
+                             + (f", ${spent['cost']:.4f}" if spent.get("cost") else "")))
+    for key, value in lines:
+        typer.echo(f"{key:>10}  {value}")
 
 
 @app.command()
