@@ -223,3 +223,13 @@ def test_reliability_diagram_writes_png(tmp_path) -> None:
     reliability_diagram(p, rng.random(500) < p, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [f for f in path.parent.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_sign_flip_p_value_one_and_two_sided():
+    from qkrag.evaluate import sign_flip_p_value
+
+    up = np.full(12, 0.1)
+    assert sign_flip_p_value(up, alternative="greater") < 0.001  # all 12 gain: 1 of 4096 sign patterns is as good
+    assert sign_flip_p_value(-up, alternative="greater") > 0.99
+    assert sign_flip_p_value(-up) < 0.001  # two-sided: a consistent loss is as extreme as a gain
+    assert sign_flip_p_value(np.zeros(5)) == 1.0 and sign_flip_p_value([]) == 1.0

@@ -310,17 +310,31 @@ def compare(a: EvalResult, b: EvalResult, metric: str = PRIMARY_METRIC, *, n_per
                    f"{len(only_b)} only in b, e.g. {only_b[:3]})", "evaluate both systems on the same qrels")
     ids = list(qa)
     diff = np.array([qa[q] - qb[q] for q in ids], dtype=np.float64)
-    observed = abs(diff.mean())
-    rng = np.random.default_rng((bootstrap or Bootstrap()).seed)
+    p = sign_flip_p_value(diff, n_permutations, (bootstrap or Bootstrap()).seed)
+    return Comparison(metric, a.means[metric], b.means[metric], float(diff.mean()), bootstrap_ci(diff, bootstrap),
+                      p, len(ids))
+
+
+def sign_flip_p_value(diff: Sequence[float] | np.ndarray, n_permutations: int = 10_000, seed: int = 0,
+                      alternative: str = "two-sided") -> float:
+    """Paired randomization test of per-query differences: how often random sign flips give a mean difference at
+    least as extreme as the observed one; p = (count + 1) / (n_permutations + 1). `alternative="greater"` asks
+    only whether the mean difference is above zero."""
+    diff = np.asarray(diff, dtype=np.float64)
+    if diff.size == 0:
+        return 1.0
+    one_sided = alternative == "greater"
+    observed = diff.mean() if one_sided else abs(diff.mean())
+    rng = np.random.default_rng(seed)
     extreme = 0
-    chunk = max(1, 2_000_000 // max(diff.size, 1))
+    chunk = max(1, 2_000_000 // diff.size)
     for start in range(0, n_permutations, chunk):
         n = min(chunk, n_permutations - start)
         signs = rng.integers(0, 2, size=(n, diff.size), dtype=np.int8).astype(np.float64) * 2 - 1
+        flipped = signs @ diff / diff.size
         # the tolerance keeps float noise from deciding ties (identical systems: every flip ties, p = 1)
-        extreme += int((np.abs(signs @ diff / diff.size) >= observed - 1e-12).sum())
-    return Comparison(metric, a.means[metric], b.means[metric], float(diff.mean()), bootstrap_ci(diff, bootstrap),
-                      (extreme + 1) / (n_permutations + 1), len(ids))
+        extreme += int(((flipped if one_sided else np.abs(flipped)) >= observed - 1e-12).sum())
+    return (extreme + 1) / (n_permutations + 1)
 
 
 # ---------------------------------------------------------------------------------------------------------- reporting
