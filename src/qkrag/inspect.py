@@ -103,7 +103,12 @@ def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant:
     """Train each named config on every fold and report validation nDCG: `{name: {"ndcg": mean over folds of the
     selected model, "init_ndcg": the same for the untrained start, "gain": their difference, "best_epoch": the
     median selected epoch (0 = the untrained start won)}}`. Pick the config with the best mean, then train it on all
-    the pairs (for `best_epoch` epochs): the test split is never looked at."""
+    the pairs (for `best_epoch` epochs): the test split is never looked at.
+
+    Each fold keeps its best trained epoch whatever its p-value (`selection_alpha=1`): a fold has too few queries to
+    test a gain on its own, and whether training helps is what the mean over the folds answers."""
+    import dataclasses
+
     from .train import train_projection
 
     if not configs:
@@ -113,7 +118,8 @@ def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant:
     for name, config in configs.items():
         scores, starts, epochs = [], [], []
         for train, validation in splits:
-            model = train_projection(train, config, variant=variant, validation=validation)
+            model = train_projection(train, dataclasses.replace(config, selection_alpha=1.0), variant=variant,
+                                     validation=validation)
             key = f"ndcg@{config.eval_k}"
             scores.append(model.validation_[key])
             starts.append(model.validation_[f"init_{key}"])
