@@ -500,6 +500,7 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
     out: list[_Candidate] = []
     for doc_id in ids:
         doc = corpus.get(doc_id)
+        doc_words = set(words(doc.title + " " + doc.content)) if example_terms else set()  # once per passage
         raw: list[tuple[str, str, str]] = []  # (query, positive text, variant)
         if config.generator == "ict":
             for query, rest in ict_candidates(doc, config.candidates, config.seed, max(5, config.min_words),
@@ -541,7 +542,7 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 if kind != "ict" and any(copy_score(text, e) >= config.max_copy for e in config.examples):
                     counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
-                if kind != "ict" and example_terms and _borrowed_terms(text, doc, example_terms):
+                if kind != "ict" and example_terms and _borrowed_terms(text, doc_words, example_terms):
                     counts["dropped_example_terms"] += 1
                     continue
                 c.off_form = off_form(text, config.examples)
@@ -551,9 +552,9 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
     return out
 
 
-def _borrowed_terms(query: str, doc: Document, example_terms: set[str]) -> set[str]:
+def _borrowed_terms(query: str, doc_words: set[str], example_terms: set[str]) -> set[str]:
     """The query's words that come from the examples' uncommon words and appear nowhere in its passage."""
-    return (set(words(query)) & example_terms) - set(words(doc.title + " " + doc.content))
+    return (set(words(query)) & example_terms) - doc_words
 
 
 def _drop_near_duplicates(cands: list[_Candidate], vecs: np.ndarray, threshold: float, counts: Counter

@@ -375,16 +375,15 @@ def _fit(model: _Projection, pairs: Pairs, validation: Pairs | None, config: Tra
     # gain on a few validation queries may be luck, which real queries then pay for (on synthetic pairs, a trained
     # map that won on validation lost on test: see README): keep it only if a one-sided paired sign-flip test
     # over the validation queries says it beats the initialisation (p <= selection_alpha).
-    p_gain = 1.0
+    p_gain, rejected = 1.0, None
     if best["epoch"] > 0:
         p_gain = sign_flip_p_value(best["scores"] - init["scores"], seed=config.seed, alternative="greater")
         if p_gain > config.selection_alpha:
-            best = {**init, "rejected": best}
+            best, rejected = init, best
     Qn, Kn = best["state"]
-    if "rejected" in best:
-        selected = (f"{init_name} (trained epoch {best['rejected']['epoch']} gained "
-                    f"{best['rejected']['ndcg'] - init['ndcg']:+.3f} on validation, p = {p_gain:.2f} > "
-                    f"{config.selection_alpha})")
+    if rejected is not None:
+        selected = (f"{init_name} (trained epoch {rejected['epoch']} gained {rejected['ndcg'] - init['ndcg']:+.3f} "
+                    f"on validation, p = {p_gain:.2f} > {config.selection_alpha})")
     else:
         selected = init_name if best["epoch"] == 0 else f"trained (epoch {best['epoch']}, p = {p_gain:.3f})"
     s, b = float(scale.detach()), float(bias.detach())
