@@ -297,7 +297,10 @@ class ChromaIndex:
             return np.zeros((len(vectors), 0), np.float32), np.zeros((len(vectors), 0), object), [[]] * len(vectors)
         include = ["distances", "documents"] if texts else ["distances"]
         distances, ids, docs = [], [], []
-        for part in self._slices(len(vectors)):
+        # Chroma fetches each query's results with SQLite variables (queries x n_results of them), and SQLite caps a
+        # statement at 32,766: 330 queries at k = 100 already failed. Keep each request under that cap.
+        step = max(1, min(self._step, QUERY_VARIABLES // k))
+        for part in [slice(s, s + step) for s in range(0, len(vectors), step)]:
             got = self.collection.query(query_embeddings=vectors[part],
                                         n_results=k, include=include)
             distances += got["distances"]
@@ -337,6 +340,10 @@ class ChromaIndex:
                 break
         vectors = np.concatenate(blocks) if blocks else np.zeros((0, self.dimension), np.float32)
         return ids, vectors
+
+
+#: Results one Chroma query request may ask for (queries x k): below SQLite's 32,766 variables per statement.
+QUERY_VARIABLES = 16_000
 
 
 def _similarity_from_distance(distances: np.ndarray, space: Space) -> np.ndarray:
