@@ -1,9 +1,48 @@
+import json
+from http.server import BaseHTTPRequestHandler
+
 import numpy as np
 import pytest
 
+from conftest import LoopbackHTTP
 from qkrag.cache import DiskCache
 from qkrag.embed import EmbedOptions, OpenAIEncoder, SentenceTransformerEncoder, embed, make_encoder
-from qkrag.errors import InputError
+from qkrag.errors import InputError, QkragError, redact
+
+SECRET = "sk-embed-SECRET-41c9e07d2a"
+
+
+class EchoingEmbeddingsServer(LoopbackHTTP):
+    """An OpenAI-style embeddings endpoint that refuses every request with HTTP 401 and echoes the request headers
+    (the Authorization header, key included) in its error body, as some proxies and debug servers do."""
+
+    def __init__(self) -> None:
+        self.auth_headers: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.auth_headers.append(self.headers.get("Authorization", ""))
+                headers = "\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items())
+                raw = json.dumps({"error": {"message": f"invalid key; you sent:\n{headers}", "type": "auth"}}).encode()
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self._serve(Handler)
+
+
+@pytest.fixture
+def echoing_server():
+    server = EchoingEmbeddingsServer()
+    yield server
+    server.close()
 
 
 def test_embed_caches_by_content_so_a_rerun_embeds_nothing(fake_encoder, tmp_path):
@@ -100,3 +139,36 @@ def test_openai_compatible_embeddings_through_a_loopback_server(tmp_path):
         assert enc.dimension == 3
     finally:
         server.shutdown()
+
+
+def test_redact_scrubs_known_keys_and_credential_shapes():
+    echoed = "{'Authorization': 'Bearer tok-123456', 'x-api-key': 'abc12345'} authorization: Basic dXNlcjpw sk-abcdefghij12"
+    clean = redact(echoed + " mine=my-own-secret", "my-own-secret")
+    for secret in ("tok-123456", "abc12345", "dXNlcjpw", "sk-abcdefghij12", "my-own-secret"):
+        assert secret not in clean
+    assert redact("the basic idea: a token budget") == "the basic idea: a token budget"  # ordinary words stay
+
+
+def test_embeddings_error_that_echoes_the_key_is_redacted(echoing_server):
+    enc = OpenAIEncoder("m", base_url=echoing_server.url, api_key=SECRET, max_retries=0)
+    with pytest.raises(QkragError) as info:
+        embed(enc, ["hello"], "document", EmbedOptions(cache=None, progress=False))
+    assert echoing_server.auth_headers == [f"Bearer {SECRET}"], "the key must reach the server, else this proves nothing"
+    message = str(info.value)
+    assert SECRET not in message and "***" in message
+    assert "HTTP 401" in message and "OPENAI_API_KEY" in message and "\n" not in message  # one line, says what to do
+    assert info.value.__suppress_context__  # a traceback would not print the unredacted original either
+
+
+def test_cli_index_with_an_echoing_embeddings_server_prints_no_key(echoing_server, tmp_path, capsys, monkeypatch):
+    from qkrag.cli import main
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "d1", "text": "a passage"}) + "\n")
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["index", str(corpus), "--model", "openai:m", "--base-url", echoing_server.url,
+              "--path", str(tmp_path / "chroma")])
+    out = capsys.readouterr()
+    assert exit_info.value.code == 2 and echoing_server.auth_headers  # a clear error, after reaching the server
+    assert SECRET not in out.out + out.err and "HTTP 401" in out.err

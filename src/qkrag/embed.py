@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from .cache import DiskCache, content_hash, default_cache_dir, pack_vector, unpack_vector
-from .errors import QkragError, fail
+from .errors import QkragError, fail, redact
 
 Side = Literal["query", "document"]
 SIDES: tuple[Side, ...] = ("query", "document")
@@ -168,12 +168,26 @@ class OpenAIEncoder(Encoder):
         try:
             response = self.client.embeddings.create(model=self.model_name, input=[prefix + t for t in texts], **kwargs)
         except Exception as err:  # openai raises many types; the user needs where and why, not which class
-            raise QkragError(f"embeddings API at {self.base_url or 'api.openai.com'} (model {self.model_name!r}): "
-                             f"{type(err).__name__}: {err}. Fix: check the server, model name and key") from None
+            raise self._error(err) from None  # `from None`: the original's text may carry the echoed key
         data = sorted(response.data, key=lambda d: d.index)
         vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
         self._dimension = vectors.shape[1]
         return vectors
+
+
+    def _error(self, err: Exception) -> QkragError:
+        """A one-line error for a failed request, scrubbed of the key (a server may echo request headers)."""
+        status = getattr(err, "status_code", None)
+        if status in (401, 403):
+            fix = "check OPENAI_API_KEY (it is not shown here) and that it may use this model"
+        elif status == 404:
+            fix = "check the base URL (it should end in /v1) and the model name (ask the server's /v1/models)"
+        else:
+            fix = "check that the server is up and serves this model"
+        message = redact(" ".join(str(err).split()), self._api_key, os.environ.get("OPENAI_API_KEY"))[:300]
+        problem = f"HTTP {status}: {message}" if status else f"{type(err).__name__}: {message}"
+        return fail(f"embeddings API at {self.base_url or 'api.openai.com'} (model {self.model_name!r})", problem,
+                    fix, exc=QkragError)
 
 
 @dataclass

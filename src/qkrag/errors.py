@@ -6,6 +6,8 @@ fix, so a user can act on it without reading a traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class QkragError(Exception):
     """Base class for every error qkrag raises on purpose."""
@@ -26,3 +28,27 @@ class LLMError(QkragError):
 def fail(what: str, problem: str, fix: str, exc: type[QkragError] = InputError) -> QkragError:
     """Build an error whose message reads `what: problem. Fix: fix` (return it, so callers write `raise fail(...)`)."""
     return exc(f"{what}: {problem}. Fix: {fix}")
+
+
+# A server's error body may echo the request, headers included (a careless proxy, a debug page): whatever it says is
+# scrubbed of credentials before it becomes part of a message. Patterns catch keys we were not told about (a key in
+# another variable, a token of a proxy); `secrets` catches the ones we know, whatever their shape.
+_CREDENTIAL_PATTERNS = [
+    # A header's value, with or without its scheme: `Authorization: Bearer <key>`, `'x-api-key': '<key>'`.
+    re.compile(r"(?i)((?:x-)?api[-_]?key|authorization|proxy-authorization|x-auth-token|cookie)(['\"]?\s*[:=]\s*['\"]?)"
+               r"((?:bearer|basic|token)\s+)?[^\s'\",;}\]]+"),
+    re.compile(r"\b(Bearer|bearer|BEARER|Basic)(\s+)(?!\*\*\*)[^\s'\",;}\]]+"),  # a bare `Bearer <key>` (case kept: "basic idea" stays)
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI-style keys, wherever they appear
+]
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every credential replaced by `***`: the given `secrets`, bearer/basic tokens, api-key and
+    authorization header values, and anything shaped like an OpenAI key. Used by every message built from a server's
+    answer (embeddings, LLM, Chroma), so a key never reaches a terminal, a log or a results file."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # a 1-3 character "key" would scrub ordinary words
+            text = text.replace(secret, "***")
+    text = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}***", text)
+    text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2***", text)
+    return _CREDENTIAL_PATTERNS[2].sub("***", text)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qkrag.cache import DiskCache, content_hash, default_cache_dir
-from qkrag.errors import LLMError, fail
+from qkrag.errors import LLMError, fail, redact
 from qkrag.prompts import Prompt, output_problem
 
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
@@ -419,10 +419,7 @@ class LLM:
         return self.config.base_url or "the OpenAI API"
 
     def _redact(self, text: str) -> str:
-        key = self.config.api_key
-        if key:
-            text = text.replace(key, "***")
-        return text
+        return redact(text, self.config.api_key, os.environ.get("OPENAI_API_KEY"))
 
     def _classify(self, exc: Exception) -> tuple[bool, str]:
         """(retryable?, a redacted one-line description) for an exception raised by a request."""
