@@ -142,7 +142,8 @@ def test_openai_compatible_embeddings_through_a_loopback_server(tmp_path):
 
 
 def test_redact_scrubs_known_keys_and_credential_shapes():
-    echoed = "{'Authorization': 'Bearer tok-123456', 'x-api-key': 'abc12345'} authorization: Basic dXNlcjpw sk-abcdefghij12"
+    echoed = ("{'Authorization': 'Bearer tok-123456', 'x-api-key': 'abc12345'} authorization: Basic dXNlcjpw "
+              "sk-abcdefghij12")
     clean = redact(echoed + " mine=my-own-secret", "my-own-secret")
     for secret in ("tok-123456", "abc12345", "dXNlcjpw", "sk-abcdefghij12", "my-own-secret"):
         assert secret not in clean
@@ -153,7 +154,7 @@ def test_embeddings_error_that_echoes_the_key_is_redacted(echoing_server):
     enc = OpenAIEncoder("m", base_url=echoing_server.url, api_key=SECRET, max_retries=0)
     with pytest.raises(QkragError) as info:
         embed(enc, ["hello"], "document", EmbedOptions(cache=None, progress=False))
-    assert echoing_server.auth_headers == [f"Bearer {SECRET}"], "the key must reach the server, else this proves nothing"
+    assert echoing_server.auth_headers == [f"Bearer {SECRET}"], "the key must reach the server, else this is no test"
     message = str(info.value)
     assert SECRET not in message and "***" in message
     assert "HTTP 401" in message and "OPENAI_API_KEY" in message and "\n" not in message  # one line, says what to do

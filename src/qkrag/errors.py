@@ -37,7 +37,8 @@ _CREDENTIAL_PATTERNS = [
     # A header's value, with or without its scheme: `Authorization: Bearer <key>`, `'x-api-key': '<key>'`.
     re.compile(r"(?i)((?:x-)?api[-_]?key|authorization|proxy-authorization|x-auth-token|cookie)(['\"]?\s*[:=]\s*['\"]?)"
                r"((?:bearer|basic|token)\s+)?[^\s'\",;}\]]+"),
-    re.compile(r"\b(Bearer|bearer|BEARER|Basic)(\s+)(?!\*\*\*)[^\s'\",;}\]]+"),  # a bare `Bearer <key>` (case kept: "basic idea" stays)
+    # A bare `Bearer <key>` elsewhere; case-sensitive, so "the basic idea" stays as it is.
+    re.compile(r"\b(Bearer|bearer|BEARER|Basic)(\s+)(?!\*\*\*)[^\s'\",;}\]]+"),
     re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),  # OpenAI-style keys, wherever they appear
 ]
 
