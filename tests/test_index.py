@@ -316,6 +316,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+CHROMA_PROCESSES: dict[int, subprocess.Popen] = {}  # port -> the `chroma run` serving it
+
+
 @pytest.fixture
 def chroma_server(tmp_path: Path):
     """A real `chroma run` on 127.0.0.1 at a free port; killed in teardown whatever happens."""
@@ -336,8 +339,10 @@ def chroma_server(tmp_path: Path):
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"chroma server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
             time.sleep(0.2)
+        CHROMA_PROCESSES[port] = server
         yield port
     finally:
+        CHROMA_PROCESSES.pop(port, None)
         server.kill()
         server.wait(30)
         log.close()
@@ -383,3 +388,256 @@ def test_default_model_end_to_end(config: IndexConfig) -> None:
         ["which language prevents memory bugs?", "what is the French capital?", "kitten purring"], k=2)
     assert [row[0].id for row in hits] == ["rust", "paris", "cats"]
     assert 0.3 < hits[0][0].score <= 1.0 and hits[0][0].text == corpus.get("rust").content
+
+
+# ------------------------------------------------------------------------------------------------ one writer, repair
+
+
+WRITER_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_index import HashEncoder, prefixed_corpus, NO_CACHE
+from qkrag.errors import QkragError
+from qkrag.index import IndexConfig, build_index
+config = IndexConfig(collection="shared-docs", path={path!r}, batch_size=25, lock_timeout={lock_timeout})
+try:
+    build_index(prefixed_corpus({prefix!r}, 300), HashEncoder(delay={delay}, log={log!r}), config, NO_CACHE,
+                progress=False)
+except QkragError as err:
+    print(f"error: {{err}}", file=sys.stderr)
+    sys.exit(2)
+print("finished")
+"""
+
+
+def prefixed_corpus(prefix: str, n: int) -> Corpus:
+    """`n` documents with ids `<prefix>0..`: two of these are two different corpora."""
+    return Corpus.from_texts({f"{prefix}{i}": t for i, t in enumerate(tiny_corpus(n, seed=len(prefix)).contents)})
+
+
+def start_writer(tmp_path: Path, prefix: str, *, delay: float = 0.0, lock_timeout: float = 120.0) -> tuple:
+    log = tmp_path / f"{prefix}.log"
+    log.touch()
+    script = WRITER_SCRIPT.format(tests=str(Path(__file__).parent), path=str(tmp_path / "chroma"), prefix=prefix,
+                                  delay=delay, log=str(log), lock_timeout=lock_timeout)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    return child, log
+
+
+def wait_for_batches(child, log: Path, n: int) -> None:
+    deadline = time.monotonic() + 120
+    while len(log.read_text().split()) < n:
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the first build never got going"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow  # two fresh interpreters importing chromadb (~10 s on 2 busy cores)
+def test_two_concurrent_builds_into_one_collection_never_mix(tmp_path: Path) -> None:
+    """Two processes index two different corpora into one collection on disk at once: the second waits for the
+    first, and the collection ends holding exactly the second corpus, complete and searchable."""
+    first, first_log = start_writer(tmp_path, "a", delay=0.3)
+    try:
+        wait_for_batches(first, first_log, 2)  # the first build is midway: it holds the lock
+        second, _ = start_writer(tmp_path, "b")
+        results = [p.communicate(timeout=240) for p in (first, second)]
+    finally:
+        for p in (first, locals().get("second")):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert first.returncode == 0 and second.returncode == 0, results
+    config = IndexConfig(collection="shared-docs", path=tmp_path / "chroma")
+    index = ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+    ids = index.all_ids()
+    assert index.complete and index.count() == 300 and set(ids) == set(prefixed_corpus("b", 300).ids)
+    assert index.metadata["qkrag:count"] == 300
+    assert DenseRetriever(HashEncoder(), index).search(["apple river"], 5)[0]
+
+
+@pytest.mark.slow
+def test_a_second_writer_that_waits_too_long_fails_with_a_clear_message(tmp_path: Path) -> None:
+    first, first_log = start_writer(tmp_path, "a", delay=0.3)
+    try:
+        wait_for_batches(first, first_log, 1)
+        config = IndexConfig(collection="shared-docs", path=tmp_path / "chroma", lock_timeout=0.5)
+        with pytest.raises(QkragError, match=rf"shared-docs.*another process \(pid {first.pid}\) is writing it.*"
+                                             r"waited 0.5 s.*Fix: let that run finish"):
+            build_index(prefixed_corpus("b", 300), HashEncoder(), config, NO_CACHE, progress=False)
+    finally:
+        first.kill()
+        first.wait(30)
+
+
+def test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt(config: IndexConfig, tmp_path: Path) -> None:
+    """A writer that bypassed qkrag (or a second one that raced it) left other vectors under the same ids and texts:
+    the count is right, so only a look at the vectors tells. The next build notices and rebuilds."""
+    import chromadb
+
+    from qkrag.cache import DiskCache
+
+    options = EmbedOptions(cache=DiskCache(tmp_path / "emb.sqlite"), progress=False)
+    corpus = tiny_corpus(40)
+    build_index(corpus, HashEncoder(), config, options, progress=False)
+    raw = chromadb.PersistentClient(path=str(config.path), settings=chromadb.Settings(anonymized_telemetry=False))
+    rogue = raw.get_collection(config.collection, embedding_function=None)
+    rogue.upsert(ids=corpus.ids, embeddings=np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32),
+                 documents=corpus.contents)
+    again = build_index(corpus, HashEncoder(), config, options, progress=False)
+    assert "not what the encoder makes of their texts" in again.last_build.rebuilt
+    assert again.complete and again.count() == 40 and again.last_build.added == 40
+    query = HashEncoder().embed_batch([corpus.contents[7]], "query")
+    assert again.query(query, 1)[1][0][0] == "d7"
+
+
+def test_a_collection_with_more_vectors_than_its_build_stored_is_rebuilt(config: IndexConfig) -> None:
+    import chromadb
+
+    corpus = tiny_corpus(30)
+    build(corpus, HashEncoder(), config)
+    raw = chromadb.PersistentClient(path=str(config.path), settings=chromadb.Settings(anonymized_telemetry=False))
+    raw.get_collection(config.collection, embedding_function=None).add(
+        ids=["x1", "x2"], embeddings=np.ones((2, 32), np.float32), documents=["other corpus", "other corpus"])
+    again = build(corpus, HashEncoder(), config)
+    assert again.last_build.rebuilt == "it holds 32 vectors where its completed build stored 30"
+    assert again.count() == 30 and set(again.all_ids()) == set(corpus.ids)
+
+
+def test_a_collection_with_corrupt_hnsw_files_is_rebuilt(config: IndexConfig, tmp_path: Path) -> None:
+    """What two processes writing one Chroma folder leave behind: HNSW files Chroma cannot load. The count and the
+    texts in SQLite still look fine, so only reading the vectors tells; the next build drops and rebuilds it."""
+    from chromadb.api.client import SharedSystemClient
+
+    corpus = tiny_corpus(1500)  # enough for Chroma to persist its HNSW graph to files
+    build(corpus, HashEncoder(), config)
+    SharedSystemClient.clear_system_cache()  # as a new process would, read the graph from disk, not from memory
+    graphs = list(Path(config.path).glob("*/data_level0.bin"))
+    assert graphs, "Chroma kept the graph in memory only: nothing to corrupt"
+    for graph in graphs:
+        os.truncate(graph, graph.stat().st_size // 3)
+        (graph.parent / "header.bin").write_bytes(os.urandom(100))
+    again = build(corpus, HashEncoder(), config)
+    assert again.last_build.rebuilt.startswith("reading it failed")
+    assert again.complete and again.count() == 1500 and again.last_build.added == 1500
+    query = HashEncoder().embed_batch([corpus.contents[3]], "query")
+    assert again.query(query, 1)[1][0][0] == "d3"
+
+
+# ------------------------------------------------------------------------------------------------ derived collections
+
+
+def test_source_hash_follows_the_content_not_the_count(config: IndexConfig) -> None:
+    corpus = tiny_corpus(20)
+    first = build(corpus, HashEncoder(), config).source_hash
+    assert build(corpus, HashEncoder(), config).source_hash == first  # a re-run changes nothing
+    edited = Corpus.from_texts({d.id: (d.text + " violin" if d.id == "d3" else d.text) for d in corpus})
+    assert build(edited, HashEncoder(), config).source_hash != first  # same ids, same count, one text changed
+    # A collection qkrag did not build from a corpus: the hash is computed over its ids and vectors.
+    other = ChromaIndex.open(IndexConfig(collection="manual-docs", path=config.path), "manual", 2)
+    other.add_vectors(["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]))
+    other.mark_complete()
+    before = other.source_hash
+    other.add_vectors(["b"], np.array([[0.5, 0.5]]))
+    other.mark_complete()
+    assert other.source_hash != before
+
+
+def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: IndexConfig) -> None:
+    """The projection and bench code call `sibling(name, fingerprint, dim, space)` and reuse it when it is complete
+    with the right count: after the documents change (same ids, new texts) that must not serve the old vectors."""
+    corpus = tiny_corpus(20)
+    raw = build(corpus, HashEncoder(), config)
+
+    def derived(raw: ChromaIndex) -> ChromaIndex:  # what ProjectedRetriever / bench do, unchanged
+        sibling = raw.sibling("test-docs-derived", "hash-32|half", 16, "ip")
+        if not (sibling.complete and sibling.count() == raw.count()):
+            sibling.mark_complete(False)
+            ids, vectors = raw.get_vectors()
+            texts = raw.stored_texts(ids)
+            sibling.add_vectors(ids, vectors[:, :16], [texts[i] for i in ids])
+            sibling.mark_complete(True)
+        return sibling
+
+    old = derived(raw)
+    assert old.is_current(raw.source_hash)
+    edited = Corpus.from_texts({d.id: f"violin quartz {d.id}" for d in corpus})  # same ids, same count
+    raw = build(edited, HashEncoder(), config)
+    stale = raw.sibling("test-docs-derived", "hash-32|half", 16, "ip")
+    assert not stale.is_current(raw.source_hash) and stale.count() == 0 and not stale.complete
+    fresh = derived(raw)
+    assert fresh.is_current(raw.source_hash)
+    hit = fresh.search_vectors(HashEncoder().embed_batch(["violin quartz d5"], "query")[:, :16], 1)[0][0]
+    assert hit.text == edited.get(hit.id).content  # new texts, not the old ones
+    assert derived(raw).is_current(raw.source_hash)  # and a re-run reuses it
+    # An explicit source hash works too, for vectors derived from something other than this collection.
+    pinned = raw.sibling("test-docs-pinned", "x", 4, "ip", source_hash="h1")
+    assert pinned.metadata["qkrag:derived_from"] == "h1" and not pinned.is_current("h1")
+    pinned.add_vectors(["a"], np.ones((1, 4)))
+    pinned.mark_complete()
+    assert pinned.is_current("h1") and not pinned.is_current("h2")
+    assert raw.sibling("test-docs-pinned", "x", 4, "ip", source_hash="h2").count() == 0
+
+
+# ------------------------------------------------------------------------------------------------ hangs
+
+
+@pytest.fixture
+def silent_port():
+    """A port on 127.0.0.1 that accepts connections and never answers (a hung server, a firewall black hole)."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # keep it open, say nothing
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def test_a_chroma_address_that_never_answers_fails_within_the_timeout(silent_port: int) -> None:
+    config = IndexConfig(collection="hung-docs", host="127.0.0.1", port=silent_port, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(QkragError, match=r"127.0.0.1:\d+: accepts connections but did not answer within 1 s.*Fix"):
+        ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+    assert time.monotonic() - started < 10
+
+
+def test_timeouts_default_to_a_minute_and_follow_the_environment(monkeypatch) -> None:
+    monkeypatch.delenv("QKRAG_TIMEOUT", raising=False)
+    assert IndexConfig().timeout == 60.0
+    monkeypatch.setenv("QKRAG_TIMEOUT", "2.5")
+    assert IndexConfig().timeout == 2.5 and IndexConfig(timeout=7).timeout == 7
+    monkeypatch.setenv("QKRAG_TIMEOUT", "soon")
+    with pytest.raises(InputError, match="QKRAG_TIMEOUT.*'soon' is not a positive number"):
+        IndexConfig()
+
+
+@pytest.mark.slow
+def test_a_chroma_server_that_stops_answering_midway_fails_within_the_timeout(chroma_server: int) -> None:
+    config = IndexConfig(collection="served-docs", host="127.0.0.1", port=chroma_server, timeout=2.0)
+    index = build(tiny_corpus(50), HashEncoder(), config)
+    server = CHROMA_PROCESSES[chroma_server]
+    os.kill(server.pid, signal.SIGSTOP)  # still listening, accepting into its backlog, never answering
+    try:
+        started = time.monotonic()
+        with pytest.raises(QkragError, match=r"did not answer query\(\) within 2 s.*Fix"):
+            index.query(HashEncoder().embed_batch(["apple"], "query"), 3)
+        assert time.monotonic() - started < 15
+    finally:
+        os.kill(server.pid, signal.SIGCONT)

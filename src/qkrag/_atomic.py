@@ -1,17 +1,25 @@
-"""Atomic file writes: write to a temporary file beside the target, fsync, then rename over it.
+"""Safe file writes: atomic replacement and one writer at a time.
 
-A reader (or a re-run after a kill) sees either the old file or the new one, never half of one.
+`atomic_open` writes to a temporary file beside the target, fsyncs, then renames over it: a reader (or a re-run after
+a kill) sees either the old file or the new one, never half of one. `file_lock` holds an exclusive advisory lock
+(flock) on a lock file, so two processes never write one resource (a Chroma collection) at once; the kernel drops the
+lock when its holder dies, so a killed writer never leaves a stale lock behind.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import fail
 
 
 @contextmanager
@@ -38,3 +46,65 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+# Locks this process holds, by path: flock conflicts between two descriptors of one process too, so a nested
+# `file_lock` on a path already held here (build_index inside a caller's lock) just counts instead of deadlocking.
+_held: dict[str, int] = {}
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike[str], timeout: float, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed) for the with-block. Waits up to `timeout` seconds for
+    another holder, then raises a `QkragError` naming `what`, the holder's pid and the lock file."""
+    key = str(Path(path).resolve())
+    with _held_guard:
+        if key in _held:
+            _held[key] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[key] -= 1
+        return
+    fd = _acquire(Path(key), timeout, what)
+    with _held_guard:
+        _held[key] = 1
+    try:
+        yield
+    finally:
+        with _held_guard:
+            del _held[key]
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _acquire(path: Path, timeout: float, what: str) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise fail(what, f"cannot create its lock file {path} ({err.strerror})",
+                   "check that the folder exists and is writable") from None
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                raise fail(what, f"another process (pid {holder}) is writing it; waited {timeout:g} s",
+                           "let that run finish, then run again (it resumes); or raise the lock timeout. "
+                           f"The lock is {path}, released when its holder exits") from None
+            time.sleep(0.1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message of whoever waits next
+    return fd

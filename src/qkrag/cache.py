@@ -32,6 +32,28 @@ def default_cache_dir() -> Path:
     return Path(base) / "qkrag"
 
 
+#: Seconds a network call (Chroma server, LLM, embeddings API) may take before it fails with a clear error.
+DEFAULT_TIMEOUT = 60.0
+
+
+def default_timeout(fallback: float = DEFAULT_TIMEOUT) -> float:
+    """`$QKRAG_TIMEOUT` when set (seconds, for every network call), else `fallback`: a server that accepts and never
+    answers then costs seconds, not forever."""
+    value = os.environ.get("QKRAG_TIMEOUT", "").strip()
+    if not value:
+        return fallback
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        from .errors import fail
+
+        raise fail("QKRAG_TIMEOUT", f"{value!r} is not a positive number of seconds",
+                   "set e.g. QKRAG_TIMEOUT=30, or unset it")
+    return seconds
+
+
 class DiskCache:
     """A key -> bytes store in one SQLite file. Thread-safe; writes are committed in batches by `put_many`."""
 

@@ -12,19 +12,35 @@ A collection records which encoder made its vectors (fingerprint + dimension) an
 with another encoder's vectors, or against a half-built index, fails loudly instead of returning plausible garbage.
 `build_index` is idempotent and resumable: it marks the collection incomplete, embeds and upserts only documents that
 are missing (or whose text changed), in batches, and marks it complete at the end. A killed build resumes where it was.
+
+Three more guards, for data that only looks right:
+- one writer per collection: `build_index` holds a file lock (beside the Chroma folder; for a server, under the cache
+  folder keyed by host:port:collection), so a second build waits for the first instead of mixing two corpora into one
+  collection; `ChromaIndex.writing()` gives other writers the same lock;
+- a completed build records its document count and a content hash of what it stored; a collection whose count no
+  longer matches, or whose vectors cannot be read, is dropped and rebuilt by the next `build_index`;
+- derived collections (`sibling`: projected, centred, whitened vectors) record the `source_hash` of the collection
+  they were derived from; opened against other content, a sibling is emptied, so it is recomputed, never reused stale.
+Against a Chroma server every request has a timeout (`IndexConfig.timeout`, `$QKRAG_TIMEOUT`): a server that accepts
+and never answers fails in seconds with a message, instead of hanging.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import IndexMismatchError, fail
+from ._atomic import file_lock
+from .cache import default_cache_dir, default_timeout
+from .errors import IndexMismatchError, QkragError, fail, redact
 from .retrieval import Hit, Space, check_space, exact_search
 
 # Chroma's own defaults, for the record and the benchmark; ours (IndexConfig) are higher, measured in index_bench.
@@ -63,9 +79,15 @@ class IndexConfig:
     ef_construction: int = 200
     M: int = 32
     batch_size: int = 512  # documents per embed + upsert step; must stay below the client's get_max_batch_size()
+    timeout: float = field(default_factory=default_timeout)  # seconds per request to a Chroma server
+    lock_timeout: float = 60.0  # seconds a second writer of one collection waits for the first before it fails
 
     def __post_init__(self) -> None:
         check_space(self.space)
+        for name in ("timeout", "lock_timeout"):
+            if not float(getattr(self, name)) > 0:
+                raise fail(f"IndexConfig.{name}", f"must be a positive number of seconds, got {getattr(self, name)!r}",
+                           "pass a value above 0")
         for name in ("ef_search", "ef_construction", "M", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise fail(f"IndexConfig.{name}", f"must be a positive integer, got {getattr(self, name)!r}",
@@ -74,6 +96,16 @@ class IndexConfig:
     @property
     def location(self) -> str:
         return f"http://{self.host}:{self.port}" if self.host else str(Path(self.path))
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file of this collection's writers: beside the Chroma folder for an embedded index; for a server,
+        under the local cache folder, keyed by host:port:collection (it only keeps out writers on this machine)."""
+        if self.host:
+            key = hashlib.sha256(f"{self.host}:{self.port}:{self.collection}".encode()).hexdigest()[:16]
+            return default_cache_dir() / "locks" / f"chroma-{key}.lock"
+        folder = Path(self.path).resolve()
+        return folder.parent / f".{folder.name}.{self.collection}.lock"
 
     def hnsw(self) -> dict[str, Any]:
         """The collection `configuration={"hnsw": ...}` Chroma 1.x takes at creation (not legacy `hnsw:*` metadata)."""
@@ -88,15 +120,81 @@ def connect(config: IndexConfig):
     # Chroma keeps one client system per path/host in a process and refuses a second one with other settings, so
     # every qkrag client is made with exactly these settings.
     settings = chromadb.Settings(anonymized_telemetry=False)
-    if config.host:
-        try:
-            return chromadb.HttpClient(host=config.host, port=int(config.port), settings=settings)
-        except Exception as err:  # connection refused, wrong port, not a Chroma server...
-            raise fail(config.location, f"cannot reach a Chroma server ({type(err).__name__}: {err})",
-                       f"start one with `chroma run --path DIR --host {config.host} --port {config.port}`, "
-                       "or drop --host to use an embedded index on disk") from None
-    Path(config.path).mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(config.path), settings=settings)
+    if not config.host:
+        Path(config.path).mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(config.path), settings=settings)
+    _check_answers(config)
+    try:
+        client = chromadb.HttpClient(host=config.host, port=int(config.port), settings=settings)
+    except Exception as err:  # connection refused, wrong port, not a Chroma server...
+        raise fail(config.location, f"cannot reach a Chroma server ({type(err).__name__}: {redact(str(err))})",
+                   f"start one with `chroma run --path DIR --host {config.host} --port {config.port}`, "
+                   "or drop --host to use an embedded index on disk") from None
+    # chromadb 1.5.9 builds its httpx session with timeout=None: a server that stops answering would hang every later
+    # request forever. Its session is not configurable, so set the timeout on it (checked: `_server._session`).
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if session is not None:
+        import httpx
+
+        session.timeout = httpx.Timeout(float(config.timeout))
+    return _ServerCalls(client, config)
+
+
+def _check_answers(config: IndexConfig) -> None:
+    """Fail fast, with a message, on an address that refuses or that accepts and never answers: chromadb's own first
+    requests (made while the client is built) have no timeout."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{config.location}/api/v2/heartbeat"
+    try:
+        with urllib.request.urlopen(url, timeout=float(config.timeout)):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered: whether it is a Chroma server, chromadb's own client says next
+    except (TimeoutError, urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            problem = f"accepts connections but did not answer within {config.timeout:g} s"
+        else:
+            problem = f"cannot reach a Chroma server ({redact(str(reason))})"
+    raise fail(config.location, problem,
+               f"start one with `chroma run --path DIR --host {config.host} --port {config.port}`, check that this "
+               "address is a Chroma server, or raise the timeout ($QKRAG_TIMEOUT) for a slow one")
+
+
+class _ServerCalls:
+    """A Chroma client or collection whose method calls turn a server timeout or a dropped connection into a
+    one-line `QkragError` (an httpx traceback tells a user nothing). Attributes pass through unchanged."""
+
+    def __init__(self, target: Any, config: IndexConfig):
+        self._target = target
+        self._config = config
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import httpx
+
+            try:
+                result = value(*args, **kwargs)
+            except httpx.TimeoutException:
+                raise fail(self._config.location, f"the Chroma server did not answer {name}() within "
+                           f"{self._config.timeout:g} s", "check that the server is healthy, or raise the timeout "
+                           "($QKRAG_TIMEOUT) for a slow one") from None
+            except httpx.TransportError as err:
+                raise fail(self._config.location, f"the connection to the Chroma server failed during {name}() "
+                           f"({type(err).__name__}: {redact(str(err))})", "check that the server is still up, "
+                           "then run again") from None
+            # Collections a wrapped client returns are wrapped too, so their calls get the same treatment.
+            return _ServerCalls(result, self._config) if hasattr(result, "query") and hasattr(result, "upsert") \
+                else result
+
+        return call
 
 
 @dataclass
@@ -108,6 +206,7 @@ class BuildStats:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    rebuilt: str = ""  # why the collection was dropped and rebuilt from scratch (corrupt, mixed), else empty
 
 
 class ChromaIndex:
@@ -120,6 +219,8 @@ class ChromaIndex:
 
     def __init__(self, client: Any, collection: Any, config: IndexConfig):
         self.client = client
+        if config.host and not isinstance(collection, _ServerCalls):
+            collection = _ServerCalls(collection, config)
         self.collection = collection
         self.config = config
         self.last_build: BuildStats | None = None
@@ -162,12 +263,53 @@ class ChromaIndex:
         return cls.open(config, encoder.fingerprint, encoder.dimension, create=create)
 
     def sibling(self, collection: str, fingerprint: str, dimension: int, space: Space = "ip",
-                create: bool = True) -> ChromaIndex:
-        """Another collection on the same client, with its own fingerprint, dimension and space."""
+                create: bool = True, *, source_hash: str | None = None) -> ChromaIndex:
+        """Another collection on the same client, with its own fingerprint, dimension and space, holding vectors
+        derived from this one (projected, centred, whitened...).
+
+        It records `source_hash` (default: this collection's `source_hash`), the content it was derived from. Opened
+        against other content it is stale: it is dropped and recreated empty (when `create`), so a caller that checks
+        `complete` / `count()` recomputes it instead of serving vectors of documents that changed. `is_current()`
+        says the same in one call.
+        """
         from dataclasses import replace
 
-        return ChromaIndex.open(replace(self.config, collection=collection, space=space), fingerprint, dimension,
-                                create=create, client=self.client)
+        source_hash = source_hash or self.source_hash
+        config = replace(self.config, collection=collection, space=space)
+        index = ChromaIndex.open(config, fingerprint, dimension, create=create, client=self.client)
+        recorded = index.metadata.get(_META + "derived_from") or ""
+        if recorded != source_hash:
+            if create and (recorded or index.count()):
+                index.delete()  # stale, or of unknown origin: its vectors describe other documents
+                index = ChromaIndex.open(config, fingerprint, dimension, create=True, client=self.client)
+            if create:
+                index._set_meta(derived_from=source_hash)
+        return index
+
+    def is_current(self, source_hash: str) -> bool:
+        """Complete and derived from `source_hash` (see `sibling`): safe to serve without recomputing."""
+        meta = self.metadata
+        return bool(meta.get(_META + "complete")) and meta.get(_META + "derived_from") == source_hash
+
+    @property
+    def source_hash(self) -> str:
+        """A content hash of what this collection holds, for keying what is derived from it. `build_index` records
+        one when it completes (encoder fingerprint + every id and text); otherwise it is computed over the stored ids
+        and vectors (one full read). Any write clears the recorded one."""
+        recorded = self.metadata.get(_META + "content_hash")
+        if recorded and self.complete:
+            return str(recorded)
+        ids, vectors = self.get_vectors()
+        order = np.argsort(np.asarray(ids, dtype=object), kind="stable") if ids else []
+        return _hash_pairs(self.fingerprint, ((ids[i], vectors[i].tobytes()) for i in order))
+
+    @contextmanager
+    def writing(self) -> Iterator[ChromaIndex]:
+        """Hold this collection's writer lock for the with-block (see `IndexConfig.lock_path`): a second writer, in
+        another process, waits up to `config.lock_timeout` seconds, then fails with a message."""
+        with file_lock(self.config.lock_path, self.config.lock_timeout, f"{self.config.location} collection "
+                       f"{self.name!r}"):
+            yield self
 
     def _check(self, fingerprint: str, dimension: int, where: str) -> None:
         meta = self.metadata
@@ -216,12 +358,24 @@ class ChromaIndex:
     def complete(self) -> bool:
         return bool(self.metadata.get(_META + "complete", False))
 
-    def mark_complete(self, complete: bool = True) -> None:
-        # Chroma's modify() replaces the whole metadata dict, so write all of it back.
+    def mark_complete(self, complete: bool = True, *, content_hash: str = "", count: int = -1) -> None:
+        """Set the complete flag. Marking it incomplete clears the recorded content hash and count; marking it
+        complete records them when given (`build_index` does), so a later build can tell a mixed collection."""
+        self._set_meta(complete=bool(complete), content_hash=content_hash if complete else "",
+                       count=int(count) if complete else -1, version=_version())
+
+    def _set_meta(self, **values: Any) -> None:
+        # Chroma's modify() replaces the whole metadata dict, so write all of it back. Cleared values are "" / -1, not
+        # absent: a key left out might survive a merge in another Chroma version.
         meta = self.metadata
-        meta[_META + "complete"] = bool(complete)
-        meta[_META + "version"] = _version()
+        meta.update({_META + key: value for key, value in values.items()})
         self.collection.modify(metadata=meta)
+
+    def _content_changed(self) -> None:
+        """A write after completion: the recorded content hash and count no longer describe the collection."""
+        meta = self.metadata
+        if meta.get(_META + "content_hash") or int(meta.get(_META + "count", -1)) >= 0:
+            self._set_meta(content_hash="", count=-1)
 
     def count(self) -> int:
         return int(self.collection.count())
@@ -253,6 +407,7 @@ class ChromaIndex:
                        exc=IndexMismatchError)
         if texts is not None and len(texts) != len(ids):
             raise fail(f"collection {self.name!r}", f"got {len(texts)} texts for {len(ids)} ids", "pass one per id")
+        self._content_changed()
         for part in self._slices(len(ids)):
             self.collection.upsert(ids=list(ids[part]), embeddings=vectors[part],
                                    documents=list(texts[part]) if texts is not None else None)
@@ -275,6 +430,8 @@ class ChromaIndex:
                 return ids
 
     def remove(self, ids: Sequence[str]) -> None:
+        if len(ids):
+            self._content_changed()
         for part in self._slices(len(ids)):
             self.collection.delete(ids=list(ids[part]))
 
@@ -356,24 +513,108 @@ def _metadata(fingerprint: str, dimension: int, space: Space, complete: bool) ->
             _META + "version": _version(), _META + "complete": complete}
 
 
+def _hash_pairs(fingerprint: str, pairs: Iterable[tuple[str, str | bytes]]) -> str:
+    """SHA-256 over the fingerprint and (id, content) pairs, streamed (a corpus need not fit in one JSON string).
+    Lengths are hashed before each part, so no two different sequences hash alike by shifting a boundary."""
+    digest = hashlib.sha256()
+    for part in (fingerprint, *(x for pair in pairs for x in pair)):
+        raw = part if isinstance(part, bytes) else part.encode("utf-8")
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+def corpus_hash(fingerprint: str, ids: Sequence[str], texts: Sequence[str]) -> str:
+    """The content hash `build_index` records: the encoder fingerprint and every (id, text), in id order."""
+    return _hash_pairs(fingerprint, sorted(zip(ids, texts)))
+
+
+def _health_problem(index: ChromaIndex, encoder: Any, options: Any) -> str:
+    """Why an existing collection cannot be trusted, or "" when it can: a count other than its completed build
+    recorded (a second writer mixed in another corpus), vectors that cannot be read or searched, or a sample of
+    stored vectors that is not what `encoder` makes of the stored texts (re-embedded through the cache: usually free).
+    """
+    meta = index.metadata
+    recorded = int(meta.get(_META + "count", -1))
+    try:
+        count = index.count()
+        if meta.get(_META + "complete") and recorded >= 0 and count != recorded:
+            return f"it holds {count} vectors where its completed build stored {recorded}"
+        if not count:
+            return ""
+        got = index.collection.get(limit=min(count, 8), include=["embeddings", "documents"])
+        vectors = np.asarray(got["embeddings"], dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != index.dimension or not np.isfinite(vectors).all():
+            return f"its stored vectors are unreadable (shape {vectors.shape}, or not finite)"
+        index.collection.query(query_embeddings=vectors[:1], n_results=min(count, 10), include=["distances"])
+    except QkragError:
+        raise  # a server timeout or refusal is not corruption: say so, do not drop the collection
+    except BaseException as err:  # noqa: BLE001 - a Rust panic from Chroma is a BaseException, and means corrupt
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        return f"reading it failed ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+    return _sample_mismatch(got["documents"] or [], vectors, encoder, options)
+
+
+def _sample_mismatch(texts: Sequence[str | None], vectors: np.ndarray, encoder: Any, options: Any) -> str:
+    """"" when each stored vector is what `encoder` makes of its stored text (cosine >= 0.99: the same model on
+    other hardware or batch sizes differs in the last digits, another model or a garbled write does not). Only
+    with the embedding cache on, where it costs nothing: the build put these texts' vectors there."""
+    from .embed import EmbedOptions, embed
+
+    options = options or EmbedOptions()
+    keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+    if not keep or options.cache is None:
+        return ""  # without the embedding cache the check would cost real embedding (or LLM) calls on every re-run
+    fresh = embed(encoder, [texts[i] for i in keep], "document",
+                  EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache))
+    stored = vectors[keep]
+    cosines = np.sum(_unit(stored) * _unit(fresh), axis=1)
+    if float(cosines.min()) < 0.99:
+        return (f"{int((cosines < 0.99).sum())} of {len(keep)} sampled vectors are not what the encoder makes of their "
+                "texts (a second writer or another encoder mixed in)")
+    return ""
+
+
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
                 progress: bool = True, prune: bool = True) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
 
-    The collection is marked incomplete first, so a build killed midway leaves an index that refuses queries. Ids
+    The collection's writer lock is held throughout (a concurrent build waits, see `ChromaIndex.writing`). A
+    collection that is corrupt or mixed (see `_health_problem`) is dropped and rebuilt; `last_build.rebuilt` says
+    why. The collection is marked incomplete first, so a build killed midway leaves an index that refuses queries. Ids
     already stored with the same text are skipped (a re-run embeds and writes nothing); missing ones and ones whose
     text changed are embedded (through the embedding cache, `options` is `EmbedOptions`) and upserted batch by
-    batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete.
-    `index.last_build` says what was done.
+    batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete, with its
+    count and content hash recorded. `index.last_build` says what was done.
     """
+    config = config or IndexConfig()
+    with file_lock(config.lock_path, config.lock_timeout, f"{config.location} collection {config.collection!r}"):
+        index = ChromaIndex.for_encoder(config, encoder)
+        stats = BuildStats()
+        if problem := _health_problem(index, encoder, options):
+            index.delete()
+            index = ChromaIndex.for_encoder(config, encoder)
+            stats.rebuilt = problem
+        index.mark_complete(False)
+        _fill(index, corpus, encoder, options, stats, progress=progress, prune=prune)
+        stored = index.count()
+        if prune and stored != len(corpus.ids):
+            raise fail(f"{config.location} collection {config.collection!r}",
+                       f"holds {stored} vectors after indexing {len(corpus.ids)} documents (another writer, on "
+                       "another machine, changed it meanwhile?)", "stop the other writer, then run again")
+        content = corpus_hash(encoder.fingerprint, corpus.ids, corpus.contents) if prune else ""
+        index.mark_complete(True, content_hash=content, count=stored)
+    index.last_build = stats
+    return index
+
+
+def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: BuildStats, *, progress: bool,
+          prune: bool) -> None:
+    """Embed and upsert what is missing or changed, prune what is gone; counts go to `stats`."""
     from tqdm.auto import tqdm
 
     from .embed import EmbedOptions, embed
-
-    config = config or IndexConfig()
-    index = ChromaIndex.for_encoder(config, encoder)
-    index.mark_complete(False)
-    stats = BuildStats()
 
     ids, texts = corpus.ids, corpus.contents
     stored = index.stored_texts(ids)
@@ -391,17 +632,15 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
     quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
+    step = index.config.batch_size
     with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=not progress or not todo,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
+        for start in range(0, len(todo), step):
+            batch = todo[start : start + step]
             batch_texts = [texts[i] for i in batch]
             vectors = embed(encoder, batch_texts, "document", quiet)
             index.add_vectors([ids[i] for i in batch], vectors, batch_texts)
             bar.update(len(batch))
-    index.mark_complete(True)
-    index.last_build = stats
-    return index
 
 
 @dataclass
@@ -497,4 +736,4 @@ class DenseRetriever:
 
 
 __all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "build_index",
-           "connect", "recall_at_k"]
+           "connect", "corpus_hash", "recall_at_k"]
