@@ -15,7 +15,7 @@ import pytest
 
 from qkrag.data import Corpus
 from qkrag.embed import EmbedOptions, embed
-from qkrag.errors import IndexMismatchError, InputError
+from qkrag.errors import IndexMismatchError, InputError, LLMError
 from qkrag.llm import LLM, LLMConfig
 from qkrag.prompts import PromptTemplate
 from qkrag.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, aspect_embeddings, aspect_neighbours,
@@ -129,17 +129,69 @@ def test_rewrite_texts_rewrites_and_sends_one_request_per_text(make_llm, server)
     assert server.requests[0]["max_tokens"] == 2 * 60 + 16
 
 
-def test_unusable_outputs_fall_back_to_the_original_and_are_counted(make_llm, server):
+def test_a_text_the_llm_failed_to_rewrite_is_an_error_never_its_original(make_llm, server):
+    llm = make_llm()
+    texts = ["rain in spring", "please REFUSE this", "BLANK answer here"]
+    with pytest.raises(LLMError, match="unusable output"):  # the refusal, after its retry: the LLM layer's message
+        rewrite_texts(texts, llm, progress=False)
+    with pytest.raises(LLMError, match=r"rewrite: 1 of 2 texts got no usable answer from the LLM \(empty 1; the first "
+                                       r"is text #1\).*on_failure='skip'"):
+        rewrite_texts([texts[0], texts[2]], llm, progress=False)  # a bare preamble: nothing left after cleaning
+
+
+def test_with_on_failure_skip_failed_texts_are_left_out_and_counted(make_llm, server):
     llm = make_llm()
     stats = RewriteStats()
     texts = ["rain in spring", "please REFUSE this", "BLANK answer here"]
-    out = rewrite_texts(texts, llm, stats=stats, progress=False)
-    assert out == ["rain in spring", "please REFUSE this", "BLANK answer here"]
-    assert stats.texts == 3 and stats.rewritten == 1
+    out = rewrite_texts(texts, llm, stats=stats, progress=False, on_failure="skip")
+    assert out == ["rain in spring", None, None]
+    assert stats.texts == 3 and stats.rewritten == 1 and stats.fallback_total == 0
     # The refusal is retried by the LLM layer (1 retry), then skipped: "unusable"; a bare preamble: "empty".
-    assert stats.fallbacks == {"unusable": 1, "empty": 1}
-    assert stats.fallback_total == 2
+    assert stats.failed == {"unusable": 1, "empty": 1} and stats.failed_total == 2
+    assert stats.as_dict()["failed"] == {"unusable": 1, "empty": 1}
     assert llm.skipped == 1
+    with pytest.raises(InputError, match="on_failure"):
+        rewrite_texts(texts, llm, progress=False, on_failure="fallback")
+
+
+def test_an_llm_that_is_down_stores_nothing_and_a_later_run_rewrites(make_llm, server, tmp_path):
+    """`index --rewrite` with the LLM down used to store the original texts under the rewriting encoder's name, and
+    a later run with the LLM up kept them. Now the build fails, and the next one rewrites every text."""
+    from qkrag.index import IndexConfig, build_index
+
+    corpus = Corpus.from_texts({"a": "Hey, teh rainn falls in spring lol", "b": "<p>Bread needs yeast</p>"})
+    config = IndexConfig(collection="rewritten", path=tmp_path / "chroma")
+    options = EmbedOptions(progress=False)  # with the embedding cache: nothing stale may land in it
+    down = make_llm(base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=1.0)
+    with pytest.raises(LLMError, match="cannot connect"):
+        build_index(corpus, RewritingEncoder(FakeEncoder(), down, progress=False), config, options, progress=False)
+    base = FakeEncoder()
+    index = build_index(corpus, RewritingEncoder(base, make_llm(), progress=False), config, options, progress=False)
+    assert index.complete and index.last_build.added == 2 and len(server.requests) == 2
+    stored = dict(zip(*index.get_vectors()))
+    expected = FakeEncoder().embed_batch(["the rain falls in spring"], "document")[0]
+    np.testing.assert_allclose(stored["a"], expected, atol=1e-6)  # the rewrite, not the original
+
+
+def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from qkrag.cli import main
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "rain in spring"}) + "\n")
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "fake-model")
+    out = tmp_path / "plain.jsonl"
+    with pytest.raises(SystemExit) as info:
+        main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
+    assert info.value.code == 2 and not out.exists()
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_aspect_none_falls_back_and_is_counted(make_llm):

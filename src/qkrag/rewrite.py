@@ -18,8 +18,12 @@ every stage (`embed()`, `build_index`, projections) gets them with no change:
     ...     plain = embed(RewritingEncoder(make_encoder(), llm, max_words=60), corpus.contents, "document")
 
 LLM outputs are cached by the LLM layer and vectors by `embed()`, so a re-run sends no request and embeds nothing.
-An output that is unusable (empty after retries, a refusal, garbled, or "none" for an aspect the text does not
-mention) falls back to the original text; fallbacks are counted in `RewriteStats` and logged, never silent.
+A text the LLM failed to rewrite (no usable answer after its retries, a refusal, nothing left after cleaning) is an
+error, never its original text passed off as a rewrite: that original would be embedded and cached under the
+rewriting encoder's name, and a later run with the LLM healthy would never rewrite it. `rewrite_texts` and
+`aspect_texts` can instead leave such texts out (`on_failure="skip"`: `None` in their place, counted in
+`RewriteStats.failed`); the encoders cannot leave a text out of a batch, so they always raise. The one fallback to the
+original is an aspect's "none" (the text says nothing about it): an answer, counted in `RewriteStats.fallbacks`.
 Each wrapper's `fingerprint` names the base encoder, the LLM model and its sampling settings, the template's hash and
 every parameter, so caches and Chroma indexes never mix vectors of different rewrites (an index built with one
 refuses an encoder with another).
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .embed import SIDES, EmbedOptions, Encoder, Side, _check_side, embed
-from .errors import fail
+from .errors import LLMError, fail
 from .prompts import PromptTemplate, aspect_description, aspect_template, is_refusal, load_template, parse_candidates
 
 if TYPE_CHECKING:
@@ -82,27 +86,39 @@ _NO_ASPECT = re.compile(
 
 @dataclass
 class RewriteStats:
-    """What rewriting did: texts sent, texts rewritten, and fallbacks to the original text by reason.
+    """What rewriting did: texts sent, texts rewritten, texts that failed (left out) and fallbacks, by reason.
 
-    Reasons: `unusable` (the LLM gave no usable output after its retries: empty, refusal or garbled), `empty` (nothing
-    left after removing preambles and fences), `refusal`, and for aspects `none` (the text does not mention it).
+    Failure reasons: `unusable` (the LLM gave no usable output after its retries: server down, empty, refusal or
+    garbled), `empty` (nothing left after removing preambles and fences), `refusal`. Fallback reason (the original
+    text is kept, on purpose): `none`, an aspect the text does not mention.
     """
 
     texts: int = 0
     rewritten: int = 0
     fallbacks: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
 
     @property
     def fallback_total(self) -> int:
         return sum(self.fallbacks.values())
 
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
     def add(self, other: RewriteStats) -> None:
         self.texts += other.texts
         self.rewritten += other.rewritten
         self.fallbacks.update(other.fallbacks)
+        self.failed.update(other.failed)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"texts": self.texts, "rewritten": self.rewritten, "fallbacks": dict(self.fallbacks)}
+        return {"texts": self.texts, "rewritten": self.rewritten, "fallbacks": dict(self.fallbacks),
+                "failed": dict(self.failed)}
+
+
+#: What to do with a text the LLM failed to rewrite: raise an `LLMError`, or leave it out (None in its place).
+ON_FAILURE = ("error", "skip")
 
 
 # ---------------------------------------------------------------------------------------------------- cleaning
@@ -115,7 +131,7 @@ def clean_output(text: str | None) -> str:
 
 
 def _usable(raw: str | None, *, aspect: bool) -> tuple[str | None, str | None]:
-    """(cleaned text, None) or (None, fallback reason)."""
+    """(cleaned text, None) or (None, why not: a failure reason, or "none" for an aspect not mentioned)."""
     if raw is None:
         return None, "unusable"
     cleaned = clean_output(raw)
@@ -130,30 +146,55 @@ def _usable(raw: str | None, *, aspect: bool) -> tuple[str | None, str | None]:
 
 
 def _run(texts: Sequence[str], llm: LLM, template: PromptTemplate, variables: Mapping[str, Any],
-         params: Mapping[str, Any], *, aspect: bool, stats: RewriteStats | None, progress: bool, desc: str) -> list[str]:
+         params: Mapping[str, Any], *, aspect: bool, stats: RewriteStats | None, progress: bool, desc: str,
+         on_failure: str = "error") -> list[str | None]:
+    if on_failure not in ON_FAILURE:
+        raise fail("on_failure", f"{on_failure!r} is not a choice", f"use one of {ON_FAILURE}")
     texts = list(texts)
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise fail(f"text #{i}", "is empty" if isinstance(text, str) else f"is {type(text).__name__}, not str",
                        "drop empty texts before rewriting; an empty text has nothing to rewrite")
     prompts = [template.render(text=t, **variables) for t in texts]
-    results = llm.complete_many(prompts, on_error="skip", progress=progress, desc=desc, **params)
+    # "raise": the first failed request stops the run with the LLM layer's own message (server down, HTTP 401...).
+    results = llm.complete_many(prompts, on_error="raise" if on_failure == "error" else "skip", progress=progress,
+                                desc=desc, **params)
     local = RewriteStats(texts=len(texts))
-    out = []
-    for text, result in zip(texts, results):
+    out: list[str | None] = []
+    first_failed: int | None = None
+    for i, (text, result) in enumerate(zip(texts, results)):
         cleaned, reason = _usable(None if result is None else result.text, aspect=aspect)
-        if cleaned is None:
-            local.fallbacks[reason or "unusable"] += 1
-            out.append(text)
-        else:
+        if cleaned is not None:
             local.rewritten += 1
             out.append(cleaned)
-    if local.fallback_total:
-        log.warning("%s: %d of %d texts kept their original text (%s)", desc, local.fallback_total, len(texts),
-                    ", ".join(f"{k} {v}" for k, v in sorted(local.fallbacks.items())))
+        elif reason == "none":  # an answer: the text says nothing about the aspect; keep it distinct, see _usable
+            local.fallbacks[reason] += 1
+            out.append(text)
+        else:
+            local.failed[reason or "unusable"] += 1
+            first_failed = i if first_failed is None else first_failed
+            out.append(None)
     if stats is not None:
         stats.add(local)
+    if local.failed_total:
+        _report_failures(local, first_failed, desc, on_failure)
+    if local.fallback_total:
+        log.warning("%s: %d of %d texts say nothing about the aspect and kept their original text", desc,
+                    local.fallback_total, len(texts))
     return out
+
+
+def _report_failures(local: RewriteStats, first: int | None, desc: str, on_failure: str) -> None:
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(local.failed.items()))
+    if on_failure == "skip":
+        log.warning("%s: %d of %d texts got no usable answer from the LLM and are left out (%s)", desc,
+                    local.failed_total, local.texts, reasons)
+        return
+    raise fail(desc, f"{local.failed_total} of {local.texts} texts got no usable answer from the LLM ({reasons}; "
+               f"the first is text #{first})",
+               "check the LLM's answers (a model too small for the prompt?), or leave such texts out with "
+               "on_failure='skip' (they are counted); their original texts are never used in place of a rewrite",
+               exc=LLMError)
 
 
 def _rewrite_template(template: str | Path | PromptTemplate) -> PromptTemplate:
@@ -177,31 +218,32 @@ def _rewrite_max_tokens(max_words: int) -> int:
 
 def rewrite_texts(texts: Sequence[str], llm: LLM, *, template: str | Path | PromptTemplate = "rewrite",
                   max_words: int = DEFAULT_MAX_WORDS, stats: RewriteStats | None = None,
-                  progress: bool = True) -> list[str]:
+                  progress: bool = True, on_failure: str = "error") -> list[str | None]:
     """Each text rewritten by `llm` with `template` (default: plain English, content only, at most `max_words`).
 
-    Requests go through `llm.complete_many` (cached: a re-run sends none; a progress bar counts them). An unusable
-    output (no usable answer after the LLM's retries, a refusal, nothing left after cleaning) falls back to the
-    original text; fallbacks are counted by reason in `stats` (when given) and logged as a warning.
+    Requests go through `llm.complete_many` (cached: a re-run sends none; a progress bar counts them). A text with
+    no usable rewrite (no usable answer after the LLM's retries, a refusal, nothing left after cleaning) raises an
+    `LLMError`; with `on_failure="skip"` it is left out instead: `None` in its place, counted by reason in
+    `stats.failed` (when given) and logged. Its original text is never returned as its rewrite.
     """
     tpl = _rewrite_template(template)
     variables = {"max_words": _check_max_words(max_words)} if "max_words" in tpl.variables else {}
     return _run(texts, llm, tpl, variables, {"max_tokens": _rewrite_max_tokens(max_words)}, aspect=False,
-                stats=stats, progress=progress, desc="rewrite")
+                stats=stats, progress=progress, desc="rewrite", on_failure=on_failure)
 
 
 def aspect_texts(texts: Sequence[str], llm: LLM, aspect: str, *, stats: RewriteStats | None = None,
-                 progress: bool = True) -> list[str]:
+                 progress: bool = True, on_failure: str = "error") -> list[str | None]:
     """What each text says about one `aspect`: a built-in name ("climate", see `prompts.builtin_aspects()`) or a
     string with a `{text}` slot ("Which sports teams does {text} have?").
 
-    A text that does not mention the aspect (the model answers "none"), and any unusable output, falls back to the
-    original text - counted by reason in `stats` and logged - so such items stay distinct instead of all collapsing
-    onto the embedding of "none".
+    A text that does not mention the aspect (the model answers "none") keeps its original text - counted in
+    `stats.fallbacks` and logged - so such items stay distinct instead of all collapsing onto the embedding of
+    "none". A text with no usable answer is an `LLMError`, or with `on_failure="skip"` `None`, as in `rewrite_texts`.
     """
     tpl = aspect_template(aspect)
     return _run(texts, llm, tpl, {}, {"max_tokens": ASPECT_MAX_TOKENS}, aspect=True, stats=stats,
-                progress=progress, desc=f"aspect {_aspect_label(aspect)}")
+                progress=progress, desc=f"aspect {_aspect_label(aspect)}", on_failure=on_failure)
 
 
 def _aspect_label(aspect: str) -> str:
@@ -272,7 +314,7 @@ class _WrappingEncoder(Encoder):
 
 
 class _LLMEncoder(_WrappingEncoder):
-    """Shared by both LLM wrappers: LLM texts on the chosen sides, counted fallbacks, the LLM in the fingerprint."""
+    """Shared by both LLM wrappers: LLM texts on the chosen sides, counted outcomes, the LLM in the fingerprint."""
 
     def __init__(self, base: Encoder, llm: LLM, sides: Sequence[str], progress: bool):
         super().__init__(base, sides)
@@ -293,8 +335,8 @@ class RewritingEncoder(_LLMEncoder):
 
     `sides`: which texts are rewritten; the default rewrites documents only, since a query rewrite costs an LLM call
     at search time. Pass `("query", "document")` when queries come in messy styles too. `template` is a shipped name,
-    a path to a .toml file or a `PromptTemplate` with `{text}` (and optionally `{max_words}`). Fallbacks to the
-    original text (unusable outputs) accumulate in `self.stats`.
+    a path to a .toml file or a `PromptTemplate` with `{text}` (and optionally `{max_words}`). A text the LLM fails
+    to rewrite raises an `LLMError` (nothing is embedded or cached for its batch); counts accumulate in `self.stats`.
     """
 
     kind = "rewrite"
@@ -310,15 +352,18 @@ class RewritingEncoder(_LLMEncoder):
                 f"max_tokens={_rewrite_max_tokens(self.max_words)}"]
 
     def transform(self, texts: Sequence[str]) -> list[str]:
+        # on_failure="error" (never "skip"): a batch of vectors cannot leave a text out. Raising also keeps the
+        # failed batch out of the embedding cache, so a later run with the LLM up rewrites it.
         return rewrite_texts(texts, self.llm, template=self.template, max_words=self.max_words, stats=self.stats,
-                             progress=self.progress)
+                             progress=self.progress)  # type: ignore[return-value]
 
 
 class AspectEncoder(_LLMEncoder):
     """Embeds what the LLM says about one `aspect` of each text (built-in name or a string with `{text}`) with `base`.
 
     One aspect per encoder, so each aspect gets its own vectors, cache entries and index. Both sides by default: a
-    query's aspect is compared with documents' aspects. Fallbacks (no answer, "none") accumulate in `self.stats`.
+    query's aspect is compared with documents' aspects. "none" answers (kept as the original text) accumulate in
+    `self.stats.fallbacks`; a text with no usable answer raises an `LLMError`.
     """
 
     kind = "aspect"
@@ -334,7 +379,7 @@ class AspectEncoder(_LLMEncoder):
                 f"max_tokens={ASPECT_MAX_TOKENS}"]
 
     def transform(self, texts: Sequence[str]) -> list[str]:
-        return aspect_texts(texts, self.llm, self.aspect, stats=self.stats, progress=self.progress)
+        return aspect_texts(texts, self.llm, self.aspect, stats=self.stats, progress=self.progress)  # type: ignore
 
 
 class ExtractiveAspectEncoder(_WrappingEncoder):
