@@ -173,3 +173,25 @@ def test_cli_index_with_an_echoing_embeddings_server_prints_no_key(echoing_serve
     out = capsys.readouterr()
     assert exit_info.value.code == 2 and echoing_server.auth_headers  # a clear error, after reaching the server
     assert SECRET not in out.out + out.err and "HTTP 401" in out.err
+
+
+def test_an_embeddings_server_that_never_answers_fails_within_the_timeouts():
+    import socket
+    import time
+
+    with socket.socket() as listener:  # accepts (the kernel's backlog) and never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        enc = OpenAIEncoder("m", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1", api_key=SECRET,
+                            timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(QkragError, match=r"did not answer within 0.5 s \(3 tries\).*QKRAG_TIMEOUT"):
+            embed(enc, ["hello"], "document", EmbedOptions(cache=None, progress=False))
+        assert time.monotonic() - started < 10
+
+
+def test_the_embeddings_timeout_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("QKRAG_TIMEOUT", "4")
+    assert OpenAIEncoder("m", base_url="http://127.0.0.1:9/v1").timeout == 4.0
+    monkeypatch.delenv("QKRAG_TIMEOUT")
+    assert OpenAIEncoder("m", base_url="http://127.0.0.1:9/v1").timeout == 60.0

@@ -364,3 +364,73 @@ def test_a_cache_passed_in_stays_open_after_close(make_llm, server, tmp_path):
     llm.close()
     assert len(shared) == 1  # still usable: the caller owns it
     shared.close()
+
+
+# ------------------------------------------------------------------------------------------------ hangs
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers: a hung LLM server."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.accepted: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.accepted.append(self.listener.accept()[0])  # held open, never answered
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for conn in self.accepted:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def silent():
+    s = SilentServer()
+    yield s
+    s.close()
+
+
+def test_a_hung_server_fails_after_two_timeouts_whatever_max_retries_says(silent, tmp_path):
+    from qkrag.errors import LLMUnavailableError
+
+    llm = LLM(LLMConfig(model="m", base_url=silent.url, timeout=1.0, max_retries=5, backoff=0.0), cache=False)
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailableError, match=r"failed after 2 tries \(last: timed out after 1 s\).*QKRAG_TIMEOUT"):
+        llm.complete("hello")
+    assert time.monotonic() - started < 4 and llm.calls_made == 2
+    llm.close()
+
+
+def test_a_hung_server_ends_a_whole_batch_in_about_one_request_s_time(silent):
+    llm = LLM(LLMConfig(model="m", base_url=silent.url, timeout=1.0, max_retries=3, backoff=0.0, concurrency=2),
+              cache=False)
+    started = time.monotonic()
+    out = llm.complete_many([f"prompt {i}" for i in range(12)], on_error="skip", progress=False)
+    assert out == [None] * 12 and llm.skipped == 12
+    assert time.monotonic() - started < 6  # 2 tries x 1 s for the first ones, not 12 x 4 x 1 s
+    assert llm.calls_made <= 6
+    llm.close()
+
+
+def test_the_llm_timeout_defaults_to_a_minute_and_follows_the_environment(monkeypatch):
+    monkeypatch.delenv("QKRAG_TIMEOUT", raising=False)
+    assert LLMConfig(model="m").timeout == 60.0
+    monkeypatch.setenv("QKRAG_TIMEOUT", "5")
+    assert LLMConfig(model="m").timeout == 5.0 and LLMConfig(model="m", timeout=9).timeout == 9

@@ -335,3 +335,19 @@ def test_open_llm_takes_the_url_from_the_argument_then_the_environment(monkeypat
     monkeypatch.setenv("QKRAG_LLM_MODEL", "m")
     assert localllm.open_llm().config.base_url == "http://127.0.0.1:9/v1"
     assert localllm.open_llm("http://127.0.0.1:8/v1").config.base_url == "http://127.0.0.1:8/v1"
+
+
+def test_timeouts_are_settable_and_default_from_the_environment(monkeypatch):
+    monkeypatch.delenv("QKRAG_TIMEOUT", raising=False)
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "m")
+    server = LocalLLMServer(port=9)
+    assert server.config().timeout == 120.0  # the embedded CPU model is slow; a remote server gets 60 s
+    assert localllm.open_llm("http://127.0.0.1:9/v1").config.timeout == 60.0
+    assert localllm.open_llm("http://127.0.0.1:9/v1", timeout=3).config.timeout == 3
+    monkeypatch.setenv("QKRAG_TIMEOUT", "7")
+    assert server.config().timeout == 7.0 and localllm.open_llm("http://127.0.0.1:9/v1").config.timeout == 7.0
+    seen = {}
+    monkeypatch.setattr(localllm, "default_llm", lambda **k: seen.update(k))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    localllm.open_llm(timeout=4)
+    assert seen == {"timeout": 4}

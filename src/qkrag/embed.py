@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from .cache import DiskCache, content_hash, default_cache_dir, pack_vector, unpack_vector
+from .cache import DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, unpack_vector
 from .errors import QkragError, fail, redact
 
 Side = Literal["query", "document"]
@@ -126,14 +126,15 @@ class OpenAIEncoder(Encoder):
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
                  query_prefix: str = "", document_prefix: str = "", dimensions: int | None = None,
-                 timeout: float = 60.0, max_retries: int = 5):
+                 timeout: float | None = None, max_retries: int = 2):
         self.model_name = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"  # local servers ignore it
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.dimensions = dimensions
-        self.timeout = timeout
+        # The openai client retries timeouts too: 3 tries of $QKRAG_TIMEOUT (else 60 s) bound a hung server.
+        self.timeout = timeout if timeout is not None else default_timeout()
         self.max_retries = max_retries
         self.name = f"openai:{model}"
         self._client = None
@@ -178,6 +179,11 @@ class OpenAIEncoder(Encoder):
     def _error(self, err: Exception) -> QkragError:
         """A one-line error for a failed request, scrubbed of the key (a server may echo request headers)."""
         status = getattr(err, "status_code", None)
+        if "timed out" in str(err).lower():
+            return fail(f"embeddings API at {self.base_url or 'api.openai.com'} (model {self.model_name!r})",
+                        f"did not answer within {self.timeout:g} s ({self.max_retries + 1} tries)",
+                        "check that the server is up, or raise the timeout ($QKRAG_TIMEOUT) for a slow one",
+                        exc=QkragError)
         if status in (401, 403):
             fix = "check OPENAI_API_KEY (it is not shown here) and that it may use this model"
         elif status == 404:

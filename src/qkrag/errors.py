@@ -25,6 +25,11 @@ class LLMError(QkragError):
     """An LLM call failed after its retries (server down, timeout, unusable output)."""
 
 
+class LLMUnavailableError(LLMError):
+    """The LLM server could not be reached, or did not answer within the timeout, after the retries: a fault of the
+    server, not of one item's output (callers may stop a whole batch on it, and retry it on resume)."""
+
+
 def fail(what: str, problem: str, fix: str, exc: type[QkragError] = InputError) -> QkragError:
     """Build an error whose message reads `what: problem. Fix: fix` (return it, so callers write `raise fail(...)`)."""
     return exc(f"{what}: {problem}. Fix: {fix}")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qkrag.cache import DiskCache, content_hash, default_cache_dir
-from qkrag.errors import LLMError, fail, redact
+from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout
+from qkrag.errors import LLMError, LLMUnavailableError, fail, redact
 from qkrag.prompts import Prompt, output_problem
 
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 
 #: What `complete` accepts: a plain user prompt, chat messages, or a rendered `qkrag.prompts.Prompt`.
 PromptLike = str | Sequence[Mapping[str, str]] | Prompt
+
+#: Tries of one request that may end in a timeout before it is given up, whatever max_retries says.
+_TIMEOUT_TRIES = 2
+_UNAVAILABLE_FIX = ("check that the server is up and answers at that address (raise the timeout, $QKRAG_TIMEOUT, "
+                    "for a slow one)")
 
 # Sent as the key to servers that need none (llama.cpp, vLLM, Ollama): the openai client refuses to start without one.
 _NO_KEY = "sk-no-key-required"
@@ -64,7 +69,9 @@ class LLMConfig:
     model: str
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # a secret: never in a repr
-    timeout: float = 120.0  # seconds per request; small CPU models are slow, a stuck server is not
+    # Seconds per request ($QKRAG_TIMEOUT, else 60). A request that times out twice is given up: a hung server stays
+    # hung, and each try already waited the full timeout.
+    timeout: float = field(default_factory=default_timeout)
     max_retries: int = 3  # retries after the first try, for transport faults and for unusable output alike
     backoff: float = 0.5  # first wait in seconds; doubles each retry, with jitter, capped at 30 s
     concurrency: int = 4
@@ -232,7 +239,8 @@ class LLM:
 
         `on_error="raise"` raises the first `LLMError` (results already computed stay in the cache, so a re-run
         resumes); `on_error="skip"` puts `None` in place of each failure and counts it in `skipped`. Identical prompts
-        are sent once.
+        are sent once. Once one request finds the server down or hung (`LLMUnavailableError`), the rest of the batch
+        fails at once, with that error type, instead of each waiting out its own timeouts.
         """
         if on_error not in ("raise", "skip"):
             raise fail("complete_many on_error", f"{on_error!r} is not a choice", 'use "raise" or "skip"')
@@ -256,12 +264,17 @@ class LLM:
                    unit="req", disable=not progress, dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(todo)), thread_name_prefix="qkrag-llm")
         try:
-            futures = {pool.submit(self._run, requests[idx[0]], check): idx for idx in todo.values()}
+            # Set when one request finds the server down or hung: the others of this batch then fail at once instead
+            # of each waiting out its own timeouts (a hung server cost minutes per batch).
+            unavailable = threading.Event()
+            futures = {pool.submit(self._run, requests[idx[0]], check, unavailable): idx for idx in todo.values()}
             for future in as_completed(futures):
                 positions = futures[future]
                 try:
                     completion: Completion | None = future.result()
-                except LLMError:
+                except LLMError as err:
+                    if isinstance(err, LLMUnavailableError):
+                        unavailable.set()
                     if on_error == "raise":
                         raise
                     completion = None
@@ -333,10 +346,16 @@ class LLM:
         key = content_hash(_CACHE_VERSION, self.config.model, messages, merged)
         return _Request(messages, merged, key, self.config.model, template, template_hash)
 
-    def _run(self, request: _Request, check: Callable[[str], bool] | None) -> Completion:
+    def _run(self, request: _Request, check: Callable[[str], bool] | None,
+             unavailable: threading.Event | None = None) -> Completion:
         cfg = self.config
         last_problem = "no attempt made"
+        timeouts = 0
         for attempt in range(cfg.max_retries + 1):
+            if unavailable is not None and unavailable.is_set():
+                raise fail(f"LLM request to model {cfg.model!r} at {self._where}", "not sent: another request of "
+                           "this batch found the server down or not answering", _UNAVAILABLE_FIX,
+                           exc=LLMUnavailableError)
             if attempt:
                 with self._lock:
                     self.retries += 1
@@ -353,6 +372,9 @@ class LLM:
                 last_problem = f"unusable output ({exc})"
             except Exception as exc:  # noqa: BLE001 - sorted into retryable / fatal just below
                 retryable, last_problem = self._classify(exc)
+                timeouts += last_problem.startswith("timed out")
+                if timeouts >= _TIMEOUT_TRIES:
+                    break
                 if not retryable:
                     # `from None`: the original exception's text may carry what the server echoed, key included.
                     raise fail(f"LLM request to model {cfg.model!r} at {self._where}", last_problem,
@@ -368,12 +390,13 @@ class LLM:
                     return completion
                 last_problem = f"unusable output ({problem})"
             log.warning("LLM %s attempt %d/%d failed: %s", cfg.model, attempt + 1, cfg.max_retries + 1, last_problem)
+        down = last_problem.startswith(("timed out", "cannot connect"))
         raise fail(
             f"LLM request to model {cfg.model!r} at {self._where}",
-            f"failed after {cfg.max_retries + 1} tries (last: {last_problem})",
-            "check that the server is up and answers this model (raise timeout or max_retries for a slow one), "
-            "or run with on_error='skip' to count and skip such items",
-            exc=LLMError,
+            f"failed after {attempt + 1} tries (last: {last_problem})",
+            _UNAVAILABLE_FIX if down else "check that the server answers this model with usable text, or run with "
+            "on_error='skip' to count and skip such items",
+            exc=LLMUnavailableError if down else LLMError,
         )
 
     def _send(self, request: _Request, params: dict[str, Any], attempt: int) -> Completion:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from qkrag._atomic import atomic_open, write_json
-from qkrag.cache import default_cache_dir
+from qkrag.cache import default_cache_dir, default_timeout
 from qkrag.errors import LLMError, fail
 from qkrag.llm import LLM, LLMConfig
 
@@ -421,9 +421,10 @@ class LocalLLMServer:
 
     def config(self, **overrides: Any) -> LLMConfig:
         """An `LLMConfig` for this server. llama.cpp answers one request at a time, so concurrency is 1: parallel
-        requests would only queue and run into their timeouts."""
+        requests would only queue and run into their timeouts. The timeout ($QKRAG_TIMEOUT, else 120 s) is above the
+        usual minute: a 0.5B model on two busy CPU cores takes up to ~60 s for a long passage and 256 tokens."""
         values: dict[str, Any] = {"model": self.model.name, "base_url": self.base_url, "api_key": None,
-                                  "concurrency": 1, "timeout": 300.0}
+                                  "concurrency": 1, "timeout": default_timeout(120.0)}
         values.update(overrides)
         return LLMConfig(**values)
 
@@ -449,15 +450,18 @@ def default_llm(
         raise
 
 
-def open_llm(base_url: str | None = None, model: str | None = None) -> LLM:
+def open_llm(base_url: str | None = None, model: str | None = None, timeout: float | None = None) -> LLM:
     """The LLM a command asked for: an OpenAI-compatible server at `base_url`, else at $OPENAI_BASE_URL (model, key
     and the rest from the environment, see `LLMConfig.from_env`), else the embedded server, started now and stopped
     when the returned LLM is closed (use it as a context manager). A key alone ($OPENAI_API_KEY) does not choose a
-    server: sending a corpus to a paid API takes a URL someone set on purpose."""
+    server: sending a corpus to a paid API takes a URL someone set on purpose. `timeout`: seconds per request
+    (default $QKRAG_TIMEOUT, else 60 s for a server, 120 s for the embedded one)."""
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     if base_url:
         overrides: dict[str, Any] = {"base_url": base_url}
         if model:
             overrides["model"] = model
+        if timeout:
+            overrides["timeout"] = timeout
         return LLM(LLMConfig.from_env(**overrides))
-    return default_llm()
+    return default_llm(**({"timeout": timeout} if timeout else {}))
