@@ -1,5 +1,6 @@
 import json
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,86 @@ def test_the_embeddings_timeout_follows_the_environment(monkeypatch):
     assert OpenAIEncoder("m", base_url="http://127.0.0.1:9/v1").timeout == 4.0
     monkeypatch.delenv("QKRAG_TIMEOUT")
     assert OpenAIEncoder("m", base_url="http://127.0.0.1:9/v1").timeout == 60.0
+
+
+# ------------------------------------------------------------------------------------------------ cache keys
+
+
+class FolderModel(SentenceTransformerEncoder):
+    """A "model" in a local folder whose vectors come from its weights file, so a test can overwrite the weights."""
+
+    @property
+    def dimension(self) -> int:
+        return 3
+
+    def warm_up(self) -> None:
+        pass  # nothing to load
+
+    def embed_batch(self, texts, side):
+        scale = float((Path(self.model_name) / "weights.txt").read_text())
+        return np.full((len(texts), 3), scale, np.float32)
+
+
+def test_overwritten_local_model_weights_miss_the_cache(tmp_path):
+    import os
+
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "weights.txt").write_text("1.0")
+    cache = DiskCache(tmp_path / "e.sqlite")
+    options = EmbedOptions(cache=cache, progress=False)
+    before = FolderModel(str(folder))
+    assert embed(before, ["a text"], "document", options)[0, 0] == 1.0
+    (folder / "weights.txt").write_text("2.0")  # same name, same size: only the content and the mtime differ
+    os.utime(folder / "weights.txt", ns=(1, 1))
+    after = FolderModel(str(folder))
+    assert after.fingerprint != before.fingerprint and after.fingerprint.startswith(f"{folder}|weights=")
+    assert embed(after, ["a text"], "document", options)[0, 0] == 2.0  # not the old weights' vector from the cache
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "lock").write_text("tools write here")
+    assert FolderModel(str(folder)).fingerprint == after.fingerprint  # hidden files are not the model
+    assert SentenceTransformerEncoder().fingerprint == "sentence-transformers/all-MiniLM-L6-v2"  # unchanged
+    assert SentenceTransformerEncoder("BAAI/bge-small-en-v1.5").fingerprint == "BAAI/bge-small-en-v1.5"
+
+
+class VectorServer(LoopbackHTTP):
+    """An OpenAI-style embeddings endpoint answering every text with [value, 1, 0]."""
+
+    def __init__(self, value: float) -> None:
+        self.hits = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.hits += 1
+                data = [{"object": "embedding", "index": i, "embedding": [value, 1.0, 0.0]}
+                        for i in range(len(body["input"]))]
+                raw = json.dumps({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self._serve(Handler)
+
+
+def test_embeddings_of_one_server_are_never_served_for_another_with_the_same_model_name(tmp_path):
+    one, two = VectorServer(1.0), VectorServer(2.0)
+    try:
+        options = EmbedOptions(cache=DiskCache(tmp_path / "e.sqlite"), progress=False)
+        first = embed(OpenAIEncoder("same-name", base_url=one.url), ["text"], "query", options)
+        second = embed(OpenAIEncoder("same-name", base_url=two.url), ["text"], "query", options)
+        assert first[0, 0] == 1.0 and second[0, 0] == 2.0 and two.hits == 1
+        again = embed(OpenAIEncoder("same-name", base_url=one.url.replace("http:", "HTTP:") + "/"), ["text"], "query",
+                      options)  # the same server spelled differently: still a cache hit
+        assert again[0, 0] == 1.0 and one.hits == 1
+    finally:
+        one.close()
+        two.close()

@@ -434,3 +434,38 @@ def test_the_llm_timeout_defaults_to_a_minute_and_follows_the_environment(monkey
     assert LLMConfig(model="m").timeout == 60.0
     monkeypatch.setenv("QKRAG_TIMEOUT", "5")
     assert LLMConfig(model="m").timeout == 5.0 and LLMConfig(model="m", timeout=9).timeout == 9
+
+
+# ------------------------------------------------------------------------------------------------ cache keys
+
+
+def test_answers_of_one_server_are_never_served_for_another_with_the_same_model_name(server, tmp_path):
+    other = FakeServer()
+    try:
+        cache = DiskCache(tmp_path / "shared.sqlite")
+        cfg = LLMConfig(model="same-name", base_url=server.url, timeout=2.0, max_retries=0, backoff=0.0)
+        with LLM(cfg, cache=cache) as first:
+            first.complete("hello")
+        with LLM(replace(cfg, base_url=other.url), cache=cache) as second:
+            assert not second.complete("hello").cached and other.hits == 1
+        with LLM(replace(cfg, base_url=server.url + "/"), cache=cache) as again:  # the same server, spelled apart
+            assert again.complete("hello").cached and server.hits == 1
+    finally:
+        other.close()
+
+
+def test_the_embedded_server_keys_its_cache_as_before(tmp_path):
+    """Its port changes every run, so it keys on the model alone (pinned by hash), exactly as before scopes
+    existed: the answers already cached for it stay valid."""
+    from qkrag.cache import content_hash
+    from qkrag.llm import _CACHE_VERSION
+
+    embedded = LLM(LLMConfig(model="qwen", base_url="http://127.0.0.1:41234/v1", cache_scope=""), cache=False)
+    moved = LLM(LLMConfig(model="qwen", base_url="http://127.0.0.1:50000/v1", cache_scope=""), cache=False)
+    messages = [{"role": "user", "content": "hi"}]
+    params = {"temperature": 0.0, "max_tokens": 256}
+    assert embedded._request("hi", {}).key == moved._request("hi", {}).key == \
+        content_hash(_CACHE_VERSION, "qwen", messages, params)
+    remote = LLM(LLMConfig(model="qwen", base_url="http://127.0.0.1:41234/v1"), cache=False)
+    assert remote.cache_scope == "http://127.0.0.1:41234/v1" and remote._request("hi", {}).key != \
+        embedded._request("hi", {}).key

@@ -351,3 +351,7 @@ def test_timeouts_are_settable_and_default_from_the_environment(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     localllm.open_llm(timeout=4)
     assert seen == {"timeout": 4}
+
+
+def test_the_embedded_server_config_keys_the_cache_on_the_model_not_its_port():
+    assert LocalLLMServer(port=9).config().cache_scope == ""

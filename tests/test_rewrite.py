@@ -248,6 +248,18 @@ def test_fingerprints_name_base_model_template_and_parameters(make_llm, fake_enc
     assert base.dimension == fake_encoder.dimension
 
 
+def test_rewritten_vectors_are_cached_per_llm_server(make_llm, fake_encoder, tmp_path):
+    """Two LLM servers with one model name may rewrite differently: their rewrites' vectors are cached apart."""
+    from qkrag.embed import OpenAIEncoder
+
+    here = RewritingEncoder(fake_encoder, make_llm(), max_words=40)
+    there = RewritingEncoder(fake_encoder, make_llm(base_url="http://127.0.0.1:9/v1"), max_words=40)
+    assert here.fingerprint == there.fingerprint  # the same rewrite, as far as an index is concerned
+    assert here.cache_key != there.cache_key and "llm_server=http://127.0.0.1:9/v1" in there.cache_key
+    api = RewritingEncoder(OpenAIEncoder("m", base_url="http://127.0.0.1:8/v1"), make_llm(), max_words=40)
+    assert "base=openai:m|server=http://127.0.0.1:8/v1" in api.cache_key
+
+
 def test_make_rewriting_encoder_is_a_thin_switch(make_llm, fake_encoder):
     llm = make_llm()
     assert make_rewriting_encoder(fake_encoder, llm) is fake_encoder

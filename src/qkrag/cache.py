@@ -54,6 +54,21 @@ def default_timeout(fallback: float = DEFAULT_TIMEOUT) -> float:
     return seconds
 
 
+def server_identity(base_url: str | None) -> str:
+    """A server's address as a cache key: scheme, lower-cased host, port and path, without a trailing slash (so
+    `http://Host:8000/v1/` and `http://host:8000/v1` are one server). No URL: the OpenAI API."""
+    from urllib.parse import urlsplit
+
+    if not base_url:
+        return "https://api.openai.com/v1"
+    parts = urlsplit(base_url.strip())
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # not a port number: keep the URL as given, it still tells servers apart
+        return base_url.strip()
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}{parts.path.rstrip('/')}"
+
+
 class DiskCache:
     """A key -> bytes store in one SQLite file. Thread-safe; writes are committed in batches by `put_many`."""
 

@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from .cache import DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, unpack_vector
+from .cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
+                    unpack_vector)
 from .errors import QkragError, fail, redact
 
 Side = Literal["query", "document"]
@@ -43,8 +44,15 @@ class Encoder(ABC):
 
     @property
     def fingerprint(self) -> str:
-        """Everything that changes the vectors (name, prefixes, ...): the cache key and the index's encoder identity."""
+        """Everything that changes what the vectors mean (name, weights, prefixes, ...): the index's encoder
+        identity, and the base of the cache key."""
         return self.name
+
+    @property
+    def cache_key(self) -> str:
+        """What the embedding cache keys on: the fingerprint, plus whatever else makes these exact vectors but is no
+        part of the index's identity (the server an API model is reached at)."""
+        return self.fingerprint
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.fingerprint!r})"
@@ -69,10 +77,16 @@ class SentenceTransformerEncoder(Encoder):
         self.normalize = normalize
         self.name = self.model_name
         self._model = None
+        # A local folder's name says nothing about its weights: overwrite them and the old vectors would still be
+        # served from the cache, and an index of the old weights searched with the new. Key on what is in it.
+        self.weights = folder_identity(self.model_name) if self.model_name not in (DEFAULT_MODEL,
+                                                                                   "all-MiniLM-L6-v2") else ""
 
     @property
     def fingerprint(self) -> str:
         parts = [self.name]
+        if self.weights:
+            parts.append(f"weights={self.weights}")
         if self.query_prefix or self.document_prefix:
             parts.append(f"q={self.query_prefix!r},d={self.document_prefix!r}")
         if self.normalize:
@@ -105,6 +119,22 @@ class SentenceTransformerEncoder(Encoder):
                                     convert_to_numpy=True, normalize_embeddings=self.normalize,
                                     show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+def folder_identity(path: str) -> str:
+    """For a local model folder, a short hash of every file's relative path, size and modification time (stat only:
+    reading gigabytes of weights on every run would cost more than the embedding); "" for anything else (a hub name).
+    Hidden files and folders (.cache, .git) are left out: tools write there without changing the model."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return ""
+    entries = []
+    for file in sorted(folder.rglob("*")):
+        relative = file.relative_to(folder)
+        if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+            stat = file.stat()
+            entries.append((str(relative), stat.st_size, stat.st_mtime_ns))
+    return content_hash("model-folder-v1", entries)[:16]
 
 
 def resolve_model_path(name: str) -> str:
@@ -146,6 +176,11 @@ class OpenAIEncoder(Encoder):
         if self.query_prefix or self.document_prefix:
             parts.append(f"q={self.query_prefix!r},d={self.document_prefix!r}")
         return "|".join(p for p in parts if p)
+
+    @property
+    def cache_key(self) -> str:
+        # Two servers may serve different models (or versions) under one name: never serve one's vectors for the other.
+        return f"{self.fingerprint}|server={server_identity(self.base_url)}"
 
     @property
     def client(self):
@@ -230,7 +265,7 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
             raise fail(f"text #{i}", "is empty" if isinstance(text, str) else f"is {type(text).__name__}, not str",
                        "drop empty texts before embedding; an empty text has no meaning to embed")
     cache = embedding_cache() if options.cache == "default" else options.cache
-    keys = [content_hash(encoder.fingerprint, side, t) for t in texts]
+    keys = [content_hash(encoder.cache_key, side, t) for t in texts]
     found = cache.get_many(set(keys)) if cache is not None else {}
     first: dict[str, int] = {}
     for i, key in enumerate(keys):

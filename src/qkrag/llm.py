@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout
+from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, server_identity
 from qkrag.errors import LLMError, LLMUnavailableError, fail, redact
 from qkrag.prompts import Prompt, output_problem
 
@@ -79,6 +79,10 @@ class LLMConfig:
     max_tokens: int = 256
     price_per_1k_prompt: float | None = None
     price_per_1k_completion: float | None = None
+    # What the cache keys on besides the model name, so one server's answers are never served for another's model of
+    # the same name. None: the base URL. The embedded server passes "": its port changes every run (the URL would
+    # defeat the cache), and its model file is pinned by hash, so its name is identity enough.
+    cache_scope: str | None = None
 
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
@@ -308,6 +312,13 @@ class LLM:
     # -- internals ------------------------------------------------------------------------------------------------
 
     @property
+    def cache_scope(self) -> str:
+        """The server part of every cache key (see `LLMConfig.cache_scope`): its normalised URL, or "" for the
+        embedded server."""
+        c = self.config
+        return server_identity(c.base_url) if c.cache_scope is None else c.cache_scope
+
+    @property
     def _priced(self) -> bool:
         return self.config.price_per_1k_prompt is not None or self.config.price_per_1k_completion is not None
 
@@ -343,7 +354,9 @@ class LLM:
             if reserved in merged:
                 raise fail(f"LLM parameter {reserved!r}", "it is set by qkrag itself",
                            f"drop {reserved}=...; to get several outputs call complete_many")
-        key = content_hash(_CACHE_VERSION, self.config.model, messages, merged)
+        scope = self.cache_scope
+        # An empty scope keys as before scopes existed, so the embedded model's cached answers stay valid.
+        key = content_hash(_CACHE_VERSION, self.config.model, *([scope] if scope else []), messages, merged)
         return _Request(messages, merged, key, self.config.model, template, template_hash)
 
     def _run(self, request: _Request, check: Callable[[str], bool] | None,

@@ -424,7 +424,7 @@ class LocalLLMServer:
         requests would only queue and run into their timeouts. The timeout ($QKRAG_TIMEOUT, else 120 s) is above the
         usual minute: a 0.5B model on two busy CPU cores takes up to ~60 s for a long passage and 256 tokens."""
         values: dict[str, Any] = {"model": self.model.name, "base_url": self.base_url, "api_key": None,
-                                  "concurrency": 1, "timeout": default_timeout(120.0)}
+                                  "concurrency": 1, "timeout": default_timeout(120.0), "cache_scope": ""}
         values.update(overrides)
         return LLMConfig(**values)
 

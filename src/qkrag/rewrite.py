@@ -302,6 +302,19 @@ class _WrappingEncoder(Encoder):
         parts = [*self._describe(), *self._settings(), "sides=" + "+".join(self.sides), *self._versions()]
         return f"{self.kind}[{','.join(parts)}]|{self.base.fingerprint}"
 
+    @property
+    def cache_key(self) -> str:
+        # Besides the fingerprint, the servers behind it: the base's (an API model) and the LLM's, whose answers
+        # differ from another server's model of the same name. Nothing added when there is none to add, so the
+        # vectors cached for a local base and the embedded LLM stay valid.
+        extra = [*self._servers()]
+        if self.base.cache_key != self.base.fingerprint:
+            extra.append(f"base={self.base.cache_key}")
+        return "|".join([self.fingerprint, *extra])
+
+    def _servers(self) -> list[str]:
+        return []
+
     def transform(self, texts: Sequence[str]) -> list[str]:
         """The texts this encoder embeds instead of `texts` (on its sides)."""
         raise NotImplementedError
@@ -325,6 +338,10 @@ class _LLMEncoder(_WrappingEncoder):
     def _settings(self) -> list[str]:
         c = self.llm.config
         return [f"llm={c.model},temperature={c.temperature:g}"]
+
+    def _servers(self) -> list[str]:
+        scope = self.llm.cache_scope
+        return [f"llm_server={scope}"] if scope else []
 
     def _versions(self) -> list[str]:
         return [_CLEANING_VERSION]
