@@ -115,3 +115,69 @@ def test_skip_empty_leaves_empty_documents_out_but_keeps_their_judgments(tiny_be
     col = load_beir(tiny_beir, "test", skip_empty=True)
     assert "empty" not in col.corpus and col.corpus.skipped == ("empty",)
     assert col.qrels["q1"] == {"d1": 1, "empty": 1}
+
+
+# ------------------------------------------------------------------------------------------------ unreadable files
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_the_fix(tmp_path):
+    latin1 = tmp_path / "docs.jsonl"
+    latin1.write_bytes(b'{"_id": "d1", "text": "fine"}\n{"_id": "d2", "text": "caf\xe9"}\n')
+    with pytest.raises(InputError, match=r"docs.jsonl:2: is not UTF-8 text \(byte 0xe9 at position 26\)\. "
+                                         r"Fix: convert the file to UTF-8, e.g. `iconv"):
+        load_corpus(latin1)
+    csv_file = tmp_path / "docs.csv"
+    csv_file.write_bytes(b"id,text\nd1,fine\nd2,na\xefve\n")
+    with pytest.raises(InputError, match=r"docs.csv:3: is not UTF-8 text"):
+        load_corpus(csv_file)
+    qrels = tmp_path / "test.tsv"
+    qrels.write_bytes(b"query-id\tcorpus-id\tscore\nq\xe91\td1\t1\n")
+    with pytest.raises(InputError, match=r"test.tsv:2: is not UTF-8 text"):
+        load_qrels(qrels)
+    queries = tmp_path / "queries.jsonl"
+    queries.write_bytes(b'{"_id": "q1", "text": "\xff"}\n')
+    with pytest.raises(InputError, match=r"queries.jsonl:1: is not UTF-8"):
+        load_queries(queries)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"_id": "d1", "text": "from notepad"}\n')
+    assert load_corpus(path).get("d1").text == "from notepad"
+    csv_file = tmp_path / "docs.csv"
+    csv_file.write_bytes(b'\xef\xbb\xbfid,text\nd1,"from ""excel"", multi\nline"\n')
+    assert load_corpus(csv_file).get("d1").text == 'from "excel", multi\nline'
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not parquet"])
+def test_a_corrupt_parquet_file_is_one_clear_error(tmp_path, damage):
+    import datasets
+
+    path = tmp_path / "c.parquet"
+    datasets.Dataset.from_dict({"id": ["a", "b"], "text": ["first doc", "second doc"]}).to_parquet(str(path))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"id,text\na,not parquet at all\n")
+    with pytest.raises(InputError, match=r"c.parquet: is not readable as a parquet file \(Arrow\w+: .*\)\. "
+                                         r"Fix: check the file: re-export or re-download it"):
+        load_corpus(path)
+
+
+def test_a_corrupt_saved_dataset_is_one_clear_error(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"id": ["a"], "text": ["first doc"]}).save_to_disk(str(tmp_path / "hf"))
+    for arrow in (tmp_path / "hf").glob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:40])
+    with pytest.raises(InputError, match=r"hf: is not readable as a Hugging Face dataset .*Fix: check the file"):
+        load_corpus(tmp_path / "hf")
+
+
+def test_reading_parquet_leaves_nothing_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    import datasets
+
+    path = tmp_path / "c.parquet"
+    datasets.Dataset.from_dict({"id": ["a", "b"], "text": ["first doc", "second doc"]}).to_parquet(str(path))
+    hf_cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_cache)
+    assert load_corpus(path).ids == ["a", "b"]
+    assert not hf_cache.exists() or not any(hf_cache.rglob("*.arrow"))

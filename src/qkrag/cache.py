@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def content_hash(*parts: object) -> str:
@@ -70,32 +73,74 @@ def server_identity(base_url: str | None) -> str:
 
 
 class DiskCache:
-    """A key -> bytes store in one SQLite file. Thread-safe; writes are committed in batches by `put_many`."""
+    """A key -> bytes store in one SQLite file. Thread-safe; writes are committed in batches by `put_many`.
+
+    A cache only saves work, so it never stops a run: a folder that cannot be written (read-only, a file in its
+    place, a full disk) gives a warning and a cache in memory for this run; a file that is not a database (torn,
+    overwritten) is moved aside (`<name>.corrupt`) and started afresh; an unreadable entry is a miss.
+    """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.persistent = True
+        try:
+            self._db = self._open(self.path)
+        except sqlite3.OperationalError as err:  # cannot create or write the file: read-only folder, no space
+            self._fall_back(f"cannot write it ({err})")
+        except sqlite3.DatabaseError as err:  # "file is not a database": corrupt, or some other file
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            log.warning("cache %s is not a readable database (%s); moved it to %s and started a new one",
+                        self.path, err, aside)
+            try:
+                os.replace(self.path, aside)
+                self._db = self._open(self.path)
+            except (OSError, sqlite3.Error) as again:
+                self._fall_back(f"cannot replace it ({again})")
+        except OSError as err:  # the folder cannot be created: a file in its place, no permission
+            self._fall_back(f"cannot create its folder ({err.strerror or err})")
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False + our own lock: the LLM layer calls from a thread pool.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
-        self._db.commit()
+        db = sqlite3.connect(path, check_same_thread=False, timeout=60)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+            db.commit()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _fall_back(self, problem: str) -> None:
+        log.warning("cache %s: %s; this run keeps its cache in memory only (set QKRAG_CACHE_DIR to a writable "
+                    "folder to keep it)", self.path, problem)
+        self.persistent = False
+        self._db = self._open_memory()
+
+    @staticmethod
+    def _open_memory() -> sqlite3.Connection:
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        return db
 
     def get(self, key: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else bytes(row[0])
+        return self.get_many([key]).get(key)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
         keys = list(keys)
         found: dict[str, bytes] = {}
         with self._lock:
-            for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-                chunk = keys[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for key, value in self._db.execute(f"SELECT key, value FROM kv WHERE key IN ({marks})", chunk):
-                    found[key] = bytes(value)
+            try:
+                for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    for key, value in self._db.execute(f"SELECT key, value FROM kv WHERE key IN ({marks})", chunk):
+                        found[key] = bytes(value)
+            except sqlite3.DatabaseError as err:  # a damaged page: what could not be read is a miss
+                log.warning("cache %s: reading failed (%s); the entries not read are computed again", self.path, err)
         return found
 
     def put(self, key: str, value: bytes) -> None:
@@ -103,8 +148,14 @@ class DiskCache:
 
     def put_many(self, items: Mapping[str, bytes]) -> None:
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(items.items()))
-            self._db.commit()
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(items.items()))
+                self._db.commit()
+                return
+            except sqlite3.DatabaseError as err:  # read-only now, disk full, damaged: keep going without it
+                self._db.close()
+                self._fall_back(f"writing failed ({err})")
+                self._db.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", list(items.items()))
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None

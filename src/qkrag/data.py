@@ -113,27 +113,45 @@ class Collection:
 # ---------------------------------------------------------------------------------------------------------- reading
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+def _not_utf8(where: str, err: UnicodeDecodeError) -> Exception:
+    bad = err.object[err.start : err.start + 1].hex()
+    return fail(where, f"is not UTF-8 text (byte 0x{bad} at position {err.start})",
+                "convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE > FILE.utf8` (use the encoding it was "
+                "written in), then use the converted file")
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, read as bytes so a line that is not UTF-8 is named exactly. A byte-order
+    mark (Excel, Notepad) is dropped."""
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise fail(f"{path}:{lineno}", f"not valid JSON ({err.msg} at column {err.colno})",
-                           "fix or delete that line; each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise fail(f"{path}:{lineno}", f"expected a JSON object, got {type(row).__name__}",
-                           'write one object per line, e.g. {"_id": "d1", "text": "..."}')
-            yield lineno, row
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise _not_utf8(f"{path}:{lineno}", err) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    for lineno, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise fail(f"{path}:{lineno}", f"not valid JSON ({err.msg} at column {err.colno})",
+                       "fix or delete that line; each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise fail(f"{path}:{lineno}", f"expected a JSON object, got {type(row).__name__}",
+                       'write one object per line, e.g. {"_id": "d1", "text": "..."}')
+        yield lineno, row
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        dialect = "excel-tab" if path.suffix in (".tsv", ".tab") else "excel"
-        for lineno, row in enumerate(csv.DictReader(handle, dialect=dialect), 2):
-            yield lineno, row
+    dialect = "excel-tab" if path.suffix in (".tsv", ".tab") else "excel"
+    # csv reads any iterable of lines; decoded lines keep their line ends, as a file opened with newline="" does.
+    lines = (line for _, line in _decoded_lines(path))
+    for lineno, row in enumerate(csv.DictReader(lines, dialect=dialect), 2):
+        yield lineno, row
 
 
 def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
@@ -157,15 +175,19 @@ def _rows(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}[{i}]", row
 
 
-def _load_hf(path: Path | str):
-    """A Hugging Face dataset: `save_to_disk` folder, parquet/arrow file, or (online) a hub name."""
+def _load_hf(path: Path | str) -> Iterable[Mapping]:
+    """The rows of a Hugging Face dataset: `save_to_disk` folder, parquet/arrow file, or (online) a hub name."""
+    p = Path(path)
+    if p.suffix == ".parquet" and p.is_file():
+        return _read_parquet(p)
     import datasets  # heavy: import only when a user asks for it
 
-    p = Path(path)
-    if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists()):
-        ds = datasets.load_from_disk(str(p))
-    elif p.suffix in (".parquet", ".arrow"):
-        ds = datasets.Dataset.from_parquet(str(p)) if p.suffix == ".parquet" else datasets.Dataset.from_file(str(p))
+    saved = p.is_dir() and ((p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists())
+    if saved or (p.suffix == ".arrow" and p.is_file()):
+        try:
+            ds = datasets.load_from_disk(str(p)) if saved else datasets.Dataset.from_file(str(p))
+        except Exception as err:  # truncated or foreign files: pyarrow, json and OS errors alike
+            raise _unreadable(p, "a Hugging Face dataset", err) from None
     elif p.exists():
         raise fail(str(p), "not a corpus file or folder qkrag can read",
                    "give a BEIR folder, a .jsonl/.csv/.tsv file, a .parquet/.arrow file, or a save_to_disk folder")
@@ -179,6 +201,26 @@ def _load_hf(path: Path | str):
         split = "corpus" if "corpus" in ds else next(iter(ds))
         ds = ds[split]
     return ds
+
+
+def _read_parquet(path: Path) -> Iterator[dict]:
+    """Rows of a parquet file, read with pyarrow directly: `datasets` would first copy the whole file into its own
+    cache under ~/.cache/huggingface, outside QKRAG_CACHE_DIR."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # ArrowInvalid for a torn or non-parquet file, OSError for an unreadable one
+        raise _unreadable(path, "a parquet file", err) from None
+    for batch in table.to_batches():
+        yield from batch.to_pylist()
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> Exception:
+    reason = " ".join(str(err).split())[:200]
+    return fail(str(path), f"is not readable as {kind} ({type(err).__name__}: {reason})",
+                "check the file: re-export or re-download it (a copy cut short by a full disk or a killed download "
+                "looks like this), or convert it to JSONL")
 
 
 def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
@@ -226,17 +268,16 @@ def load_qrels(path: str | Path) -> Qrels:
     if not p.exists():
         raise fail(str(p), "no such qrels file", "check the path; BEIR folders keep them in qrels/<split>.tsv")
     qrels: Qrels = {}
-    with p.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            parts = line.split()
-            if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
-                continue  # blank line or header
-            if len(parts) == 4:  # TREC: qid 0 docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
-                raise fail(f"{p}:{lineno}", f"expected 'query-id<TAB>corpus-id<TAB>integer score', got {line.strip()!r}",
-                           "fix that line")
-            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    for lineno, line in _decoded_lines(p):
+        parts = line.split()
+        if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
+            continue  # blank line or header
+        if len(parts) == 4:  # TREC: qid 0 docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
+            raise fail(f"{p}:{lineno}", f"expected 'query-id<TAB>corpus-id<TAB>integer score', got {line.strip()!r}",
+                       "fix that line")
+        qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
     if not qrels:
         raise fail(str(p), "contains no judgments", "check that you point at the right split")
     return qrels

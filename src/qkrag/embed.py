@@ -254,10 +254,8 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
 
     Texts already in the cache are not embedded again; the rest are embedded in batches, in order of length (so
     padding is minimal, as SentenceTransformer.encode does), and written to the cache batch by batch, so a killed run
-    keeps what it had done.
+    keeps what it had done. A damaged cache entry is a miss (see `_readable`).
     """
-    from tqdm.auto import tqdm
-
     _check_side(side)
     options = options or EmbedOptions()
     for i, text in enumerate(texts):
@@ -266,16 +264,28 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
                        "drop empty texts before embedding; an empty text has no meaning to embed")
     cache = embedding_cache() if options.cache == "default" else options.cache
     keys = [content_hash(encoder.cache_key, side, t) for t in texts]
-    found = cache.get_many(set(keys)) if cache is not None else {}
+    found = _readable(cache.get_many(set(keys))) if cache is not None else {}
     first: dict[str, int] = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
+    out: dict[int, np.ndarray] = {first[k]: v for k, v in found.items()}
     todo = sorted((i for k, i in first.items() if k not in found), key=lambda i: -len(texts[i]))
+    _embed_into(out, todo, encoder, texts, keys, side, options, cache, desc)
+    if len({len(v) for v in out.values()}) > 1:  # a damaged entry of another length: only the encoder knows which
+        redo = [i for i, v in out.items() if len(v) != encoder.dimension]
+        _embed_into(out, redo, encoder, texts, keys, side, options, cache, desc)
+    if not texts:
+        return np.zeros((0, encoder.dimension), dtype=np.float32)
+    # Duplicates of a text take the vector of its first occurrence.
+    return np.stack([out[first[key]] for key in keys]).astype(np.float32, copy=False)
 
-    out: list[np.ndarray | None] = [None] * len(texts)
-    for i, key in enumerate(keys):
-        if key in found:
-            out[i] = unpack_vector(found[key])
+
+def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, texts: Sequence[str],
+                keys: list[str], side: Side, options: EmbedOptions, cache: DiskCache | None,
+                desc: str | None) -> None:
+    """Embed the texts at positions `todo` in batches into `out`, writing each batch to the cache."""
+    from tqdm.auto import tqdm
+
     if todo:
         encoder.warm_up()
     with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=not options.progress or not todo,
@@ -285,17 +295,17 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
             vectors = encoder.embed_batch([texts[i] for i in batch], side)
             if vectors.shape[0] != len(batch):
                 raise QkragError(f"{encoder!r} returned {vectors.shape[0]} vectors for {len(batch)} texts")
-            for i, vector in zip(batch, vectors):
-                out[i] = vector
+            out.update(zip(batch, vectors))
             if cache is not None:
                 cache.put_many({keys[i]: pack_vector(v) for i, v in zip(batch, vectors)})
             bar.update(len(batch))
-    for i, key in enumerate(keys):  # duplicates of a text embedded in this run
-        if out[i] is None:
-            out[i] = out[first[key]]
-    if not texts:
-        return np.zeros((0, encoder.dimension), dtype=np.float32)
-    return np.stack(out).astype(np.float32, copy=False)  # type: ignore[arg-type]
+
+
+def _readable(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """The cached vectors that can be used: a torn entry (not a whole number of floats) or one that is not finite is
+    a miss, embedded again and overwritten, instead of a crash or a wrong vector."""
+    vectors = {k: unpack_vector(b) for k, b in blobs.items() if b and len(b) % 4 == 0}
+    return {k: v for k, v in vectors.items() if np.isfinite(v).all()}
 
 
 def make_encoder(model: str | None = None, *, base_url: str | None = None, query_prefix: str = "",

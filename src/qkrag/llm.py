@@ -223,10 +223,10 @@ class LLM:
         like an empty one and never cached.
         """
         request = self._request(prompt, params)
-        if self.cache is not None and (blob := self.cache.get(request.key)) is not None:
+        if self.cache is not None and (cached := request.from_cache(self.cache.get(request.key))) is not None:
             with self._lock:
                 self.cache_hits += 1
-            return request.from_cache(blob)
+            return cached
         return self._run(request, check)
 
     def complete_many(
@@ -253,9 +253,8 @@ class LLM:
         cached = self.cache.get_many({r.key for r in requests}) if self.cache is not None else {}
         todo: dict[str, list[int]] = {}  # one request per distinct key, fanned out to every position using it
         for i, r in enumerate(requests):
-            if r.key in cached:
-                results[i] = r.from_cache(cached[r.key])
-            else:
+            results[i] = r.from_cache(cached.get(r.key))
+            if results[i] is None:
                 todo.setdefault(r.key, []).append(i)
         with self._lock:
             self.cache_hits += len(requests) - sum(len(v) for v in todo.values())
@@ -500,7 +499,15 @@ class _Request:
                   "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
         return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
-    def from_cache(self, blob: bytes) -> Completion:
-        record = json.loads(blob.decode("utf-8"))
-        return Completion(**record, cached=True, attempts=0, template=self.template,
-                          template_hash=self.template_hash, key=self.key)
+    def from_cache(self, blob: bytes | None) -> Completion | None:
+        """The cached completion, or None when there is none or it cannot be read (a damaged entry is a miss: the
+        request is sent again and its answer overwrites it)."""
+        if blob is None:
+            return None
+        try:
+            record = json.loads(blob.decode("utf-8"))
+            return Completion(**record, cached=True, attempts=0, template=self.template,
+                              template_hash=self.template_hash, key=self.key)
+        except (ValueError, TypeError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            log.warning("LLM cache entry %s is unreadable (%s); asking again", self.key[:12], type(err).__name__)
+            return None

@@ -1,0 +1,99 @@
+"""qkrag.cache: a cache only saves work, so no state of its file or folder may stop a run."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qkrag.cache import DiskCache, pack_vector, server_identity
+from qkrag.embed import EmbedOptions, embed
+
+
+def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "embeddings.sqlite"
+    path.write_bytes(b"this is not SQLite, just a torn or overwritten file" * 100)
+    cache = DiskCache(path)
+    cache.put("k", b"v")
+    assert cache.get("k") == b"v" and cache.persistent
+    assert (tmp_path / "embeddings.sqlite.corrupt").read_bytes().startswith(b"this is not SQLite")
+    assert "not a readable database" in caplog.text
+
+
+def test_a_cache_folder_that_cannot_be_created_falls_back_to_memory(tmp_path: Path, caplog) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    cache = DiskCache(tmp_path / "cache" / "llm.sqlite")
+    cache.put_many({"a": b"1", "b": b"2"})
+    assert cache.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"2"} and not cache.persistent
+    assert "QKRAG_CACHE_DIR" in caplog.text
+
+
+def test_a_cache_that_becomes_read_only_keeps_the_run_going(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "e.sqlite"
+    DiskCache(path).put("old", b"1")
+    cache = DiskCache(path)
+    # What a read-only folder or file does to SQLite (chmod would not stop root, who runs these tests in CI).
+    cache._db.close()
+    cache._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    assert cache.get("old") == b"1"
+    cache.put("new", b"2")  # "attempt to write a readonly database": warned, kept in memory
+    assert cache.get("new") == b"2" and not cache.persistent
+    assert "writing failed" in caplog.text
+
+
+def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder) -> None:
+    from qkrag.cache import content_hash
+
+    cache = DiskCache(tmp_path / "e.sqlite")
+    options = EmbedOptions(cache=cache, progress=False)
+    texts = ["alpha beta", "gamma delta", "epsilon"]
+    good = embed(fake_encoder, texts, "document", options)
+    keys = [content_hash(fake_encoder.cache_key, "document", t) for t in texts]
+    cache.put_many({keys[0]: b"\x00\x01\x02",  # torn: not a whole number of floats
+                    keys[1]: pack_vector(np.full(7, 1.0)),  # another length than the encoder's
+                    keys[2]: pack_vector(np.full(32, np.nan))})  # not finite
+    fake_encoder.texts_embedded = 0
+    again = embed(fake_encoder, texts, "document", options)
+    np.testing.assert_allclose(again, good)
+    assert fake_encoder.texts_embedded == 3
+    assert embed(fake_encoder, texts, "document", options).shape == (3, 32) and fake_encoder.texts_embedded == 3
+
+
+def test_a_damaged_llm_cache_entry_is_asked_again(tmp_path: Path) -> None:
+    from qkrag.llm import LLM, LLMConfig
+
+    class Stub(LLM):
+        def _send(self, request, params, attempt):  # no server needed: the answer is the prompt, upper-cased
+            from qkrag.llm import Completion
+
+            self.calls_made += 1
+            return Completion(text=request.messages[-1]["content"].upper(), model=request.model, key=request.key)
+
+    cache = DiskCache(tmp_path / "llm.sqlite")
+    llm = Stub(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), cache=cache)
+    key = llm._request("hello", {}).key
+    cache.put(key, b'{"text": "HELLO", "mod')  # torn JSON
+    assert llm.complete("hello").text == "HELLO" and llm.calls_made == 1
+    assert llm.complete("hello").cached and llm.calls_made == 1  # the fresh answer replaced it
+    cache.put(llm._request("world", {}).key, b"\xff\xfe")
+    assert [c.text for c in llm.complete_many(["world", "hello"], progress=False)] == ["WORLD", "HELLO"]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    (None, "https://api.openai.com/v1"),
+    ("http://LocalHost:8000/v1/", "http://localhost:8000/v1"),
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+    ("http://host:notaport/v1", "http://host:notaport/v1"),
+])
+def test_server_identity_normalises_spelling_only(url, expected) -> None:
+    assert server_identity(url) == expected
+
+
+def test_warnings_go_to_the_qkrag_cache_logger(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="qkrag.cache")
+    (tmp_path / "x").write_text("file")
+    DiskCache(tmp_path / "x" / "c.sqlite")
+    assert any(r.name == "qkrag.cache" for r in caplog.records)
