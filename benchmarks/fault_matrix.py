@@ -1,0 +1,443 @@
+"""The fault matrix: faults and bad input thrown at the real `qkrag` CLI, each run in a fresh process, on loopback only.
+
+    python benchmarks/fault_matrix.py            # writes results/fault_matrix.{json,md}
+
+Every row is one fault: the command, its exit code, the first line it printed on stderr, and a verdict:
+- clear error: exit code 2 and a one-line `error: ...` naming the problem and the fix, within the time limit;
+- correct resume: the command (or its re-run) completed and the result checks out (counts, ids, searchable);
+- traceback: a Python traceback reached the user;
+- hang: it ran past its time limit (the harness kills it);
+- silent loss: it exited 0 but the result is wrong (mixed corpora, stale vectors, an output it should not have written).
+A fake API key is planted in every command's environment; afterwards every output, cache, index and log file under the
+work folder is grepped for it (`leaks` must be 0). Fake servers (embeddings, a silent socket) run in this process on
+127.0.0.1; nothing leaves the machine. Embeddings come from a loopback server of hashed word vectors, so the matrix
+needs no model and runs in minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"  # this tree's sources, not an installed copy; --src runs another tree's (a before/after check)
+sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import markdown_table, save  # noqa: E402
+
+PLANTED = f"sk-qkrag-PLANTED-{secrets.token_hex(8)}"
+WORDS = "apple river stone cloud engine violin forest copper lantern harbor meadow falcon quartz orbit".split()
+
+
+# ------------------------------------------------------------------------------------------------ loopback servers
+
+
+class Embeddings:
+    """An OpenAI-compatible /v1/embeddings server of hashed bag-of-words vectors (32-d). `mode`: "ok", "echo401"
+    (refuses, echoing the request headers and so the key), or "slow" (sleeps `delay` s per request). `offset` shifts
+    every vector, so two servers with one model name give different vectors."""
+
+    def __init__(self, mode: str = "ok", offset: float = 0.0, delay: float = 0.0):
+        self.mode, self.offset, self.delay, self.hits = mode, offset, delay, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                outer.hits += 1
+                if outer.mode == "echo401":
+                    echoed = "\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items())
+                    return self._send(401, {"error": {"message": f"bad key; you sent:\n{echoed}", "type": "auth"}})
+                time.sleep(outer.delay)
+                data = [{"object": "embedding", "index": i, "embedding": outer.vector(t).tolist()}
+                        for i, t in enumerate(body.get("input", []))]
+                return self._send(200, {"object": "list", "data": data, "model": body.get("model", "m"),
+                                        "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+            def _send(self, code, payload):
+                raw = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                try:
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client was killed on purpose (the SIGKILL row)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def vector(self, text: str) -> np.ndarray:
+        out = np.full(32, self.offset, dtype=np.float64)
+        for word in text.lower().split():
+            seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+            out += np.random.default_rng(seed).normal(size=32)
+        return out
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Silent:
+    """A port that accepts connections and never answers: a hung server."""
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.listener.settimeout(0.2)
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.held.append(self.listener.accept()[0])
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------ running the CLI
+
+
+@dataclass
+class Run:
+    argv: list[str]
+    code: int | None  # None: killed at the time limit
+    out: str
+    err: str
+    seconds: float
+
+
+@dataclass
+class Matrix:
+    work: Path
+    limit: float
+    rows: list[dict] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "QKRAG_"))}
+        env.update(OPENAI_API_KEY=PLANTED, QKRAG_CACHE_DIR=str(self.work / "cache"), HF_HOME=str(self.work / "hf"),
+                   HF_HUB_OFFLINE="1", TQDM_DISABLE="1", PYTHONPATH=str(SRC))
+        env.update(extra)
+        return env
+
+    def start(self, argv: list[str], **env: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "qkrag.cli", *argv], cwd=self.work, env=self.env(**env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, proc: subprocess.Popen, argv: list[str], started: float, limit: float | None = None) -> Run:
+        try:
+            out, err = proc.communicate(timeout=limit or self.limit)
+            code: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            code = None
+        self.outputs += [out, err]
+        return Run(argv, code, out, err, time.monotonic() - started)
+
+    def run(self, argv: list[str], limit: float | None = None, **env: str) -> Run:
+        started = time.monotonic()
+        return self.finish(self.start(argv, **env), argv, started, limit)
+
+    def record(self, fault: str, run: Run, expect: str, check: Callable[[], bool] | None = None) -> None:
+        """`expect`: "error" (a clear error is right) or "success" (`check` says whether the result is right)."""
+        # The error line when there is one (warnings logged before it, e.g. LLM retries, are not the message); for a
+        # command that succeeded, its first line of output (stderr holds progress bars).
+        errors = [line for line in run.err.splitlines() if line.startswith("error: ")]
+        lines = [line for line in run.out.splitlines() + run.err.splitlines() if line.strip()]
+        first = errors[0] if errors else lines[0].strip() if lines else ""
+        if run.code is None:
+            verdict = "hang"
+        elif "Traceback (most recent call last)" in run.err:
+            verdict = "traceback"
+        elif expect == "error":
+            clear = run.code == 2 and first.startswith("error: ") and "Fix:" in first
+            verdict = "clear error" if clear else "silent loss" if run.code == 0 else "unclear error"
+        elif run.code == 0:
+            verdict = "correct resume" if check is None or check() else "silent loss"
+        else:
+            verdict = "clear error" if first.startswith("error: ") else "unclear error"
+        def tidy(text: str) -> str:  # the temporary work folder's path says nothing; a leaked key is marked, not kept
+            return text.replace(str(self.work), "WORK").replace(PLANTED, "<LEAKED PLANTED KEY>")
+
+        self.rows.append({"fault": fault, "command": tidy("qkrag " + " ".join(run.argv)), "exit code": run.code,
+                          "seconds": round(run.seconds, 1), "first line of the message": tidy(first)[:200],
+                          "verdict": verdict, "expected": "clear error" if expect == "error" else "correct resume"})
+        print(f"{verdict:>15}  {fault}  ({run.seconds:.1f} s)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def corpus(path: Path, prefix: str, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    with path.open("w") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"_id": f"{prefix}{i}", "text": " ".join(rng.choice(WORDS, 4)) + f" w{i}"}) + "\n")
+    return path
+
+
+def collection_ids(work: Path, path: str, name: str) -> tuple[set[str], bool, int]:
+    """(ids, complete, count) of an embedded collection, read through the library."""
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(work / path), settings=chromadb.Settings(anonymized_telemetry=False))
+    col = client.get_collection(name, embedding_function=None)
+    ids: set[str] = set(col.get(include=[])["ids"])
+    return ids, bool((col.metadata or {}).get("qkrag:complete")), col.count()
+
+
+def stored_vector(work: Path, path: str, name: str, doc_id: str) -> list[float]:
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()
+    import chromadb
+
+    client = chromadb.PersistentClient(path=str(work / path), settings=chromadb.Settings(anonymized_telemetry=False))
+    got = client.get_collection(name, embedding_function=None).get(ids=[doc_id], include=["embeddings"])
+    return [round(float(x), 4) for x in got["embeddings"][0]]
+
+
+def ids_of(path: Path) -> set[str]:
+    return {json.loads(line)["_id"] for line in path.read_text().splitlines() if line.strip()}
+
+
+def fresh_ids(work: Path, path: str, name: str) -> tuple[set[str], bool, int]:
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()  # another process wrote it: read it from disk, not from memory
+    return collection_ids(work, path, name)
+
+
+# ------------------------------------------------------------------------------------------------ the faults
+
+
+def secrets_and_servers(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    echo = Embeddings("echo401")
+    try:
+        run = m.run(["index", str(docs), "-c", "echo-docs", "--path", "db", "--model", "openai:m",
+                     "--base-url", echo.url])
+        m.record("embeddings server answers 401 echoing the request headers (key included)", run, "error")
+    finally:
+        echo.close()
+    silent = Silent()
+    try:
+        run = m.run(["search", "apple", "-c", "docs", "--host", "127.0.0.1", "--port", str(silent.port)],
+                    QKRAG_TIMEOUT="3")
+        m.record("Chroma address accepts connections and never answers (QKRAG_TIMEOUT=3)", run, "error")
+    finally:
+        silent.close()
+    run = m.run(["search", "apple", "-c", "docs", "--host", "127.0.0.1", "--port", str(closed_port())])
+    m.record("Chroma server unreachable (port closed)", run, "error")
+    other = Embeddings(offset=5.0)
+    try:
+        first = m.run(["index", str(docs), "-c", "server-a", "--path", "db", "--model", "openai:same",
+                       "--base-url", emb.url, "--json"])
+        run = m.run(["index", str(docs), "-c", "server-b", "--path", "db", "--model", "openai:same",
+                     "--base-url", other.url, "--json"])
+        m.record("two embeddings servers, one model name: the second's vectors must not come from the cache",
+                 run, "success", lambda: first.code == 0 and stored_vector(m.work, "db", "server-a", "d0")
+                 != stored_vector(m.work, "db", "server-b", "d0"))
+    finally:
+        other.close()
+
+
+def llm_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    out = m.work / "rewritten.jsonl"
+    down = f"http://127.0.0.1:{closed_port()}/v1"
+    run = m.run(["rewrite", str(docs), "--out", str(out), "--llm-base-url", down], QKRAG_LLM_MODEL="m")
+    m.record("LLM down: rewrite", run, "error")
+    if out.exists():  # it wrote the originals as "rewritten": the silent loss of issue 12
+        m.rows[-1]["verdict"] = "silent loss"
+    silent = Silent()
+    try:
+        run = m.run(["rewrite", str(docs), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{silent.port}/v1"],
+                    QKRAG_LLM_MODEL="m", QKRAG_TIMEOUT="2")
+        m.record("LLM accepts connections and never answers: rewrite (QKRAG_TIMEOUT=2)", run, "error")
+    finally:
+        silent.close()
+    run = m.run(["index", str(docs), "-c", "rw-docs", "--path", "db", "--model", "openai:m", "--base-url", emb.url,
+                 "--rewrite", "--llm-base-url", down], QKRAG_LLM_MODEL="m")
+    m.record("LLM down: index --rewrite", run, "error")
+
+
+def input_faults(m: Matrix) -> None:
+    latin1 = m.work / "latin1.jsonl"
+    latin1.write_bytes(b'{"_id": "d1", "text": "fine"}\n{"_id": "d2", "text": "caf\xe9 au lait"}\n')
+    m.record("corpus file is not UTF-8 (latin-1)", m.run(["index", str(latin1), "--path", "db"]), "error")
+    parquet = m.work / "docs.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["first doc", "second doc"]}), parquet)
+    parquet.write_bytes(parquet.read_bytes()[:40])
+    m.record("corrupt (truncated) parquet corpus", m.run(["index", str(parquet), "--path", "db"]), "error")
+    bad = m.work / "bad.jsonl"
+    bad.write_text('{"_id": "d1", "text": "fine"}\n{"_id": "d2", "text": \n')
+    m.record("malformed JSONL line", m.run(["index", str(bad), "--path", "db"]), "error")
+
+
+def cache_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    model = ["--model", "openai:m", "--base-url", emb.url, "--json"]
+    blocker = m.work / "cache-is-a-file"
+    blocker.write_text("a file where the cache folder should be")
+    run = m.run(["index", str(docs), "-c", "cache-file", "--path", "db", *model], QKRAG_CACHE_DIR=str(blocker))
+    m.record("cache folder is a file (cannot be created)", run, "success",
+             lambda: fresh_ids(m.work, "db", "cache-file")[2] == 20)
+    damaged = m.work / "cache-damaged"  # its own cache folder: the rows after this one must not inherit the damage
+    damaged.mkdir()
+    (damaged / "embeddings.sqlite").write_bytes(b"not a database " * 200)
+    run = m.run(["index", str(docs), "-c", "cache-corrupt", "--path", "db", *model], QKRAG_CACHE_DIR=str(damaged))
+    m.record("embedding cache file is corrupt (not a database)", run, "success",
+             lambda: fresh_ids(m.work, "db", "cache-corrupt")[2] == 20)
+
+
+
+def index_faults(m: Matrix, emb: Embeddings) -> None:
+    model = ["--model", "openai:m", "--base-url", emb.url]
+    a, b = corpus(m.work / "a.jsonl", "a", 2000, 1), corpus(m.work / "b.jsonl", "b", 2000, 2)
+    emb.delay = 1.0  # 8 requests of 256 texts: the first build takes ~8 s, so the second starts in the middle of it
+    started = time.monotonic()
+    argv_a = ["index", str(a), "-c", "shared", "--path", "db2", *model]
+    argv_b = ["index", str(b), "-c", "shared", "--path", "db2", *model]
+    hits = emb.hits
+    first = m.start(argv_a)
+    while emb.hits < hits + 1 and first.poll() is None:  # the first has loaded, holds the lock and is embedding
+        time.sleep(0.05)
+    second = m.start(argv_b)
+    run_a, run_b = m.finish(first, argv_a, started), m.finish(second, argv_b, started)
+    emb.delay = 0.0
+
+    def one_corpus() -> bool:
+        ids, complete, count = fresh_ids(m.work, "db2", "shared")
+        return complete and count == len(ids) and ids in (ids_of(a), ids_of(b)) and run_a.code in (0, 2)
+
+    m.record("two `qkrag index` runs into one collection at once (second shown)", run_b, "success", one_corpus)
+    big = corpus(m.work / "big.jsonl", "d", 3000)
+    argv = ["index", str(big), "-c", "big", "--path", "db3", *model]
+    emb.delay, hits = 0.2, emb.hits
+    proc = m.start(argv)
+    while emb.hits < hits + 5 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    emb.delay = 0.0
+    run = m.run(argv)
+    m.record("index SIGKILLed midway, then re-run", run, "success",
+             lambda: fresh_ids(m.work, "db3", "big")[1:] == (True, 3000))
+    for graph in (m.work / "db3").glob("*/data_level0.bin"):  # what two writers on one folder leave behind
+        os.truncate(graph, graph.stat().st_size // 3)
+        (graph.parent / "header.bin").write_bytes(os.urandom(100))
+    run = m.run(argv + ["--json"])
+    m.record("Chroma HNSW files corrupt (truncated): re-run index", run, "success",
+             lambda: "reading it failed" in run.out and fresh_ids(m.work, "db3", "big")[1:] == (True, 3000))
+    search = m.run(["search", "apple river", "-c", "big", "--path", "db3", *model])
+    m.record("search after the rebuild", search, "success", lambda: "d" in search.out)
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+NOT_HERE = """Faults not in this matrix, and where they are checked instead: stale derived collections (projected,
+centred, whitened) after the documents change, `tests/test_index.py::test_a_sibling_derived_from_other_content_is_
+emptied_not_reused`; a collection whose vectors do not match its texts,
+`tests/test_index.py::test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt`; an overwritten local model
+folder, `tests/test_embed.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma server that stops
+answering midway (SIGSTOP), `tests/test_index.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_
+timeout`. Faults owned by other commands' code (generate, train, bench, eval) are not run here yet.
+"""
+
+
+def leaks(m: Matrix) -> list[str]:
+    """Where the planted key appears: command outputs, and every file under the work folder."""
+    found = [f"output #{i}" for i, text in enumerate(m.outputs) if PLANTED in text]
+    for path in m.work.rglob("*"):
+        if path.is_file() and PLANTED.encode() in path.read_bytes():
+            found.append(str(path.relative_to(m.work)))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=float, default=180.0, help="seconds before a command counts as a hang")
+    parser.add_argument("--src", type=Path, help="run the CLI from this source folder (default: this tree's src)")
+    parser.add_argument("--out", default="fault_matrix", help="results name (results/<out>.json and .md)")
+    parser.add_argument("--note", default="", help="a line put first in the markdown (e.g. which sources ran)")
+    args = parser.parse_args()
+    global SRC
+    SRC = (args.src or SRC).resolve()
+    with tempfile.TemporaryDirectory(prefix="qkrag-faults-") as tmp:
+        m = Matrix(Path(tmp), args.limit)
+        docs = corpus(m.work / "docs.jsonl", "d", 20)
+        emb = Embeddings()
+        try:
+            secrets_and_servers(m, docs, emb)
+            llm_faults(m, docs, emb)
+            input_faults(m)
+            cache_faults(m, docs, emb)
+            index_faults(m, emb)
+        finally:
+            emb.close()
+        leaked = leaks(m)
+    report(m, leaked, args.out, args.note)
+
+
+def report(m: Matrix, leaked: list[str], out: str, note: str) -> None:
+    """results/<out>.json (summary and rows) and results/<out>.md (the table)."""
+    verdicts = {v: sum(r["verdict"] == v for r in m.rows) for v in
+                ("clear error", "correct resume", "traceback", "hang", "silent loss", "unclear error")}
+    summary = {"rows": len(m.rows), **verdicts, "leaks": len(leaked), "leaked_in": leaked,
+               "as_expected": sum(r["verdict"] == r["expected"] for r in m.rows)}
+    columns = ["fault", "command", "exit code", "seconds", "first line of the message", "verdict"]
+    shown = [{**r, "seconds": f"{r['seconds']:.1f}"} for r in m.rows]
+    body = (f"{note}\n\n" if note else "") + (
+        f"{summary['as_expected']} of {len(m.rows)} rows as expected; tracebacks {verdicts['traceback']}, "
+        f"hangs {verdicts['hang']}, silent losses {verdicts['silent loss']}, leaks of the planted key "
+        f"{len(leaked)} (grepped over every output and every file under the work folder).\n\n"
+        + markdown_table(shown, columns) + "\n\n" + NOT_HERE)
+    save(out, {"summary": summary, "rows": m.rows, "src": str(SRC), "note": note}, body)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
