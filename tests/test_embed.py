@@ -279,3 +279,40 @@ def test_embeddings_of_one_server_are_never_served_for_another_with_the_same_mod
     finally:
         one.close()
         two.close()
+
+
+HEAP_PROBE = """
+import ctypes, sys
+sys.path.insert(0, {src!r})
+from qkrag.embed import OpenAIEncoder
+from qkrag.llm import LLM, LLMConfig
+if {which!r} == "embeddings":
+    OpenAIEncoder("m", base_url="http://127.0.0.1:9/v1", api_key={key!r}).client
+else:
+    LLM(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1", api_key={key!r}), cache=False).client
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+found = 0
+for _ in range(20):
+    request = bytes(bytearray(b"authorization: Bearer " + {key!r}.encode() + b"\\r\\n" + b"x" * 2000))
+    del request  # freed, as httpx frees a request's header block once it is sent
+    block = libc.malloc(2100)  # what Chroma's HNSW writer gets, and writes to disk uninitialised
+    found += {key!r}.encode() in ctypes.string_at(block, 2100)
+    libc.free(block)
+print(found)
+"""
+
+
+@pytest.mark.skipif(not Path("/lib/x86_64-linux-gnu/libc.so.6").exists() and not Path("/usr/lib/libc.so.6").exists(),
+                    reason="glibc only")
+@pytest.mark.parametrize("which", ["embeddings", "llm"])
+def test_memory_that_held_the_key_is_scrubbed_before_it_is_reused(which):
+    """The fault matrix found a planted key in a Chroma length.bin: Chroma writes uninitialised memory, and a freed
+    request buffer still held the Authorization header. Once a client with a key exists, freed memory is overwritten."""
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE.format(src=src, which=which, key=SECRET)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"

@@ -19,7 +19,7 @@ import numpy as np
 
 from .cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
                     unpack_vector)
-from .errors import QkragError, fail, redact
+from .errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
 SIDES: tuple[Side, ...] = ("query", "document")
@@ -187,6 +187,8 @@ class OpenAIEncoder(Encoder):
         if self._client is None:
             from openai import OpenAI
 
+            if self._api_key != "not-needed":
+                scrub_freed_memory()  # the key's request buffers must not reach a Chroma file: see its docstring
             self._client = OpenAI(base_url=self.base_url, api_key=self._api_key, timeout=self.timeout,
                                   max_retries=self.max_retries)
         return self._client

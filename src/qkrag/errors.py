@@ -58,3 +58,28 @@ def redact(text: str, *secrets: str | None) -> str:
     text = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}***", text)
     text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2***", text)
     return _CREDENTIAL_PATTERNS[2].sub("***", text)
+
+
+_scrubbing = False
+
+
+def scrub_freed_memory() -> None:
+    """Have glibc overwrite every block of memory when it is freed (mallopt M_PERTURB), from now on in this process.
+
+    Why: a freed buffer of an HTTP request still holds its `Authorization: Bearer <key>` header, and the next malloc
+    hands it out as is. Chroma's HNSW writer, in this same process, writes such uninitialised memory into the
+    collection's `length.bin`: the fault matrix found a planted key there. Called when a client that sends a key is
+    made; it costs a memset per malloc and free, so only processes that hold a key pay it. A no-op where the C
+    library is not glibc.
+    """
+    global _scrubbing
+    if _scrubbing:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        _scrubbing = bool(libc.mallopt(-6, 0x5A))  # M_PERTURB = -6: freed bytes become 0x5A, new ones 0xA5
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do here
+        _scrubbing = True

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, server_identity
-from qkrag.errors import LLMError, LLMUnavailableError, fail, redact
+from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, scrub_freed_memory
 from qkrag.prompts import Prompt, output_problem
 
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
@@ -329,6 +329,8 @@ class LLM:
                 import openai
 
                 c = self.config
+                if c.api_key:
+                    scrub_freed_memory()  # the key's request buffers must not reach a Chroma file: see its docstring
                 # max_retries=0: we retry ourselves, so attempts are counted and output faults share the same budget.
                 self._client = openai.OpenAI(base_url=c.base_url, api_key=c.api_key or _NO_KEY,
                                              timeout=c.timeout, max_retries=0)
