@@ -218,36 +218,39 @@ def corpus(path: Path, prefix: str, n: int, seed: int = 0) -> Path:
     return path
 
 
-def collection_ids(work: Path, path: str, name: str) -> tuple[set[str], bool, int]:
-    """(ids, complete, count) of an embedded collection, read through the library."""
-    import chromadb
+INSPECT = """
+import json, sys
+import chromadb
+client = chromadb.PersistentClient(path=sys.argv[1], settings=chromadb.Settings(anonymized_telemetry=False))
+col = client.get_collection(sys.argv[2], embedding_function=None)
+got = col.get(ids=[sys.argv[3]] if len(sys.argv) > 3 else None, include=["embeddings"] if len(sys.argv) > 3 else [])
+print(json.dumps({"ids": got["ids"], "complete": bool((col.metadata or {}).get("qkrag:complete")),
+                  "count": col.count(), "vector": [round(float(x), 4) for x in got["embeddings"][0]]
+                  if len(sys.argv) > 3 else None}))
+"""
 
-    client = chromadb.PersistentClient(path=str(work / path), settings=chromadb.Settings(anonymized_telemetry=False))
-    col = client.get_collection(name, embedding_function=None)
-    ids: set[str] = set(col.get(include=[])["ids"])
-    return ids, bool((col.metadata or {}).get("qkrag:complete")), col.count()
+
+def inspect(work: Path, path: str, name: str, doc_id: str | None = None) -> dict:
+    """A collection's ids, complete flag, count (and one stored vector), read in a fresh process without the key.
+    Not in this process: reading makes Chroma flush its log into HNSW files, with uninitialised memory in them, and
+    this process holds the planted key (its fake servers received it), so a read here could plant it on disk."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run([sys.executable, "-c", INSPECT, str(work / path), name, *([doc_id] if doc_id else [])],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out)
+
+
+def fresh_ids(work: Path, path: str, name: str) -> tuple[set[str], bool, int]:
+    got = inspect(work, path, name)
+    return set(got["ids"]), got["complete"], got["count"]
 
 
 def stored_vector(work: Path, path: str, name: str, doc_id: str) -> list[float]:
-    from chromadb.api.client import SharedSystemClient
-
-    SharedSystemClient.clear_system_cache()
-    import chromadb
-
-    client = chromadb.PersistentClient(path=str(work / path), settings=chromadb.Settings(anonymized_telemetry=False))
-    got = client.get_collection(name, embedding_function=None).get(ids=[doc_id], include=["embeddings"])
-    return [round(float(x), 4) for x in got["embeddings"][0]]
+    return inspect(work, path, name, doc_id)["vector"]
 
 
 def ids_of(path: Path) -> set[str]:
     return {json.loads(line)["_id"] for line in path.read_text().splitlines() if line.strip()}
-
-
-def fresh_ids(work: Path, path: str, name: str) -> tuple[set[str], bool, int]:
-    from chromadb.api.client import SharedSystemClient
-
-    SharedSystemClient.clear_system_cache()  # another process wrote it: read it from disk, not from memory
-    return collection_ids(work, path, name)
 
 
 # ------------------------------------------------------------------------------------------------ the faults
