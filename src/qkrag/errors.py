@@ -67,10 +67,10 @@ def scrub_freed_memory() -> None:
     """Have glibc overwrite every block of memory when it is freed (mallopt M_PERTURB), from now on in this process.
 
     Why: a freed buffer of an HTTP request still holds its `Authorization: Bearer <key>` header, and the next malloc
-    hands it out as is. Chroma's HNSW writer, in this same process, writes such uninitialised memory into the
-    collection's `length.bin`: the fault matrix found a planted key there. Called when a client that sends a key is
-    made; it costs a memset per malloc and free, so only processes that hold a key pay it. A no-op where the C
-    library is not glibc.
+    hands it out as is. Chroma's HNSW writer writes such uninitialised memory into a collection's files (length.bin,
+    data_level0.bin): a fault-matrix run found a planted key there, written by a process that held it. Called when a
+    client that sends a key is made; it costs a memset per malloc and free, so only processes that hold a key pay
+    it. A no-op where the C library is not glibc.
     """
     global _scrubbing
     if _scrubbing:
