@@ -509,6 +509,10 @@ def bench(
     sample: Annotated[int, typer.Option("--sample", help="Passages to generate queries for (seeded sample).")] = 200,
     candidates: Annotated[int, typer.Option(
         "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
+    per_passage: Annotated[int, typer.Option("--per-passage", help="Pairs kept per passage.")] = 1,
+    losses: Annotated[str, typer.Option(
+        "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
+        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: Annotated[Optional[str], typer.Option(
         "--base-url", help="OpenAI-compatible LLM server for generation (default: the embedded local model).")] = None,
@@ -521,7 +525,8 @@ def bench(
     json_out: Json = False,
 ) -> None:
     """The main job: embed, generate pairs from the corpus only, train projections, index in Chroma, and compare
-    against raw cosine, BM25, centred/whitened cosine and a full fine-tune, with CIs and paired tests.
+    against raw cosine, BM25, hybrid fusion, centred/whitened cosine and a full fine-tune, with CIs, paired tests and
+    a seen/novel leakage audit of every trained row.
 
     Examples:
 
@@ -535,7 +540,8 @@ def bench(
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,
-                         candidates=candidates,
+                         candidates=candidates, per_passage=per_passage,
+                         losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     result = run_bench(config)
     if json_out:
