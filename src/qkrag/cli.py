@@ -274,6 +274,17 @@ def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, co
     return DenseRetriever(encoder, raw)
 
 
+def _hybrid_searcher(dense: Any, corpus, data: Path, split: str, fusion: str, weight: float | None
+                     ) -> tuple[Any, dict[str, str]]:
+    """`eval --retriever hybrid`: `dense` fused with BM25, and what to report about the fusion."""
+    from .baselines import BM25Retriever
+    from .hybrid import HybridRetriever, fusion_for_split, fusion_from_options
+
+    lexical = BM25Retriever(corpus)
+    chosen, where = fusion_for_split(dense, lexical, data, split, fusion_from_options(fusion, weight), corpus=corpus)
+    return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
+
+
 @app.command("eval")
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
@@ -325,7 +336,7 @@ def eval_(
     corpus = collection_data.corpus
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
-    info: dict[str, str] = {}
+    info: dict[str, str] = {}  # text facts (the fusion), printed as they are
     if retriever == "bm25":
         if projection:
             raise QkragError("--projection: BM25 has no embeddings to project. Fix: use --retriever exact or chroma")
@@ -337,14 +348,7 @@ def eval_(
         searcher = _dense_searcher(retriever, corpus, _encoder(model, base_url, query_prefix, doc_prefix),
                                    projection, config)
     if retriever == "hybrid":
-        from .baselines import BM25Retriever
-        from .hybrid import HybridRetriever, fusion_for_split, fusion_from_options
-
-        lexical = BM25Retriever(corpus)
-        chosen, where = fusion_for_split(searcher, lexical, data, split, fusion_from_options(fusion, fusion_weight),
-                                         corpus=corpus)
-        searcher = HybridRetriever(searcher, lexical, chosen)
-        info = {"fusion": chosen.label(), "fusion_chosen_on": where}
+        searcher, info = _hybrid_searcher(searcher, corpus, data, split, fusion, fusion_weight)
     query_ids = list(collection_data.queries)
     hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
     result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
