@@ -55,6 +55,11 @@ Aspect = Annotated[Optional[str], typer.Option(
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server for --rewrite/--aspect (default: the embedded local model).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
+Hybrid = Annotated[bool, typer.Option(
+    "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
+    "dense hits (RRF unless --fusion-weight).")]
+FusionWeight = Annotated[Optional[float], typer.Option(
+    "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -129,6 +134,7 @@ def index(
     max_words: MaxWords = None,
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
+    hybrid: Hybrid = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -144,6 +150,8 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-climate --aspect climate
 
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
+
+      qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
     """
     from contextlib import ExitStack
 
@@ -163,6 +171,11 @@ def index(
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
+    if hybrid:
+        from .hybrid import bm25_folder, collection_bm25
+
+        collection_bm25(built, build=True)
+        out["bm25"] = str(bm25_folder(config))
     if json_out:
         _print_json(out)
     else:
@@ -188,6 +201,8 @@ def search(
     max_words: MaxWords = None,
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
+    hybrid: Hybrid = False,
+    fusion_weight: FusionWeight = None,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -199,6 +214,8 @@ def search(
       qkrag search "why does bread rise" -c demo --projection runs/demo/proj --json
 
       qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
+
+      qkrag search "vitamin D fractures" -c scifact --hybrid   # dense + BM25 (after `qkrag index --hybrid`)
     """
     from contextlib import ExitStack
 
@@ -215,6 +232,13 @@ def search(
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
         retriever = DenseRetriever(encoder, raw)
+    if fusion_weight is not None and not hybrid:
+        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if hybrid:
+        from .hybrid import HybridRetriever, collection_bm25, fusion_from_options
+
+        retriever = HybridRetriever(retriever, collection_bm25(raw),
+                                    fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
     with stack:
         results = retriever.search(list(queries), k)
     if json_out:
@@ -231,10 +255,40 @@ def search(
 # ------------------------------------------------------------------------------------------------ eval
 
 
+def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, config) -> Any:
+    """The dense retriever `eval` measures: exact search (or a Chroma collection built on the spot), raw or
+    through a projection."""
+    from .index import DenseRetriever, ExactIndex, build_index
+
+    if retriever == "chroma":
+        raw: Any = build_index(corpus, encoder, config)
+    else:
+        from .embed import embed
+
+        vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
+        raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
+    if projection:
+        from .projection import ProjectedRetriever, QKProjection
+
+        return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
+    return DenseRetriever(encoder, raw)
+
+
+def _hybrid_searcher(dense: Any, corpus, data: Path, split: str, fusion: str, weight: float | None
+                     ) -> tuple[Any, dict[str, str]]:
+    """`eval --retriever hybrid`: `dense` fused with BM25, and what to report about the fusion."""
+    from .baselines import BM25Retriever
+    from .hybrid import HybridRetriever, fusion_for_split, fusion_from_options
+
+    lexical = BM25Retriever(corpus)
+    chosen, where = fusion_for_split(dense, lexical, data, split, fusion_from_options(fusion, weight), corpus=corpus)
+    return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
+
+
 @app.command("eval")
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
-    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma or bm25.")] = "exact",
+    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
     split: Split = "test",
     model: Model = None,
     base_url: BaseURL = None,
@@ -248,6 +302,10 @@ def eval_(
     ef_search: EfSearch = 0,
     hnsw_m: M = 0,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).")] = 100,
+    fusion: Annotated[str, typer.Option(
+        "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
+        "evaluated split is another; else rrf).")] = "auto",
+    fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
@@ -260,6 +318,8 @@ def eval_(
       qkrag eval ../shared/data/scifact --retriever bm25 --json
 
       qkrag eval ../shared/data/scifact --retriever exact --projection runs/scifact-proj --json
+
+      qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
     import time
 
@@ -268,12 +328,15 @@ def eval_(
                            results_table)
     from .retrieval import to_run
 
-    if retriever not in ("exact", "chroma", "bm25"):
-        raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma or bm25")
+    if retriever not in ("exact", "chroma", "bm25", "hybrid"):
+        raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma, bm25 or hybrid")
+    if retriever != "hybrid" and (fusion != "auto" or fusion_weight is not None):
+        raise QkragError("--fusion/--fusion-weight: only apply to the hybrid retriever. Fix: add --retriever hybrid")
     collection_data = load_beir(data, split, skip_empty=skip_empty)
     corpus = collection_data.corpus
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
+    info: dict[str, str] = {}  # text facts (the fusion), printed as they are
     if retriever == "bm25":
         if projection:
             raise QkragError("--projection: BM25 has no embeddings to project. Fix: use --retriever exact or chroma")
@@ -281,24 +344,11 @@ def eval_(
 
         searcher: Any = BM25Retriever(corpus)
     else:
-        from .index import DenseRetriever, ExactIndex, build_index
-
-        encoder = _encoder(model, base_url, query_prefix, doc_prefix)
-        if retriever == "chroma":
-            config = _index_config(collection or _default_collection(data), path, host, port, "cosine",
-                                   ef_search, hnsw_m)
-            raw: Any = build_index(corpus, encoder, config)
-        else:
-            from .embed import embed
-
-            vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
-            raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
-        if projection:
-            from .projection import ProjectedRetriever, QKProjection
-
-            searcher = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-        else:
-            searcher = DenseRetriever(encoder, raw)
+        config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
+        searcher = _dense_searcher(retriever, corpus, _encoder(model, base_url, query_prefix, doc_prefix),
+                                   projection, config)
+    if retriever == "hybrid":
+        searcher, info = _hybrid_searcher(searcher, corpus, data, split, fusion, fusion_weight)
     query_ids = list(collection_data.queries)
     hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
     result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
@@ -309,14 +359,15 @@ def eval_(
             extra["ece"] = expected_calibration_error(*calibration)
     seconds = time.perf_counter() - t0
     out = {"data": str(data), "split": split, "retriever": retriever, "projection": str(projection or ""),
-           "queries": result.n_queries, **result.to_dict(), **extra, "seconds": round(seconds, 2)}
+           "queries": result.n_queries, **result.to_dict(), **extra, **info, "seconds": round(seconds, 2)}
     if json_out:
         _print_json(out)
     else:
         typer.echo(results_table({f"{retriever}{' + projection' if projection else ''}": result}))
         for key, value in extra.items():
             typer.echo(f"{key}: {value:.4f}")
-
+        for key, value in info.items():
+            typer.echo(f"{key}: {value}")
 
 @app.command("rewrite")
 def rewrite_(
