@@ -345,10 +345,15 @@ def eval_(
         searcher: Any = BM25Retriever(corpus)
     else:
         config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
-        searcher = _dense_searcher(retriever, corpus, _encoder(model, base_url, query_prefix, doc_prefix),
-                                   projection, config)
-    if retriever == "hybrid":
-        searcher, info = _hybrid_searcher(searcher, corpus, data, split, fusion, fusion_weight)
+        encoder = _encoder(model, base_url, query_prefix, doc_prefix)
+
+        def make(projection_dir: Path | None) -> tuple[Any, dict[str, str]]:
+            dense = _dense_searcher(retriever, corpus, encoder, projection_dir, config)
+            if retriever == "hybrid":
+                return _hybrid_searcher(dense, corpus, data, split, fusion, fusion_weight)
+            return dense, {}
+
+        searcher, info = make(projection)
     query_ids = list(collection_data.queries)
     hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
     result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
@@ -357,6 +362,7 @@ def eval_(
         calibration = calibration_pairs(hits, query_ids, collection_data.qrels)
         if calibration is not None:
             extra["ece"] = expected_calibration_error(*calibration)
+        extra.update(_against_base(make(None)[0], projection, query_ids, collection_data, result, k))
     seconds = time.perf_counter() - t0
     out = {"data": str(data), "split": split, "retriever": retriever, "projection": str(projection or ""),
            "queries": result.n_queries, **result.to_dict(), **extra, **info, "seconds": round(seconds, 2)}
@@ -365,9 +371,32 @@ def eval_(
     else:
         typer.echo(results_table({f"{retriever}{' + projection' if projection else ''}": result}))
         for key, value in extra.items():
-            typer.echo(f"{key}: {value:.4f}")
+            typer.echo(f"{key}: {_plain(value)}")
         for key, value in info.items():
             typer.echo(f"{key}: {value}")
+
+def _against_base(base_searcher, projection: Path, query_ids: list[str], collection, result, k: int
+                  ) -> dict[str, Any]:
+    """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
+    leakage audit (test queries whose relevant documents were training positives, and the rest)."""
+    from .evaluate import against_base, evaluate_run, queries_are_documents
+    from .projection import QKProjection
+    from .retrieval import to_run
+
+    hits = base_searcher.search([collection.queries[q] for q in query_ids], k)
+    base = evaluate_run(collection.qrels, to_run(query_ids, hits), name="base",
+                        ignore_identical_ids=queries_are_documents(collection))
+    positives = QKProjection.load(projection).training_positive_ids_
+    return against_base(result, base, collection.qrels, positives)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
+
 
 @app.command("rewrite")
 def rewrite_(
