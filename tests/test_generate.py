@@ -907,3 +907,24 @@ def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path
     ds = load_pairs(tmp_path / "out")
     assert len(ds) == 0 and tuple(ds.column_names) == COLUMNS
     assert "off_form" in ds.column_names
+
+
+def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys):
+    import qkrag.cli as cli
+    from conftest import write_beir
+
+    monkeypatch.setattr(cli, "_encoder", lambda *a, **k: FakeEncoder(64))
+    docs = {d.id: d.text for d in mixed_corpus()}
+    folder = write_beir(tmp_path / "mixed", docs, {"q": "lava"}, {"q": ["d0"]})
+    counts = {}
+    for check in ("form", "none"):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", check, "--out",
+                  str(tmp_path / check), "--json"])
+        stats = json.loads((tmp_path / check / "stats.json").read_text())
+        assert stats["config"]["answer_check"] == check
+        counts[check] = stats["counts"]
+    assert counts["form"]["skipped_no_answer_form"] == len(POSTS) and counts["none"]["skipped_no_answer"] == 0
+    with pytest.raises(SystemExit):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", "maybe", "--out",
+                  str(tmp_path / "x")])
+    assert "answer_check" in capsys.readouterr().err
