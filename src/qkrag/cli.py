@@ -466,6 +466,9 @@ def generate(
     negatives: Annotated[Optional[int], typer.Option("--negatives", help="Hard negatives per pair (default 4).")] = None,
     judge_negatives: Annotated[bool, typer.Option(
         "--judge-negatives", help="Also ask the LLM to judge each hard negative; drop those it calls relevant.")] = False,
+    answer_check: Annotated[Optional[str], typer.Option(
+        "--answer-check", help="Which passages get queries: form (default: skip questions, requests and boilerplate), "
+        "llm (ask the LLM), both, or none. Skipped passages stay in the corpus as negatives.")] = None,
     template: Annotated[Optional[str], typer.Option(
         "--template", help="Prompt template: a name in prompts/ or a .toml file (default: query_few_shot with "
         "--examples, else query_zero_shot).")] = None,
@@ -488,7 +491,7 @@ def generate(
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
     given = {"candidates": candidates, "queries_per_passage": per_passage, "policy": policy,
-             "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template}
+             "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template, "answer_check": answer_check}
     config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
                             judge_negatives=judge_negatives, **{k: v for k, v in given.items() if v is not None})
     encoder = _encoder(model, None)
