@@ -32,6 +32,7 @@ from .retrieval import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
            "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
+MIN_FUSION_QUERIES = 30  # fewer validation queries than this: too few to choose a fusion setting on
 LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
 
 
@@ -246,16 +247,22 @@ class Bench:
         return _as_queries(synthetic.split(0.1, self.config.seed, by="document")[1], lambda q: q)
 
     def _evaluate_hybrid(self, method: str, dense, validation, train_seconds: float = 0.0, notes: str = "") -> Row:
-        """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels), else RRF k=60."""
-        from .hybrid import FusionConfig, HybridRetriever, choose_fusion
+        """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels). With fewer than
+        MIN_FUSION_QUERIES validation queries a choice is noise, so a trained arm keeps the untrained hybrid's
+        setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
+        from .hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion
 
         t0 = time.perf_counter()
-        config, chosen_on = FusionConfig(), "none (RRF k=60, parameter-free)"
-        if validation is not None and validation[0]:
+        config = self.fusions.get("hybrid", FusionConfig())
+        chosen_on = "the untrained hybrid row" if "hybrid" in self.fusions else "none (RRF k=60, parameter-free)"
+        if validation is not None and len(validation[0]) >= MIN_FUSION_QUERIES:
             ids, texts, qrels = validation
             dense_hits, lexical_hits = HybridRetriever(dense, self.bm25).search_arms(texts)
-            config, grid = choose_fusion(dense_hits, lexical_hits, ids, qrels)
-            chosen_on = f"{len(ids)} validation queries (nDCG@10 {grid[config.label()]:.3f})"
+            grid = [config, *(c for c in DEFAULT_GRID if c.label() != config.label())]
+            config, scores = choose_fusion(dense_hits, lexical_hits, ids, qrels, grid)
+            chosen_on = f"{len(ids)} validation queries (nDCG@10 {scores[config.label()]:.3f})"
+        elif validation is not None:
+            chosen_on += f"; {len(validation[0])} validation queries are too few to choose on"
         self.fusions[method] = config
         retriever = HybridRetriever(dense, self.bm25, config)
         seconds = train_seconds + time.perf_counter() - t0
@@ -282,6 +289,8 @@ class Bench:
             if "qk_synthetic" in methods:
                 self._trained_row("qk_synthetic", trained, cosine)
             if "hybrid_qk_synthetic" in methods and hybrid is not None:
+                if self.train is not None:  # the synthetic map never saw the train split: choose fusion there
+                    trained.validation = self._hybrid_validation(None)
                 self._trained_row("hybrid_qk_synthetic", trained, hybrid, hybrid=True)
         self.info["synthetic_positives"] = len(positives)
 
