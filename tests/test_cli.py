@@ -131,13 +131,25 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
 
 
 def test_bench_json_contract(capsys, beir, tmp_path):
+    methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
+               "qk_human", "hybrid_qk_human"]
     code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
-                         "--methods", "bm25,cosine,centered_cosine,query_adapter,qk_synthetic,qk_human", "--json")
+                         "--methods", ",".join(methods), "--json")
     assert code == 0, err
-    rows = {r["method"]: r for r in json.loads(out)["rows"]}
-    assert {"bm25", "cosine", "centered_cosine", "query_adapter", "qk_synthetic", "qk_human"} <= set(rows)
+    report = json.loads(out)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert list(rows) == methods
     for row in rows.values():
-        assert {"ndcg@10", "ndcg@10_ci", "recall@100", "mrr@10", "train_seconds"} <= set(row)
+        assert {"method", "ndcg@10", "ndcg@10_ci", "recall@100", "mrr@10", "train_seconds"} <= set(row)
+    trained = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human"}
+    for method in methods:  # the leakage audit on trained rows only, each against its own base
+        has_audit = {"ndcg@10_seen", "ndcg@10_novel", "n_seen", "n_novel"} <= set(rows[method])
+        assert has_audit == (method in trained), method
+        if has_audit:
+            assert rows[method]["n_seen"] + rows[method]["n_novel"] == report["queries"]
+            assert rows[method]["audit_base"] == ("hybrid" if method.startswith("hybrid_") else "cosine")
+    assert "vs_hybrid_delta" in rows["hybrid_qk_synthetic"] and "fusion" in rows["hybrid"]
+    assert all("question_share@5" not in r for r in rows.values())  # no question-form documents here
     assert (tmp_path / "b" / "bench.md").exists() and (tmp_path / "b" / "bench.png").exists()
 
 
