@@ -52,7 +52,8 @@ def form_test(name: str, docs: list[dict]) -> dict:
     truth = [d["asks"] for d in docs]
     missed = [d for d, s in zip(docs, skipped) if d["asks"] and not s]
     wrong = [d for d, s in zip(docs, skipped) if s and not d["asks"]]
-    return {"collection": name, "question_form": scores(truth, form), "skipped_by_carries_answer": scores(truth, skipped),
+    return {"collection": name, "question_form": scores(truth, form),
+            "skipped_by_carries_answer": scores(truth, skipped),
             "docs_per_second": round(len(docs) / seconds), "missed_examples": [d["text"][:200] for d in missed[:5]],
             "wrongly_skipped_examples": [d["text"][:200] for d in wrong[:5]]}
 
