@@ -721,7 +721,7 @@ class Checker(FakeLLMServer):
 
     def answer(self, body):
         user = body["messages"][-1]["content"]
-        if user.startswith("Text:"):
+        if "Does this text state facts?" in user:
             Checker.checks += 1
             text = user.split("Text:", 1)[1].split("Does this text", 1)[0].lower()
             return "No." if "comet" in text or "volcano" in text else "Yes"

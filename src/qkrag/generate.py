@@ -420,6 +420,8 @@ def _candidate_pool(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[st
         corpus.get(d)  # a clear error for an unknown id
     if len(set(ids)) != len(ids):
         raise fail("doc_ids", "contain duplicates", "pass each passage once")
+    if not ids:
+        raise fail("generate_pairs", "no passages to generate for", "give a non-empty corpus or doc_ids")
     if config.sample is not None and config.sample < len(ids):
         ids = list(ids)
         random.Random(config.seed).shuffle(ids)
@@ -1043,8 +1045,9 @@ def generate_from_beir(data_dir: str | os.PathLike[str], out_dir: str | os.PathL
                        config: GenerateConfig | None = None, llm: LLM | None = None,
                        encoder: Encoder | None = None) -> GenerationResult:
     """What `qkrag generate DATA_DIR --limit N --out PAIRS_DIR` does: pairs for the first `limit` passages of a corpus
-    (BEIR folder or any file `load_corpus` reads), ranked against all of it, with the embedded local LLM unless `llm`
-    is given (or `config.generator == "ict"`). An LLM started here is closed here."""
+    (BEIR folder or any file `load_corpus` reads; those that carry no answer skipped, see
+    `GenerateConfig.answer_check`), ranked against all of it, with the embedded local LLM unless `llm` is given (or
+    `config.generator == "ict"`). An LLM started here is closed here."""
     from .embed import make_encoder
 
     corpus = load_corpus(data_dir)
