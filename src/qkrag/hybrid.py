@@ -1,9 +1,8 @@
 """Hybrid retrieval: fuse a dense ranking with a lexical (BM25) ranking, no training needed.
 
 Dense search finds paraphrases and misses rare exact terms (gene names, numbers); BM25 is the other way round. Fusing
-the two rankings is the first thing to try on a new corpus. On SciFact test (all-MiniLM-L6-v2, exact search):
-cosine 0.645 nDCG@10, BM25 0.679, RRF 0.713, convex (w=0.4, z-score, chosen on the train split) 0.729; both fusions
-beat both arms (paired randomization test, p < 0.01).
+the two rankings is the first thing to try on a new corpus, and the baseline a learned projection has to beat
+(benchmarks/results/main_job_*.md measure it next to each arm).
 
 Two fusion rules, both over each arm's top `depth` hits per query:
 - RRF (reciprocal rank fusion, Cormack et al. 2009): fused = Σ_arm 1 / (rrf_k + rank). It uses ranks only, so it
