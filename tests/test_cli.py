@@ -78,6 +78,20 @@ def test_train_then_eval_with_projection_reports_ece(capsys, beir, tmp_path):
     code, out, _ = run(capsys, "eval", beir, "--retriever", "exact", "--projection", tmp_path / "proj", "--json")
     result = json.loads(out)
     assert code == 0 and 0.0 <= result["ece"] <= 1.0 and "ndcg@10" in result
+    # the projection's figures next to cosine, and the seen/novel split by its recorded training positives
+    assert {"base_ndcg@10", "delta_ndcg@10", "p_ndcg@10", "n_seen", "n_novel"} <= set(result)
+    assert result["n_seen"] + result["n_novel"] == result["queries"]
+
+
+def test_train_with_distillation_and_a_document_holdout(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "2",
+                         "--loss", "both", "--holdout", "document", "--json")
+    assert code == 0, err
+    config = json.loads((tmp_path / "proj" / "config.json").read_text())
+    assert config["train_config"]["loss"] == "both" and config["train_config"]["holdout"] == "document"
+    assert config["training_positive_ids"]  # what eval's leakage audit reads
+    code, _, err = run(capsys, "train", beir, "--out", tmp_path / "x", "--loss", "soft")
+    assert code == 2 and "'soft' is not a loss" in err
 
 
 def test_index_and_search_with_and_without_projection(capsys, beir, tmp_path):

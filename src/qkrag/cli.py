@@ -536,6 +536,12 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Default: TrainConfig's.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    loss: Annotated[str, typer.Option(
+        "--loss", help="infonce (binary labels), distill (match a BM25 + cosine hybrid teacher's scores over each "
+        "query's top 30, listwise) or both.")] = "infonce",
+    holdout: Annotated[str, typer.Option(
+        "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
+        "training positives, so a validation gain is not a prior over documents).")] = "query",
     model: Model = None,
     base_url: BaseURL = None,
     query_prefix: QueryPrefix = "",
@@ -558,8 +564,11 @@ def train(
     from .train import TrainConfig, train_projection
 
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
+    text_of: Any = str  # generated pairs are keyed by their query text
     if (data / "corpus.jsonl").exists():
-        pairs = pairs_from_collection(load_beir(data, split), encoder)
+        collection = load_beir(data, split)
+        corpus, text_of = collection.corpus, collection.queries.__getitem__
+        pairs = pairs_from_collection(collection, encoder)
     else:
         stats_file = data / "stats.json"
         recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
@@ -569,7 +578,13 @@ def train(
         corpus = load_corpus(source)
         pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
-    config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
+    config.check()  # a bad flag fails here, before any teacher search
+    if loss != "infonce":
+        from .teacher import default_teacher, hybrid_teacher
+
+        pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
+                               default_teacher(corpus, encoder, pairs.documents))
     projection = train_projection(pairs, config, variant=variant, rank=rank)
     projection.save(out)
     summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,

@@ -22,6 +22,19 @@ from .errors import fail
 from .projection import Pairs
 
 
+def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = None) -> Any:
+    """The offline teacher: exact cosine over `corpus` (its `documents` vectors when given, else embedded through
+    the cache) fused with BM25 by reciprocal rank fusion, which needs no weight chosen on data."""
+    from .baselines import BM25Retriever
+    from .embed import embed
+    from .hybrid import HybridRetriever
+    from .index import DenseRetriever, ExactIndex
+
+    vectors = documents if documents is not None else embed(encoder, corpus.contents, "document")
+    dense = DenseRetriever(encoder, ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint))
+    return HybridRetriever(dense, BM25Retriever(corpus))
+
+
 def hybrid_teacher(pairs: Pairs, texts: Sequence[str], teacher: Any, depth: int = 30) -> Pairs:
     """`pairs` with teacher candidates attached: `teacher.search([text], depth)` (any retriever: a HybridRetriever by
     default) is asked once per distinct query text; `texts[i]` is the text of pair i's query."""
