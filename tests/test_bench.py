@@ -34,3 +34,33 @@ def test_bench_on_the_demo_collection_with_real_parts(tmp_path):
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert [r["method"] for r in report["rows"]] == [m for m in METHODS if m in rows]
     assert (tmp_path / "bench" / "bench.png").stat().st_size > 0
+
+
+def test_question_share_is_reported_where_documents_ask_questions(tmp_path):
+    from conftest import write_beir
+
+    docs = {f"a{i}": f"Fact number {i}: the {w} is made of {w} stone and weighs {i} tons."
+            for i, w in enumerate(["red", "blue", "green", "grey", "white", "black"])}
+    docs.update({f"p{i}": f"Why is the {w} one so heavy?" for i, w in enumerate(["red", "blue", "green", "grey",
+                                                                                 "white", "black"])})
+    folder = write_beir(tmp_path / "mixed", docs, {"q1": "what is the red one made of"}, {"q1": ["a0"]})
+    bench = Bench(BenchConfig(data=folder, out=tmp_path / "out", methods=("cosine",), progress=False))
+    assert bench.question_docs is not None and sum(bench.question_docs.values()) == 6
+
+
+def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tiny_beir, tmp_path, monkeypatch, fake_encoder):
+    import qkrag.embed
+
+    monkeypatch.setattr(qkrag.embed, "make_encoder", lambda *a, **k: fake_encoder)
+
+    def boom(self, encoder):
+        raise RuntimeError("the LLM died")
+
+    monkeypatch.setattr(Bench, "_generate", boom)
+    config = BenchConfig(data=tiny_beir, out=tmp_path / "b", generator="ict", sample=5, progress=False,
+                         methods=("bm25", "cosine", "qk_synthetic"))
+    with pytest.raises(RuntimeError, match="LLM died"):
+        run_bench(config)
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert [r["method"] for r in report["rows"]] == ["bm25", "cosine"]
+    assert "| cosine |" in (tmp_path / "b" / "bench.md").read_text()

@@ -78,6 +78,20 @@ def test_train_then_eval_with_projection_reports_ece(capsys, beir, tmp_path):
     code, out, _ = run(capsys, "eval", beir, "--retriever", "exact", "--projection", tmp_path / "proj", "--json")
     result = json.loads(out)
     assert code == 0 and 0.0 <= result["ece"] <= 1.0 and "ndcg@10" in result
+    # the projection's figures next to cosine, and the seen/novel split by its recorded training positives
+    assert {"base_ndcg@10", "delta_ndcg@10", "p_ndcg@10", "n_seen", "n_novel"} <= set(result)
+    assert result["n_seen"] + result["n_novel"] == result["queries"]
+
+
+def test_train_with_distillation_and_a_document_holdout(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "2",
+                         "--loss", "both", "--holdout", "document", "--json")
+    assert code == 0, err
+    config = json.loads((tmp_path / "proj" / "config.json").read_text())
+    assert config["train_config"]["loss"] == "both" and config["train_config"]["holdout"] == "document"
+    assert config["training_positive_ids"]  # what eval's leakage audit reads
+    code, _, err = run(capsys, "train", beir, "--out", tmp_path / "x", "--loss", "soft")
+    assert code == 2 and "'soft' is not a loss" in err
 
 
 def test_index_and_search_with_and_without_projection(capsys, beir, tmp_path):
@@ -131,13 +145,25 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
 
 
 def test_bench_json_contract(capsys, beir, tmp_path):
+    methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
+               "qk_human", "hybrid_qk_human"]
     code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
-                         "--methods", "bm25,cosine,centered_cosine,query_adapter,qk_synthetic,qk_human", "--json")
+                         "--methods", ",".join(methods), "--json")
     assert code == 0, err
-    rows = {r["method"]: r for r in json.loads(out)["rows"]}
-    assert {"bm25", "cosine", "centered_cosine", "query_adapter", "qk_synthetic", "qk_human"} <= set(rows)
+    report = json.loads(out)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert list(rows) == methods
     for row in rows.values():
-        assert {"ndcg@10", "ndcg@10_ci", "recall@100", "mrr@10", "train_seconds"} <= set(row)
+        assert {"method", "ndcg@10", "ndcg@10_ci", "recall@100", "mrr@10", "train_seconds"} <= set(row)
+    trained = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human"}
+    for method in methods:  # the leakage audit on trained rows only, each against its own base
+        has_audit = {"ndcg@10_seen", "ndcg@10_novel", "n_seen", "n_novel"} <= set(rows[method])
+        assert has_audit == (method in trained), method
+        if has_audit:
+            assert rows[method]["n_seen"] + rows[method]["n_novel"] == report["queries"]
+            assert rows[method]["audit_base"] == ("hybrid" if method.startswith("hybrid_") else "cosine")
+    assert "vs_hybrid_delta" in rows["hybrid_qk_synthetic"] and "fusion" in rows["hybrid"]
+    assert all("question_share@5" not in r for r in rows.values())  # no question-form documents here
     assert (tmp_path / "b" / "bench.md").exists() and (tmp_path / "b" / "bench.png").exists()
 
 

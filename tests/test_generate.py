@@ -23,6 +23,7 @@ from conftest import FakeEncoder, LoopbackHTTP
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
 from qkrag.generate import (
+    COLUMNS,
     GenerateConfig,
     copy_score,
     form_summary,
@@ -676,3 +677,254 @@ def test_sentences_split_tokenised_lower_case_text_too():
     assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
                                          "an experimental study was made , e.g. at two angles .", "done ."]
     assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]
+
+
+# ------------------------------------------------------------------------------------------------ answer check
+
+POSTS = [
+    "My lava lamp stopped flowing after I moved it. Anyone know why?",
+    "How do I keep bees from swarming out of the hive",
+    "Why does my bread dough never rise? I used fresh yeast and warm water. Any tips?",
+    "Can someone explain how tides work? Thanks in advance!",
+    "What is the best flour for a gluten free crop rotation?",
+    "Is it safe to look at a comet through binoculars",
+]
+
+
+def mixed_corpus() -> Corpus:
+    """The tiny-topics statements plus question posts that share their words (as squad-mix's posts do)."""
+    posts = tuple(Document(f"post-{i}", text) for i, text in enumerate(POSTS))
+    return Corpus(make_corpus().documents + posts, "statements+posts")
+
+
+def test_question_posts_never_become_positives_and_the_sample_counts_answer_passages(server, tmp_path):
+    corpus = mixed_corpus()
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        result = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, sample=9), tmp_path / "out")
+        unchecked = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, answer_check="none"),
+                                   tmp_path / "none")
+    c = result.stats["counts"]
+    assert c["pool"] == len(corpus) and c["skipped_no_answer_form"] == len(POSTS) == c["skipped_no_answer"]
+    assert c["passages"] == 9  # nine answer-bearing passages, though a third of the pool asks
+    assert len(result) > 0 and not any(pid.startswith("post-") for pid in result.dataset["positive_id"])
+    # the posts stay in the corpus: a negative may be one
+    assert result.stats["counts"]["candidates"] > 0
+    # without the check the posts get queries and become positives: the failure this guards against
+    assert any(pid.startswith("post-") for pid in unchecked.dataset["positive_id"])
+    assert unchecked.stats["counts"]["skipped_no_answer"] == 0
+
+
+class Checker(FakeLLMServer):
+    """Answers the answer_check prompt: "no" for a text that mentions a comet or a volcano, else "yes"."""
+
+    checks = 0
+
+    def answer(self, body):
+        user = body["messages"][-1]["content"]
+        if "Does this text state facts?" in user:
+            Checker.checks += 1
+            text = user.split("Text:", 1)[1].split("Does this text", 1)[0].lower()
+            return "No." if "comet" in text or "volcano" in text else "Yes"
+        return super().answer(body)
+
+
+def test_llm_answer_check_samples_only_passages_it_passes_and_is_journaled(tmp_path):
+    s = Checker()
+    corpus = make_corpus()  # 12 statements: d0 (volcano) and d5 (comet) are judged to carry no answer
+    try:
+        Checker.checks = 0
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, sample=6, answer_check="llm")
+            result = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
+        c = result.stats["counts"]
+        assert c["passages"] == 6 and not {"d0", "d5"} & set(result.dataset["positive_id"])
+        assert c["skipped_no_answer_llm"] >= 1 and c["skipped_no_answer_form"] == 0
+        assert 6 <= Checker.checks < len(corpus)  # oversampled a little, not the whole pool
+        verdicts = [json.loads(line) for line in (tmp_path / "out" / "answer_check.jsonl").read_text().splitlines()]
+        assert len(verdicts) == Checker.checks
+        first = Checker.checks
+        with make_llm(s, tmp_path / "other.sqlite") as llm:  # a fresh cache: only the journal can save the calls
+            again = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
+        assert Checker.checks == first and rows(again.dataset) == rows(result.dataset)
+    finally:
+        s.close()
+
+
+def test_both_checks_ask_the_llm_only_about_passages_that_pass_the_form_test(tmp_path):
+    s = Checker()
+    try:
+        Checker.checks = 0
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(mixed_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST, answer_check="both"),
+                                    tmp_path / "out")
+        c = result.stats["counts"]
+        assert Checker.checks == len(make_corpus())  # the posts never reach the LLM
+        assert c["skipped_no_answer_form"] == len(POSTS) and c["skipped_no_answer_llm"] == 2
+        assert c["skipped_no_answer"] == len(POSTS) + 2 and c["passages"] == len(make_corpus()) - 2
+    finally:
+        s.close()
+
+
+def test_answer_check_settings_are_checked(tmp_path):
+    with pytest.raises(InputError, match="answer_check"):
+        GenerateConfig(answer_check="maybe")
+    with pytest.raises(InputError, match="max_failed_share"):
+        GenerateConfig(max_failed_share=1.5)
+    with pytest.raises(InputError, match="needs an LLM"):
+        generate_pairs(make_corpus(), FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict",
+                                                                            answer_check="llm"), tmp_path / "o")
+    only_posts = Corpus(tuple(Document(f"p{i}", t) for i, t in enumerate(POSTS)), "posts")
+    with pytest.raises(InputError, match="carries an answer"):
+        generate_pairs(only_posts, FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict"), tmp_path / "o")
+
+
+# ------------------------------------------------------------------------------------------------ example echoes
+
+
+def test_examples_echoed_with_a_word_changed_never_become_queries(tmp_path):
+    # The passage is about the example's own subject (as squad-mix's first passage was), so neither the copy filter
+    # against the passage nor the borrowed-terms filter catches the echo; dropping one word breaks the copied run.
+    example = "Who did Denver beat in the 2015 AFC Championship game?"
+
+    class Echo(FakeLLMServer):
+        def answer(self, body):
+            return "Who did Denver beat in the AFC Championship game\nWhere was the final of the season played?"
+
+    passage = ("The Denver Broncos defeated the New England Patriots 20-18 in the AFC Championship game in 2015, "
+               "then won the final at a stadium in Santa Clara.")
+    corpus = Corpus((Document("d0", passage),) + make_corpus().documents[1:], "echo")
+    s = Echo()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, examples=(example, "Which team won the NFC title?"))
+            result = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
+    finally:
+        s.close()
+    assert result.stats["counts"]["dropped_example_copy"] >= 1
+    assert not any("denver" in q.lower() for q in result.dataset["query"])
+    assert len(result) == 1 and result.dataset["query"][0].startswith("Where was the")  # the real query stays
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+class Flaky(FakeLLMServer):
+    """Times out on (or garbles) every request about one topic while `broken`; answers normally otherwise."""
+
+    def __init__(self, topic: str = "volcano", fault: str = "hang"):
+        self.topic, self.fault, self.broken = topic, fault, True
+        super().__init__()
+
+    def answer(self, body):
+        if self.broken and self.topic in body["messages"][-1]["content"]:
+            if self.fault == "hang":
+                time.sleep(1.0)  # the client gives up after 0.3 s
+            else:
+                return "#### $$$ 1234 ---- ((((("
+        return super().answer(body)
+
+
+def test_calls_that_timed_out_are_retried_by_the_next_run_and_it_ends_with_the_uninterrupted_pairs(tmp_path):
+    corpus = make_corpus()
+    healthy = FakeLLMServer()
+    s = Flaky()
+    try:
+        with make_llm(healthy, tmp_path / "clean.sqlite") as llm:
+            clean = rows(generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "clean")
+                         .dataset)
+        with make_llm(s, tmp_path / "llm.sqlite", timeout=0.3) as llm:
+            first = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        assert first.stats["counts"]["failed_passages"] == 1 and first.stats["llm_failures"] == {"timeouts": 2}
+        assert "d0" not in first.dataset["positive_id"]
+        journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+        assert len(journal) == len(corpus) - 1 and "d0" not in {r["doc_id"] for r in journal}  # only what succeeded
+        s.broken = False  # the server recovers
+        with make_llm(s, tmp_path / "llm.sqlite", timeout=0.3) as llm:
+            again = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+            assert llm.calls_made == GenerateConfig(**FAST).calls  # only d0's calls, the rest from the journal
+        assert again.stats["counts"]["failed_passages"] == 0
+        assert rows(again.dataset) == clean
+        # a journal written before this rule holds failed calls as null: those are asked again too
+        lines = (tmp_path / "clean" / "journal.jsonl").read_text().splitlines()
+        old = [json.loads(line) for line in lines]
+        old[3]["outputs"] = [None] * len(old[3]["outputs"])
+        (tmp_path / "old").mkdir()
+        (tmp_path / "old" / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+        with make_llm(healthy, tmp_path / "old.sqlite") as llm:
+            resumed = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "old")
+            assert llm.calls_made == GenerateConfig(**FAST).calls
+        assert rows(resumed.dataset) == clean
+    finally:
+        s.close()
+        healthy.close()
+
+
+def test_one_garbled_passage_is_skipped_and_counted_not_fatal(tmp_path):
+    s = Flaky(fault="garbled")
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        c = result.stats["counts"]
+        assert c["failed_passages"] == 1 and c["failed_calls"] == 2
+        assert result.stats["llm_failures"] == {"garbled output": 2}
+        assert len(result) > 0 and "d0" not in result.dataset["positive_id"]
+        # when most passages fail, the run stops and says what the failures were
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            with pytest.raises(LLMError, match=r"2 of the 2 passages tried so far \(3 in all\) failed.*"
+                                                 r"4 garbled output.*unusable text"):
+                generate_pairs(make_corpus(13), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "most",
+                               doc_ids=["d0", "d12", "d1"])  # d0 and d12 are both about a volcano
+    finally:
+        s.close()
+
+
+def test_http_errors_are_named_as_such(tmp_path):
+    s = FakeLLMServer(mode="error500")
+    try:
+        with make_llm(s, False) as llm:
+            with pytest.raises(LLMError, match=r"HTTP 500 errors.*server is up"):
+                generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------------------------------------ no pairs
+
+
+def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path):
+    class Copier(FakeLLMServer):
+        def answer(self, body):  # only two-word lines: the length filter drops them all
+            return "Lava flows.\nHot ash."
+
+    s = Copier()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+    finally:
+        s.close()
+    assert len(result) == 0 and result.stats["counts"]["pairs"] == 0
+    assert "no pairs kept" in result.stats["no_pairs"] and "dropped_length" in result.stats["no_pairs"]
+    ds = load_pairs(tmp_path / "out")
+    assert len(ds) == 0 and tuple(ds.column_names) == COLUMNS
+    assert "off_form" in ds.column_names
+
+
+def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys):
+    import qkrag.cli as cli
+    from conftest import write_beir
+
+    monkeypatch.setattr(cli, "_encoder", lambda *a, **k: FakeEncoder(64))
+    docs = {d.id: d.text for d in mixed_corpus()}
+    folder = write_beir(tmp_path / "mixed", docs, {"q": "lava"}, {"q": ["d0"]})
+    counts = {}
+    for check in ("form", "none"):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", check, "--out",
+                  str(tmp_path / check), "--json"])
+        stats = json.loads((tmp_path / check / "stats.json").read_text())
+        assert stats["config"]["answer_check"] == check
+        counts[check] = stats["counts"]
+    assert counts["form"]["skipped_no_answer_form"] == len(POSTS) and counts["none"]["skipped_no_answer"] == 0
+    with pytest.raises(SystemExit):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", "maybe", "--out",
+                  str(tmp_path / "x")])
+    assert "answer_check" in capsys.readouterr().err

@@ -3,7 +3,8 @@
 `atomic_open` writes to a temporary file beside the target, fsyncs, then renames over it: a reader (or a re-run after
 a kill) sees either the old file or the new one, never half of one. `file_lock` holds an exclusive advisory lock
 (flock) on a lock file, so two processes never write one resource (a Chroma collection) at once; the kernel drops the
-lock when its holder dies, so a killed writer never leaves a stale lock behind.
+lock when its holder dies, so a killed writer never leaves a stale lock behind. `atomic_folder` replaces a whole
+folder (one a library saves into, like a BM25 index) the same way: complete or absent, never half-written.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -108,3 +110,27 @@ def _acquire(path: Path, timeout: float, what: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)  # for the message of whoever waits next
     return fd
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `path` to fill; on success it replaces `path` (and whatever was there).
+
+    A folder cannot be renamed over a non-empty one, so the old folder is first moved aside, then the new one moved
+    in, then the old one deleted: a kill in between leaves `path` missing (a reader rebuilds) or complete, never
+    half-written. On an exception the temporary folder is removed and `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; saved indexes are meant to be read by others
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

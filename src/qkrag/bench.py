@@ -1,13 +1,19 @@
-"""The main job: does a projection trained on synthetic pairs beat raw cosine? One call, real data, honest numbers.
+"""The main job: does a projection trained on synthetic pairs beat what a user would otherwise pick? One call, real
+data, honest numbers.
 
     embed corpus -> generate pairs from the corpus only -> train projections -> index in Chroma -> evaluate on test
 
-Every method is a row: BM25; raw cosine; centred and whitened cosine; a query-only adapter and a Q/K projection on
-the synthetic pairs; a Q/K projection on the human train split when the folder has one; and a full fine-tune of the
-encoder on the same synthetic pairs (what a user would otherwise do). Each row gets nDCG@10, Recall@100, MRR@10 with
-bootstrap CIs, a paired test against raw cosine, its training time and query latency, and ECE where it outputs a
-probability. The test judgments are only ever read to score; hyperparameters are fixed or chosen on validation pairs
-carved from the training data.
+Every method is a row: BM25; raw cosine; hybrid (BM25 fused with cosine, no training: what users pick first);
+centred and whitened cosine; a query-only adapter and a Q/K projection on the synthetic pairs, alone and fused with
+BM25; a Q/K projection on the human train split when the folder has one, alone and fused; and a full fine-tune of the
+encoder on the same synthetic pairs. Each row gets nDCG@10, Recall@100, MRR@10 with bootstrap CIs, a paired test
+against raw cosine (and the hybrid rows against hybrid), its training time and query latency, ECE where it outputs a
+probability, and for trained rows a leakage audit: nDCG@10 on test queries whose relevant documents were positives in
+training ("seen") and on the rest ("novel"), each against its base. Where the corpus holds question-form documents,
+each row reports the share of them in a query's top 5.
+
+The test judgments are only ever read to score. Hyperparameters and fusion weights are chosen on validation data: a
+held-out share of the training pairs, split by document, or the train split for the untrained hybrid row.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ from .data import Collection, load_beir, splits
 from .errors import fail
 from .retrieval import Hit
 
-METHODS = ("bm25", "cosine", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic", "qk_human",
-           "finetune")
+METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
+           "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
+MIN_FUSION_QUERIES = 30  # fewer validation queries than this: too few to choose a fusion setting on
+LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
 
 
 @dataclass
@@ -43,9 +51,11 @@ class BenchConfig:
     llm_model: str | None = None
     sample: int = 200  # passages to generate queries for
     candidates: int = 4  # LLM candidates per passage (two per call); the pipeline keeps the ones of human-like difficulty
+    per_passage: int = 1  # pairs kept per passage
     few_shot: int = 4  # example queries taken from the train split (never test) when one exists
     seed: int = 0
     methods: tuple[str, ...] = METHODS
+    losses: tuple[str, ...] = LOSSES  # training signals tried for qk_synthetic (teacher: the hybrid ranking)
     finetune_epochs: int = 1
     skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
@@ -60,12 +70,25 @@ class Row:
     ece: float | None = None
     notes: str = ""
     comparison: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # leakage audit, question share, base comparison
 
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, **self.result.to_dict(), "train_seconds": round(self.train_seconds, 2),
                "latency_ms": round(self.latency_ms, 3), "ece": self.ece, "notes": self.notes}
         out.update({f"vs_cosine_{k}": v for k, v in self.comparison.items()})
+        out.update(self.extra)
         return out
+
+
+@dataclass
+class Trained:
+    """A trained dense arm and what it was trained on: the base of its leakage audit and of its fusion choice."""
+
+    retriever: Any
+    positives: list[str]  # document ids that were positives in training
+    validation: tuple[list[str], list[str], dict[str, dict[str, int]]]  # held-out (ids, texts, qrels)
+    seconds: float = 0.0
+    notes: str = ""
 
 
 def _timed_search(search: Callable[[Sequence[str], int], list[list[Hit]]], queries: list[str], k: int
@@ -79,13 +102,19 @@ def _timed_search(search: Callable[[Sequence[str], int], list[list[Hit]]], queri
 
 
 class Bench:
-    """Runs the benchmark described by a `BenchConfig`; `run()` returns the rows and writes the report."""
+    """Runs the benchmark described by a `BenchConfig`; `run()` returns the rows and writes the report after every
+    row, so a run that fails late keeps what it finished."""
 
     def __init__(self, config: BenchConfig):
+        from .text import question_form
+
         self.config = config
         unknown = [m for m in config.methods if m not in METHODS]
         if unknown:
             raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS)}")
+        bad_loss = [x for x in config.losses if x not in LOSSES]
+        if bad_loss or not config.losses:
+            raise fail("losses", f"{list(config.losses)}", f"choose one or more of {list(LOSSES)}")
         self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None
@@ -93,6 +122,11 @@ class Bench:
             self.train = load_beir(config.data, "train", corpus=self.corpus)
         self.rows: list[Row] = []
         self.info: dict[str, Any] = {}
+        self.fusions: dict[str, Any] = {}  # method -> the FusionConfig its hybrid row chose
+        # Question-form documents (posts that ask rather than answer): report how often they crowd a top 5.
+        forms = {d.id: question_form(d.content) for d in self.corpus}
+        self.question_docs = forms if sum(forms.values()) >= max(5, 0.01 * len(forms)) else None
+        self.info["question_form_documents"] = sum(forms.values())
 
     # ------------------------------------------------------------------------------------------------ pieces
 
@@ -103,7 +137,7 @@ class Bench:
 
     def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "",
                   probability: Callable[[list[list[Hit]]], float | None] | None = None) -> Row:
-        from .evaluate import evaluate_run, queries_are_documents
+        from .evaluate import evaluate_run, queries_are_documents, question_share
         from .retrieval import to_run
 
         qids = list(self.test.queries)
@@ -112,6 +146,8 @@ class Bench:
                               ignore_identical_ids=queries_are_documents(self.test))
         ece = probability(hits) if probability else None
         row = Row(method, result, train_seconds, latency, ece, notes)
+        if self.question_docs is not None:
+            row.extra["question_share@5"] = question_share(hits, self.question_docs, 5)
         self.rows.append(row)
         return row
 
@@ -121,62 +157,201 @@ class Bench:
         pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
         return expected_calibration_error(*pairs) if pairs else None
 
+    def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
+        """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
+        from .evaluate import leakage_audit
+
+        row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
+        row.extra["audit_base"] = base.method
+
+    def _row(self, method: str) -> Row | None:
+        return next((r for r in self.rows if r.method == method), None)
+
     # ------------------------------------------------------------------------------------------------ the run
 
     def run(self) -> list[Row]:
         cfg = self.config
         cfg.out.mkdir(parents=True, exist_ok=True)
         methods = set(cfg.methods)
-        encoder = self._encoder()
+        self.encoder = encoder = self._encoder()
 
+        from .baselines import BM25Retriever
         from .embed import embed
         from .index import DenseRetriever, IndexConfig, build_index
 
-        doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
+        self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
         chroma = IndexConfig(collection=f"{self.test.name or 'bench'}-raw"[:63], path=cfg.out / "chroma")
         t0 = time.perf_counter()
-        raw_index = build_index(self.corpus, encoder, chroma, progress=cfg.progress)
+        self.raw_index = build_index(self.corpus, encoder, chroma, progress=cfg.progress)
         self.info["index_seconds"] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        self.bm25 = BM25Retriever(self.corpus)
+        bm25_seconds = time.perf_counter() - t0
+        self.cosine_retriever = DenseRetriever(encoder, self.raw_index)
 
         if "bm25" in methods:
-            from .baselines import BM25Retriever
+            self._evaluate("bm25", self.bm25.search, bm25_seconds, "bm25s, index time as train time")
+            self._write()
+        cosine = self._evaluate("cosine", self.cosine_retriever.search, 0.0, "Chroma, cosine space")
+        self._write()
 
-            t0 = time.perf_counter()
-            bm25 = BM25Retriever(self.corpus)
-            self._evaluate("bm25", bm25.search, time.perf_counter() - t0, "bm25s, index time as train time")
-
-        cosine = self._evaluate("cosine", DenseRetriever(encoder, raw_index).search, 0.0, "Chroma, cosine space")
-
+        synthetic = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune"}
+        needs_pairs = bool(methods & synthetic) or ("hybrid" in methods and self.train is None)
+        pairs = self._generate(encoder) if needs_pairs else None
+        if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
+            self._evaluate_hybrid("hybrid", self.cosine_retriever, self._hybrid_validation(pairs))
         for name, transform_name in (("centered_cosine", "CenteredCosine"), ("whitened_cosine", "Whitening")):
             if name in methods:
-                self._evaluate_transform(name, transform_name, encoder, doc_vectors, raw_index)
-
-        pairs = None
-        if methods & {"query_adapter", "qk_synthetic", "finetune"}:
-            pairs = self._generate(encoder)
+                self._evaluate_transform(name, transform_name, encoder, self.doc_vectors, self.raw_index)
+                self._write()
         if pairs is not None:
-            from .projection import pairs_from_dataset
-
-            train_pairs = pairs_from_dataset(pairs, self.corpus, encoder, documents=doc_vectors, source="synthetic")
-            for method, variant in (("query_adapter", "query_adapter"), ("qk_synthetic", "qk")):
-                if method in methods:
-                    self._evaluate_projection(method, variant, train_pairs, encoder, raw_index)
-        if "qk_human" in methods and self.train is not None:
-            from .projection import pairs_from_collection
-
-            human = pairs_from_collection(self.train, encoder, documents=doc_vectors)
-            self._evaluate_projection("qk_human", "qk", human, encoder, raw_index)
+            self._synthetic_rows(pairs, methods)
+        if methods & {"qk_human", "hybrid_qk_human"} and self.train is not None:
+            self._human_rows(methods)
         if "finetune" in methods and pairs is not None:
             self._evaluate_finetune(pairs)
-
-        for row in self.rows:
-            if row is not cosine:
-                from .evaluate import compare
-
-                c = compare(row.result, cosine.result, "ndcg@10")
-                row.comparison = {"delta": c.difference, "delta_ci": list(c.ci), "p_value": c.p_value}
+        self._compare(cosine)
+        self.rows = [r for r in self.rows if r.method in methods]  # hybrid may run only as a teacher and base
         self._write()
         return self.rows
+
+    def _compare(self, cosine: Row) -> None:
+        from .evaluate import compare
+
+        hybrid = self._row("hybrid")
+        for row in self.rows:
+            if row is not cosine:
+                c = compare(row.result, cosine.result, "ndcg@10")
+                row.comparison = {"delta": c.difference, "delta_ci": list(c.ci), "p_value": c.p_value}
+            if hybrid is not None and row.method.startswith("hybrid_"):
+                c = compare(row.result, hybrid.result, "ndcg@10")
+                row.extra.update({"vs_hybrid_delta": c.difference, "vs_hybrid_delta_ci": list(c.ci),
+                                  "vs_hybrid_p_value": c.p_value})
+
+    # ------------------------------------------------------------------------------------------------ hybrid
+
+    def _hybrid_validation(self, pairs) -> tuple[list[str], list[str], dict[str, dict[str, int]]] | None:
+        """Queries to choose the untrained hybrid's fusion on: the train split when there is one (up to 500 of its
+        queries, seeded), else held-out synthetic pairs. Never the test split."""
+        import random
+
+        if self.train is not None:
+            ids = sorted(self.train.queries)
+            ids = sorted(random.Random(self.config.seed).sample(ids, min(500, len(ids))))
+            return ids, [self.train.queries[q] for q in ids], {q: self.train.qrels[q] for q in ids}
+        if pairs is None:
+            return None
+        from .projection import pairs_from_dataset
+
+        synthetic = pairs_from_dataset(pairs, self.corpus, self.encoder, documents=self.doc_vectors)
+        return _as_queries(synthetic.split(0.1, self.config.seed, by="document")[1], lambda q: q)
+
+    def _evaluate_hybrid(self, method: str, dense, validation, train_seconds: float = 0.0, notes: str = "") -> Row:
+        """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels). With fewer than
+        MIN_FUSION_QUERIES validation queries a choice is noise, so a trained arm keeps the untrained hybrid's
+        setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
+        from .hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion
+
+        t0 = time.perf_counter()
+        config = self.fusions.get("hybrid", FusionConfig())
+        chosen_on = "the untrained hybrid row" if "hybrid" in self.fusions else "none (RRF k=60, parameter-free)"
+        if validation is not None and len(validation[0]) >= MIN_FUSION_QUERIES:
+            ids, texts, qrels = validation
+            dense_hits, lexical_hits = HybridRetriever(dense, self.bm25).search_arms(texts)
+            grid = [config, *(c for c in DEFAULT_GRID if c.label() != config.label())]
+            config, scores = choose_fusion(dense_hits, lexical_hits, ids, qrels, grid)
+            chosen_on = f"{len(ids)} validation queries (nDCG@10 {scores[config.label()]:.3f})"
+        elif validation is not None:
+            chosen_on += f"; {len(validation[0])} validation queries are too few to choose on"
+        self.fusions[method] = config
+        retriever = HybridRetriever(dense, self.bm25, config)
+        seconds = train_seconds + time.perf_counter() - t0
+        row = self._evaluate(method, retriever.search, seconds,
+                             f"{notes}{'; ' if notes else ''}fusion {config.label()} chosen on {chosen_on}")
+        row.extra["fusion"] = config.label()
+        self._write()
+        return row
+
+    # ------------------------------------------------------------------------------------------------ trained rows
+
+    def _synthetic_rows(self, pairs, methods: set[str]) -> None:
+        from .projection import pairs_from_dataset
+
+        train_pairs = pairs_from_dataset(pairs, self.corpus, self.encoder, documents=self.doc_vectors,
+                                         source="synthetic")
+        positives = train_pairs.positive_ids()
+        cosine, hybrid = self._row("cosine"), self._row("hybrid")
+        if "query_adapter" in methods:
+            trained = self._train(train_pairs, "query_adapter", ("infonce",), lambda q: q)
+            self._trained_row("query_adapter", trained, cosine)
+        if methods & {"qk_synthetic", "hybrid_qk_synthetic"}:
+            trained = self._train(train_pairs, "qk_synthetic", self.config.losses, lambda q: q)
+            if "qk_synthetic" in methods:
+                self._trained_row("qk_synthetic", trained, cosine)
+            if "hybrid_qk_synthetic" in methods and hybrid is not None:
+                if self.train is not None:  # the synthetic map never saw the train split: choose fusion there
+                    trained.validation = self._hybrid_validation(None)
+                self._trained_row("hybrid_qk_synthetic", trained, hybrid, hybrid=True)
+        self.info["synthetic_positives"] = len(positives)
+
+    def _human_rows(self, methods: set[str]) -> None:
+        from .projection import pairs_from_collection
+
+        assert self.train is not None
+        human = pairs_from_collection(self.train, self.encoder, documents=self.doc_vectors)
+        trained = self._train(human, "qk_human", ("infonce",), self.train.queries.__getitem__)
+        if "qk_human" in methods:
+            self._trained_row("qk_human", trained, self._row("cosine"))
+        hybrid = self._row("hybrid")
+        if "hybrid_qk_human" in methods and hybrid is not None:
+            self._trained_row("hybrid_qk_human", trained, hybrid, hybrid=True)
+
+    def _trained_row(self, method: str, trained: Trained, base: Row | None, hybrid: bool = False) -> None:
+        if hybrid:
+            row = self._evaluate_hybrid(method, trained.retriever, trained.validation, trained.seconds,
+                                        trained.notes)
+        else:
+            row = self._evaluate(method, trained.retriever.search, trained.seconds, trained.notes, self._ece)
+        if base is not None:
+            self._audit(row, base, trained.positives)
+        self._write()
+
+    def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
+        """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
+        serve it. Notes name every loss's validation figure and what model selection decided."""
+        from .projection import ProjectedRetriever
+        from .train import TrainConfig, train_projection
+
+        variant = "query_adapter" if method == "query_adapter" else "qk"
+        fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
+        t0 = time.perf_counter()
+        if "distill" in losses or "both" in losses:
+            fit_part = self._with_teacher(fit_part, text_of)
+        tried = {}
+        for loss in losses:
+            config = TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss)
+            tried[loss] = train_projection(fit_part, config, variant=variant, validation=val_part)
+        best = max(tried, key=lambda k: (tried[k].validation_.get("ndcg@10", 0.0), -list(tried).index(k)))
+        projection = tried[best]
+        seconds = time.perf_counter() - t0
+        projection.save(self.config.out / "projections" / method)
+        val = projection.validation_
+        scores = ", ".join(f"{k} {p.validation_.get('ndcg@10', float('nan')):.3f}" for k, p in tried.items())
+        notes = (f"{len(pairs)} pairs ({len(fit_part)} train, {len(val_part)} validation, split by document); "
+                 f"loss {best} (validation nDCG@10: {scores}; start {val.get('init_ndcg@10', float('nan')):.3f}); "
+                 f"selected {projection.selected_}")
+        trained = Trained(ProjectedRetriever(self.encoder, projection, self.raw_index), pairs.positive_ids(),
+                          _as_queries(val_part, text_of))
+        trained.seconds, trained.notes = seconds, notes
+        return trained
+
+    def _with_teacher(self, pairs, text_of: Callable[[str], str]):
+        """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
+        from .hybrid import FusionConfig, HybridRetriever
+        from .teacher import hybrid_teacher
+
+        teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))
+        return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], teacher)
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
         from . import baselines
@@ -198,22 +373,6 @@ class Bench:
 
         self._evaluate(name, search, seconds, f"{transform_name} fitted on document vectors")
 
-    def _evaluate_projection(self, method: str, variant: str, pairs, encoder, raw_index) -> None:
-        from .projection import ProjectedRetriever
-        from .train import TrainConfig, train_projection
-
-        t0 = time.perf_counter()
-        projection = train_projection(pairs, TrainConfig(seed=self.config.seed, progress=self.config.progress),
-                                      variant=variant)
-        seconds = time.perf_counter() - t0
-        projection.save(self.config.out / "projections" / method)
-        retriever = ProjectedRetriever(encoder, projection, raw_index)
-        val = projection.validation_
-        self._evaluate(method, retriever.search, seconds,
-                       f"{len(pairs)} pairs; selected {projection.selected_} (validation nDCG@10 "
-                       f"{val.get('ndcg@10', float('nan')):.3f} vs start {val.get('init_ndcg@10', float('nan')):.3f})",
-                       self._ece)
-
     def _evaluate_finetune(self, pairs) -> None:
         from .embed import embed
         from .finetune import FinetuneConfig, finetune_encoder
@@ -230,8 +389,10 @@ class Bench:
         def search(queries, k):
             return exact.search_vectors(embed(result.encoder, list(queries), "query", _quiet()), k)
 
-        self._evaluate("finetune", search, result.seconds,
-                       f"MultipleNegativesRankingLoss, {result.steps} steps; corpus re-embedding not counted")
+        row = self._evaluate("finetune", search, result.seconds,
+                             f"MultipleNegativesRankingLoss, {result.steps} steps; corpus re-embedding not counted")
+        self._audit(row, self._row("cosine"), sorted({str(p) for p in pairs["positive_id"]}))
+        self._write()
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
@@ -240,8 +401,10 @@ class Bench:
         cfg = self.config
         examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
         gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
-                             per_call=min(2, cfg.candidates), progress=cfg.progress) if cfg.generator == "llm" else \
-            GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", progress=cfg.progress)
+                             per_call=min(2, cfg.candidates), queries_per_passage=cfg.per_passage,
+                             progress=cfg.progress) if cfg.generator == "llm" else \
+            GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", queries_per_passage=cfg.per_passage,
+                           progress=cfg.progress)
         out_dir = cfg.out / f"pairs-{cfg.generator}"
         t0 = time.perf_counter()
         if cfg.generator == "ict":
@@ -261,16 +424,27 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ report
 
     def table(self) -> str:
-        head = "| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ nDCG@10 vs cosine (p) | ECE | train s | ms/query |"
-        lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        """The markdown table: every row's figures, then its leakage audit and notes."""
+        qs = self.question_docs is not None
+        head = ("| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | Δ vs hybrid (p) | seen: nDCG@10 "
+                "(Δ vs base, n) | novel: nDCG@10 (Δ vs base, n) | " + ("questions in top 5 | " if qs else "")
+                + "ECE | train s | ms/query |")
+        lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
         for row in self.rows:
-            r = row.result
+            r, x = row.result, row.extra
             lo, hi = r.ci["ndcg@10"]
-            delta = f"{row.comparison['delta']:+.3f} (p={row.comparison['p_value']:.3f})" if row.comparison else "—"
-            ece = f"{row.ece:.3f}" if row.ece is not None else "—"
-            lines.append(f"| {row.method} | {r['ndcg@10']:.3f} [{lo:.3f}, {hi:.3f}] | {r['recall@100']:.3f} | "
-                         f"{r['mrr@10']:.3f} | {delta} | {ece} | {row.train_seconds:.1f} | {row.latency_ms:.2f} |")
-        return "\n".join(lines)
+            delta = f"{row.comparison['delta']:+.3f} ({row.comparison['p_value']:.3g})" if row.comparison else "—"
+            vs_h = f"{x['vs_hybrid_delta']:+.3f} ({x['vs_hybrid_p_value']:.3g})" if "vs_hybrid_delta" in x else "—"
+            cells = [row.method, f"{r['ndcg@10']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['recall@100']:.3f}",
+                     f"{r['mrr@10']:.3f}", delta, vs_h, _part(x, "seen"), _part(x, "novel")]
+            if qs:
+                cells.append(f"{x['question_share@5']:.3f}")
+            cells += [f"{row.ece:.3f}" if row.ece is not None else "—", f"{row.train_seconds:.1f}",
+                      f"{row.latency_ms:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        notes = [f"- **{row.method}**: {row.notes}" + (f" (audit base: {row.extra['audit_base']})"
+                                                        if "audit_base" in row.extra else "") for row in self.rows]
+        return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes)
 
     def to_dict(self) -> dict[str, Any]:
         cfg = asdict(self.config)
@@ -285,6 +459,25 @@ class Bench:
         write_json(out / "bench.json", self.to_dict())
         write_text(out / "bench.md", self.table() + "\n")
         plot_results({r.method: r.result for r in self.rows}, out / "bench.png")
+
+
+def _part(extra: dict[str, Any], part: str) -> str:
+    """A seen/novel cell: score (Δ vs the row's base, number of queries), or — where the row was not trained."""
+    if f"n_{part}" not in extra:
+        return "—"
+    if extra.get(f"ndcg@10_{part}") is None:
+        return f"— (n={extra[f'n_{part}']})"
+    return (f"{extra[f'ndcg@10_{part}']:.3f} ({extra[f'delta_ndcg@10_{part}']:+.3f}, p {extra[f'p_ndcg@10_{part}']:.2g},"
+            f" n={extra[f'n_{part}']})")
+
+
+def _as_queries(pairs, text_of: Callable[[str], str]) -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
+    """Pairs as evaluation queries: (ids, texts, qrels), one query per distinct query id."""
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, row in zip(pairs.query_ids, pairs.positives):
+        qrels.setdefault(qid, {})[pairs.doc_ids[int(row)]] = 1
+    ids = list(qrels)
+    return ids, [text_of(q) for q in ids], qrels
 
 
 def _quiet():

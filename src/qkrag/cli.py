@@ -55,6 +55,11 @@ Aspect = Annotated[Optional[str], typer.Option(
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server for --rewrite/--aspect (default: the embedded local model).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
+Hybrid = Annotated[bool, typer.Option(
+    "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
+    "dense hits (RRF unless --fusion-weight).")]
+FusionWeight = Annotated[Optional[float], typer.Option(
+    "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -129,6 +134,7 @@ def index(
     max_words: MaxWords = None,
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
+    hybrid: Hybrid = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -144,6 +150,8 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-climate --aspect climate
 
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
+
+      qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
     """
     from contextlib import ExitStack
 
@@ -163,6 +171,11 @@ def index(
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
+    if hybrid:
+        from .hybrid import bm25_folder, collection_bm25
+
+        collection_bm25(built, build=True)
+        out["bm25"] = str(bm25_folder(config))
     if json_out:
         _print_json(out)
     else:
@@ -188,6 +201,8 @@ def search(
     max_words: MaxWords = None,
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
+    hybrid: Hybrid = False,
+    fusion_weight: FusionWeight = None,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -199,6 +214,8 @@ def search(
       qkrag search "why does bread rise" -c demo --projection runs/demo/proj --json
 
       qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
+
+      qkrag search "vitamin D fractures" -c scifact --hybrid   # dense + BM25 (after `qkrag index --hybrid`)
     """
     from contextlib import ExitStack
 
@@ -215,6 +232,13 @@ def search(
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
         retriever = DenseRetriever(encoder, raw)
+    if fusion_weight is not None and not hybrid:
+        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if hybrid:
+        from .hybrid import HybridRetriever, collection_bm25, fusion_from_options
+
+        retriever = HybridRetriever(retriever, collection_bm25(raw),
+                                    fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
     with stack:
         results = retriever.search(list(queries), k)
     if json_out:
@@ -231,10 +255,40 @@ def search(
 # ------------------------------------------------------------------------------------------------ eval
 
 
+def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, config) -> Any:
+    """The dense retriever `eval` measures: exact search (or a Chroma collection built on the spot), raw or
+    through a projection."""
+    from .index import DenseRetriever, ExactIndex, build_index
+
+    if retriever == "chroma":
+        raw: Any = build_index(corpus, encoder, config)
+    else:
+        from .embed import embed
+
+        vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
+        raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
+    if projection:
+        from .projection import ProjectedRetriever, QKProjection
+
+        return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
+    return DenseRetriever(encoder, raw)
+
+
+def _hybrid_searcher(dense: Any, corpus, data: Path, split: str, fusion: str, weight: float | None
+                     ) -> tuple[Any, dict[str, str]]:
+    """`eval --retriever hybrid`: `dense` fused with BM25, and what to report about the fusion."""
+    from .baselines import BM25Retriever
+    from .hybrid import HybridRetriever, fusion_for_split, fusion_from_options
+
+    lexical = BM25Retriever(corpus)
+    chosen, where = fusion_for_split(dense, lexical, data, split, fusion_from_options(fusion, weight), corpus=corpus)
+    return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
+
+
 @app.command("eval")
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
-    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma or bm25.")] = "exact",
+    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
     split: Split = "test",
     model: Model = None,
     base_url: BaseURL = None,
@@ -248,6 +302,10 @@ def eval_(
     ef_search: EfSearch = 0,
     hnsw_m: M = 0,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).")] = 100,
+    fusion: Annotated[str, typer.Option(
+        "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
+        "evaluated split is another; else rrf).")] = "auto",
+    fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
@@ -260,6 +318,8 @@ def eval_(
       qkrag eval ../shared/data/scifact --retriever bm25 --json
 
       qkrag eval ../shared/data/scifact --retriever exact --projection runs/scifact-proj --json
+
+      qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
     import time
 
@@ -268,12 +328,15 @@ def eval_(
                            results_table)
     from .retrieval import to_run
 
-    if retriever not in ("exact", "chroma", "bm25"):
-        raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma or bm25")
+    if retriever not in ("exact", "chroma", "bm25", "hybrid"):
+        raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma, bm25 or hybrid")
+    if retriever != "hybrid" and (fusion != "auto" or fusion_weight is not None):
+        raise QkragError("--fusion/--fusion-weight: only apply to the hybrid retriever. Fix: add --retriever hybrid")
     collection_data = load_beir(data, split, skip_empty=skip_empty)
     corpus = collection_data.corpus
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
+    info: dict[str, str] = {}  # text facts (the fusion), printed as they are
     if retriever == "bm25":
         if projection:
             raise QkragError("--projection: BM25 has no embeddings to project. Fix: use --retriever exact or chroma")
@@ -281,24 +344,16 @@ def eval_(
 
         searcher: Any = BM25Retriever(corpus)
     else:
-        from .index import DenseRetriever, ExactIndex, build_index
-
+        config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
         encoder = _encoder(model, base_url, query_prefix, doc_prefix)
-        if retriever == "chroma":
-            config = _index_config(collection or _default_collection(data), path, host, port, "cosine",
-                                   ef_search, hnsw_m)
-            raw: Any = build_index(corpus, encoder, config)
-        else:
-            from .embed import embed
 
-            vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
-            raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
-        if projection:
-            from .projection import ProjectedRetriever, QKProjection
+        def make(projection_dir: Path | None) -> tuple[Any, dict[str, str]]:
+            dense = _dense_searcher(retriever, corpus, encoder, projection_dir, config)
+            if retriever == "hybrid":
+                return _hybrid_searcher(dense, corpus, data, split, fusion, fusion_weight)
+            return dense, {}
 
-            searcher = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-        else:
-            searcher = DenseRetriever(encoder, raw)
+        searcher, info = make(projection)
     query_ids = list(collection_data.queries)
     hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
     result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
@@ -307,15 +362,40 @@ def eval_(
         calibration = calibration_pairs(hits, query_ids, collection_data.qrels)
         if calibration is not None:
             extra["ece"] = expected_calibration_error(*calibration)
+        extra.update(_against_base(make(None)[0], projection, query_ids, collection_data, result, k))
     seconds = time.perf_counter() - t0
     out = {"data": str(data), "split": split, "retriever": retriever, "projection": str(projection or ""),
-           "queries": result.n_queries, **result.to_dict(), **extra, "seconds": round(seconds, 2)}
+           "queries": result.n_queries, **result.to_dict(), **extra, **info, "seconds": round(seconds, 2)}
     if json_out:
         _print_json(out)
     else:
         typer.echo(results_table({f"{retriever}{' + projection' if projection else ''}": result}))
         for key, value in extra.items():
-            typer.echo(f"{key}: {value:.4f}")
+            typer.echo(f"{key}: {_plain(value)}")
+        for key, value in info.items():
+            typer.echo(f"{key}: {value}")
+
+def _against_base(base_searcher, projection: Path, query_ids: list[str], collection, result, k: int
+                  ) -> dict[str, Any]:
+    """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
+    leakage audit (test queries whose relevant documents were training positives, and the rest)."""
+    from .evaluate import against_base, evaluate_run, queries_are_documents
+    from .projection import QKProjection
+    from .retrieval import to_run
+
+    hits = base_searcher.search([collection.queries[q] for q in query_ids], k)
+    base = evaluate_run(collection.qrels, to_run(query_ids, hits), name="base",
+                        ignore_identical_ids=queries_are_documents(collection))
+    positives = QKProjection.load(projection).training_positive_ids_
+    return against_base(result, base, collection.qrels, positives)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
 
 
 @app.command("rewrite")
@@ -386,6 +466,9 @@ def generate(
     negatives: Annotated[Optional[int], typer.Option("--negatives", help="Hard negatives per pair (default 4).")] = None,
     judge_negatives: Annotated[bool, typer.Option(
         "--judge-negatives", help="Also ask the LLM to judge each hard negative; drop those it calls relevant.")] = False,
+    answer_check: Annotated[Optional[str], typer.Option(
+        "--answer-check", help="Which passages get queries: form (default: skip questions, requests and boilerplate), "
+        "llm (ask the LLM), both, or none. Skipped passages stay in the corpus as negatives.")] = None,
     template: Annotated[Optional[str], typer.Option(
         "--template", help="Prompt template: a name in prompts/ or a .toml file (default: query_few_shot with "
         "--examples, else query_zero_shot).")] = None,
@@ -408,7 +491,7 @@ def generate(
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
     given = {"candidates": candidates, "queries_per_passage": per_passage, "policy": policy,
-             "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template}
+             "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template, "answer_check": answer_check}
     config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
                             judge_negatives=judge_negatives, **{k: v for k, v in given.items() if v is not None})
     encoder = _encoder(model, None)
@@ -453,6 +536,12 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Default: TrainConfig's.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    loss: Annotated[str, typer.Option(
+        "--loss", help="infonce (binary labels), distill (match a BM25 + cosine hybrid teacher's scores over each "
+        "query's top 30, listwise) or both.")] = "infonce",
+    holdout: Annotated[str, typer.Option(
+        "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
+        "training positives, so a validation gain is not a prior over documents).")] = "query",
     model: Model = None,
     base_url: BaseURL = None,
     query_prefix: QueryPrefix = "",
@@ -475,8 +564,11 @@ def train(
     from .train import TrainConfig, train_projection
 
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
+    text_of: Any = str  # generated pairs are keyed by their query text
     if (data / "corpus.jsonl").exists():
-        pairs = pairs_from_collection(load_beir(data, split), encoder)
+        collection = load_beir(data, split)
+        corpus, text_of = collection.corpus, collection.queries.__getitem__
+        pairs = pairs_from_collection(collection, encoder)
     else:
         stats_file = data / "stats.json"
         recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
@@ -486,7 +578,13 @@ def train(
         corpus = load_corpus(source)
         pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
-    config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
+    config.check()  # a bad flag fails here, before any teacher search
+    if loss != "infonce":
+        from .teacher import default_teacher, hybrid_teacher
+
+        pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
+                               default_teacher(corpus, encoder, pairs.documents))
     projection = train_projection(pairs, config, variant=variant, rank=rank)
     projection.save(out)
     summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
@@ -509,6 +607,10 @@ def bench(
     sample: Annotated[int, typer.Option("--sample", help="Passages to generate queries for (seeded sample).")] = 200,
     candidates: Annotated[int, typer.Option(
         "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
+    per_passage: Annotated[int, typer.Option("--per-passage", help="Pairs kept per passage.")] = 1,
+    losses: Annotated[str, typer.Option(
+        "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
+        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: Annotated[Optional[str], typer.Option(
         "--base-url", help="OpenAI-compatible LLM server for generation (default: the embedded local model).")] = None,
@@ -521,7 +623,8 @@ def bench(
     json_out: Json = False,
 ) -> None:
     """The main job: embed, generate pairs from the corpus only, train projections, index in Chroma, and compare
-    against raw cosine, BM25, centred/whitened cosine and a full fine-tune, with CIs and paired tests.
+    against raw cosine, BM25, hybrid fusion, centred/whitened cosine and a full fine-tune, with CIs, paired tests and
+    a seen/novel leakage audit of every trained row.
 
     Examples:
 
@@ -535,7 +638,8 @@ def bench(
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,
-                         candidates=candidates,
+                         candidates=candidates, per_passage=per_passage,
+                         losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     result = run_bench(config)
     if json_out:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,7 +159,8 @@ class EvalResult:
     means: dict[str, float] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "means", {m: float(np.mean(list(v.values()))) for m, v in self.per_query.items()})
+        means = {m: float(np.mean(list(v.values()))) if v else math.nan for m, v in self.per_query.items()}
+        object.__setattr__(self, "means", means)
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -188,6 +189,20 @@ class EvalResult:
         except KeyError:
             raise fail(f"metric {metric!r}", f"was not computed (this result has {list(self.means)})",
                        "pass it in metrics= when evaluating") from None
+
+    def subset(self, query_ids: Sequence[str], bootstrap: Bootstrap | None = None) -> EvalResult:
+        """The same scores restricted to `query_ids` (in this result's order), with CIs drawn anew over them."""
+        keep = set(query_ids)
+        unknown = keep - set(self.query_ids)
+        if unknown:
+            raise fail("subset", f"{len(unknown)} query ids are not in this result (e.g. {sorted(unknown)[:3]})",
+                       "pass ids of queries this result was evaluated on")
+        per_query = {m: {q: v for q, v in row.items() if q in keep} for m, row in self.per_query.items()}
+        if not keep:
+            return EvalResult(per_query, {m: (math.nan, math.nan) for m in per_query}, self.confidence, self.name)
+        matrix = np.array([list(v.values()) for v in per_query.values()], dtype=np.float64).T
+        ci = dict(zip(per_query, _bootstrap_cis(matrix, bootstrap)))
+        return EvalResult(per_query, ci, self.confidence, self.name)
 
     def to_dict(self) -> dict[str, float | list[float]]:
         """`{metric: mean, ..., metric_ci: [low, high], ...}`, JSON-ready."""
@@ -335,6 +350,63 @@ def sign_flip_p_value(diff: Sequence[float] | np.ndarray, n_permutations: int = 
         # the tolerance keeps float noise from deciding ties (identical systems: every flip ties, p = 1)
         extreme += int(((flipped if one_sided else np.abs(flipped)) >= observed - 1e-12).sum())
     return (extreme + 1) / (n_permutations + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------- leakage
+
+
+def seen_novel(qrels: Qrels, training_positives: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split judged queries by whether any of their relevant documents was a positive in training ("seen") or none
+    was ("novel"). A trained map can gain on seen queries by learning *which documents* get judged (a prior over
+    documents) rather than what relevance means; only the novel queries say whether it learned relevance."""
+    positives = set(training_positives)
+    seen, novel = [], []
+    for qid, judged in qrels.items():
+        relevant = {d for d, grade in judged.items() if grade > 0}
+        (seen if relevant & positives else novel).append(qid)
+    return seen, novel
+
+
+def leakage_audit(result: EvalResult, base: EvalResult, qrels: Qrels, training_positives: Iterable[str],
+                  metric: str = PRIMARY_METRIC) -> dict[str, float | int | list[float] | None]:
+    """`metric` of `result` on seen and novel queries (see `seen_novel`), each with its bootstrap CI, the base's
+    score on the same queries, and the paired difference with its CI and sign-flip p-value. JSON-ready; keys
+    `{metric}_seen`, `{metric}_novel`, `n_seen`, `n_novel`, and per part `_ci`, `base_`, `delta_`, `p_`."""
+    seen, novel = seen_novel({q: qrels[q] for q in result.query_ids if q in qrels}, training_positives)
+    out: dict[str, float | int | list[float] | None] = {"n_seen": len(seen), "n_novel": len(novel)}
+    for part, ids in (("seen", seen), ("novel", novel)):
+        if not ids:
+            out.update({f"{metric}_{part}": None, f"{metric}_{part}_ci": None, f"base_{metric}_{part}": None,
+                        f"delta_{metric}_{part}": None, f"delta_{metric}_{part}_ci": None, f"p_{metric}_{part}": None})
+            continue
+        mine, theirs = result.subset(ids), base.subset(ids)
+        c = compare(mine, theirs, metric)
+        out.update({f"{metric}_{part}": mine[metric], f"{metric}_{part}_ci": list(mine.ci[metric]),
+                    f"base_{metric}_{part}": theirs[metric], f"delta_{metric}_{part}": c.difference,
+                    f"delta_{metric}_{part}_ci": list(c.ci), f"p_{metric}_{part}": c.p_value})
+    return out
+
+
+def against_base(result: EvalResult, base: EvalResult, qrels: Qrels, training_positives: Iterable[str] | None,
+                 metric: str = PRIMARY_METRIC) -> dict[str, float | int | list[float] | str | None]:
+    """What a trained system's figure means: its paired difference to `base` (the same retriever untrained) on all
+    queries, and, when the training positives are known, the seen/novel `leakage_audit`. JSON-ready."""
+    c = compare(result, base, metric)
+    out: dict[str, float | int | list[float] | str | None] = {
+        f"base_{metric}": c.mean_b, f"delta_{metric}": c.difference, f"delta_{metric}_ci": list(c.ci),
+        f"p_{metric}": c.p_value}
+    if training_positives is None:
+        out["leakage_audit"] = "not available: the projection does not record its training positives (retrain it)"
+    else:
+        out.update(leakage_audit(result, base, qrels, training_positives, metric))
+    return out
+
+
+def question_share(hits: Sequence[Sequence[Hit]], is_question: Mapping[str, bool], depth: int = 5) -> float:
+    """Mean over queries of the share of question-form documents among the top `depth` hits: how often a question
+    finds other questions instead of answers. `is_question` maps document id -> whether the document is a question."""
+    shares = [sum(is_question.get(h.id, False) for h in row[:depth]) / depth for row in hits]
+    return float(np.mean(shares)) if shares else math.nan
 
 
 # ---------------------------------------------------------------------------------------------------------- reporting

@@ -5,9 +5,11 @@ queries then retrieve their own passage at rank 1 under raw cosine - a projectio
 base encoder did not already know. Small models also ignore instructions like "make it harder", so difficulty comes
 from the pipeline, not the prompt:
 
-    sample passages (seeded)
+    keep passages that carry an answer (`answer_check`: not a question, a request or boilerplate; they stay in the
+      corpus as negatives), then sample among them (seeded)
       -> prompt the LLM: several calls per passage with different seeds, the title hidden   [journaled, cached]
-      -> parse; drop refusals, exact/near duplicates and near-copies of the passage (copy_score)
+      -> parse; drop refusals, exact/near duplicates, near-copies of the passage (copy_score) and echoes of the
+         user's few-shot examples
       -> term masking: a variant of each query without the passage's rare exact terms
       -> embed the queries, rank the whole corpus by raw cosine (exact search)
       -> round trip: keep a query only if its passage ranks in the top k
@@ -20,8 +22,11 @@ from the pipeline, not the prompt:
 The LLM stage is the slow one (seconds per call on a laptop), so it is resumable: every passage's raw outputs go to an
 append-only journal (`out_dir/journal.jsonl`, one fsynced line per passage) and the LLM layer caches every output. A
 run killed at any point (SIGKILL included) continues where it stopped, and because everything after the LLM stage is a
-deterministic function of the journal, the resumed run ends with exactly the pairs of an uninterrupted one. Final
-outputs are staged in a temporary folder and renamed into place, `stats.json` last, as the completion mark.
+deterministic function of the journal, the resumed run ends with exactly the pairs of an uninterrupted one. Only a
+passage whose every call succeeded is journaled: a call that failed (timed out, garbled output) is asked again by the
+next run. A passage whose calls all fail is skipped and counted; the run stops only when more than
+`max_failed_share` of the passages fail, saying what the failures were. Final outputs are staged in a temporary
+folder and renamed into place, `stats.json` last, as the completion mark.
 
 An LLM-free baseline, the Inverse Cloze Task (`generator="ict"`: a sentence cut out of the passage is the query, the
 rest of the passage the positive), goes through the same filters, ranking and steering.
@@ -38,7 +43,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,6 +56,7 @@ from .data import Corpus, Document, load_corpus
 from .embed import EmbedOptions, Encoder, embed
 from .errors import LLMError, fail
 from .retrieval import Space, check_space, similarity
+from .text import carries_answer, is_question, normalize, sentences, word_overlap, words
 
 if TYPE_CHECKING:
     import datasets
@@ -57,6 +64,7 @@ if TYPE_CHECKING:
     from .llm import LLM
 
 __all__ = [
+    "COLUMNS",
     "GenerateConfig",
     "GenerationResult",
     "HUMAN_RANK_TARGET",
@@ -73,23 +81,33 @@ __all__ = [
     "normalize",
     "rank_positives",
     "rank_summary",
+    "SCHEMA",
 ]
 
 Policy = Literal["target", "hardest", "none"]
 Generator = Literal["llm", "ict"]
+AnswerCheck = Literal["form", "llm", "both", "none"]
 
 #: Share of human SciFact train claims whose passage ranks 1 / 2-10 / 11-100 under all-MiniLM-L6-v2 cosine
 #: (0.46, 0.79 - 0.46, 0.935 - 0.79), renormalised over the top 100: what `policy="target"` aims for by default.
 HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
 
 JOURNAL = "journal.jsonl"
-_COUNTS = ("passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate", "dropped_copy",
-           "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants", "candidates", "off_form",
-           "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
+ANSWER_JOURNAL = "answer_check.jsonl"  # the LLM's answer-check verdicts, journaled like the queries
+_COUNTS = ("pool", "skipped_no_answer", "skipped_no_answer_form", "skipped_no_answer_llm", "answer_check_failed",
+           "passages", "failed_passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate",
+           "dropped_copy", "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants",
+           "candidates", "off_form", "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
 PAIRS = "pairs.parquet"
 STATS = "stats.json"
-COLUMNS = ("query_id", "query", "positive_id", "positive_text", "negative_ids", "base_rank", "positive_score",
-           "generator", "variant", "prompt_hash", "copy_score", "title_copy", "ngram_copy", "words", "candidate")
+#: The pairs table, column -> type: the one schema the rows, the dataset's features and an empty table all follow.
+SCHEMA: dict[str, Any] = {
+    "query_id": "string", "query": "string", "positive_id": "string", "positive_text": "string",
+    "negative_ids": ["string"], "base_rank": "int64", "positive_score": "float32", "generator": "string",
+    "variant": "string", "prompt_hash": "string", "copy_score": "float32", "title_copy": "float32",
+    "ngram_copy": "float32", "words": "int64", "off_form": "bool", "candidate": "int64",
+}
+COLUMNS = tuple(SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -98,9 +116,14 @@ class GenerateConfig:
     passage text) key the journal and the cache; the rest only change the cheap deterministic stages after it."""
 
     generator: Generator = "llm"
-    # -- sampling ------------------------------------------------------------------------------------------------
+    # -- which passages ------------------------------------------------------------------------------------------
     sample: int | None = None  # passages to sample (seeded); None = all of them (or the doc_ids given)
     seed: int = 0
+    # Only a passage that carries an answer gets queries: "form" = `qkrag.text.carries_answer` (not a question, a
+    # request or boilerplate; cheap, applied to every candidate before sampling), "llm" = ask the LLM
+    # (`answer_check` template, one call per passage checked), "both" = form first, then the LLM; "none" = every
+    # passage. Passages that fail stay in the corpus as negatives.
+    answer_check: AnswerCheck = "form"
     # -- the LLM stage -------------------------------------------------------------------------------------------
     candidates: int = 4  # candidate queries sampled per passage ...
     per_call: int = 2  # ... asked for `per_call` at a time, so ceil(candidates / per_call) calls, each its own seed
@@ -118,6 +141,9 @@ class GenerateConfig:
     near_duplicate: float = 0.95  # cosine above which two candidates for one passage count as one
     mask_terms: bool = True  # add a variant of each query without the passage's rare exact terms
     mask_df: float = 0.002  # a term is rare when at most this share of documents (and at least 1) contain it
+    max_example_overlap: float = 0.6  # drop a query whose content words overlap an example's this much (Jaccard)
+    # -- failures ------------------------------------------------------------------------------------------------
+    max_failed_share: float = 0.5  # stop when more than this share of passages gets no usable LLM output
     # -- round trip and difficulty -------------------------------------------------------------------------------
     roundtrip_k: int = 100
     queries_per_passage: int = 1
@@ -134,6 +160,12 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.generator not in ("llm", "ict"):
             raise fail("generate config generator", f"{self.generator!r} is not a generator", 'use "llm" or "ict"')
+        if self.answer_check not in ("form", "llm", "both", "none"):
+            raise fail("generate config answer_check", f"{self.answer_check!r} is not a check",
+                       'use "form", "llm", "both" or "none"')
+        for name in ("max_failed_share", "max_example_overlap"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise fail(f"generate config {name}", f"{getattr(self, name)} is not a share", "give a value in [0, 1]")
         if self.policy not in ("target", "hardest", "none"):
             raise fail("generate config policy", f"{self.policy!r} is not a policy", 'use "target", "hardest" or "none"')
         for name in ("candidates", "per_call", "queries_per_passage", "roundtrip_k", "min_words", "max_chars"):
@@ -184,16 +216,7 @@ class GenerationResult:
 
 # ------------------------------------------------------------------------------------------------ text measures
 
-_WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def normalize(text: str) -> str:
-    """Case, punctuation and spacing folded away: what makes two queries "the same"."""
-    return " ".join(words(text))
+# words, normalize, sentences and is_question live in qkrag.text (pure text measures) and are imported above.
 
 
 def copy_score(query: str, passage: str) -> float:
@@ -243,15 +266,6 @@ def mask_rare_terms(query: str, passage: str, doc_freq: Mapping[str, int], max_d
         return None
     masked = " ".join(kept).strip(" ,;:-")
     return masked or None
-
-
-# A sentence ends at . ! ? followed by a capital (so "e.g. the" stays whole), or at a stop that stands alone after a
-# space: tokenised, lower-cased collections (Cranfield: "in a slipstream . an experimental study") write them so.
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])|(?<=\s[.!?])\s+")
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
 def ict_candidates(doc: Document, n: int, seed: int, min_words: int = 5, max_words: int = 40) -> list[tuple[str, str]]:
@@ -316,10 +330,6 @@ def rank_summary(ranks: Iterable[int]) -> dict[str, float]:
         return {"n": 0, "rank1": 0.0, "top10": 0.0, "top100": 0.0, "median_rank": 0.0}
     return {"n": int(r.size), "rank1": float((r == 1).mean()), "top10": float((r <= 10).mean()),
             "top100": float((r <= 100).mean()), "median_rank": float(np.median(r))}
-
-
-def is_question(text: str) -> bool:
-    return text.rstrip().endswith("?")
 
 
 def off_form(query: str, examples: Sequence[str]) -> bool:
@@ -402,20 +412,51 @@ class _Candidate:
     row: int = -1  # row in the ranking arrays
 
 
-def _sample_ids(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None) -> list[str]:
+def _candidate_pool(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None) -> list[str]:
+    """The passages generation may use, in the order it takes them: all (or `doc_ids`) in order, or, when sampling, a
+    seeded shuffle of them - so a larger sample extends a smaller one (and reuses its cached LLM outputs)."""
     ids = list(doc_ids) if doc_ids is not None else corpus.ids
     for d in ids:
         corpus.get(d)  # a clear error for an unknown id
     if len(set(ids)) != len(ids):
         raise fail("doc_ids", "contain duplicates", "pass each passage once")
-    if config.sample is not None and config.sample < len(ids):
-        # A seeded shuffle's prefix, so a larger sample extends a smaller one (and reuses its cached LLM outputs).
-        order = list(ids)
-        random.Random(config.seed).shuffle(order)
-        ids = order[: config.sample]
     if not ids:
         raise fail("generate_pairs", "no passages to generate for", "give a non-empty corpus or doc_ids")
+    if config.sample is not None and config.sample < len(ids):
+        ids = list(ids)
+        random.Random(config.seed).shuffle(ids)
     return ids
+
+
+def _choose_passages(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None, llm: LLM | None,
+                     out: Path, counts: Counter) -> list[str]:
+    """The passages to write queries for: up to `config.sample` of the pool that carry an answer (see
+    `GenerateConfig.answer_check`). The form test is cheap, so it runs over the whole pool before sampling; the LLM
+    check costs a call per passage, so it walks the sampling order until it has enough."""
+    pool = _candidate_pool(corpus, config, doc_ids)
+    counts["pool"] = len(pool)
+    if config.answer_check in ("form", "both"):
+        passing = [d for d in pool if carries_answer(_check_text(corpus.get(d)))]
+        counts["skipped_no_answer_form"] = len(pool) - len(passing)
+        pool = passing
+    want = len(pool) if config.sample is None else min(config.sample, len(pool))
+    if config.answer_check in ("llm", "both"):
+        assert llm is not None
+        ids = _llm_answer_check(llm, corpus, pool, want, config, _Journal(out / ANSWER_JOURNAL), counts)
+    else:
+        ids = pool[:want]
+    counts["skipped_no_answer"] = counts["skipped_no_answer_form"] + counts["skipped_no_answer_llm"]
+    if not ids:
+        raise fail("generate_pairs", f"none of the {counts['pool']} candidate passages carries an answer "
+                   f"(answer_check={config.answer_check!r}: {counts['skipped_no_answer_form']} failed the form test, "
+                   f"{counts['skipped_no_answer_llm']} the LLM check)",
+                   "give passages that state something (not questions or requests), or answer_check='none'")
+    return ids
+
+
+def _check_text(doc: Document) -> str:
+    # The text, not title + text: a forum post's title is often its question, an article's title is no statement.
+    return doc.text or doc.content
 
 
 def _passage_text(doc: Document, config: GenerateConfig) -> str:
@@ -434,8 +475,136 @@ def _prompts(doc: Document, config: GenerateConfig) -> list:
     return [template.render(**variables)] * config.calls
 
 
-def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: _Journal) -> tuple[dict, dict]:
-    """Raw LLM outputs per passage, from the journal where it has them, else from the LLM (cache first)."""
+# ------------------------------------------------------------------------------------------------ LLM calls
+
+def _ask_all(llm: LLM, prompts: Sequence[Any], check: Callable[[str], bool], params: Mapping[str, Any]
+             ) -> list[tuple[str | None, str | None]]:
+    """Complete `prompts`, `llm.config.concurrency` at a time, in order: (text, None) for each that succeeded,
+    (None, the `LLMError` message) for each that failed after its retries. `LLM.complete_many(on_error="skip")` leaves
+    only a None; keeping the message lets a failing run say whether the model wrote garbage or the server was down."""
+    def one(prompt: Any) -> tuple[str | None, str | None]:
+        try:
+            return llm.complete(prompt, check=check, **params).text, None
+        except LLMError as exc:
+            return None, str(exc)
+
+    workers = min(llm.config.concurrency, len(prompts))
+    if workers <= 1:
+        return [one(p) for p in prompts]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qkrag-generate") as pool:
+        return list(pool.map(one, prompts))
+
+
+# What an LLMError says went wrong, in words for a person; `qkrag.llm` names the last problem as "(last: ...)".
+_FAILURE_KINDS = (("garbled", "garbled output"), ("refusal", "refusals"), ("empty", "empty output"),
+                  ("rejected by check", "output with nothing usable in it"), ("timed out", "timeouts"),
+                  ("cannot connect", "connection errors"), ("malformed", "malformed responses"))
+_TRANSPORT = {"timeouts", "connection errors", "malformed responses"}
+
+
+def _failure_kind(message: str) -> str:
+    last = message.split("(last: ", 1)[-1]
+    for needle, name in _FAILURE_KINDS:
+        if needle in last:
+            return name
+    status = re.search(r"HTTP (\d+)", last)
+    return f"HTTP {status.group(1)} errors" if status else "other errors"
+
+
+class _Failures:
+    """Passages tried and failed so far, and why their calls failed: enough to stop a run that mostly fails, and to
+    say what happened instead of guessing."""
+
+    def __init__(self, total: int, share: float, tried: int = 0):
+        self.total, self.share, self.tried, self.failed = total, share, tried, 0
+        self.reasons: Counter = Counter()  # failed calls by kind
+        self.example = ""
+
+    def record(self, problems: Sequence[str | None]) -> None:
+        """One passage's calls: None for each that succeeded, else its error message. It fails when all did."""
+        bad = [p for p in problems if p is not None]
+        for problem in bad:
+            self.reasons[_failure_kind(problem)] += 1
+            self.example = self.example or problem.split(". Fix:")[0]
+        self.tried += 1
+        self.failed += bool(problems) and len(bad) == len(problems)
+
+    def too_many(self) -> bool:
+        # Judged as the run goes, over at least 10 passages (or all of them when fewer): a dead server stops the run
+        # after a few passages instead of timing out on every one of thousands.
+        return self.failed > self.share * max(self.tried, min(self.total, 10))
+
+    def error(self, stage: str, model: str) -> Exception:
+        calls = sum(self.reasons.values())
+        transport = sum(n for k, n in self.reasons.items() if k in _TRANSPORT or k.startswith("HTTP"))
+        fix = ("check that the LLM server is up and answering this model (raise its timeout for a slow one)"
+               if 2 * transport >= calls else
+               "the model writes unusable text for these prompts: try a larger model (--base-url) or another "
+               "template, or raise max_failed_share to skip such passages")
+        return fail(f"LLM {model!r}, {stage}",
+                    f"{self.failed} of the {self.tried} passages tried so far ({self.total} in all) failed, more than "
+                    f"max_failed_share = {self.share:g}; failed calls: "
+                    + ", ".join(f"{n} {k}" for k, n in self.reasons.most_common()) + f" (e.g. {self.example})",
+                    fix + "; finished passages are kept and a re-run retries only the failed ones", exc=LLMError)
+
+
+# ------------------------------------------------------------------------------------------------ answer check
+
+def _llm_answer_check(llm: LLM, corpus: Corpus, pool: list[str], want: int, config: GenerateConfig,
+                      journal: _Journal, counts: Counter) -> list[str]:
+    """The first `want` passages of `pool` that the LLM says state an answer. It checks a little more than it still
+    needs at a time (some will fail), so a sample of N costs about N/(share passing) calls, not one per pool passage."""
+    done = journal.read()
+    failures = _Failures(total=len(pool), share=config.max_failed_share)
+    kept: list[str] = []
+    start = 0
+    while len(kept) < want and start < len(pool):
+        size = max(llm.config.concurrency, math.ceil(1.25 * (want - len(kept))))
+        batch, start = pool[start : start + size], start + size
+        for doc_id, verdict in zip(batch, _verdicts(llm, corpus, batch, config, journal, done, failures)):
+            if verdict is None:
+                counts["answer_check_failed"] += 1  # not judged: left out of this run, asked again by the next
+            elif not verdict:
+                counts["skipped_no_answer_llm"] += 1
+            elif len(kept) < want:
+                kept.append(doc_id)
+        if failures.too_many():
+            raise failures.error("answer check", llm.config.model)
+    return kept
+
+
+def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig, journal: _Journal,
+              done: dict[str, dict], failures: _Failures) -> list[bool | None]:
+    """The LLM's yes/no per passage: from the journal, else asked (cache first); new verdicts are journaled."""
+    from . import prompts
+
+    model = llm.config.model
+    rendered = [prompts.render("answer_check", text=_passage_text(corpus.get(d), config)) for d in batch]
+    keys = [f"{d}\0" + content_hash("qkrag-answer-check-v1", model, p.messages) for d, p in zip(batch, rendered)]
+    verdicts: list[bool | None] = [done[k]["verdict"] if k in done else None for k in keys]
+    todo = [i for i, k in enumerate(keys) if k not in done]
+    failures.tried += len(batch) - len(todo)
+    answers = _ask_all(llm, [rendered[i] for i in todo], lambda t: prompts.parse_yes_no(t) is not None,
+                       {"temperature": 0.0, "max_tokens": 4})
+    new = []
+    for i, (text, problem) in zip(todo, answers):
+        failures.record([problem])
+        if text is not None:
+            verdicts[i] = prompts.parse_yes_no(text)
+            new.append({"doc_id": batch[i], "fingerprint": keys[i].split("\0", 1)[1], "verdict": verdicts[i]})
+    journal.append(new)
+    return verdicts
+
+
+# ------------------------------------------------------------------------------------------------ the LLM stage
+
+def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: _Journal
+               ) -> tuple[dict, Counter, _Failures]:
+    """Raw LLM outputs per passage, from the journal where it has them, else from the LLM (cache first).
+
+    A passage is journaled once every call of it succeeded. One with a failed call (a timeout, garbled output) is
+    kept for this run with None for that call, and asked again by the next run, its good calls then from the cache.
+    """
     from tqdm.auto import tqdm
 
     from .prompts import parse_candidates
@@ -447,42 +616,43 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
     for doc_id in ids:
         prompts = _prompts(corpus.get(doc_id), config)
         fingerprint = content_hash("qkrag-generate-v1", model, [p.messages for p in prompts], params, config.seed)
-        if (record := done.get(doc_id + "\0" + fingerprint)) is not None:
+        record = done.get(doc_id + "\0" + fingerprint)
+        if record is not None and None not in record["outputs"]:  # older journals hold failed calls as None
             records[doc_id] = record
         else:
             todo_prompts[doc_id] = (prompts, fingerprint)
-    counts = Counter()
     check = lambda text: bool(parse_candidates(text))  # noqa: E731 - output with no candidate in it is retried
+    failures = _Failures(len(ids), config.max_failed_share, tried=len(records))
     # Passages go `concurrency` at a time, all calls of a passage within its chunk. With one request at a time (the
     # embedded server) that puts a passage's calls back to back: their prompts are identical, so llama.cpp reuses
     # the evaluated prompt and the second call costs only its new tokens. Interleaving passages (A, B, A, B) made
     # every call evaluate its whole prompt again.
     chunk = max(1, llm.config.concurrency)
     todo = list(todo_prompts)
-    with tqdm(total=len(ids), initial=len(ids) - len(todo), desc="generate", unit="passage",
-              disable=not config.progress, dynamic_ncols=True, smoothing=0.1) as bar:
+    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=not config.progress,
+              dynamic_ncols=True, smoothing=0.1) as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
-            outputs: dict[str, list] = {d: [] for d in batch}
+            results: dict[str, list] = {d: [] for d in batch}
             for call in range(config.calls):  # one seed per call index, so the calls for a passage differ
-                results = llm.complete_many([todo_prompts[d][0][call] for d in batch], check=check, on_error="skip",
-                                            progress=False, seed=config.seed * 1000 + call, **params)
-                for d, completion in zip(batch, results):
-                    outputs[d].append(None if completion is None else completion.text)
-            if all(o is None for d in batch for o in outputs[d]):
-                # Every call of a whole chunk failed: the server is down or broken, not one prompt. Stop here, with
-                # nothing journaled for this chunk, so a re-run retries it.
-                raise fail(f"LLM {model!r}", f"all {len(batch) * config.calls} requests for {len(batch)} passages "
-                           f"failed ({llm.skipped} skipped so far)", "check that the LLM server is up and answering; "
-                           "finished passages are kept and a re-run continues from here", exc=LLMError)
+                answers = _ask_all(llm, [todo_prompts[d][0][call] for d in batch], check,
+                                   {**params, "seed": config.seed * 1000 + call})
+                for d, answer in zip(batch, answers):
+                    results[d].append(answer)
             new = [{"doc_id": d, "fingerprint": todo_prompts[d][1], "model": model,
-                    "prompt_hash": todo_prompts[d][0][0].template_hash, "outputs": outputs[d]} for d in batch]
-            journal.append(new)
+                    "prompt_hash": todo_prompts[d][0][0].template_hash, "outputs": [t for t, _ in results[d]]}
+                   for d in batch]
+            for d in batch:
+                failures.record([problem for _, problem in results[d]])
+            journal.append(r for r in new if None not in r["outputs"])
             records.update({r["doc_id"]: r for r in new})
             bar.update(len(batch))
-            bar.set_postfix(calls=llm.calls_made, cached=llm.cache_hits, skipped=llm.skipped, refresh=False)
-    counts["failed_calls"] = sum(o is None for r in records.values() for o in r["outputs"])
-    return records, counts
+            bar.set_postfix(calls=llm.calls_made, cached=llm.cache_hits, failed=failures.failed, refresh=False)
+            if failures.too_many():
+                raise failures.error("writing queries", model)
+    counts = Counter(failed_calls=sum(o is None for r in records.values() for o in r["outputs"]),
+                     failed_passages=failures.failed)
+    return records, counts, failures
 
 
 def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records: dict, doc_freq: Counter,
@@ -539,7 +709,7 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                                                        and len(words(doc.title)) >= 3):
                     counts["dropped_copy"] += 1
                     continue
-                if kind != "ict" and any(copy_score(text, e) >= config.max_copy for e in config.examples):
+                if kind != "ict" and _echoes_example(text, config):
                     counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
                 if kind != "ict" and example_terms and _borrowed_terms(text, doc_words, example_terms):
@@ -550,6 +720,16 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 seen.add(key)
                 out.append(c)
     return out
+
+
+def _echoes_example(query: str, config: GenerateConfig) -> bool:
+    """True when `query` is one of the user's examples or nearly: the same words once normalised, a long run copied
+    from one (`copy_score`), or most of one's content words (`word_overlap`). A small model hands the examples back
+    with a word added or dropped ("Who did Denver beat in the AFC Championship game"), which breaks a copied run but
+    not the overlap; such a query is the user's own, not one about the passage."""
+    key = normalize(query)
+    return any(key == normalize(e) or copy_score(query, e) >= config.max_copy
+               or word_overlap(query, e) >= config.max_example_overlap for e in config.examples)
 
 
 def _borrowed_terms(query: str, doc_words: set[str], example_terms: set[str]) -> set[str]:
@@ -667,23 +847,27 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     """Generate training pairs for `corpus` (or for its passages `doc_ids`) into `out_dir`; see the module docstring.
 
     Resumable: run it again with the same arguments after an interruption and it continues. Returns the pairs as a
-    `datasets.Dataset` (also in `out_dir/pairs.parquet`) with `stats.json` and a BEIR export beside it.
+    `datasets.Dataset` (also in `out_dir/pairs.parquet`) with `stats.json` and a BEIR export beside it. A run that
+    keeps no pair returns an empty dataset; `stats["no_pairs"]` then says where the candidates went.
     """
     config = config or GenerateConfig()
     out = Path(out_dir)
     started = time.perf_counter()
-    if config.generator == "llm" and llm is None:
-        raise fail("generate_pairs", "generator='llm' needs an LLM and none was given",
-                   "pass llm=qkrag.localllm.default_llm() (or any qkrag.llm.LLM), or use GenerateConfig(generator='ict')")
+    if llm is None and (config.generator == "llm" or config.answer_check in ("llm", "both")):
+        raise fail("generate_pairs", f"generator={config.generator!r}, answer_check={config.answer_check!r} needs an "
+                   "LLM and none was given", "pass llm=qkrag.localllm.default_llm() (or any qkrag.llm.LLM), or use "
+                   "GenerateConfig(generator='ict', answer_check='form')")
     if len(corpus) < 2:
         raise fail(corpus.source, "has fewer than 2 documents", "ranking needs a corpus to rank the passage against")
-    ids = _sample_ids(corpus, config, doc_ids)
-    counts: Counter = Counter(dict.fromkeys(_COUNTS, 0), passages=len(ids))
-    records: dict = {}
+    counts: Counter = Counter(dict.fromkeys(_COUNTS, 0))
     llm_before = llm.stats() if llm is not None else {}
+    ids = _choose_passages(corpus, config, doc_ids, llm, out, counts)
+    counts["passages"] = len(ids)
+    records: dict = {}
+    failures = None
     if config.generator == "llm":
         assert llm is not None
-        records, llm_counts = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
+        records, llm_counts, failures = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
         counts.update(llm_counts)
     llm_seconds = time.perf_counter() - started
 
@@ -692,41 +876,56 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
         for doc in corpus:
             doc_freq.update(set(words(doc.content)))
     cands = _candidates(corpus, ids, config, records, doc_freq, counts)
-
-    doc_vecs = _doc_vectors(encoder, corpus, config.progress)
-    chosen: list[_Candidate] = []
-    top_scores = top_pos = np.zeros((0, 0))
-    all_ranks: list[int] = []
-    if cands:
-        qvecs = embed(encoder, [c.text for c in cands], "query", EmbedOptions(progress=config.progress),
-                      desc="embed queries")
-        cands, qvecs = _drop_near_duplicates(cands, qvecs, config.near_duplicate, counts)
-        counts["candidates"] = len(cands)
-        positions = np.array([corpus.position(c.doc_id) for c in cands], dtype=np.int64)
-        pos_vecs = doc_vecs[positions].copy()
-        own = [i for i, c in enumerate(cands) if c.positive_text != corpus.get(c.doc_id).content]
-        if own:  # ICT: the positive is the passage without the cut sentence
-            pos_vecs[own] = embed(encoder, [cands[i].positive_text for i in own], "document",
-                                  EmbedOptions(progress=config.progress), desc="embed ICT passages")
-        ranks, scores, top_scores, top_pos = _rank(qvecs, pos_vecs, positions, doc_vecs, config.space,
-                                                   max(config.negative_depth, 1))
-        for i, c in enumerate(cands):
-            c.rank, c.score, c.row = int(ranks[i]), float(scores[i]), i
-        all_ranks = [c.rank for c in cands]
-        roundtrip = [c for c in cands if c.rank <= config.roundtrip_k]
-        counts["roundtrip_kept"] = len(roundtrip)
-        chosen = _steer(roundtrip, config)
+    chosen, cands, top_scores, top_pos = _rank_and_steer(corpus, encoder, cands, config, counts)
     negatives = _negatives(chosen, top_scores, top_pos, corpus, config, llm, counts)
+    rows = [_row(c, neg) for c, neg in zip(chosen, negatives)]
+    stats = _stats(corpus, encoder, llm, config, counts, records, cands, rows, failures)
+    stats["llm"] = None if llm is None else _spent(llm_before, llm.stats())
+    stats["seconds"] = {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)}
+    dataset = _write_outputs(out, rows, stats, config.progress)
+    return GenerationResult(out, dataset, stats)
 
-    rows = [{"query_id": f"gen-{c.doc_id}-{c.index}", "query": c.text, "positive_id": c.doc_id,
-             "positive_text": c.positive_text, "negative_ids": neg, "base_rank": c.rank, "positive_score": c.score,
-             "generator": c.generator, "variant": c.variant, "prompt_hash": c.prompt_hash,
-             "copy_score": c.copy_score, "title_copy": c.title_copy, "ngram_copy": c.ngram_copy,
-             "words": len(words(c.text)), "off_form": c.off_form, "candidate": c.index}
-            for c, neg in zip(chosen, negatives)]
-    generator_name = "ict" if config.generator == "ict" else llm.config.model  # type: ignore[union-attr]
-    stats = {
-        "generator": generator_name,
+
+def _rank_and_steer(corpus: Corpus, encoder: Encoder, cands: list[_Candidate], config: GenerateConfig,
+                    counts: Counter) -> tuple[list[_Candidate], list[_Candidate], np.ndarray, np.ndarray]:
+    """Embed the candidates, drop near duplicates, rank the corpus for each (the round trip) and steer: the chosen
+    candidates, all ranked candidates, and each one's top-scoring other documents (for the negatives)."""
+    doc_vecs = _doc_vectors(encoder, corpus, config.progress)
+    if not cands:
+        return [], [], np.zeros((0, 0)), np.zeros((0, 0))
+    qvecs = embed(encoder, [c.text for c in cands], "query", EmbedOptions(progress=config.progress),
+                  desc="embed queries")
+    cands, qvecs = _drop_near_duplicates(cands, qvecs, config.near_duplicate, counts)
+    counts["candidates"] = len(cands)
+    positions = np.array([corpus.position(c.doc_id) for c in cands], dtype=np.int64)
+    pos_vecs = doc_vecs[positions].copy()
+    own = [i for i, c in enumerate(cands) if c.positive_text != corpus.get(c.doc_id).content]
+    if own:  # ICT: the positive is the passage without the cut sentence
+        pos_vecs[own] = embed(encoder, [cands[i].positive_text for i in own], "document",
+                              EmbedOptions(progress=config.progress), desc="embed ICT passages")
+    ranks, scores, top_scores, top_pos = _rank(qvecs, pos_vecs, positions, doc_vecs, config.space,
+                                               max(config.negative_depth, 1))
+    for i, c in enumerate(cands):
+        c.rank, c.score, c.row = int(ranks[i]), float(scores[i]), i
+    roundtrip = [c for c in cands if c.rank <= config.roundtrip_k]
+    counts["roundtrip_kept"] = len(roundtrip)
+    return _steer(roundtrip, config), cands, top_scores, top_pos
+
+
+def _row(c: _Candidate, negatives: list[str]) -> dict[str, Any]:
+    """One pair as a row of `SCHEMA`."""
+    return {"query_id": f"gen-{c.doc_id}-{c.index}", "query": c.text, "positive_id": c.doc_id,
+            "positive_text": c.positive_text, "negative_ids": negatives, "base_rank": c.rank,
+            "positive_score": c.score, "generator": c.generator, "variant": c.variant, "prompt_hash": c.prompt_hash,
+            "copy_score": c.copy_score, "title_copy": c.title_copy, "ngram_copy": c.ngram_copy,
+            "words": len(words(c.text)), "off_form": c.off_form, "candidate": c.index}
+
+
+def _stats(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: GenerateConfig, counts: Counter,
+           records: dict, cands: list[_Candidate], rows: list[dict], failures: _Failures | None) -> dict[str, Any]:
+    ranks = [c.rank for c in cands]
+    stats: dict[str, Any] = {
+        "generator": "ict" if config.generator == "ict" else llm.config.model,  # type: ignore[union-attr]
         "template": None if config.generator == "ict" else config.template_name,
         "template_hash": next((r["prompt_hash"] for r in records.values()), None),
         "encoder": encoder.fingerprint,
@@ -734,18 +933,29 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
         "corpus": str(Path(corpus.source).resolve()) if Path(corpus.source).exists() else corpus.source,
         "config": _jsonable(asdict(config)),
         "counts": dict(counts, pairs=len(rows)),
-        "kept_fraction": counts["roundtrip_kept"] / len(all_ranks) if all_ranks else 0.0,
-        "candidate_ranks": rank_summary(all_ranks),
+        "llm_failures": dict(failures.reasons) if failures is not None else {},
+        "kept_fraction": counts["roundtrip_kept"] / len(ranks) if ranks else 0.0,
+        "candidate_ranks": rank_summary(ranks),
         "candidate_ranks_by_variant": {v: rank_summary(c.rank for c in cands if c.variant == v)
                                        for v in sorted({c.variant for c in cands})},
         "pair_ranks": rank_summary(r["base_rank"] for r in rows),
         "form": form_summary([r["query"] for r in rows], [r["positive_text"] for r in rows]),
         "passages_with_pairs": len({r["positive_id"] for r in rows}),
-        "llm": None if llm is None else _spent(llm_before, llm.stats()),
-        "seconds": {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)},
     }
-    dataset = _write_outputs(out, rows, stats, config.progress)
-    return GenerationResult(out, dataset, stats)
+    if not rows:
+        stats["no_pairs"] = _no_pairs_reason(counts, config)
+    return stats
+
+
+def _no_pairs_reason(counts: Counter, config: GenerateConfig) -> str:
+    """Where the candidates of a run that kept no pair went, in one sentence."""
+    drops = {k: v for k, v in counts.items() if k.startswith("dropped_") and v}
+    worst = max(drops, key=drops.get) if drops else None  # type: ignore[arg-type]
+    return (f"no pairs kept: {counts['passages']} passages ({counts['failed_passages']} with no usable LLM output) "
+            f"gave {counts['parsed']} parsed candidates and {counts['masked_variants']} masked variants; "
+            + (f"the filters dropped {sum(drops.values())}, most as {worst} ({drops[worst]}); " if worst else "")
+            + f"{counts['roundtrip_kept']} of {counts['candidates']} ranked their passage in the top "
+            f"{config.roundtrip_k}")
 
 
 def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
@@ -764,16 +974,10 @@ def _jsonable(obj: Any) -> Any:
 def _features():
     import datasets
 
-    return datasets.Features({
-        "query_id": datasets.Value("string"), "query": datasets.Value("string"),
-        "positive_id": datasets.Value("string"), "positive_text": datasets.Value("string"),
-        "negative_ids": datasets.Sequence(datasets.Value("string")), "base_rank": datasets.Value("int64"),
-        "positive_score": datasets.Value("float32"), "generator": datasets.Value("string"),
-        "variant": datasets.Value("string"), "prompt_hash": datasets.Value("string"),
-        "copy_score": datasets.Value("float32"), "title_copy": datasets.Value("float32"),
-        "ngram_copy": datasets.Value("float32"), "words": datasets.Value("int64"),
-        "off_form": datasets.Value("bool"), "candidate": datasets.Value("int64"),
-    })
+    def feature(kind: Any):
+        return datasets.Sequence(datasets.Value(kind[0])) if isinstance(kind, list) else datasets.Value(kind)
+
+    return datasets.Features({name: feature(kind) for name, kind in SCHEMA.items()})
 
 
 def _write_outputs(out: Path, rows: list[dict], stats: dict, progress: bool) -> datasets.Dataset:
@@ -781,8 +985,10 @@ def _write_outputs(out: Path, rows: list[dict], stats: dict, progress: bool) -> 
     reader (and `load_pairs`) trusts the pairs only when stats.json names their row count."""
     import datasets
 
+    if rows and set(rows[0]) != set(SCHEMA):  # a bug, not an input problem: rows and schema must agree
+        raise AssertionError(f"pair rows have columns {sorted(rows[0])}, the schema {sorted(SCHEMA)}")
     dataset = datasets.Dataset.from_list(rows, features=_features()) if rows else \
-        datasets.Dataset.from_dict({c: [] for c in COLUMNS}, features=_features())
+        datasets.Dataset.from_dict({c: [] for c in SCHEMA}, features=_features())
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     bars = datasets.utils.logging.is_progress_bar_enabled()
@@ -839,8 +1045,9 @@ def generate_from_beir(data_dir: str | os.PathLike[str], out_dir: str | os.PathL
                        config: GenerateConfig | None = None, llm: LLM | None = None,
                        encoder: Encoder | None = None) -> GenerationResult:
     """What `qkrag generate DATA_DIR --limit N --out PAIRS_DIR` does: pairs for the first `limit` passages of a corpus
-    (BEIR folder or any file `load_corpus` reads), ranked against all of it, with the embedded local LLM unless `llm`
-    is given (or `config.generator == "ict"`). An LLM started here is closed here."""
+    (BEIR folder or any file `load_corpus` reads; those that carry no answer skipped, see
+    `GenerateConfig.answer_check`), ranked against all of it, with the embedded local LLM unless `llm` is given (or
+    `config.generator == "ict"`). An LLM started here is closed here."""
     from .embed import make_encoder
 
     corpus = load_corpus(data_dir)

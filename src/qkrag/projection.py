@@ -72,6 +72,11 @@ class Pairs:
     doc_ids: tuple[str, ...] | None = None
     encoder: str = ""  # fingerprint of the encoder that made the vectors
     source: str = "<memory>"
+    # A teacher's view of each pair's query (listwise distillation): candidate document rows (-1 pads) and the
+    # teacher's score for each; training can match the teacher's distribution over them instead of trusting binary
+    # labels, since a mined "negative" is often relevant in fact.
+    teacher_rows: np.ndarray | None = None  # (n_pairs, c) int64
+    teacher_scores: np.ndarray | None = None  # (n_pairs, c) float32
     _groups: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,13 +114,34 @@ class Pairs:
         if self.doc_ids is not None and len(self.doc_ids) != documents.shape[0]:
             raise fail(f"{self.source} (doc_ids)", f"{len(self.doc_ids)} ids for {documents.shape[0]} documents",
                        "give one id per document row")
+        teacher_rows, teacher_scores = self._check_teacher(n, documents.shape[0])
         _, groups = np.unique(np.asarray(query_ids, dtype=object).astype(str), return_inverse=True)
+        set_("teacher_rows", teacher_rows)
+        set_("teacher_scores", teacher_scores)
         set_("queries", queries)
         set_("positives", positives.astype(np.int64))
         set_("documents", documents)
         set_("negatives", negatives)
         set_("query_ids", query_ids)
         set_("_groups", groups.astype(np.int64))
+
+    def _check_teacher(self, n: int, n_docs: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if (self.teacher_rows is None) != (self.teacher_scores is None):
+            raise fail(f"{self.source} (teacher)", "has teacher rows without scores or scores without rows",
+                       "give both teacher_rows and teacher_scores, or neither")
+        if self.teacher_rows is None:
+            return None, None
+        rows = np.asarray(self.teacher_rows, dtype=np.int64)
+        scores = np.asarray(self.teacher_scores, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[0] != n or scores.shape != rows.shape:
+            raise fail(f"{self.source} (teacher)", f"rows {rows.shape} and scores {scores.shape} for {n} pairs",
+                       "give one row of candidate documents and one of scores per pair, same shape")
+        if ((rows < -1) | (rows >= n_docs)).any():
+            raise fail(f"{self.source} (teacher)", "names rows outside the document matrix",
+                       "point teacher candidates at rows of the document matrix (-1 pads)")
+        if not np.isfinite(scores[rows >= 0]).all():
+            raise fail(f"{self.source} (teacher)", "has NaN or infinite scores", "check the teacher's scores")
+        return rows, scores
 
     def __len__(self) -> int:
         return self.queries.shape[0]
@@ -135,19 +161,41 @@ class Pairs:
 
     def subset(self, rows: Sequence[int] | np.ndarray, source: str | None = None) -> Pairs:
         rows = np.asarray(rows, dtype=np.int64)
-        return Pairs(self.queries[rows], self.positives[rows], self.documents,
-                     None if self.negatives is None else self.negatives[rows],
-                     tuple(self.query_ids[i] for i in rows), self.doc_ids, self.encoder, source or self.source)
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return Pairs(self.queries[rows], self.positives[rows], self.documents, pick(self.negatives),
+                     tuple(self.query_ids[i] for i in rows), self.doc_ids, self.encoder, source or self.source,
+                     pick(self.teacher_rows), pick(self.teacher_scores))
 
-    def split(self, fraction: float, seed: int = 0) -> tuple[Pairs, Pairs]:
-        """(train, validation), split by query so no query is on both sides; seeded and deterministic."""
+    def with_teacher(self, rows: np.ndarray, scores: np.ndarray) -> Pairs:
+        """A copy whose pairs carry a teacher's candidate rows and scores (see `teacher_rows`)."""
+        return Pairs(self.queries, self.positives, self.documents, self.negatives, self.query_ids, self.doc_ids,
+                     self.encoder, self.source, rows, scores)
+
+    def positive_ids(self) -> list[str]:
+        """Ids of the documents that are positives here, sorted: what a leakage audit calls "seen"."""
+        if self.doc_ids is None:
+            return []
+        return sorted({self.doc_ids[int(p)] for p in np.unique(self.positives)})
+
+    def split(self, fraction: float, seed: int = 0, by: str = "query") -> tuple[Pairs, Pairs]:
+        """(train, validation), seeded and deterministic. by="query": no query on both sides. by="document": hold
+        out a share of the positive documents, and every query with a positive among them goes to validation, so
+        validation documents were never positives in training (a gain there is not a prior over documents)."""
         if not 0 < fraction < 1:
             raise fail("validation fraction", f"{fraction!r} is not between 0 and 1", "use e.g. 0.1")
-        n_val = int(round(self.n_queries * fraction))
-        if n_val < 1 or n_val >= self.n_queries:
+        if by not in ("query", "document"):
+            raise fail("validation split", f"by={by!r}", 'use "query" or "document"')
+        rng = np.random.default_rng(seed)
+        if by == "query":
+            n_val = int(round(self.n_queries * fraction))
+            held = rng.permutation(self.n_queries)[:n_val]
+        else:
+            docs = np.unique(self.positives)
+            held_docs = rng.permutation(docs)[: int(round(len(docs) * fraction))]
+            held = np.unique(self._groups[np.isin(self.positives, held_docs)])
+        if len(held) < 1 or len(held) >= self.n_queries:
             raise fail(self.source, f"{self.n_queries} queries are too few to hold out {fraction:.0%} for validation",
                        "give more pairs, or pass an explicit validation set")
-        held = np.random.default_rng(seed).permutation(self.n_queries)[:n_val]
         is_val = np.isin(self._groups, held)
         return (self.subset(np.flatnonzero(~is_val), f"{self.source} (train)"),
                 self.subset(np.flatnonzero(is_val), f"{self.source} (validation)"))
@@ -164,7 +212,8 @@ class Pairs:
     def content_hash(self) -> str:
         """SHA-256 over every array and id: identifies the training data in a saved projection's config."""
         h = hashlib.sha256()
-        for a in (self.queries, self.positives, self.documents, self.negatives):
+        for a in (self.queries, self.positives, self.documents, self.negatives, self.teacher_rows,
+                  self.teacher_scores):
             if a is not None:
                 h.update(str(a.shape).encode())
                 h.update(np.ascontiguousarray(a).tobytes())
@@ -428,6 +477,7 @@ class _Projection:
             "scale": self.scale_,
             "bias": self.bias_,
             "training_data_hash": getattr(self, "training_hash_", ""),
+            "training_positive_ids": getattr(self, "training_positive_ids_", None),
             "selected": getattr(self, "selected_", ""),
             "validation": getattr(self, "validation_", {}),
             "train_config": asdict(self.config) if self.config is not None else None,
@@ -462,6 +512,7 @@ class _Projection:
         model._set_weights(tensors["Q"], tensors.get("K"), float(tensors["scale"][0]), float(tensors["bias"][0]))
         model.encoder_fingerprint_ = config.get("encoder", "")
         model.training_hash_ = config.get("training_data_hash", "")
+        model.training_positive_ids_ = config.get("training_positive_ids")
         model.selected_ = config.get("selected", "")
         model.validation_ = config.get("validation", {})
         model.history_ = config.get("history", [])

@@ -53,6 +53,10 @@ class TrainConfig:
     bce_weight: float = 0.1  # weight of the logistic term next to the softmax
     temperature: float = 0.05  # initial softmax temperature (learned)
     validation_fraction: float = 0.1  # of queries, when no validation set is given
+    holdout: str = "query"  # how that split is drawn: "query", or "document" (validation documents never positives)
+    loss: str = "infonce"  # "infonce" (binary labels), "distill" (match the pairs' teacher), or "both"
+    distill_weight: float = 1.0  # weight of the distillation term when loss="both"
+    teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
     patience: int = 3  # epochs without validation gain before stopping
     selection_alpha: float = 0.05  # keep a trained map only if it beats the start on validation at this p (1: any gain)
     calibrate: bool = True  # Platt-fit s, b on validation pairs after training
@@ -75,6 +79,12 @@ class TrainConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise fail(f"TrainConfig.{name}", f"{value!r} is negative", f"set {name} >= 0")
+        if self.loss not in ("infonce", "distill", "both"):
+            raise fail("TrainConfig.loss", f"{self.loss!r} is not a loss", 'use "infonce", "distill" or "both"')
+        if self.holdout not in ("query", "document"):
+            raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "query" or "document"')
+        if self.teacher_temperature <= 0:
+            raise fail("TrainConfig.teacher_temperature", f"{self.teacher_temperature!r}", "set it > 0")
         if not 0 < self.selection_alpha <= 1:
             raise fail("TrainConfig.selection_alpha", f"{self.selection_alpha!r} is not in (0, 1]",
                        "use e.g. 0.05, or 1 to keep any trained map that gains on validation")
@@ -100,6 +110,20 @@ def logistic_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tens
 
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """KL(teacher || student) over each row's valid candidates: the student's softmax over the candidates is pulled
+    toward the teacher's softmax(teacher / temperature). Soft labels instead of binary ones: a mined "negative" the
+    teacher scores close to the positive is not pushed away (GPL: 59.6 -> 66.4 nDCG@10 on SciFact)."""
+    import torch
+
+    neg_inf = torch.tensor(float("-inf"))
+    target = torch.softmax(torch.where(valid, teacher / temperature, neg_inf), dim=1)
+    log_student = torch.log_softmax(torch.where(valid, student, neg_inf), dim=1)
+    terms = torch.where(valid, target * (torch.log(target.clamp_min(1e-12)) - log_student), torch.zeros(()))
+    return terms.sum(1).mean()
 
 
 # ------------------------------------------------------------------------------------------------------------ pieces
@@ -227,6 +251,18 @@ def calibration_pairs(Q: np.ndarray, K: np.ndarray | None, pairs: Pairs, depth: 
 # ----------------------------------------------------------------------------------------------------------- fitting
 
 
+def _batch_distillation(q, keys_of, D_t, pairs: Pairs, batch: np.ndarray, inv_temp, temperature: float):
+    """The distillation term for one batch: student logits q·k over each pair's teacher candidates."""
+    import torch
+
+    rows = pairs.teacher_rows[batch]
+    valid = torch.from_numpy(rows >= 0)
+    keys = keys_of(D_t[torch.from_numpy(np.where(rows >= 0, rows, 0)).reshape(-1)]).reshape(*rows.shape, -1)
+    student = torch.einsum("br,bcr->bc", q, keys) * inv_temp
+    teacher = torch.from_numpy(pairs.teacher_scores[batch])
+    return distillation_loss(student, teacher, valid, temperature)
+
+
 def fit_projection(model: _Projection, pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> None:
     """Train `model` in place (the estimator's `fit` calls this). Sets Q_, K_, scale_, bias_, history_, selected_,
     validation_, encoder_fingerprint_, training_hash_."""
@@ -240,6 +276,9 @@ def fit_projection(model: _Projection, pairs: Pairs, validation: Pairs | None, c
     try:
         _fit(model, pairs, validation, config)
         model.training_hash_ = data_hash
+        # every document that was a positive anywhere in fitting (validation too: selection saw it)
+        seen = set(pairs.positive_ids()) | set(validation.positive_ids() if validation is not None else ())
+        model.training_positive_ids_ = sorted(seen) if pairs.doc_ids is not None else None
     finally:
         torch.set_num_threads(threads)
 
@@ -249,7 +288,10 @@ def _fit(model: _Projection, pairs: Pairs, validation: Pairs | None, config: Tra
     from tqdm.auto import tqdm
 
     if validation is None:
-        pairs, validation = pairs.split(config.validation_fraction, config.seed)
+        pairs, validation = pairs.split(config.validation_fraction, config.seed, by=config.holdout)
+    if config.loss != "infonce" and pairs.teacher_rows is None:
+        raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
+                   "attach a teacher (qkrag.teacher.hybrid_teacher) or use loss='infonce'")
     elif validation.documents.shape != pairs.documents.shape or not np.array_equal(validation.documents,
                                                                                    pairs.documents):
         raise fail(validation.source, "validation pairs point into another document matrix than the training pairs",
@@ -335,7 +377,10 @@ def _fit(model: _Projection, pairs: Pairs, validation: Pairs | None, config: Tra
                 k = keys_of(D_t[columns])
                 dots = q @ k.T
                 mask_t = torch.from_numpy(mask)
-                loss = info_nce_loss(dots * log_inv_temp.exp(), mask_t)
+                loss = info_nce_loss(dots * log_inv_temp.exp(), mask_t) if config.loss != "distill" else 0.0
+                if config.loss != "infonce":
+                    loss = loss + config.distill_weight * _batch_distillation(
+                        q, keys_of, D_t, pairs, batch, log_inv_temp.exp(), config.teacher_temperature)
                 if config.bce_weight:
                     # Own positive (label 1); own hard negatives and the first few random ones (label 0).
                     n_rand = max(h, 1)
