@@ -359,12 +359,14 @@ class Bench:
 
         t0 = time.perf_counter()
         transform = getattr(baselines, transform_name)().fit(doc_vectors)
+        source = raw_index.source_hash
         sibling = raw_index.sibling(f"{raw_index.name}-{name}"[:63], f"{encoder.fingerprint}|{name}",
-                                    doc_vectors.shape[1], space="cosine")
-        if sibling.count() != len(self.corpus) or not sibling.complete:
-            sibling.mark_complete(False)
-            sibling.add_vectors(self.corpus.ids, transform.transform(doc_vectors))
-            sibling.mark_complete(True)
+                                    doc_vectors.shape[1], space="cosine", source_hash=source)
+        if not sibling.is_current(source):  # derived from other documents, or never finished: recompute
+            with sibling.writing():
+                sibling.mark_complete(False)
+                sibling.add_vectors(self.corpus.ids, transform.transform(doc_vectors))
+                sibling.mark_complete(True)
         seconds = time.perf_counter() - t0
 
         def search(queries, k):

@@ -604,14 +604,18 @@ class ProjectedRetriever:
 
     def _projected_collection(self, raw: Any) -> Any:
         fingerprint = f"{self.encoder.fingerprint}|projection:{self.projection_id()}"
-        projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip")
-        if projected.complete and projected.count() == raw.count():
+        source = raw.source_hash
+        projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip",
+                                source_hash=source)
+        if projected.is_current(source):  # keyed by the content it was derived from, not by a count
             return projected
-        projected.mark_complete(False)
-        ids, vectors = raw.get_vectors()
-        texts = raw.stored_texts(ids)
-        projected.add_vectors(ids, self.projection.transform_documents(vectors), [texts.get(i) or "" for i in ids])
-        projected.mark_complete(True)
+        with projected.writing():
+            projected.mark_complete(False)
+            ids, vectors = raw.get_vectors()
+            texts = raw.stored_texts(ids)
+            projected.add_vectors(ids, self.projection.transform_documents(vectors),
+                                  [texts.get(i) or "" for i in ids])
+            projected.mark_complete(True)
         return projected
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
