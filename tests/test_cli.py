@@ -179,6 +179,8 @@ class _StandInLLM:
     class config:  # noqa: N801 (mirrors LLMConfig's attributes that fingerprints read)
         model, temperature = "stand-in", 0.0
 
+    cache_scope = "stand-in"  # which server answered: part of every cache key derived from its answers
+
     def __init__(self):
         self.prompts = 0
 
@@ -244,3 +246,36 @@ def test_generate_guide_names_only_real_flags():
         own = flags.get(cmd.group(1), flags["generate"]) if cmd else flags["generate"]
         assert named <= own, f"docs/generate.md names flags qkrag lacks: {sorted(named - own)} in {line!r}"
     assert "--candidates" in guide
+
+
+class _FlakyLLM(_StandInLLM):
+    """Fails (no usable answer) for every third prompt."""
+
+    def complete_many(self, prompts, **kwargs):
+        from types import SimpleNamespace
+
+        self.prompts += len(prompts)
+        return [None if i % 3 == 1 else SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
+
+
+def test_rewrite_failures_stop_the_run_or_are_left_out_never_written_as_originals(capsys, beir, tmp_path,
+                                                                                   monkeypatch):
+    import qkrag.localllm
+
+    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: _FlakyLLM())
+    code, _, err = run(capsys, "rewrite", beir, "--out", tmp_path / "a.jsonl", "--limit", "6")
+    assert code == 2 and not (tmp_path / "a.jsonl").exists()
+    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "b.jsonl", "--limit", "6", "--skip-failed")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["text"].startswith("plain words") for r in rows)
+    assert "wrote 4 of 6 documents" in out
+
+
+def test_version_and_timeout_options(capsys):
+    from qkrag import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"qkrag {__version__}"
+    code, _, err = run(capsys, "--timeout", "-1", "eval", "nowhere")
+    assert code == 2 and "--timeout" in err

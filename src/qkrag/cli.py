@@ -25,6 +25,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"qkrag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    timeout: Annotated[Optional[float], typer.Option(
+        "--timeout", help="Seconds any network call may take (Chroma server, LLM, embeddings API) before it fails "
+        "with a message; default $QKRAG_TIMEOUT, else 60.")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print qkrag's version and exit.")] = False,
+) -> None:
+    """Retrieval beyond raw cosine: learn what relevance means for your corpus."""
+    if timeout is not None:
+        if not timeout > 0:
+            raise QkragError(f"--timeout {timeout}: not a positive number of seconds. Fix: use e.g. --timeout 30")
+        import os
+
+        os.environ["QKRAG_TIMEOUT"] = str(timeout)  # read by every client (qkrag.cache.network_timeout)
+
+
 # ------------------------------------------------------------------------------------------------ shared options
 
 Model = Annotated[Optional[str], typer.Option(
@@ -407,6 +432,8 @@ def rewrite_(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.")] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
+    skip_failed: Annotated[bool, typer.Option(
+        "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.")] = False,
 ) -> None:
     """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
 
@@ -429,13 +456,17 @@ def rewrite_(
     with ExitStack() as stack:
         llm = stack.enter_context(open_llm(llm_base_url))
         texts = [d.content for d in docs]
-        new = aspect_texts(texts, llm, aspect, stats=stats) if aspect else \
-            rewrite_texts(texts, llm, max_words=max_words, stats=stats)
+        on_failure = "skip" if skip_failed else "error"
+        new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
+            rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
     with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
         for doc, text in zip(docs, new):
+            if text is None:  # failed and skipped (--skip-failed): counted in stats, never written as the original
+                continue
             handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
                                     ensure_ascii=False) + "\n")
-    typer.echo(f"wrote {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
+    written = sum(text is not None for text in new)
+    typer.echo(f"wrote {written} of {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
