@@ -76,11 +76,13 @@ def summary() -> str:
                           f"({_delta(hsyn)})" if hsyn else "") + ".")
         if cos and human and human.get("ndcg@10_seen") is not None:
             out.append(
-                f"**What the SciFact human-pairs gain is:** a Q/K trained on the 809 human train claims moves nDCG@10 "
-                f"from {cos['ndcg@10']:.3f} to {human['ndcg@10']:.3f}, but that is mostly a prior over which abstracts "
-                f"get judged: on the {human['n_seen']} test claims whose abstracts a train claim also judges it goes "
-                f"{human['base_ndcg@10_seen']:.3f} -> {human['ndcg@10_seen']:.3f}; on the {human['n_novel']} claims "
-                f"whose abstracts no train claim judges, {human['base_ndcg@10_novel']:.3f} -> "
+                f"**What the SciFact human-pairs gain is:** a prior over which abstracts get judged, not relevance. "
+                f"Selected on validation claims split by query, a Q/K trained on the human train claims reached 0.793 "
+                f"(earlier results); selected on validation abstracts no training claim cites (split by document, as "
+                f"now), it stops early at {human['ndcg@10']:.3f} (cosine {cos['ndcg@10']:.3f}). Either way the gain "
+                f"is on the {human['n_seen']} test claims whose abstracts a train claim also judges "
+                f"({human['base_ndcg@10_seen']:.3f} -> {human['ndcg@10_seen']:.3f}); on the {human['n_novel']} claims "
+                f"whose abstracts no train claim judges it is {human['base_ndcg@10_novel']:.3f} -> "
                 f"{human['ndcg@10_novel']:.3f} ({human['delta_ndcg@10_novel']:+.3f}, p = "
                 f"{human['p_ndcg@10_novel']:.2g}). Only novel figures say whether a map learned relevance.")
     return "\n\n".join(out)
