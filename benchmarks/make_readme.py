@@ -64,7 +64,7 @@ def summary() -> str:
                 f"paragraph was never a synthetic positive it scores {_f(syn.get('ndcg@10_novel'))} against cosine's "
                 f"{_f(syn.get('base_ndcg@10_novel'))}."
                 + (f" BM25 alone scores {bm['ndcg@10']:.3f}; fused with BM25 the projection scores "
-                   f"{hyb['ndcg@10']:.3f} ({_delta(hyb)})." if bm and hyb else ""))
+                   f"{hyb['ndcg@10']:.3f}, {_delta(hyb)}." if bm and hyb else ""))
     sci = load("main_job_scifact_llm")
     if sci:
         r = _rows(sci)
@@ -72,8 +72,8 @@ def summary() -> str:
         if cos and hyb:
             out.append(f"**What users pick first** (SciFact): hybrid BM25 + cosine fusion, no training, scores "
                        f"{hyb['ndcg@10']:.3f} against cosine's {cos['ndcg@10']:.3f}"
-                       + (f"; adding the synthetic-pairs projection to it gives {hsyn['ndcg@10']:.3f} "
-                          f"({_delta(hsyn)})" if hsyn else "") + ".")
+                       + (f"; adding the synthetic-pairs projection to it gives {hsyn['ndcg@10']:.3f}, "
+                          f"{_delta(hsyn)}" if hsyn else "") + ".")
         if cos and human and human.get("ndcg@10_seen") is not None:
             out.append(
                 f"**What the SciFact human-pairs gain is:** a prior over which abstracts get judged, not relevance. "
@@ -85,6 +85,19 @@ def summary() -> str:
                 f"whose abstracts no train claim judges it is {human['base_ndcg@10_novel']:.3f} -> "
                 f"{human['ndcg@10_novel']:.3f} ({human['delta_ndcg@10_novel']:+.3f}, p = "
                 f"{human['p_ndcg@10_novel']:.2g}). Only novel figures say whether a map learned relevance.")
+    demo = load("main_job_demo_llm")
+    example = (demo or {}).get("readme_example")
+    if example:
+        above = example["answer_above_post_with_projection"]
+        syn = _rows(demo).get("qk_synthetic", {})
+        out.append(f"**The demo's example query** (\"why does my dough stay flat\"): with the projection trained on "
+                   f"synthetic pairs the answer (bake-01) ranks {example['qk_synthetic']['bake-01']} and the forum post "
+                   f"(post-01) {example['qk_synthetic']['post-01']}: the answer is "
+                   f"{'above' if above else 'still below'} the post"
+                   + ("" if above else " (model selection kept the "
+                      + syn.get("notes", "").split("; selected ")[-1].split(" (audit")[0].replace(" (", ": ", 1)
+                      .removesuffix(")") + ")")
+                   + ".")
     return "\n\n".join(out)
 
 
