@@ -279,3 +279,21 @@ def test_version_and_timeout_options(capsys):
     assert code == 0 and out.strip() == f"qkrag {__version__}"
     code, _, err = run(capsys, "--timeout", "-1", "eval", "nowhere")
     assert code == 2 and "--timeout" in err
+
+
+def test_eval_never_rewrites_a_collection_it_did_not_create(capsys, beir, tmp_path):
+    from conftest import write_beir
+
+    other = write_beir(tmp_path / "other", {"x1": "some other text", "x2": "more other words"}, {"q": "other"},
+                       {"q": ["x1"]})
+    db = tmp_path / "db"
+    code, _, err = run(capsys, "index", other, "--path", db, "-c", "theirs")
+    assert code == 0, err
+    code, _, err = run(capsys, "eval", beir, "--retriever", "chroma", "--path", db, "-c", "theirs")
+    assert code == 2 and "holds other documents" in err
+    code, out, err = run(capsys, "search", "other", "--path", db, "-c", "theirs", "--json")
+    assert code == 0 and {h["id"] for h in json.loads(out)[0]["hits"]} == {"x1", "x2"}  # untouched
+    code, out, err = run(capsys, "eval", beir, "--retriever", "chroma", "--path", db, "-c", "mine", "--json")
+    assert code == 0, err  # a new collection eval creates itself is fine, and reused as it is on a second run
+    code, out, err = run(capsys, "eval", beir, "--retriever", "chroma", "--path", db, "-c", "mine", "--json")
+    assert code == 0, err

@@ -283,10 +283,10 @@ def search(
 def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, config) -> Any:
     """The dense retriever `eval` measures: exact search (or a Chroma collection built on the spot), raw or
     through a projection."""
-    from .index import DenseRetriever, ExactIndex, build_index
+    from .index import DenseRetriever, ExactIndex, index_for_evaluation
 
     if retriever == "chroma":
-        raw: Any = build_index(corpus, encoder, config)
+        raw: Any = index_for_evaluation(corpus, encoder, config)
     else:
         from .embed import embed
 

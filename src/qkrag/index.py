@@ -609,6 +609,26 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     return index
 
 
+def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, progress: bool = True) -> ChromaIndex:
+    """The collection to evaluate `corpus` on: built when it does not exist yet; an existing one is used as it is, and
+    only when it holds exactly this corpus (its recorded content hash). Evaluation never changes a collection it did
+    not create: one holding other documents, or an unfinished one, is an error, not rebuilt in place."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        connect(config).get_collection(config.collection, embedding_function=None)
+    except NotFoundError:
+        return build_index(corpus, encoder, config, progress=progress)
+    index = ChromaIndex.for_encoder(config, encoder, create=False)
+    wanted = corpus_hash(encoder.fingerprint, corpus.ids, corpus.contents)
+    if not index.complete or index.metadata.get(_META + "content_hash") != wanted:
+        raise fail(f"{config.location} collection {config.collection!r}",
+                   f"holds other documents than the evaluated corpus ({index.count()} vectors"
+                   f"{'' if index.complete else ', unfinished'}); evaluation never changes a collection",
+                   "pass another --collection name (eval builds it), or rebuild this one with `qkrag index`")
+    return index
+
+
 def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: BuildStats, *, progress: bool,
           prune: bool) -> None:
     """Embed and upsert what is missing or changed, prune what is gone; counts go to `stats`."""
