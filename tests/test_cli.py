@@ -297,3 +297,12 @@ def test_eval_never_rewrites_a_collection_it_did_not_create(capsys, beir, tmp_pa
     assert code == 0, err  # a new collection eval creates itself is fine, and reused as it is on a second run
     code, out, err = run(capsys, "eval", beir, "--retriever", "chroma", "--path", db, "-c", "mine", "--json")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("args", [("search", "x", "-k", "0"), ("eval", "somewhere", "-k", "0"),
+                                  ("generate", "somewhere", "--out", "o", "--limit", "0"),
+                                  ("generate", "somewhere", "--out", "o", "--sample", "0"),
+                                  ("bench", "somewhere", "--sample", "0")])
+def test_zero_counts_are_usage_errors_not_everything_or_nothing(capsys, args):
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "greater than or equal to 1" in err and "Traceback" not in err

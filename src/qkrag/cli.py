@@ -219,7 +219,7 @@ def search(
     base_url: BaseURL = None,
     query_prefix: QueryPrefix = "",
     doc_prefix: DocPrefix = "",
-    k: Annotated[int, typer.Option("-k", help="Number of hits per query.")] = 10,
+    k: Annotated[int, typer.Option("-k", help="Number of hits per query.", min=1)] = 10,
     ef_search: EfSearch = 0,
     projection: Projection = None,
     rewrite: Rewrite = False,
@@ -326,7 +326,7 @@ def eval_(
     port: Port = 8000,
     ef_search: EfSearch = 0,
     hnsw_m: M = 0,
-    k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).")] = 100,
+    k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).", min=1)] = 100,
     fusion: Annotated[str, typer.Option(
         "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
         "evaluated split is another; else rrf).")] = "auto",
@@ -429,7 +429,7 @@ def rewrite_(
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
     max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
     aspect: Aspect = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
@@ -476,8 +476,8 @@ def rewrite_(
 def generate(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pairs dataset (resumable).")],
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N passages.")] = None,
-    sample: Annotated[Optional[int], typer.Option("--sample", help="A seeded random sample of N passages.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N passages.", min=1)] = None,
+    sample: Annotated[Optional[int], typer.Option("--sample", help="A seeded random sample of N passages.", min=1)] = None,
     generator: Annotated[str, typer.Option("--generator", help="llm, or ict (no LLM: sentences cut from passages).")] = "llm",
     examples: Annotated[Optional[Path], typer.Option(
         "--examples", exists=True, dir_okay=False,
@@ -635,7 +635,7 @@ def bench(
     data: Annotated[Path, typer.Argument(help="A BEIR folder with a test split (and a train split for qk_human).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report, pairs, projections, index.")] = Path("runs/bench"),
     split: Split = "test",
-    sample: Annotated[int, typer.Option("--sample", help="Passages to generate queries for (seeded sample).")] = 200,
+    sample: Annotated[int, typer.Option("--sample", help="Passages to generate queries for (seeded sample).", min=1)] = 200,
     candidates: Annotated[int, typer.Option(
         "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
     per_passage: Annotated[int, typer.Option("--per-passage", help="Pairs kept per passage.")] = 1,
