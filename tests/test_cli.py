@@ -306,3 +306,8 @@ def test_eval_never_rewrites_a_collection_it_did_not_create(capsys, beir, tmp_pa
 def test_zero_counts_are_usage_errors_not_everything_or_nothing(capsys, args):
     code, _, err = run(capsys, *args)
     assert code == 2 and "greater than or equal to 1" in err and "Traceback" not in err
+
+
+def test_search_on_a_mistyped_path_creates_nothing(capsys, tmp_path):
+    code, _, err = run(capsys, "search", "x", "--path", tmp_path / "typo")
+    assert code == 2 and "no Chroma database there" in err and not (tmp_path / "typo").exists()

@@ -249,6 +249,9 @@ def search(
     stack = ExitStack()
     encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
                         llm_base_url)
+    if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
+        raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
+                         "(default .qkrag/chroma), or index first")
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
