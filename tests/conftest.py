@@ -56,6 +56,16 @@ class LoopbackHTTP:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    @staticmethod
+    def reply_json(handler, status: int, payload: dict) -> None:
+        """Answer a request on `handler` (a BaseHTTPRequestHandler) with `payload` as JSON."""
+        raw = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(raw)))
+        handler.end_headers()
+        handler.wfile.write(raw)
+
 
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:

@@ -29,12 +29,7 @@ class EchoingEmbeddingsServer(LoopbackHTTP):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 server.auth_headers.append(self.headers.get("Authorization", ""))
                 headers = "\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items())
-                raw = json.dumps({"error": {"message": f"invalid key; you sent:\n{headers}", "type": "auth"}}).encode()
-                self.send_response(401)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                server.reply_json(self, 401, {"error": {"message": f"invalid key; you sent:\n{headers}", "type": "auth"}})
 
         self._serve(Handler)
 
