@@ -311,3 +311,27 @@ def test_zero_counts_are_usage_errors_not_everything_or_nothing(capsys, args):
 def test_search_on_a_mistyped_path_creates_nothing(capsys, tmp_path):
     code, _, err = run(capsys, "search", "x", "--path", tmp_path / "typo")
     assert code == 2 and "no Chroma database there" in err and not (tmp_path / "typo").exists()
+
+
+def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsys, beir, tmp_path):
+    code, _, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "1")
+    assert code == 0, err
+    weights = tmp_path / "proj" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])  # a copy cut short
+    code, _, err = run(capsys, "eval", beir, "--projection", tmp_path / "proj")
+    assert code == 2 and "not a readable safetensors file" in err and "Traceback" not in err
+    (tmp_path / "proj" / "config.json").write_text("{broken")
+    code, _, err = run(capsys, "eval", beir, "--projection", tmp_path / "proj")
+    assert code == 2 and "not a readable projection config" in err
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "stats.json").write_text("{broken")
+    code, _, err = run(capsys, "train", pairs, "--out", tmp_path / "p2")
+    assert code == 2 and "stats.json: not readable" in err
+    (tmp_path / "a-file").write_text("x")
+    for command in (["train", beir, "--split", "train"], ["generate", beir, "--generator", "ict"],
+                    ["bench", beir, "--generator", "ict"]):
+        code, _, err = run(capsys, *command, "--out", tmp_path / "a-file")
+        assert code == 2 and "is a file, not a folder" in err, command
+    code, _, err = run(capsys, "train", tmp_path / "missing", "--out", tmp_path / "p3")
+    assert code == 2 and "no such folder" in err and not (tmp_path / "p3").exists()

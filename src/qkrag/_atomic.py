@@ -46,6 +46,22 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text)
 
 
+def output_folder(path: str | os.PathLike[str], what: str) -> Path:
+    """Create the output folder `path` (and its parents) now, before any expensive work, so a path that is a file or
+    cannot be written fails in a second rather than after minutes of training or LLM calls."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise fail(f"{what} {path}", "is a file, not a folder", "pass a folder path (it is created when missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".qkrag-write-check-")
+        probe.close()
+    except OSError as err:
+        raise fail(f"{what} {path}", f"cannot be written ({err.strerror})",
+                   "choose a folder you can write to") from None
+    return path
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 

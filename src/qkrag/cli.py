@@ -521,6 +521,9 @@ def generate(
     from .data import load_corpus
     from .generate import GenerateConfig, generate_pairs
 
+    from ._atomic import output_folder
+
+    output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
@@ -597,6 +600,11 @@ def train(
     from .projection import pairs_from_collection, pairs_from_dataset
     from .train import TrainConfig, train_projection
 
+    from ._atomic import output_folder
+
+    if not data.is_dir():
+        raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    output_folder(out, "--out")  # before any training
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
     text_of: Any = str  # generated pairs are keyed by their query text
     if (data / "corpus.jsonl").exists():
@@ -605,7 +613,11 @@ def train(
         pairs = pairs_from_collection(collection, encoder)
     else:
         stats_file = data / "stats.json"
-        recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
+        try:
+            recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
+        except (ValueError, OSError) as err:
+            raise QkragError(f"{stats_file}: not readable ({err}). Fix: pass --corpus PATH, or generate the pairs "
+                             "again") from None
         source = corpus_path or (Path(recorded) if recorded else None)
         if source is None:
             raise QkragError(f"{data}: the pairs do not record their corpus. Fix: pass --corpus PATH")
@@ -668,7 +680,10 @@ def bench(
 
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
+    from ._atomic import output_folder
     from .bench import METHODS, BenchConfig, run_bench
+
+    output_folder(out, "--out")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,

@@ -498,7 +498,11 @@ class _Projection:
         if not (directory / CONFIG_FILE).exists() or not (directory / WEIGHTS_FILE).exists():
             raise fail(str(directory), f"is not a saved projection (needs {CONFIG_FILE} and {WEIGHTS_FILE})",
                        "give the folder that projection.save() or `qkrag train` wrote")
-        config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        try:
+            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (ValueError, OSError) as err:  # invalid JSON, not UTF-8, unreadable
+            raise fail(str(directory / CONFIG_FILE), f"is not a readable projection config ({err})",
+                       "the folder is corrupt: train or save the projection again") from None
         if config.get("format_version") != FORMAT_VERSION:
             raise fail(str(directory), f"has projection format {config.get('format_version')!r}; this qkrag reads "
                        f"format {FORMAT_VERSION}", "retrain the projection with this qkrag version")
@@ -506,7 +510,14 @@ class _Projection:
         if klass is None or not (klass is cls or issubclass(klass, cls) or cls is QKProjection):
             raise fail(str(directory), f"holds a {config.get('variant')!r} projection, not {cls.variant!r}",
                        f"load it with {klass.__name__ if klass else 'a matching class'}.load, or QKProjection.load")
-        tensors = st_load((directory / WEIGHTS_FILE).read_bytes())
+        try:
+            tensors = st_load((directory / WEIGHTS_FILE).read_bytes())
+        except Exception as err:  # safetensors raises its own SafetensorError on a truncated or foreign file
+            raise fail(str(directory / WEIGHTS_FILE), f"is not a readable safetensors file ({err})",
+                       "the folder is corrupt (a copy cut short?): train or save the projection again") from None
+        if "Q" not in tensors or "scale" not in tensors or "bias" not in tensors:
+            raise fail(str(directory / WEIGHTS_FILE), f"holds {sorted(tensors)}, not a qkrag projection's Q, scale and "
+                       "bias", "point --projection at a folder `qkrag train` wrote")
         train_config = config.get("train_config")
         model = klass(config.get("requested_rank"), TrainConfig(**train_config) if train_config else None)
         model._set_weights(tensors["Q"], tensors.get("K"), float(tensors["scale"][0]), float(tensors["bias"][0]))
