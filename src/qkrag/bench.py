@@ -197,7 +197,12 @@ class Bench:
 
         synthetic = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune"}
         needs_pairs = bool(methods & synthetic) or ("hybrid" in methods and self.train is None)
-        pairs = self._generate(encoder) if needs_pairs else None
+        dataset = self._generate(encoder) if needs_pairs else None
+        pairs = None
+        if dataset is not None:  # the generated rows as vectors, once: the hybrid's validation and every trained row
+            from .projection import pairs_from_dataset
+
+            pairs = pairs_from_dataset(dataset, self.corpus, encoder, documents=self.doc_vectors, source="synthetic")
         if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
             self._evaluate_hybrid("hybrid", self.cosine_retriever, self._hybrid_validation(pairs))
         for name, transform_name in (("centered_cosine", "CenteredCosine"), ("whitened_cosine", "Whitening")):
@@ -208,8 +213,8 @@ class Bench:
             self._synthetic_rows(pairs, methods)
         if methods & {"qk_human", "hybrid_qk_human"} and self.train is not None:
             self._human_rows(methods)
-        if "finetune" in methods and pairs is not None:
-            self._evaluate_finetune(pairs)
+        if "finetune" in methods and dataset is not None:
+            self._evaluate_finetune(dataset, pairs.positive_ids())
         self._compare(cosine)
         self.rows = [r for r in self.rows if r.method in methods]  # hybrid may run only as a teacher and base
         self._write()
@@ -241,25 +246,25 @@ class Bench:
             return ids, [self.train.queries[q] for q in ids], {q: self.train.qrels[q] for q in ids}
         if pairs is None:
             return None
-        from .projection import pairs_from_dataset
-
-        synthetic = pairs_from_dataset(pairs, self.corpus, self.encoder, documents=self.doc_vectors)
-        return _as_queries(synthetic.split(0.1, self.config.seed, by="document")[1], lambda q: q)
+        return _as_queries(pairs.split(0.1, self.config.seed, by="document")[1], lambda q: q)
 
     def _evaluate_hybrid(self, method: str, dense, validation, train_seconds: float = 0.0, notes: str = "") -> Row:
         """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels). With fewer than
         MIN_FUSION_QUERIES validation queries a choice is noise, so a trained arm keeps the untrained hybrid's
         setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
-        from .hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion
+        from .evaluate import queries_are_documents
+        from .hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion_on
 
         t0 = time.perf_counter()
         config = self.fusions.get("hybrid", FusionConfig())
         chosen_on = "the untrained hybrid row" if "hybrid" in self.fusions else "none (RRF k=60, parameter-free)"
         if validation is not None and len(validation[0]) >= MIN_FUSION_QUERIES:
             ids, texts, qrels = validation
-            dense_hits, lexical_hits = HybridRetriever(dense, self.bm25).search_arms(texts)
             grid = [config, *(c for c in DEFAULT_GRID if c.label() != config.label())]
-            config, scores = choose_fusion(dense_hits, lexical_hits, ids, qrels, grid)
+            # a train split's query ids may collide with document ids by accident (as eval decides it)
+            identical = queries_are_documents(self.train) if self.train is not None else True
+            config, scores = choose_fusion_on(dense, self.bm25, ids, texts, qrels, grid,
+                                              ignore_identical_ids=identical)
             chosen_on = f"{len(ids)} validation queries (nDCG@10 {scores[config.label()]:.3f})"
         elif validation is not None:
             chosen_on += f"; {len(validation[0])} validation queries are too few to choose on"
@@ -274,11 +279,7 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ trained rows
 
-    def _synthetic_rows(self, pairs, methods: set[str]) -> None:
-        from .projection import pairs_from_dataset
-
-        train_pairs = pairs_from_dataset(pairs, self.corpus, self.encoder, documents=self.doc_vectors,
-                                         source="synthetic")
+    def _synthetic_rows(self, train_pairs, methods: set[str]) -> None:
         positives = train_pairs.positive_ids()
         cosine, hybrid = self._row("cosine"), self._row("hybrid")
         if "query_adapter" in methods:
@@ -375,14 +376,14 @@ class Bench:
 
         self._evaluate(name, search, seconds, f"{transform_name} fitted on document vectors")
 
-    def _evaluate_finetune(self, pairs) -> None:
+    def _evaluate_finetune(self, dataset, training_positives: list[str]) -> None:
         from .embed import embed
         from .finetune import FinetuneConfig, finetune_encoder
         from .index import ExactIndex
 
-        queries = list(pairs["query"])
-        positives = [self.corpus.get(str(p)).content for p in pairs["positive_id"]]
-        result = finetune_encoder(queries, positives, self.config.model,
+        queries = list(dataset["query"])
+        positive_texts = [self.corpus.get(str(p)).content for p in dataset["positive_id"]]
+        result = finetune_encoder(queries, positive_texts, self.config.model,
                                   FinetuneConfig(epochs=self.config.finetune_epochs, seed=self.config.seed,
                                                  progress=self.config.progress))
         vectors = embed(result.encoder, self.corpus.contents, "document", desc="re-embed corpus (fine-tuned)")
@@ -393,7 +394,7 @@ class Bench:
 
         row = self._evaluate("finetune", search, result.seconds,
                              f"MultipleNegativesRankingLoss, {result.steps} steps; corpus re-embedding not counted")
-        self._audit(row, self._row("cosine"), sorted({str(p) for p in pairs["positive_id"]}))
+        self._audit(row, self._row("cosine"), training_positives)
         self._write()
 
     def _generate(self, encoder):

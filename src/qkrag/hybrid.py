@@ -217,6 +217,15 @@ def choose_fusion(dense_hits: list[list[Hit]], lexical_hits: list[list[Hit]], qu
     return grid[best], scores
 
 
+def choose_fusion_on(dense: Retriever, lexical: Retriever, query_ids: Sequence[str], texts: Sequence[str],
+                     qrels: Qrels, grid: Sequence[FusionConfig] = DEFAULT_GRID, *,
+                     ignore_identical_ids: bool = True) -> tuple[FusionConfig, dict[str, float]]:
+    """`choose_fusion` on validation queries given as texts: each arm searched once, to the grid's deepest depth."""
+    depth = max(c.depth for c in grid) if grid else FusionConfig().depth
+    dense_hits, lexical_hits = HybridRetriever(dense, lexical, FusionConfig(depth=depth)).search_arms(list(texts))
+    return choose_fusion(dense_hits, lexical_hits, query_ids, qrels, grid, ignore_identical_ids=ignore_identical_ids)
+
+
 def fusion_from_options(fusion: str = "auto", weight: float | None = None) -> FusionConfig | None:
     """The CLI's `--fusion rrf|convex|auto` and `--fusion-weight W` as a FusionConfig, or None for "auto".
 
@@ -250,11 +259,8 @@ def fusion_for_split(dense: Retriever, lexical: Retriever, folder: str | Path, s
         return FusionConfig("rrf"), "default: the evaluated split is train, RRF is parameter-free"
     train = load_beir(folder, "train", corpus=corpus)
     query_ids = list(train.queries)
-    depth = max(c.depth for c in DEFAULT_GRID)
-    arms = HybridRetriever(dense, lexical, FusionConfig(depth=depth))
-    dense_hits, lexical_hits = arms.search_arms([train.queries[q] for q in query_ids])
-    best, _ = choose_fusion(dense_hits, lexical_hits, query_ids, train.qrels,
-                            ignore_identical_ids=queries_are_documents(train))
+    best, _ = choose_fusion_on(dense, lexical, query_ids, [train.queries[q] for q in query_ids], train.qrels,
+                               ignore_identical_ids=queries_are_documents(train))
     return best, "train"
 
 
@@ -310,5 +316,5 @@ def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
     return BM25Retriever.load(folder, corpus)
 
 
-__all__ = ["DEFAULT_GRID", "FusionConfig", "HybridRetriever", "bm25_folder", "choose_fusion", "collection_bm25",
-           "collection_corpus", "fuse", "fusion_for_split", "fusion_from_options", "open_bm25"]
+__all__ = ["DEFAULT_GRID", "FusionConfig", "HybridRetriever", "bm25_folder", "choose_fusion", "choose_fusion_on",
+           "collection_bm25", "collection_corpus", "fuse", "fusion_for_split", "fusion_from_options", "open_bm25"]
