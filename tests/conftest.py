@@ -81,6 +81,12 @@ def write_beir(folder: Path, docs: dict[str, str], queries: dict[str, str], qrel
     with (folder / "queries.jsonl").open("w") as f:
         for i, t in queries.items():
             f.write(json.dumps({"_id": i, "text": t}) + "\n")
+    return write_qrels(folder, qrels, split)
+
+
+def write_qrels(folder: Path, qrels: dict[str, list[str]], split: str) -> Path:
+    """qrels/<split>.tsv of a BEIR folder: every listed (query, document) judged relevant (1)."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with (folder / "qrels" / f"{split}.tsv").open("w") as f:
         f.write("query-id\tcorpus-id\tscore\n")
         for q, ds in qrels.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import qkrag.cli as cli
-from conftest import FakeEncoder, write_beir
+from conftest import FakeEncoder, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -23,11 +23,7 @@ TEST_Q = {f"q{i}": f"topic{i % 7} subject{i % 5}" for i in range(10)}
 def beir(tmp_path):
     folder = write_beir(tmp_path / "mini", DOCS, {**TRAIN_Q, **TEST_Q},
                         {q: [f"d{(i * 7) % 40}"] for i, q in enumerate(TEST_Q)}, "test")
-    with (folder / "qrels" / "train.tsv").open("w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i, q in enumerate(TRAIN_Q):
-            f.write(f"{q}\td{(i * 3) % 40}\t1\n")
-    return folder
+    return write_qrels(folder, {q: [f"d{(i * 3) % 40}"] for i, q in enumerate(TRAIN_Q)}, "train")
 
 
 @pytest.fixture(autouse=True)

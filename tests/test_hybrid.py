@@ -9,7 +9,7 @@ import pytest
 
 import qkrag.cli as cli
 import qkrag.hybrid as hybrid
-from conftest import FakeEncoder, write_beir
+from conftest import FakeEncoder, write_beir, write_qrels
 from qkrag.baselines import BM25Retriever
 from qkrag.data import Corpus
 from qkrag.errors import IndexMismatchError, InputError
@@ -244,11 +244,7 @@ TEST_Q = {f"q{i}": f"topic{i % 7} subject{i % 5}" for i in range(8)}
 def beir(tmp_path):
     folder = write_beir(tmp_path / "mini", DOCS, {**TRAIN_Q, **TEST_Q},
                         {q: [f"d{(i * 7) % 30}"] for i, q in enumerate(TEST_Q)}, "test")
-    with (folder / "qrels" / "train.tsv").open("w") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for i, q in enumerate(TRAIN_Q):
-            f.write(f"{q}\td{(i * 3) % 30}\t1\n")
-    return folder
+    return write_qrels(folder, {q: [f"d{(i * 3) % 30}"] for i, q in enumerate(TRAIN_Q)}, "train")
 
 
 @pytest.fixture
