@@ -77,8 +77,8 @@ def stratified(collections: dict[str, list[dict]], k: int, seed: int) -> list[tu
 
 
 def llm_check(sample: list[tuple[str, dict]], base_url: str | None) -> dict:
-    from qkrag import prompts
-    from qkrag.localllm import open_llm
+    from qkrag.llm import prompts
+    from qkrag.llm.local import open_llm
 
     texts = [d["text"][:1500] for _, d in sample]
     t0 = time.perf_counter()

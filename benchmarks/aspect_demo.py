@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from _common import RESULTS, markdown_table, save
-from qkrag.embed import EmbedOptions, embed, make_encoder
-from qkrag.localllm import default_llm
-from qkrag.rewrite import (ExtractiveAspectEncoder, aspect_embeddings, aspect_texts, load_labelled_corpus, nearest_neighbours,
+from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
+from qkrag.llm.local import default_llm
+from qkrag.llm.rewrite import (ExtractiveAspectEncoder, aspect_embeddings, aspect_texts, load_labelled_corpus, nearest_neighbours,
                            neighbour_agreement, plot_aspect_maps)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,8 +106,8 @@ def main() -> None:
     lines = [
         f"{len(corpus)} cities (data/cities). How often a city's nearest other city (cosine) shares its label, per "
         "embedding. `raw` embeds the paragraph; `llm:*` embed what the local LLM "
-        f"({llm_stats['model']}) says about that aspect of it (`qkrag.rewrite.AspectEncoder`); `extract:*` embed the "
-        "paragraph's one sentence most similar to the aspect's description (`qkrag.rewrite.ExtractiveAspectEncoder`, "
+        f"({llm_stats['model']}) says about that aspect of it (`qkrag.llm.rewrite.AspectEncoder`); `extract:*` embed the "
+        "paragraph's one sentence most similar to the aspect's description (`qkrag.llm.rewrite.ExtractiveAspectEncoder`, "
         "no LLM).",
         "",
         markdown_table(table, cols),

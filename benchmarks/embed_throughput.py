@@ -15,7 +15,7 @@ from _common import markdown_table, save
 
 from qkrag.cache import DiskCache
 from qkrag.data import load_corpus
-from qkrag.embed import EmbedOptions, SentenceTransformerEncoder, embed
+from qkrag.embed.encoders import EmbedOptions, SentenceTransformerEncoder, embed
 
 
 def main() -> None:

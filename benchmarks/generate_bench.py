@@ -21,8 +21,8 @@ from pathlib import Path
 from _common import RESULTS, markdown_table, save
 
 from qkrag.data import load_beir
-from qkrag.embed import make_encoder
-from qkrag.generate import (GenerateConfig, draw_examples, form_summary, generate_pairs, rank_positives,
+from qkrag.embed.encoders import make_encoder
+from qkrag.pairs.generate import (GenerateConfig, draw_examples, form_summary, generate_pairs, rank_positives,
                             rank_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def run_generator(name: str, collection, encoder, args, examples: list[str]) -> 
                             per_call=args.per_call, template=args.template if name == "llm" else None)
     llm = None
     if name == "llm":
-        from qkrag.localllm import default_llm
+        from qkrag.llm.local import default_llm
 
         llm = default_llm()
     t0 = time.perf_counter()

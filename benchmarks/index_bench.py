@@ -22,8 +22,8 @@ import numpy as np
 
 from qkrag._atomic import write_json, write_text
 from qkrag.data import load_beir
-from qkrag.embed import EmbedOptions, embed, make_encoder
-from qkrag.index import CHROMA_DEFAULT_HNSW, ChromaIndex, ExactIndex, IndexConfig, recall_at_k
+from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
+from qkrag.retrieval.index import CHROMA_DEFAULT_HNSW, ChromaIndex, ExactIndex, IndexConfig, recall_at_k
 
 K = 10
 QKRAG_DEFAULT = (IndexConfig.ef_construction, IndexConfig.M, IndexConfig.ef_search)

@@ -4,7 +4,7 @@
 
 1. Pairs from qrels/train.tsv; a validation split of the train queries (seeded) picks the hyperparameters from a small
    grid and the epoch (early stopping); test is touched once, at the end.
-2. Test nDCG@10 with bootstrap CIs (qkrag.evaluate) for raw cosine, the query-only adapter and Q/K; paired test.
+2. Test nDCG@10 with bootstrap CIs (qkrag.evaluate.metrics) for raw cosine, the query-only adapter and Q/K; paired test.
 3. Calibration of σ(s·q·k + b) on test pairs: every test query's positives, its top-10 retrieved non-positives and
    10 random documents; ECE and a reliability diagram (also ECE on the top-10 hits alone).
 4. Training time on 10k pairs (the train pairs repeated to 10,000), and projected vs raw search latency (query vector
@@ -28,11 +28,11 @@ import torch
 
 from qkrag._atomic import write_json, write_text
 from qkrag.data import load_beir
-from qkrag.embed import EmbedOptions, embed, make_encoder
-from qkrag.evaluate import compare, evaluate_run, expected_calibration_error, reliability_diagram
-from qkrag.projection import Pairs, QKProjection, QueryAdapter, pairs_from_collection
-from qkrag.retrieval import exact_search
-from qkrag.train import TrainConfig
+from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
+from qkrag.evaluate.metrics import compare, evaluate_run, expected_calibration_error, reliability_diagram
+from qkrag.projection.model import Pairs, QKProjection, QueryAdapter, pairs_from_collection
+from qkrag.retrieval.base import exact_search
+from qkrag.projection.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     # it builds from the vectors stored in the raw one (full serving path: transform, search, probabilities, Hits).
     import tempfile
 
-    from qkrag.index import ChromaIndex, IndexConfig
-    from qkrag.projection import ProjectedRetriever
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from qkrag.projection.model import ProjectedRetriever
 
     K_docs = qk.transform_documents(D)
     lat = {"exact_raw": [], "exact_projected": [], "chroma_raw": [], "chroma_projected": []}

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from _common import save
 
-from qkrag.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
 from qkrag.data import Collection, Corpus, Document, load_qrels, load_queries
-from qkrag.embed import EmbedOptions
-from qkrag.evaluate import EvalResult, compare, evaluate_retriever, queries_are_documents, results_table
+from qkrag.embed.encoders import EmbedOptions
+from qkrag.evaluate.metrics import EvalResult, compare, evaluate_retriever, queries_are_documents, results_table
 
 COLLECTIONS = ("scifact", "cranfield")
 RETRIEVERS = ("bm25", "dense", "dense-centered", "dense-whitened")

@@ -37,7 +37,7 @@ def test_bench_on_the_demo_collection_with_real_parts(tmp_path):
 
 
 def test_question_share_is_reported_where_documents_ask_questions(tmp_path):
-    from conftest import write_beir
+    from tests.fakes import write_beir
 
     docs = {f"a{i}": f"Fact number {i}: the {w} is made of {w} stone and weighs {i} tons."
             for i, w in enumerate(["red", "blue", "green", "grey", "white", "black"])}
@@ -49,9 +49,9 @@ def test_question_share_is_reported_where_documents_ask_questions(tmp_path):
 
 
 def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tiny_beir, tmp_path, monkeypatch, fake_encoder):
-    import qkrag.embed
+    import qkrag.embed.encoders
 
-    monkeypatch.setattr(qkrag.embed, "make_encoder", lambda *a, **k: fake_encoder)
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
 
     def boom(self, encoder):
         raise RuntimeError("the LLM died")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from qkrag.cache import DiskCache, pack_vector, server_identity
-from qkrag.embed import EmbedOptions, embed
+from qkrag.embed.encoders import EmbedOptions, embed
 
 
 def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path, caplog) -> None:
@@ -63,11 +63,11 @@ def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder)
 
 
 def test_a_damaged_llm_cache_entry_is_asked_again(tmp_path: Path) -> None:
-    from qkrag.llm import LLM, LLMConfig
+    from qkrag.llm.client import LLM, LLMConfig
 
     class Stub(LLM):
         def _send(self, request, params, attempt):  # no server needed: the answer is the prompt, upper-cased
-            from qkrag.llm import Completion
+            from qkrag.llm.client import Completion
 
             self.calls_made += 1
             return Completion(text=request.messages[-1]["content"].upper(), model=request.model, key=request.key)

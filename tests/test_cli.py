@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import qkrag.cli as cli
-from conftest import FakeEncoder, write_beir, write_qrels
+from tests.fakes import FakeEncoder, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -194,10 +194,10 @@ class _StandInLLM:
 
 
 def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.localllm
+    import qkrag.llm.local
 
     llm = _StandInLLM()
-    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: llm)
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: llm)
     code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5")
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
@@ -213,9 +213,9 @@ def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypa
 
 
 def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.localllm
+    import qkrag.llm.local
 
-    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: pytest.fail("no LLM should be started"))
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: pytest.fail("no LLM should be started"))
     code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "aspects", "--aspect",
                          "extract:matter examples depth", "--json")
     assert code == 0, err
@@ -256,9 +256,9 @@ class _FlakyLLM(_StandInLLM):
 
 def test_rewrite_failures_stop_the_run_or_are_left_out_never_written_as_originals(capsys, beir, tmp_path,
                                                                                    monkeypatch):
-    import qkrag.localllm
+    import qkrag.llm.local
 
-    monkeypatch.setattr(qkrag.localllm, "open_llm", lambda *args: _FlakyLLM())
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: _FlakyLLM())
     code, _, err = run(capsys, "rewrite", beir, "--out", tmp_path / "a.jsonl", "--limit", "6")
     assert code == 2 and not (tmp_path / "a.jsonl").exists()
     code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "b.jsonl", "--limit", "6", "--skip-failed")
@@ -278,7 +278,7 @@ def test_version_and_timeout_options(capsys):
 
 
 def test_eval_never_rewrites_a_collection_it_did_not_create(capsys, beir, tmp_path):
-    from conftest import write_beir
+    from tests.fakes import write_beir
 
     other = write_beir(tmp_path / "other", {"x1": "some other text", "x2": "more other words"}, {"q": "other"},
                        {"q": ["x1"]})

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import fail
+from qkrag.errors import fail
 
 
 @contextmanager

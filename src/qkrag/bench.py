@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 
-from ._atomic import write_json, write_text
-from .data import Collection, load_beir, splits
-from .errors import fail
-from .retrieval import Hit
+from qkrag._atomic import write_json, write_text
+from qkrag.data import Collection, load_beir, splits
+from qkrag.errors import fail
+from qkrag.retrieval.base import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
            "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
@@ -106,7 +106,7 @@ class Bench:
     row, so a run that fails late keeps what it finished."""
 
     def __init__(self, config: BenchConfig):
-        from .text import question_form
+        from qkrag.text import question_form
 
         self.config = config
         unknown = [m for m in config.methods if m not in METHODS]
@@ -131,14 +131,14 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ pieces
 
     def _encoder(self):
-        from .embed import make_encoder
+        from qkrag.embed.encoders import make_encoder
 
         return make_encoder(self.config.model, base_url=self.config.embed_base_url)
 
     def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "",
                   probability: Callable[[list[list[Hit]]], float | None] | None = None) -> Row:
-        from .evaluate import evaluate_run, queries_are_documents, question_share
-        from .retrieval import to_run
+        from qkrag.evaluate.metrics import evaluate_run, queries_are_documents, question_share
+        from qkrag.retrieval.base import to_run
 
         qids = list(self.test.queries)
         hits, latency = _timed_search(search, [self.test.queries[q] for q in qids], 100)
@@ -152,14 +152,14 @@ class Bench:
         return row
 
     def _ece(self, hits: list[list[Hit]]) -> float | None:
-        from .evaluate import calibration_pairs, expected_calibration_error
+        from qkrag.evaluate.metrics import calibration_pairs, expected_calibration_error
 
         pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
         return expected_calibration_error(*pairs) if pairs else None
 
     def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
         """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
-        from .evaluate import leakage_audit
+        from qkrag.evaluate.metrics import leakage_audit
 
         row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
         row.extra["audit_base"] = base.method
@@ -175,9 +175,9 @@ class Bench:
         methods = set(cfg.methods)
         self.encoder = encoder = self._encoder()
 
-        from .baselines import BM25Retriever
-        from .embed import embed
-        from .index import DenseRetriever, IndexConfig, build_index
+        from qkrag.retrieval.baselines import BM25Retriever
+        from qkrag.embed.encoders import embed
+        from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
 
         self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
         chroma = IndexConfig(collection=f"{self.test.name or 'bench'}-raw"[:63], path=cfg.out / "chroma")
@@ -200,7 +200,7 @@ class Bench:
         dataset = self._generate(encoder) if needs_pairs else None
         pairs = None
         if dataset is not None:  # the generated rows as vectors, once: the hybrid's validation and every trained row
-            from .projection import pairs_from_dataset
+            from qkrag.projection.model import pairs_from_dataset
 
             pairs = pairs_from_dataset(dataset, self.corpus, encoder, documents=self.doc_vectors, source="synthetic")
         if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
@@ -221,7 +221,7 @@ class Bench:
         return self.rows
 
     def _compare(self, cosine: Row) -> None:
-        from .evaluate import compare
+        from qkrag.evaluate.metrics import compare
 
         hybrid = self._row("hybrid")
         for row in self.rows:
@@ -252,8 +252,8 @@ class Bench:
         """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels). With fewer than
         MIN_FUSION_QUERIES validation queries a choice is noise, so a trained arm keeps the untrained hybrid's
         setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
-        from .evaluate import queries_are_documents
-        from .hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion_on
+        from qkrag.evaluate.metrics import queries_are_documents
+        from qkrag.retrieval.hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion_on
 
         t0 = time.perf_counter()
         config = self.fusions.get("hybrid", FusionConfig())
@@ -296,7 +296,7 @@ class Bench:
         self.info["synthetic_positives"] = len(positives)
 
     def _human_rows(self, methods: set[str]) -> None:
-        from .projection import pairs_from_collection
+        from qkrag.projection.model import pairs_from_collection
 
         assert self.train is not None
         human = pairs_from_collection(self.train, self.encoder, documents=self.doc_vectors)
@@ -320,8 +320,8 @@ class Bench:
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
         """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
         serve it. Notes name every loss's validation figure and what model selection decided."""
-        from .projection import ProjectedRetriever
-        from .train import TrainConfig, train_projection
+        from qkrag.projection.model import ProjectedRetriever
+        from qkrag.projection.train import TrainConfig, train_projection
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
@@ -348,15 +348,15 @@ class Bench:
 
     def _with_teacher(self, pairs, text_of: Callable[[str], str]):
         """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
-        from .hybrid import FusionConfig, HybridRetriever
-        from .teacher import hybrid_teacher
+        from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
+        from qkrag.pairs.teacher import hybrid_teacher
 
         teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))
         return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], teacher)
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
-        from . import baselines
-        from .embed import embed
+        from qkrag.retrieval import baselines
+        from qkrag.embed.encoders import embed
 
         t0 = time.perf_counter()
         transform = getattr(baselines, transform_name)().fit(doc_vectors)
@@ -377,9 +377,9 @@ class Bench:
         self._evaluate(name, search, seconds, f"{transform_name} fitted on document vectors")
 
     def _evaluate_finetune(self, dataset, training_positives: list[str]) -> None:
-        from .embed import embed
-        from .finetune import FinetuneConfig, finetune_encoder
-        from .index import ExactIndex
+        from qkrag.embed.encoders import embed
+        from qkrag.embed.finetune import FinetuneConfig, finetune_encoder
+        from qkrag.retrieval.index import ExactIndex
 
         queries = list(dataset["query"])
         positive_texts = [self.corpus.get(str(p)).content for p in dataset["positive_id"]]
@@ -399,7 +399,7 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from .generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
+        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
 
         cfg = self.config
         examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
@@ -413,7 +413,7 @@ class Bench:
         if cfg.generator == "ict":
             result = generate_pairs(self.corpus, encoder, None, gen, out_dir)
         else:
-            from .localllm import open_llm
+            from qkrag.llm.local import open_llm
 
             with open_llm(cfg.llm_base_url, cfg.llm_model) as llm:
                 result = generate_pairs(self.corpus, encoder, llm, gen, out_dir)
@@ -456,7 +456,7 @@ class Bench:
                 "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
 
     def _write(self) -> None:
-        from .evaluate import plot_results
+        from qkrag.evaluate.metrics import plot_results
 
         out = self.config.out
         write_json(out / "bench.json", self.to_dict())
@@ -484,7 +484,7 @@ def _as_queries(pairs, text_of: Callable[[str], str]) -> tuple[list[str], list[s
 
 
 def _quiet():
-    from .embed import EmbedOptions
+    from qkrag.embed.encoders import EmbedOptions
 
     return EmbedOptions(progress=False)
 

@@ -50,7 +50,7 @@ def default_timeout(fallback: float = DEFAULT_TIMEOUT) -> float:
     except ValueError:
         seconds = -1.0
     if not seconds > 0:
-        from .errors import fail
+        from qkrag.errors import fail
 
         raise fail("QKRAG_TIMEOUT", f"{value!r} is not a positive number of seconds",
                    "set e.g. QKRAG_TIMEOUT=30, or unset it")

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import QkragError
+from qkrag.errors import QkragError
 
 app = typer.Typer(
     name="qkrag",
@@ -90,7 +90,7 @@ SkipEmpty = Annotated[bool, typer.Option(
 
 
 def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", doc_prefix: str = ""):
-    from .embed import make_encoder
+    from qkrag.embed.encoders import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
 
@@ -100,11 +100,11 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
     if not (rewrite or max_words or aspect):
         return encoder
     if aspect and aspect.startswith("extract:"):  # the LLM-free aspect: the text's own sentences about it
-        from .rewrite import ExtractiveAspectEncoder
+        from qkrag.llm.rewrite import ExtractiveAspectEncoder
 
         return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
-    from .localllm import open_llm
-    from .rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
+    from qkrag.llm.local import open_llm
+    from qkrag.llm.rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
 
     llm = stack.enter_context(open_llm(llm_base_url))
     if aspect:
@@ -114,7 +114,7 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
 
 def _index_config(collection: str, path: Path, host: str | None, port: int, space: str = "cosine",
                   ef_search: int | None = None, m: int | None = None):
-    from .index import IndexConfig
+    from qkrag.retrieval.index import IndexConfig
 
     kwargs: dict[str, Any] = {"collection": collection, "path": path, "host": host, "port": port, "space": space}
     if ef_search:
@@ -180,8 +180,8 @@ def index(
     """
     from contextlib import ExitStack
 
-    from .data import load_corpus
-    from .index import build_index
+    from qkrag.data import load_corpus
+    from qkrag.retrieval.index import build_index
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
@@ -192,12 +192,12 @@ def index(
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
-        from .projection import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import ProjectedRetriever, QKProjection
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
     if hybrid:
-        from .hybrid import bm25_folder, collection_bm25
+        from qkrag.retrieval.hybrid import bm25_folder, collection_bm25
 
         collection_bm25(built, build=True)
         out["bm25"] = str(bm25_folder(config))
@@ -244,7 +244,7 @@ def search(
     """
     from contextlib import ExitStack
 
-    from .index import ChromaIndex, DenseRetriever
+    from qkrag.retrieval.index import ChromaIndex, DenseRetriever
 
     stack = ExitStack()
     encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
@@ -255,7 +255,7 @@ def search(
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
-        from .projection import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import ProjectedRetriever, QKProjection
 
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
@@ -263,7 +263,7 @@ def search(
     if fusion_weight is not None and not hybrid:
         raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
     if hybrid:
-        from .hybrid import HybridRetriever, collection_bm25, fusion_from_options
+        from qkrag.retrieval.hybrid import HybridRetriever, collection_bm25, fusion_from_options
 
         retriever = HybridRetriever(retriever, collection_bm25(raw),
                                     fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
@@ -286,17 +286,17 @@ def search(
 def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, config) -> Any:
     """The dense retriever `eval` measures: exact search (or a Chroma collection built on the spot), raw or
     through a projection."""
-    from .index import DenseRetriever, ExactIndex, index_for_evaluation
+    from qkrag.retrieval.index import DenseRetriever, ExactIndex, index_for_evaluation
 
     if retriever == "chroma":
         raw: Any = index_for_evaluation(corpus, encoder, config)
     else:
-        from .embed import embed
+        from qkrag.embed.encoders import embed
 
         vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
         raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
     if projection:
-        from .projection import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import ProjectedRetriever, QKProjection
 
         return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     return DenseRetriever(encoder, raw)
@@ -305,8 +305,8 @@ def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, co
 def _hybrid_searcher(dense: Any, corpus, data: Path, split: str, fusion: str, weight: float | None
                      ) -> tuple[Any, dict[str, str]]:
     """`eval --retriever hybrid`: `dense` fused with BM25, and what to report about the fusion."""
-    from .baselines import BM25Retriever
-    from .hybrid import HybridRetriever, fusion_for_split, fusion_from_options
+    from qkrag.retrieval.baselines import BM25Retriever
+    from qkrag.retrieval.hybrid import HybridRetriever, fusion_for_split, fusion_from_options
 
     lexical = BM25Retriever(corpus)
     chosen, where = fusion_for_split(dense, lexical, data, split, fusion_from_options(fusion, weight), corpus=corpus)
@@ -351,10 +351,10 @@ def eval_(
     """
     import time
 
-    from .data import load_beir
-    from .evaluate import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
+    from qkrag.data import load_beir
+    from qkrag.evaluate.metrics import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
                            results_table)
-    from .retrieval import to_run
+    from qkrag.retrieval.base import to_run
 
     if retriever not in ("exact", "chroma", "bm25", "hybrid"):
         raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma, bm25 or hybrid")
@@ -368,7 +368,7 @@ def eval_(
     if retriever == "bm25":
         if projection:
             raise QkragError("--projection: BM25 has no embeddings to project. Fix: use --retriever exact or chroma")
-        from .baselines import BM25Retriever
+        from qkrag.retrieval.baselines import BM25Retriever
 
         searcher: Any = BM25Retriever(corpus)
     else:
@@ -407,9 +407,9 @@ def _against_base(base_searcher, projection: Path, query_ids: list[str], collect
                   ) -> dict[str, Any]:
     """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
     leakage audit (test queries whose relevant documents were training positives, and the rest)."""
-    from .evaluate import against_base, evaluate_run, queries_are_documents
-    from .projection import QKProjection
-    from .retrieval import to_run
+    from qkrag.evaluate.metrics import against_base, evaluate_run, queries_are_documents
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.base import to_run
 
     hits = base_searcher.search([collection.queries[q] for q in query_ids], k)
     base = evaluate_run(collection.qrels, to_run(query_ids, hits), name="base",
@@ -448,10 +448,10 @@ def rewrite_(
     """
     from contextlib import ExitStack
 
-    from ._atomic import atomic_open
-    from .data import load_corpus
-    from .localllm import open_llm
-    from .rewrite import RewriteStats, aspect_texts, rewrite_texts
+    from qkrag._atomic import atomic_open
+    from qkrag.data import load_corpus
+    from qkrag.llm.local import open_llm
+    from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     docs = list(corpus)[:limit] if limit else list(corpus)
@@ -518,10 +518,10 @@ def generate(
 
       qkrag generate docs.jsonl --sample 500 --examples my_queries.txt --out pairs --base-url http://127.0.0.1:8080/v1
     """
-    from .data import load_corpus
-    from .generate import GenerateConfig, generate_pairs
+    from qkrag.data import load_corpus
+    from qkrag.pairs.generate import GenerateConfig, generate_pairs
 
-    from ._atomic import output_folder
+    from qkrag._atomic import output_folder
 
     output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
@@ -535,7 +535,7 @@ def generate(
     if generator == "ict":
         result = generate_pairs(corpus, encoder, None, config, out, doc_ids=doc_ids)
     else:
-        from .localllm import open_llm
+        from qkrag.llm.local import open_llm
 
         with open_llm(llm_base_url, llm_model) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
@@ -595,12 +595,12 @@ def train(
     """
     import json as _json
 
-    from .data import load_beir, load_corpus
-    from .generate import load_pairs
-    from .projection import pairs_from_collection, pairs_from_dataset
-    from .train import TrainConfig, train_projection
+    from qkrag.data import load_beir, load_corpus
+    from qkrag.pairs.generate import load_pairs
+    from qkrag.projection.model import pairs_from_collection, pairs_from_dataset
+    from qkrag.projection.train import TrainConfig, train_projection
 
-    from ._atomic import output_folder
+    from qkrag._atomic import output_folder
 
     if not data.is_dir():
         raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
@@ -627,7 +627,7 @@ def train(
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
     config.check()  # a bad flag fails here, before any teacher search
     if loss != "infonce":
-        from .teacher import default_teacher, hybrid_teacher
+        from qkrag.pairs.teacher import default_teacher, hybrid_teacher
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))
@@ -680,8 +680,8 @@ def bench(
 
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
-    from ._atomic import output_folder
-    from .bench import METHODS, BenchConfig, run_bench
+    from qkrag._atomic import output_folder
+    from qkrag.bench import METHODS, BenchConfig, run_bench
 
     output_folder(out, "--out")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import fail
+from qkrag.errors import fail
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 TEXT_FIELDS = ("text", "contents", "content", "passage", "query")

@@ -1,0 +1,1 @@
+"""The evaluate stage: metrics with confidence intervals, paired tests, calibration, tables and plots."""

@@ -1,0 +1,930 @@
+"""Stage 2, generate: parsing and filters, round trip and steering, negatives, ICT, outputs, resume after SIGKILL, and
+LLM faults. The LLM is a fake OpenAI-compatible HTTP server on 127.0.0.1 driving the real `qkrag.llm.client.LLM` class."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeEncoder, LoopbackHTTP
+from qkrag.data import Corpus, Document, load_qrels, load_queries
+from qkrag.errors import InputError, LLMError
+from qkrag.pairs.generate import (
+    COLUMNS,
+    GenerateConfig,
+    copy_score,
+    form_summary,
+    generate_from_beir,
+    generate_pairs,
+    ict_candidates,
+    load_pairs,
+    mask_rare_terms,
+    ngram_copy,
+    normalize,
+    rank_positives,
+    rank_summary,
+)
+from qkrag.llm.client import LLM, LLMConfig
+
+TOPICS = [
+    ("volcano", "lava magma eruption crater ash basalt"),
+    ("coral", "reef polyp bleaching ocean algae symbiosis"),
+    ("insulin", "pancreas glucose diabetes hormone beta cells"),
+    ("glacier", "ice melt moraine crevasse snow valley"),
+    ("bee", "pollen hive honey nectar queen swarm"),
+    ("comet", "nucleus tail orbit dust coma perihelion"),
+    ("vaccine", "antibody immune antigen booster dose adjuvant"),
+    ("wheat", "grain gluten harvest flour crop field"),
+    ("neuron", "axon synapse dendrite signal myelin brain"),
+    ("tide", "moon gravity coast ebb flood harbour"),
+    ("yeast", "ferment sugar bread dough carbon dioxide"),
+    ("laser", "photon beam mirror coherent light pump"),
+]
+
+
+def make_corpus(n: int = len(TOPICS)) -> Corpus:
+    docs = []
+    for i in range(n):
+        topic, vocab = TOPICS[i % len(TOPICS)]
+        w = vocab.split()
+        text = (f"The {topic} is studied with care. Researchers measured {w[0]} and {w[1]} in {topic} {i} samples. "
+                f"They found that {w[2]} changes {w[3]} over time. A second study linked {w[4]} to {w[5]} strongly.")
+        docs.append(Document(f"d{i}", text, title=f"{topic.title()} report {i}"))
+    return Corpus(tuple(docs), "tiny-topics")
+
+
+# ------------------------------------------------------------------------------------------------ fake LLM server
+
+
+class FakeLLMServer(LoopbackHTTP):
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1. Deterministic: the answer is a function of the prompt
+    and the seed. `mode` injects faults: "ok", "empty", "refusal", "garbled", "error500", "hang"."""
+
+    def __init__(self, delay: float = 0.0, mode: str = "ok"):
+        self.delay, self.mode = delay, mode
+        self.requests = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server._lock:
+                    server.requests += 1
+                if server.mode == "hang":
+                    time.sleep(5)
+                if server.delay:
+                    time.sleep(server.delay)
+                if server.mode == "error500":
+                    self._send(500, {"error": {"message": "boom"}})
+                    return
+                text = server.answer(body)
+                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._serve(Handler)
+
+    @property
+    def base_url(self) -> str:
+        return self.url
+
+    def answer(self, body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        if self.mode == "empty":
+            return ""
+        if self.mode == "refusal":
+            return "I'm sorry, but I can't help with that."
+        if self.mode == "garbled":
+            return "#### $$$ 1234 ---- ((((("
+        if "Document:" not in user:  # the judge template
+            return "No"
+        doc = user.split("Document:", 1)[1]
+        n = int(re.search(r"Write (\d+)", user).group(1))
+        rng = random.Random(hashlib.sha256(f"{doc}|{body.get('seed')}".encode()).hexdigest())
+        vocab = sorted(set(re.findall(r"[a-z]+", doc.lower())) - {"the", "and", "in", "is", "to", "a", "with"})
+        lines = ["Here are the queries:"]
+        for j in range(n):
+            lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
+        lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
+        return "\n".join(lines)
+
+@pytest.fixture
+def server():
+    s = FakeLLMServer()
+    yield s
+    s.close()
+
+
+def make_llm(server: FakeLLMServer, cache, **overrides) -> LLM:
+    cfg = dict(model="fake-model", base_url=server.base_url, api_key="sk-test", timeout=5.0, max_retries=1,
+               backoff=0.0, concurrency=2)
+    cfg.update(overrides)
+    return LLM(LLMConfig(**cfg), cache=cache)
+
+
+FAST = dict(progress=False, negative_depth=6, negatives=2, roundtrip_k=5)
+
+
+def rows(ds) -> list[dict]:
+    return [dict(r) for r in ds]
+
+
+# ------------------------------------------------------------------------------------------------ text measures
+
+
+def test_copy_score_measures_longest_copied_run():
+    passage = "Insulin is made by beta cells of the pancreas and lowers blood glucose."
+    assert copy_score("insulin is made by beta cells", passage) == 1.0
+    assert copy_score("which organ makes insulin", passage) == pytest.approx(1 / 4)
+    assert copy_score("what lowers blood glucose levels", passage) == pytest.approx(3 / 5)
+    assert copy_score("", passage) == 0.0
+    assert ngram_copy("beta cells of the pancreas", passage) == 1.0
+    assert ngram_copy("cells that regulate sugar", passage) == 0.0
+
+
+def test_normalize_folds_case_punctuation_and_spacing():
+    assert normalize('  "How does  Insulin work?" ') == normalize("how does insulin work")
+
+
+def test_mask_rare_terms_drops_only_rare_passage_terms():
+    df = {"insulin": 1, "beta": 2, "cells": 40, "how": 90, "work": 50}
+    assert mask_rare_terms("how do insulin beta cells work", "insulin beta cells work", df, max_df=2) == \
+        "how do cells work"
+    assert mask_rare_terms("how do cells work", "insulin beta cells work", df, max_df=2) is None
+
+
+def test_ict_cuts_a_sentence_out_of_the_passage():
+    doc = make_corpus()[0]
+    pairs = ict_candidates(doc, n=2, seed=0)
+    assert len(pairs) == 2
+    for sentence, rest in pairs:
+        assert sentence in doc.text and sentence not in rest
+        assert rest.startswith(doc.title)
+    assert ict_candidates(doc, n=2, seed=0) == pairs  # seeded
+    assert ict_candidates(Document("x", "Only one sentence here."), n=2, seed=0) == []
+
+
+def test_rank_helpers(fake_encoder):
+    corpus = make_corpus()
+    ranks = rank_positives(fake_encoder, corpus, [corpus[0].content, corpus[3].content], ["d0", "d3"])
+    assert list(ranks) == [1, 1]
+    s = rank_summary([1, 1, 5, 50, 500])
+    assert (s["rank1"], s["top10"], s["top100"], s["n"]) == (0.4, 0.6, 0.8, 5)
+    f = form_summary(["a b c", "d e"], ["a b c", "x y"])
+    assert f["mean_words"] == 2.5 and f["ngram_copy"] == 0.5
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(InputError, match="policy"):
+        GenerateConfig(policy="easiest")
+    with pytest.raises(InputError, match="at most 8"):
+        GenerateConfig(examples=tuple(f"q{i}" for i in range(9)))
+    assert GenerateConfig(candidates=5, per_call=2).calls == 3
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+def test_pipeline_parses_filters_ranks_and_writes_outputs(server, tmp_path):
+    corpus = make_corpus()
+    encoder = FakeEncoder(dim=64)
+    llm = make_llm(server, tmp_path / "llm.sqlite")
+    result = generate_pairs(corpus, encoder, llm, GenerateConfig(**FAST), tmp_path / "out")
+    ds = load_pairs(tmp_path / "out")
+    assert len(ds) == len(result) > 0
+    for col in ("query", "positive_id", "positive_text", "negative_ids", "base_rank", "generator", "prompt_hash",
+                "copy_score"):
+        assert col in ds.column_names
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    c = stats["counts"]
+    assert c["passages"] == len(corpus) and c["failed_calls"] == 0
+    assert c["dropped_copy"] >= len(corpus)  # every answer ends with the passage's first sentence, copied
+    assert c["candidates"] >= len(ds)
+    assert c["parsed"] + c["masked_variants"] == c["candidates"] + sum(
+        c[k] for k in ("dropped_length", "dropped_duplicate", "dropped_copy", "dropped_near_duplicate"))
+    assert stats["generator"] == "fake-model" and stats["template"] == "query_zero_shot"
+    assert len(stats["template_hash"]) == 64 and set(ds["prompt_hash"]) == {stats["template_hash"]}
+    for r in rows(ds):
+        assert not r["query"].lower().startswith(("here are", "1.", '"')) and r["copy_score"] < 0.75
+        assert r["base_rank"] <= 5  # round trip with k = 5
+        assert r["positive_id"] not in r["negative_ids"] and len(r["negative_ids"]) <= 2
+        assert r["positive_text"] == corpus.get(r["positive_id"]).content
+    assert len({normalize(q) for q in ds["query"]}) == len(ds)  # no duplicates
+    assert stats["kept_fraction"] == c["roundtrip_kept"] / stats["candidate_ranks"]["n"]
+    # BEIR export, readable by qkrag.data
+    queries = load_queries(tmp_path / "out" / "gen-queries.jsonl")
+    qrels = load_qrels(tmp_path / "out" / "gen-qrels.tsv")
+    assert set(queries) == set(ds["query_id"]) == set(qrels)
+    assert all(qrels[r["query_id"]] == {r["positive_id"]: 1} for r in rows(ds))
+    # the title is hidden from the model by default
+    assert server.requests == llm.calls_made > 0
+    llm.close()
+
+
+def test_rerun_makes_zero_llm_calls_and_same_pairs(server, tmp_path):
+    corpus = make_corpus()
+    config = GenerateConfig(**FAST, judge_negatives=True)
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        first = generate_pairs(corpus, FakeEncoder(64), llm, config, tmp_path / "out")
+        assert llm.calls_made > 0
+    sent = server.requests
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        second = generate_pairs(corpus, FakeEncoder(64), llm, config, tmp_path / "out")
+        assert llm.calls_made == 0
+    assert server.requests == sent
+    spent, again = first.stats["llm"], second.stats["llm"]
+    assert spent["calls_made"] == sent and spent["cache_hits"] == 0 and spent["skipped"] == 0
+    # the re-run reads generation from its journal; only the judge's calls come (free) from the LLM cache
+    assert again["calls_made"] == 0 and 0 < again["cache_hits"] < sent and again["completion_tokens"] == 0
+    assert rows(first.dataset) == rows(second.dataset)
+    # even with an empty LLM cache, the journal alone serves the generation stage
+    with make_llm(server, tmp_path / "other.sqlite") as llm:
+        third = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        assert llm.calls_made == 0
+    assert third.dataset["query"] == first.dataset["query"]
+
+
+def test_hard_negatives_skip_positive_and_likely_false_negatives(server, tmp_path):
+    # d0 and d12 are the same passage under two ids: d12 must never be a negative for d0's queries (and back).
+    corpus = make_corpus()
+    twin = Document("d12", corpus[0].text, corpus[0].title)
+    corpus = Corpus(corpus.documents + (twin,), "twins")
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        ds = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**{**FAST, "negatives": 5}),
+                            tmp_path / "out", doc_ids=["d0", "d1", "d2"]).dataset
+    assert len(ds) > 0
+    for r in rows(ds):
+        assert r["positive_id"] not in r["negative_ids"]
+        if r["positive_id"] == "d0":
+            assert "d12" not in r["negative_ids"]
+        assert len(r["negative_ids"]) == len(set(r["negative_ids"]))
+
+
+def test_judge_drops_negatives_the_llm_calls_relevant(tmp_path):
+    class YesServer(FakeLLMServer):
+        def answer(self, body):
+            if "Document:" not in body["messages"][-1]["content"]:
+                return "Yes"
+            return super().answer(body)
+
+    s = YesServer()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST, judge_negatives=True),
+                                    tmp_path / "out")
+        assert len(result) > 0 and all(r == [] for r in result.dataset["negative_ids"])
+        assert result.stats["counts"]["negatives_judged_relevant"] > 0
+    finally:
+        s.close()
+
+
+def test_steering_policies_change_which_candidates_are_kept(server, tmp_path):
+    corpus = make_corpus()
+    out = {}
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        for policy in ("none", "hardest"):
+            cfg = GenerateConfig(**{**FAST, "roundtrip_k": 12}, policy=policy, candidates=6, per_call=3)
+            out[policy] = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / policy).dataset
+    assert len(out["none"]) == len(out["hardest"])
+    hard = dict(zip(out["hardest"]["positive_id"], out["hardest"]["base_rank"]))
+    easy = dict(zip(out["none"]["positive_id"], out["none"]["base_rank"]))
+    assert all(hard[d] >= easy[d] for d in hard)
+    assert sum(hard.values()) > sum(easy.values())  # the fake's candidates do differ in rank
+
+
+def test_target_policy_follows_the_target_distribution(server, tmp_path):
+    # With target all on rank 1, every passage that has a rank-1 candidate must get one.
+    corpus = make_corpus()
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        cfg = GenerateConfig(**{**FAST, "roundtrip_k": 12}, candidates=6, per_call=3, target=(1.0, 0.0, 0.0))
+        easy = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "a").dataset
+        cfg = GenerateConfig(**{**FAST, "roundtrip_k": 12}, candidates=6, per_call=3, target=(0.0, 0.0, 1.0))
+        hard = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "b").dataset
+    assert sum(r == 1 for r in easy["base_rank"]) > sum(r == 1 for r in hard["base_rank"])
+
+
+def test_few_shot_examples_reach_the_prompt(tmp_path):
+    seen = []
+
+    class Spy(FakeLLMServer):
+        def answer(self, body):
+            seen.append(body["messages"][-1]["content"])
+            return super().answer(body) + "\n- Coffee raises alertness."
+
+    s = Spy()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, examples=("Coffee raises alertness.", "Sleep loss harms memory."))
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
+        assert result.stats["template"] == "query_few_shot"
+        assert "Coffee raises alertness." not in result.dataset["query"]  # an echoed example is no query
+        assert result.stats["counts"]["dropped_example_copy"] > 0
+        assert seen and all("- Coffee raises alertness." in p for p in seen)
+        assert all("Volcano report 0" not in p for p in seen)  # title hidden
+    finally:
+        s.close()
+
+
+def test_queries_that_borrow_an_examples_terms_are_dropped(tmp_path):
+    # "caffeine" is an example's uncommon word and not in the passage: the model took it from the example.
+    class Borrower(FakeLLMServer):
+        def answer(self, body):
+            return "Caffeine changes magma over time.\nMagma temperature is measured with care."
+
+    s = Borrower()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, examples=("Caffeine raises alertness in adults.",))
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
+    finally:
+        s.close()
+    assert result.stats["counts"]["dropped_example_terms"] > 0
+    assert not any("caffeine" in q.lower() for q in result.dataset["query"])
+
+
+def test_one_request_at_a_time_puts_a_passages_calls_back_to_back(tmp_path):
+    # llama.cpp reuses an evaluated prompt only for the very next request: a passage's identical prompts must follow
+    # each other (A, A, B, B), not interleave with another passage's (A, B, A, B).
+    seen = []
+
+    class Spy(FakeLLMServer):
+        def answer(self, body):
+            seen.append(body["messages"][-1]["content"])
+            return super().answer(body)
+
+    s = Spy()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite", concurrency=1) as llm:
+            cfg = GenerateConfig(**FAST, candidates=6, per_call=2)  # three calls per passage
+            generate_pairs(make_corpus(), FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0", "d1", "d2"])
+    finally:
+        s.close()
+    assert len(seen) == 9 and len(set(seen)) == 3
+    assert all(seen[i] == seen[i - i % 3] for i in range(9))  # runs of three identical prompts
+
+
+def test_ict_generator_needs_no_llm(tmp_path):
+    corpus = make_corpus()
+    result = generate_pairs(corpus, FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict"), tmp_path / "ict")
+    ds = load_pairs(tmp_path / "ict")
+    assert len(ds) > 0 and set(ds["generator"]) == {"ict"}
+    for r in rows(ds):
+        doc = corpus.get(r["positive_id"])
+        assert r["query"] in doc.text and r["query"] not in r["positive_text"]  # cut out, not kept
+    assert result.stats["llm"] is None
+
+
+def test_generate_from_beir_takes_the_first_passages(server, tiny_beir, tmp_path):
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        result = generate_from_beir(tiny_beir, tmp_path / "out", limit=3, llm=llm, encoder=FakeEncoder(64),
+                                    config=GenerateConfig(**{**FAST, "roundtrip_k": 5}))
+    ds = load_pairs(tmp_path / "out")
+    assert result.stats["counts"]["passages"] == 3 and set(ds["positive_id"]) <= {"d1", "d2", "d3"}
+    assert {"query", "positive_id"} <= set(ds.column_names)
+
+
+def test_llm_generator_without_llm_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="needs an LLM"):
+        generate_pairs(make_corpus(), FakeEncoder(64), None, GenerateConfig(**FAST), tmp_path / "out")
+
+
+def test_sampling_is_seeded(server, tmp_path):
+    corpus = make_corpus()
+    got = []
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        for run in range(2):
+            ds = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, sample=4, seed=7),
+                                tmp_path / f"s{run}").dataset
+            got.append(ds["positive_id"])
+    assert got[0] == got[1] and len(set(got[0])) <= 4
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_torn_journal_line_is_ignored_and_resume_matches(server, tmp_path):
+    corpus = make_corpus()
+    with make_llm(server, tmp_path / "a.sqlite") as llm:
+        full = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "full").dataset
+    # a run killed mid-write: 5 finished passages and half of the sixth line
+    lines = (tmp_path / "full" / "journal.jsonl").read_bytes().splitlines(keepends=True)
+    (tmp_path / "resumed").mkdir()
+    (tmp_path / "resumed" / "journal.jsonl").write_bytes(b"".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    with make_llm(server, tmp_path / "b.sqlite") as llm:
+        resumed = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "resumed").dataset
+        assert llm.calls_made == (len(corpus) - 5) * GenerateConfig(**FAST).calls
+    assert rows(resumed) == rows(full)
+    journal = (tmp_path / "resumed" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) == len(corpus) and all(json.loads(line) for line in journal)
+
+
+def test_changed_prompt_settings_do_not_reuse_the_journal(server, tmp_path):
+    corpus = make_corpus()
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out", doc_ids=["d0"])
+        calls = llm.calls_made
+        generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, temperature=0.3), tmp_path / "out",
+                       doc_ids=["d0"])
+        assert llm.calls_made > calls  # new settings, new requests: never stale outputs
+
+
+CHILD = textwrap.dedent("""
+    import sys, json
+    sys.path.insert(0, {tests!r})
+    from tests.fakes import FakeEncoder
+    from tests.pairs.test_generate import make_corpus, FAST
+    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.llm.client import LLM, LLMConfig
+    corpus = make_corpus(36)
+    llm = LLM(LLMConfig(model="fake-model", base_url=sys.argv[1], api_key="k", timeout=10, max_retries=1,
+                        backoff=0.0, concurrency=2), cache=sys.argv[3])
+    print("ready", flush=True)
+    result = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), sys.argv[2])
+    print("done", len(result), flush=True)
+""")
+
+
+def _child(tmp_path: Path, base_url: str, out: str, cache: str) -> subprocess.Popen:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(Path(__file__).resolve().parents[2])))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    return subprocess.Popen([sys.executable, str(script), base_url, str(tmp_path / out), str(tmp_path / cache)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_then_resume_gives_exactly_the_uninterrupted_pairs(tmp_path):
+    server = FakeLLMServer(delay=0.03)
+    try:
+        clean = _child(tmp_path, server.base_url, "clean", "clean.sqlite")
+        assert clean.stdout.readline().strip() == "ready"
+        t0 = time.monotonic()
+        assert clean.wait(timeout=300) == 0, clean.stderr.read()
+        run_time = time.monotonic() - t0
+        expected = rows(load_pairs(tmp_path / "clean"))
+        assert len(expected) > 10
+
+        rng = random.Random(1234)
+        journal = tmp_path / "killed" / "journal.jsonl"
+
+        def lines() -> int:
+            return len(journal.read_bytes().splitlines()) if journal.exists() else 0
+
+        progress = []
+        # Two kills when the journal reaches a random length (surely mid-generation), two at random times over a
+        # whole run's length (anywhere: startup, generation, ranking, writing the outputs).
+        for kill in range(4):
+            child = _child(tmp_path, server.base_url, "killed", "killed.sqlite")
+            assert child.stdout.readline().strip() == "ready"
+            if kill < 2:
+                target = rng.randint(lines() + 1, lines() + 12)
+                while lines() < target and child.poll() is None:
+                    time.sleep(0.005)
+            else:
+                time.sleep(rng.uniform(0.0, run_time))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            progress.append(lines())
+        assert any(0 < p < 36 for p in progress), progress  # some kills landed mid-generation
+        assert not (tmp_path / "killed" / "stats.json").exists() or progress[-1] == 36
+        final = _child(tmp_path, server.base_url, "killed", "killed.sqlite")
+        assert final.wait(timeout=300) == 0, final.stderr.read()
+        assert rows(load_pairs(tmp_path / "killed")) == expected
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert len({r["doc_id"] for r in records}) == 36
+        assert not list((tmp_path / "killed").glob(".staging-*"))
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------------------------------------ LLM faults
+
+
+@pytest.mark.parametrize("mode", ["empty", "refusal", "garbled", "error500"])
+def test_unusable_output_is_retried_then_a_clear_error_with_nothing_written(tmp_path, mode):
+    s = FakeLLMServer(mode=mode)
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            with pytest.raises(LLMError, match="failed"):
+                generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+            assert llm.retries > 0
+        assert not (tmp_path / "out" / "stats.json").exists() and not (tmp_path / "out" / "pairs.parquet").exists()
+        journal = tmp_path / "out" / "journal.jsonl"
+        assert not journal.exists() or journal.read_text() == ""
+        # the server recovers: the same call resumes and finishes
+        s.mode = "ok"
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            assert len(generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")) > 0
+    finally:
+        s.close()
+
+
+def test_server_down_is_a_clear_error(tmp_path):
+    s = FakeLLMServer()
+    url = s.base_url
+    s.close()
+    llm = LLM(LLMConfig(model="m", base_url=url, api_key="k", timeout=2, max_retries=1, backoff=0.0), cache=False)
+    with pytest.raises(LLMError, match="server is up"):
+        generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+    assert not (tmp_path / "out" / "pairs.parquet").exists()
+
+
+def test_timeouts_are_retried_then_reported(tmp_path):
+    s = FakeLLMServer(mode="hang")
+    try:
+        llm = make_llm(s, False, timeout=0.3, max_retries=1)
+        with pytest.raises(LLMError, match="failed"):
+            generate_pairs(make_corpus(2), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        assert llm.calls_made == 2 * 2 * 2  # 2 passages x 2 calls x (first try + one retry)
+    finally:
+        s.close()
+
+
+def test_some_failed_calls_are_counted_skips(tmp_path):
+    class Flaky(FakeLLMServer):
+        def answer(self, body):
+            # every passage about a volcano gets a refusal, the rest a normal answer
+            if "volcano" in body["messages"][-1]["content"]:
+                return "I'm sorry, I cannot do that."
+            return super().answer(body)
+
+    s = Flaky()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        assert result.stats["counts"]["failed_calls"] == GenerateConfig(**FAST).calls
+        assert "d0" not in result.dataset["positive_id"] and len(result) > 0
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------------------------------------ real local LLM
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_end_to_end_with_the_real_local_llm(tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'qkrag[llm]')")
+    from qkrag.embed.encoders import make_encoder
+    from qkrag.llm.local import default_llm
+
+    corpus = Corpus(tuple(Document(f"d{i}", f"{t[0].title()} research. " + " ".join(
+        f"Scientists found that {w} plays a role in {t[0]} processes." for w in t[1].split()[:3]))
+        for i, t in enumerate(TOPICS[:8])), "real-llm")
+    config = GenerateConfig(candidates=2, per_call=2, negatives=2, negative_depth=5, progress=False)
+    ids = corpus.ids[:5]
+    with default_llm() as llm:
+        result = generate_pairs(corpus, make_encoder(), llm, config, tmp_path / "out", doc_ids=ids)
+        assert llm.calls_made > 0
+    ds = load_pairs(tmp_path / "out")
+    assert len(ds) == len(result) and {"query", "positive_id"} <= set(ds.column_names)
+    assert set(ds["positive_id"]) <= set(ids)
+    with default_llm() as llm:
+        again = generate_pairs(corpus, make_encoder(), llm, config, tmp_path / "out", doc_ids=ids)
+        assert llm.calls_made == 0
+    assert rows(again.dataset) == rows(ds)
+
+
+def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
+    from qkrag.pairs.generate import _Candidate, _steer
+
+    def cands(*ranks):
+        return [_Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+
+    def pick(target, *ranks):
+        return _steer(cands(*ranks), GenerateConfig(target=target))[0].rank
+
+    assert pick((1, 0, 0), 40, 3, 1) == 1
+    assert pick((0, 1, 0), 40, 3, 1) == 3
+    assert pick((0, 0, 1), 40, 3, 1) == 40
+    assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
+    assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
+    assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
+
+
+def test_target_steering_meets_the_target_over_all_passages():
+    # Half the passages have only a rank-1 candidate, half can give rank 1 or rank 5. Target: half at rank 1. Drawing
+    # a bucket per passage gives ~75% rank 1 (the flexible half draws rank 1 half the time); the target is reachable
+    # exactly by giving every flexible passage its rank-5 candidate.
+    from qkrag.pairs.generate import _Candidate, _steer
+
+    cands = []
+    for p in range(40):
+        ranks = (1,) if p % 2 else (1, 5)
+        cands += [_Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+    chosen = _steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
+    assert len(chosen) == 40 and len({c.doc_id for c in chosen}) == 40
+    assert sum(c.rank == 1 for c in chosen) == 20
+    assert [c.doc_id for c in chosen] == [f"d{p}" for p in range(40)]  # passage order kept
+    # two per passage where there are two: all 60 candidates, whatever the target
+    assert len(_steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
+    # the human default: the 20 flexible passages can't all go hard, so rank 1 ends as near 0.49 as it can
+    hard = sum(c.rank > 1 for c in _steer(cands, GenerateConfig()))
+    assert hard == 20
+
+
+def test_off_form_follows_the_examples():
+    from qkrag.pairs.generate import off_form
+
+    claims = ["Egr3 regulates B cells.", "Statins lower LDL."]
+    questions = ["what lowers ldl?", "how do statins work?"]
+    assert off_form("Does Egr3 regulate B cells?", claims) and not off_form("Egr3 regulates T cells.", claims)
+    assert off_form("Statins lower LDL.", questions) and not off_form("why do statins work?", questions)
+    assert not off_form("anything?", []) and not off_form("anything?", claims + questions)  # no clear form: no say
+
+
+def test_steering_prefers_the_examples_form_within_a_rank_bucket():
+    from qkrag.pairs.generate import _Candidate, _steer
+
+    config = GenerateConfig(target=(1, 0, 0), examples=("A claim.", "Another claim."))
+    cands = [_Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
+             _Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
+             _Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
+    assert _steer(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
+    assert _steer(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
+
+
+def test_sentences_split_tokenised_lower_case_text_too():
+    from qkrag.pairs.generate import sentences
+
+    cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
+    assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
+                                         "an experimental study was made , e.g. at two angles .", "done ."]
+    assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]
+
+
+# ------------------------------------------------------------------------------------------------ answer check
+
+POSTS = [
+    "My lava lamp stopped flowing after I moved it. Anyone know why?",
+    "How do I keep bees from swarming out of the hive",
+    "Why does my bread dough never rise? I used fresh yeast and warm water. Any tips?",
+    "Can someone explain how tides work? Thanks in advance!",
+    "What is the best flour for a gluten free crop rotation?",
+    "Is it safe to look at a comet through binoculars",
+]
+
+
+def mixed_corpus() -> Corpus:
+    """The tiny-topics statements plus question posts that share their words (as squad-mix's posts do)."""
+    posts = tuple(Document(f"post-{i}", text) for i, text in enumerate(POSTS))
+    return Corpus(make_corpus().documents + posts, "statements+posts")
+
+
+def test_question_posts_never_become_positives_and_the_sample_counts_answer_passages(server, tmp_path):
+    corpus = mixed_corpus()
+    with make_llm(server, tmp_path / "llm.sqlite") as llm:
+        result = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, sample=9), tmp_path / "out")
+        unchecked = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST, answer_check="none"),
+                                   tmp_path / "none")
+    c = result.stats["counts"]
+    assert c["pool"] == len(corpus) and c["skipped_no_answer_form"] == len(POSTS) == c["skipped_no_answer"]
+    assert c["passages"] == 9  # nine answer-bearing passages, though a third of the pool asks
+    assert len(result) > 0 and not any(pid.startswith("post-") for pid in result.dataset["positive_id"])
+    # the posts stay in the corpus: a negative may be one
+    assert result.stats["counts"]["candidates"] > 0
+    # without the check the posts get queries and become positives: the failure this guards against
+    assert any(pid.startswith("post-") for pid in unchecked.dataset["positive_id"])
+    assert unchecked.stats["counts"]["skipped_no_answer"] == 0
+
+
+class Checker(FakeLLMServer):
+    """Answers the answer_check prompt: "no" for a text that mentions a comet or a volcano, else "yes"."""
+
+    checks = 0
+
+    def answer(self, body):
+        user = body["messages"][-1]["content"]
+        if "Does this text state facts?" in user:
+            Checker.checks += 1
+            text = user.split("Text:", 1)[1].split("Does this text", 1)[0].lower()
+            return "No." if "comet" in text or "volcano" in text else "Yes"
+        return super().answer(body)
+
+
+def test_llm_answer_check_samples_only_passages_it_passes_and_is_journaled(tmp_path):
+    s = Checker()
+    corpus = make_corpus()  # 12 statements: d0 (volcano) and d5 (comet) are judged to carry no answer
+    try:
+        Checker.checks = 0
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, sample=6, answer_check="llm")
+            result = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
+        c = result.stats["counts"]
+        assert c["passages"] == 6 and not {"d0", "d5"} & set(result.dataset["positive_id"])
+        assert c["skipped_no_answer_llm"] >= 1 and c["skipped_no_answer_form"] == 0
+        assert 6 <= Checker.checks < len(corpus)  # oversampled a little, not the whole pool
+        verdicts = [json.loads(line) for line in (tmp_path / "out" / "answer_check.jsonl").read_text().splitlines()]
+        assert len(verdicts) == Checker.checks
+        first = Checker.checks
+        with make_llm(s, tmp_path / "other.sqlite") as llm:  # a fresh cache: only the journal can save the calls
+            again = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
+        assert Checker.checks == first and rows(again.dataset) == rows(result.dataset)
+    finally:
+        s.close()
+
+
+def test_both_checks_ask_the_llm_only_about_passages_that_pass_the_form_test(tmp_path):
+    s = Checker()
+    try:
+        Checker.checks = 0
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(mixed_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST, answer_check="both"),
+                                    tmp_path / "out")
+        c = result.stats["counts"]
+        assert Checker.checks == len(make_corpus())  # the posts never reach the LLM
+        assert c["skipped_no_answer_form"] == len(POSTS) and c["skipped_no_answer_llm"] == 2
+        assert c["skipped_no_answer"] == len(POSTS) + 2 and c["passages"] == len(make_corpus()) - 2
+    finally:
+        s.close()
+
+
+def test_answer_check_settings_are_checked(tmp_path):
+    with pytest.raises(InputError, match="answer_check"):
+        GenerateConfig(answer_check="maybe")
+    with pytest.raises(InputError, match="max_failed_share"):
+        GenerateConfig(max_failed_share=1.5)
+    with pytest.raises(InputError, match="needs an LLM"):
+        generate_pairs(make_corpus(), FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict",
+                                                                            answer_check="llm"), tmp_path / "o")
+    only_posts = Corpus(tuple(Document(f"p{i}", t) for i, t in enumerate(POSTS)), "posts")
+    with pytest.raises(InputError, match="carries an answer"):
+        generate_pairs(only_posts, FakeEncoder(64), None, GenerateConfig(**FAST, generator="ict"), tmp_path / "o")
+
+
+# ------------------------------------------------------------------------------------------------ example echoes
+
+
+def test_examples_echoed_with_a_word_changed_never_become_queries(tmp_path):
+    # The passage is about the example's own subject (as squad-mix's first passage was), so neither the copy filter
+    # against the passage nor the borrowed-terms filter catches the echo; dropping one word breaks the copied run.
+    example = "Who did Denver beat in the 2015 AFC Championship game?"
+
+    class Echo(FakeLLMServer):
+        def answer(self, body):
+            return "Who did Denver beat in the AFC Championship game\nWhere was the final of the season played?"
+
+    passage = ("The Denver Broncos defeated the New England Patriots 20-18 in the AFC Championship game in 2015, "
+               "then won the final at a stadium in Santa Clara.")
+    corpus = Corpus((Document("d0", passage),) + make_corpus().documents[1:], "echo")
+    s = Echo()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            cfg = GenerateConfig(**FAST, examples=(example, "Which team won the NFC title?"))
+            result = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out", doc_ids=["d0"])
+    finally:
+        s.close()
+    assert result.stats["counts"]["dropped_example_copy"] >= 1
+    assert not any("denver" in q.lower() for q in result.dataset["query"])
+    assert len(result) == 1 and result.dataset["query"][0].startswith("Where was the")  # the real query stays
+
+
+# ------------------------------------------------------------------------------------------------ failures
+
+
+class Flaky(FakeLLMServer):
+    """Times out on (or garbles) every request about one topic while `broken`; answers normally otherwise."""
+
+    def __init__(self, topic: str = "volcano", fault: str = "hang"):
+        self.topic, self.fault, self.broken = topic, fault, True
+        super().__init__()
+
+    def answer(self, body):
+        if self.broken and self.topic in body["messages"][-1]["content"]:
+            if self.fault == "hang":
+                time.sleep(1.0)  # the client gives up after 0.3 s
+            else:
+                return "#### $$$ 1234 ---- ((((("
+        return super().answer(body)
+
+
+def test_calls_that_timed_out_are_retried_by_the_next_run_and_it_ends_with_the_uninterrupted_pairs(tmp_path):
+    corpus = make_corpus()
+    healthy = FakeLLMServer()
+    s = Flaky()
+    try:
+        with make_llm(healthy, tmp_path / "clean.sqlite") as llm:
+            clean = rows(generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "clean")
+                         .dataset)
+        with make_llm(s, tmp_path / "llm.sqlite", timeout=0.3) as llm:
+            first = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        assert first.stats["counts"]["failed_passages"] == 1 and first.stats["llm_failures"] == {"timeouts": 2}
+        assert "d0" not in first.dataset["positive_id"]
+        journal = [json.loads(line) for line in (tmp_path / "out" / "journal.jsonl").read_text().splitlines()]
+        assert len(journal) == len(corpus) - 1 and "d0" not in {r["doc_id"] for r in journal}  # only what succeeded
+        s.broken = False  # the server recovers
+        with make_llm(s, tmp_path / "llm.sqlite", timeout=0.3) as llm:
+            again = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+            assert llm.calls_made == GenerateConfig(**FAST).calls  # only d0's calls, the rest from the journal
+        assert again.stats["counts"]["failed_passages"] == 0
+        assert rows(again.dataset) == clean
+        # a journal written before this rule holds failed calls as null: those are asked again too
+        lines = (tmp_path / "clean" / "journal.jsonl").read_text().splitlines()
+        old = [json.loads(line) for line in lines]
+        old[3]["outputs"] = [None] * len(old[3]["outputs"])
+        (tmp_path / "old").mkdir()
+        (tmp_path / "old" / "journal.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+        with make_llm(healthy, tmp_path / "old.sqlite") as llm:
+            resumed = generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "old")
+            assert llm.calls_made == GenerateConfig(**FAST).calls
+        assert rows(resumed.dataset) == clean
+    finally:
+        s.close()
+        healthy.close()
+
+
+def test_one_garbled_passage_is_skipped_and_counted_not_fatal(tmp_path):
+    s = Flaky(fault="garbled")
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+        c = result.stats["counts"]
+        assert c["failed_passages"] == 1 and c["failed_calls"] == 2
+        assert result.stats["llm_failures"] == {"garbled output": 2}
+        assert len(result) > 0 and "d0" not in result.dataset["positive_id"]
+        # when most passages fail, the run stops and says what the failures were
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            with pytest.raises(LLMError, match=r"2 of the 2 passages tried so far \(3 in all\) failed.*"
+                                                 r"4 garbled output.*unusable text"):
+                generate_pairs(make_corpus(13), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "most",
+                               doc_ids=["d0", "d12", "d1"])  # d0 and d12 are both about a volcano
+    finally:
+        s.close()
+
+
+def test_http_errors_are_named_as_such(tmp_path):
+    s = FakeLLMServer(mode="error500")
+    try:
+        with make_llm(s, False) as llm:
+            with pytest.raises(LLMError, match=r"HTTP 500 errors.*server is up"):
+                generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------------------------------------ no pairs
+
+
+def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path):
+    class Copier(FakeLLMServer):
+        def answer(self, body):  # only two-word lines: the length filter drops them all
+            return "Lava flows.\nHot ash."
+
+    s = Copier()
+    try:
+        with make_llm(s, tmp_path / "llm.sqlite") as llm:
+            result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
+    finally:
+        s.close()
+    assert len(result) == 0 and result.stats["counts"]["pairs"] == 0
+    assert "no pairs kept" in result.stats["no_pairs"] and "dropped_length" in result.stats["no_pairs"]
+    ds = load_pairs(tmp_path / "out")
+    assert len(ds) == 0 and tuple(ds.column_names) == COLUMNS
+    assert "off_form" in ds.column_names
+
+
+def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys):
+    import qkrag.cli as cli
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(cli, "_encoder", lambda *a, **k: FakeEncoder(64))
+    docs = {d.id: d.text for d in mixed_corpus()}
+    folder = write_beir(tmp_path / "mixed", docs, {"q": "lava"}, {"q": ["d0"]})
+    counts = {}
+    for check in ("form", "none"):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", check, "--out",
+                  str(tmp_path / check), "--json"])
+        stats = json.loads((tmp_path / check / "stats.json").read_text())
+        assert stats["config"]["answer_check"] == check
+        counts[check] = stats["counts"]
+    assert counts["form"]["skipped_no_answer_form"] == len(POSTS) and counts["none"]["skipped_no_answer"] == 0
+    with pytest.raises(SystemExit):
+        cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", "maybe", "--out",
+                  str(tmp_path / "x")])
+    assert "answer_check" in capsys.readouterr().err

@@ -1,0 +1,109 @@
+"""The training pieces: batching, mining, masking, losses, calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qkrag.evaluate.metrics import expected_calibration_error
+from qkrag.errors import InputError
+from qkrag.projection.model import Pairs, QKProjection
+from qkrag.projection.train import (TrainConfig, calibration_pairs, canonical_rows, info_nce_loss, initial_maps, make_batches,
+                         mine_hard_negatives, ndcg_at_k, platt_scale, train_projection)
+
+
+def test_batches_never_hold_a_positive_twice_and_cover_every_pair():
+    positives = np.array([0, 0, 0, 1, 1, 2, 3, 4, 5, 6, 0, 1])
+    batches = make_batches(positives, 4, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(12))
+    for batch in batches:
+        assert len(batch) <= 4
+        assert len(set(positives[batch].tolist())) == len(batch)
+
+
+def test_canonical_rows_merge_duplicate_documents():
+    docs = np.array([[1, 0], [0, 1], [1, 0], [0, 1], [1, 1]], np.float32)
+    assert canonical_rows(docs).tolist() == [0, 1, 0, 1, 4]
+
+
+def test_mined_negatives_exclude_known_positives_including_duplicates():
+    docs = np.eye(6, dtype=np.float32)
+    docs[5] = docs[0]  # document 5 is a copy of document 0, a positive: it must not come back as a negative
+    q = np.array([[1, 0.5, 0.4, 0.3, 0.2, 0], [0, 1, 0.9, 0, 0, 0]], np.float32)
+    pairs = Pairs(q, np.array([0, 1]), docs)
+    mined = mine_hard_negatives(pairs, canonical_rows(docs), pool=3)
+    assert mined[0].tolist() == [1, 2, 3]
+    assert 1 not in mined[1].tolist() and mined[1][0] == 2
+
+
+def test_explicit_negatives_take_precedence():
+    docs = np.eye(4, dtype=np.float32)
+    pairs = Pairs(docs[:2], np.array([0, 1]), docs, negatives=np.array([[3, -1], [-1, -1]]))
+    mined = mine_hard_negatives(pairs, canonical_rows(docs), pool=2)
+    assert mined[0].tolist() == [3, -1]
+    assert 1 not in mined[1].tolist()
+
+
+def test_info_nce_ignores_masked_columns():
+    logits = torch.tensor([[2.0, 5.0, 0.0], [0.0, 1.0, 0.0]])
+    masked = info_nce_loss(logits, torch.tensor([[False, True, False], [False, False, False]]))
+    row0 = -np.log(np.exp(2) / (np.exp(2) + 1))  # column 1 (a known positive) is gone
+    row1 = -np.log(np.e / (1 + np.e + 1))
+    reference = (row0 + row1) / 2
+    assert float(masked) == pytest.approx(float(reference), rel=1e-6)
+
+
+def test_ndcg_at_k():
+    assert ndcg_at_k(np.array([[3, 1, 2]]), [{3}], 3) == 1.0
+    assert ndcg_at_k(np.array([[1, 3, 2]]), [{3}], 3) == pytest.approx(1 / np.log2(3))
+    assert ndcg_at_k(np.array([[1, 2, 4]]), [{3}], 3) == 0.0
+
+
+def test_initial_maps_identity_or_orthonormal_pca():
+    docs = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    np.testing.assert_array_equal(initial_maps(docs, 6), np.eye(6))
+    pca = initial_maps(docs, 3)
+    np.testing.assert_allclose(pca @ pca.T, np.eye(3), atol=1e-5)
+
+
+def test_platt_scaling_recovers_a_known_sigmoid():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20_000)
+    y = (rng.random(20_000) < 1 / (1 + np.exp(-(4.0 * x - 1.0)))).astype(float)
+    s, b = platt_scale(x, y, 1.0, 0.0)
+    assert s == pytest.approx(4.0, rel=0.1) and b == pytest.approx(-1.0, abs=0.15)
+
+
+def test_calibrated_probabilities_have_low_ece_on_validation_pairs():
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(150, 16)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    q = rng.normal(size=(300, 16)).astype(np.float32)
+    top = np.argsort(-(q @ docs.T), 1)[:, :3]
+    pairs = Pairs(np.repeat(q, 3, 0), top.ravel(), docs, query_ids=tuple(np.repeat(np.arange(300), 3)))
+    train, val = pairs.split(0.3, seed=0)
+    model = QKProjection(config=TrainConfig(epochs=1, progress=False)).fit(train, val)
+    assert model.validation_["calibrated"]
+    dots, labels = calibration_pairs(model.Q_, model.K_, val, 10)
+    assert expected_calibration_error(model.probability(dots), labels) < 0.05
+
+
+def test_config_errors_name_the_field_and_value():
+    with pytest.raises(InputError, match=r"TrainConfig.epochs: 0 must be positive. Fix: set epochs > 0"):
+        TrainConfig(epochs=0).check()
+    with pytest.raises(InputError, match=r"TrainConfig.random_negatives: -3 is negative"):
+        TrainConfig(random_negatives=-3).check()
+    pairs = Pairs(np.eye(4, dtype=np.float32), np.arange(4), np.eye(4, dtype=np.float32))
+    with pytest.raises(InputError, match=r"variant: 'big' is not a projection variant"):
+        train_projection(pairs, variant="big")
+    with pytest.raises(InputError, match="4 queries are too few"):
+        train_projection(pairs, TrainConfig(validation_fraction=0.01, progress=False))
+
+
+def test_validation_must_share_the_document_matrix():
+    docs = np.eye(4, dtype=np.float32)
+    pairs = Pairs(docs, np.arange(4), docs)
+    other = Pairs(docs[:2], np.arange(2), np.eye(4, dtype=np.float32) * 2)
+    with pytest.raises(InputError, match="another document matrix"):
+        QKProjection(config=TrainConfig(progress=False)).fit(pairs, other)
