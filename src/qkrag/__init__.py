@@ -9,3 +9,7 @@ try:
     __version__ = version("qkrag")
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0+unknown"
+
+from qkrag.integrations.registration import install as _register_with_chroma  # noqa: E402
+
+_register_with_chroma()  # cheap: a post-import hook, see qkrag/integrations/registration.py

@@ -52,10 +52,12 @@ def test_chroma_embedding_function_from_a_saved_folder_and_mismatch(fake_encoder
 
     _random_projection(32, fake_encoder.fingerprint).save(tmp_path / "p")
     fn = chroma_embedding_function(tmp_path / "p", fake_encoder)
-    assert fn.get_config()["projection"] == str(tmp_path / "p")
+    config = fn.get_config()
+    assert str(tmp_path) not in json.dumps(config)  # portable: the weights' hash and the folder's name, no path
+    assert config["projection_hint"] == "p" and len(config["projection_sha256"]) == 64
     _random_projection(32, "another-encoder").save(tmp_path / "q")
     with pytest.raises(IndexMismatchError, match="another-encoder"):
-        chroma_embedding_function(tmp_path / "q", fake_encoder)
+        chroma_embedding_function(tmp_path / "q", fake_encoder)(["a document"])  # checked on first use
 
 
 @pytest.mark.slow

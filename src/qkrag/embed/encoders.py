@@ -91,6 +91,8 @@ class SentenceTransformerEncoder(Encoder):
             parts.append(f"q={self.query_prefix!r},d={self.document_prefix!r}")
         if self.normalize:
             parts.append("normalized")
+        if self.weights and side_routes(self.model_name):  # only a local folder can be read without loading
+            parts.append("sides=encode_query/encode_document")  # vectors made before sides were honoured differ
         return "|".join(parts)
 
     @property
@@ -115,9 +117,14 @@ class SentenceTransformerEncoder(Encoder):
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
         _check_side(side)
         prefix = self.query_prefix if side == "query" else self.document_prefix
-        vectors = self.model.encode([prefix + t for t in texts], batch_size=self.batch_size,
-                                    convert_to_numpy=True, normalize_embeddings=self.normalize,
-                                    show_progress_bar=False)
+        # encode_query / encode_document, not encode: they apply the model's own "query"/"document" prompts (e5,
+        # bge) and pick the side's route through a Router (an exported qkrag projection, asymmetric models).
+        model = self.model
+        method = getattr(model, "encode_query" if side == "query" else "encode_document", None)
+        if method is None:  # sentence-transformers before 5.0 has neither: plain encode
+            method = model.encode
+        vectors = method([prefix + t for t in texts], batch_size=self.batch_size, convert_to_numpy=True,
+                         normalize_embeddings=self.normalize, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
 
@@ -135,6 +142,26 @@ def folder_identity(path: str) -> str:
             stat = file.stat()
             entries.append((str(relative), stat.st_size, stat.st_mtime_ns))
     return content_hash("model-folder-v1", entries)[:16]
+
+
+def side_routes(path: str) -> bool:
+    """Whether a local sentence-transformers folder treats the sides differently: non-empty "query"/"document"
+    prompts in config_sentence_transformers.json, or a Router module (read from the files; the model is not loaded).
+    A hub name (no folder) says False: nothing can be read without downloading it."""
+    import json
+
+    folder = Path(path)
+    try:
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        prompts = config.get("prompts") or {}
+    except (OSError, ValueError, AttributeError):
+        prompts = {}
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        types = [str(m.get("type", "")) for m in modules]
+    except (OSError, ValueError, AttributeError):
+        types = []
+    return bool(prompts.get("query") or prompts.get("document")) or any(t.endswith("Router") for t in types)
 
 
 def resolve_model_path(name: str) -> str:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,115 +55,133 @@ def to_sentence_transformer(projection: _Projection, base_model: str | None = No
 
 
 def export_sentence_transformer(projection: _Projection, path: str | os.PathLike[str],
-                                base_model: str | None = None) -> Path:
-    """Save the projection as a sentence-transformers model folder, loadable with `SentenceTransformer(path)`.
-    Written to a temporary folder and renamed into place, so a failed export leaves no half model behind."""
+                                base_model: str | None = None, *, source: str | os.PathLike[str] | None = None
+                                ) -> Path:
+    """Save the projection as a sentence-transformers model folder, loadable with `SentenceTransformer(path)`, with
+    a model card (README.md) and `qkrag_projection.json` (bias, scale, hashes). `source` is the saved projection
+    folder it came from, for its content hash. Written to a temporary folder and moved into place (a failed export
+    leaves no half model behind), with ordinary permissions (folders 0755, files 0644), like every qkrag output."""
+    from qkrag._atomic import atomic_folder
+    from qkrag.embed.encoders import DEFAULT_MODEL
+    from qkrag.projection.light import weights_hash
     from qkrag.projection.model import _version
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise fail(f"--out {path}", "is a file, not a folder", "pass a folder path (it is created or replaced)")
     model = to_sentence_transformer(projection, base_model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
+    info = {"qkrag_version": _version(), "variant": projection.variant, "bias": projection.bias_,
+            "scale_folded_into_query_route": projection.scale_, "rank": projection.rank_,
+            "dimension": projection.dimension_, "encoder": getattr(projection, "encoder_fingerprint_", ""),
+            "base_model": base_model or DEFAULT_MODEL,
+            "projection_sha256": weights_hash(source) if source is not None else "",
+            "training_data_hash": getattr(projection, "training_hash_", ""),
+            "selected": getattr(projection, "selected_", ""), "validation": getattr(projection, "validation_", {}),
+            "probability": "sigmoid(encode_query(q) . encode_document(d) + bias)"}
+    with atomic_folder(path) as tmp:
         model.save(str(tmp))
-        info = {"qkrag_version": _version(), "variant": projection.variant, "bias": projection.bias_,
-                "scale_folded_into_query_route": projection.scale_, "rank": projection.rank_,
-                "encoder": getattr(projection, "encoder_fingerprint_", ""),
-                "probability": "sigmoid(encode_query(q) . encode_document(d) + bias)"}
         (tmp / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "README.md").write_text(model_card(info), encoding="utf-8")
+        for item in tmp.rglob("*"):
+            os.chmod(item, 0o755 if item.is_dir() else 0o644)
     return path
 
 
+def export_projection(projection_folder: str | os.PathLike[str], out: str | os.PathLike[str],
+                      base_model: str | None = None) -> Path:
+    """`qkrag export`: a saved projection folder -> a sentence-transformers model folder (see
+    `export_sentence_transformer`). The base model defaults to the encoder the projection was trained on."""
+    from qkrag.projection.model import QKProjection
+
+    projection = QKProjection.load(projection_folder)
+    encoder = getattr(projection, "encoder_fingerprint_", "") or None
+    base = base_model or (encoder.split("|", 1)[0] if encoder else None)
+    if base and base.startswith("openai:"):
+        raise fail(str(projection_folder), f"was trained on vectors of {base}, an embeddings API",
+                   "export needs a sentence-transformers base model: pass --base-model only if it makes the same "
+                   "vectors")
+    return export_sentence_transformer(projection, out, base, source=projection_folder)
+
+
+def model_card(info: dict[str, Any]) -> str:
+    """The exported folder's README.md: what the model is, how each route is used, and the figures it was kept on."""
+    validation = info.get("validation") or {}
+    rows = "\n".join(f"| {k} | {v} |" for k, v in validation.items()) or "| (none recorded) | |"
+    return f"""---
+library_name: sentence-transformers
+pipeline_tag: sentence-similarity
+tags: [sentence-transformers, qkrag, asymmetric-retrieval]
+base_model: {info['base_model']}
+---
+
+# qkrag projection ({info['variant']}, rank {info['rank']}) over {info['base_model']}
+
+A query/key projection trained by qkrag on top of a frozen encoder, exported as a
+sentence-transformers model. The base encoder is followed by a `Router` with one bias-free linear layer per side:
+
+- `model.encode_query(texts)` gives **q' = s·Q·v** (the scale s is folded into the query route);
+- `model.encode_document(texts)` gives **k = K·v**;
+- their dot product is qkrag's logit minus the bias, and the probability of relevance is
+
+  **P(relevant | q, d) = σ(s·q·k + b) = σ(encode_query(q) · encode_document(d) + b)**, with b = {info['bias']:.6g}.
+
+**Plain `model.encode(texts)` takes the document route** (the Router's default). Use it only for documents. Wrappers
+that embed queries with `encode()` (LangChain's `HuggingFaceEmbeddings`, LlamaIndex's `HuggingFaceEmbedding`, which
+passes `prompt_name="query"` but no task) send queries through the document route and rank wrongly; do not
+normalise the vectors either (`normalize_embeddings=True` drops the scale the probability needs). Use
+`qkrag.integrations.langchain` / `qkrag.integrations.llamaindex`, or call `encode_query` / `encode_document`.
+
+| | |
+|---|---|
+| base encoder | {info['base_model']} (qkrag fingerprint `{info['encoder'] or 'not recorded'}`) |
+| variant | {info['variant']} |
+| rank | {info['rank']} (input dimension {info['dimension']}) |
+| scale s (folded into the query route) | {info['scale_folded_into_query_route']:.6g} |
+| bias b | {info['bias']:.6g} |
+| projection weights SHA-256 | `{info['projection_sha256'] or 'not recorded'}` |
+| training data hash | `{info['training_data_hash'] or 'not recorded'}` |
+| selected on validation | {info['selected'] or 'not recorded'} |
+| qkrag version | {info['qkrag_version']} |
+
+## Validation figures (held-out validation pairs, recorded at training time)
+
+| figure | value |
+|---|---|
+{rows}
+
+## Use
+
+```python
+from sentence_transformers import SentenceTransformer
+import numpy as np
+
+model = SentenceTransformer("path/to/this/folder")
+q = model.encode_query(["why does my dough stay flat"])
+d = model.encode_document(["Dough stays flat when the yeast is dead ..."])
+probability = 1 / (1 + np.exp(-(q @ d.T + {info['bias']:.6g})))
+```
+
+`qkrag_projection.json` holds the same figures in machine-readable form.
+"""
+
+
 # ------------------------------------------------------------------------------------------------------------ chroma
-
-_EF_CLASS: type | None = None
-
-
-def _embedding_function_class() -> type:
-    """Build (once) the Chroma embedding function class; chromadb is imported only when someone asks for it."""
-    global _EF_CLASS
-    if _EF_CLASS is not None:
-        return _EF_CLASS
-    from chromadb.api.types import Documents, Embeddings, EmbeddingFunction
-    from chromadb.utils.embedding_functions import register_embedding_function
-
-    class ProjectedEmbeddingFunction(EmbeddingFunction[Documents]):
-        """Chroma embedding function: documents -> K·v, queries -> s·Q·v. Use with an `ip` collection; Chroma's
-        distance is then 1 − (logit − b), and `probability(distance)` turns it back into σ(logit)."""
-
-        def __init__(self, projection: _Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
-            from qkrag.embed.encoders import EmbedOptions, Encoder, make_encoder
-            from qkrag.projection.model import QKProjection
-
-            self._projection_path = None if hasattr(projection, "Q_") else str(projection)
-            self.projection = projection if hasattr(projection, "Q_") else QKProjection.load(projection)
-            self._model = encoder if isinstance(encoder, str) or encoder is None else None
-            self.encoder = encoder if isinstance(encoder, Encoder) else make_encoder(encoder)
-            self.projection.check_encoder(self.encoder.fingerprint, self.encoder.dimension, "projection")
-            self._options = EmbedOptions(progress=False)
-
-        def _embed(self, input: Sequence[str], side: str) -> np.ndarray:
-            from qkrag.embed.encoders import embed
-
-            return embed(self.encoder, list(input), side, self._options)  # type: ignore[arg-type]
-
-        def __call__(self, input: Documents) -> Embeddings:
-            return list(self.projection.transform_documents(self._embed(input, "document")))
-
-        def embed_query(self, input: Documents) -> Embeddings:
-            p = self.projection
-            return list(p.scale_ * p.transform_queries(self._embed(input, "query")))
-
-        def probability(self, distances: Any) -> np.ndarray:
-            """σ(logit) from Chroma `ip` distances (1 − dot)."""
-            p = self.projection
-            return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distances, dtype=np.float64) + p.bias_)))
-
-        @staticmethod
-        def name() -> str:
-            return "qkrag_projection"
-
-        def default_space(self):
-            return "ip"
-
-        def supported_spaces(self):
-            return ["ip"]
-
-        def get_config(self) -> dict[str, Any]:
-            if self._projection_path is None:
-                return {}  # an in-memory projection cannot be rebuilt from a config; save() it and pass the path
-            return {"projection": self._projection_path, "model": self._model}
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]):
-            if not config.get("projection"):
-                raise fail("qkrag_projection embedding function", "its config names no projection folder",
-                           "create the collection with ProjectedEmbeddingFunction(path_to_saved_projection)")
-            return ProjectedEmbeddingFunction(config["projection"], config.get("model"))
-
-    register_embedding_function(ProjectedEmbeddingFunction)
-    _EF_CLASS = ProjectedEmbeddingFunction
-    return _EF_CLASS
+# The Chroma embedding function lives in qkrag.integrations.chroma (registered with Chroma on `import qkrag`); these
+# names stay for code that imported them from here.
 
 
-def chroma_embedding_function(projection: _Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
-    """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v.
-    `projection` is a fitted projection or a saved folder; `encoder` an `Encoder`, a model name, or None (default)."""
-    return _embedding_function_class()(projection, encoder)
+def chroma_embedding_function(projection: _Projection | str | os.PathLike[str] | None,
+                              encoder: Encoder | str | None = None):
+    """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v
+    (see `qkrag.integrations.chroma.QkragEmbeddingFunction`)."""
+    from qkrag.integrations.chroma import embedding_function_class
+
+    return embedding_function_class()(projection, encoder)
 
 
 def __getattr__(name: str):  # `from qkrag.projection.export import ProjectedEmbeddingFunction` builds the class on demand
     if name == "ProjectedEmbeddingFunction":
-        return _embedding_function_class()
+        from qkrag.integrations.chroma import embedding_function_class
+
+        return embedding_function_class()
     raise AttributeError(name)

@@ -1,0 +1,268 @@
+"""qkrag's Chroma embedding function: a collection `qkrag index` built answers `query(query_texts=...)` by itself.
+
+`QkragEmbeddingFunction` embeds documents through the encoder's document side (then K·v when a projection is given)
+and queries through its query side (then s·Q·v). `qkrag index` attaches one to the raw collection (no projection)
+and one to the projected collection, so a plain chromadb script can reopen either and query it by text:
+
+    import qkrag, chromadb            # `import qkrag` registers the function with Chroma (no torch, no chromadb load)
+    collection = chromadb.PersistentClient(".qkrag/chroma").get_collection("demo")
+    collection.query(query_texts=["why does my dough stay flat"], n_results=3)
+
+What the collection's configuration stores, and why it is portable: never a path on this machine. A projection is
+named by the SHA-256 of its weights (`qkrag.projection.light.weights_hash`), plus the folder name it was indexed from
+as a hint. It is looked up, and accepted only when its hash matches, in order:
+  1. every folder listed in $QKRAG_PROJECTION_PATH (os.pathsep-separated): the folder itself, FOLDER/<sha256>, or a
+     projection folder directly inside it;
+  2. the content-addressed store `$QKRAG_CACHE_DIR/projections/<sha256>`, which `qkrag index --projection` fills;
+  3. the hint, relative to the working directory.
+So on the machine that indexed, reopening just works (2); after copying the Chroma folder elsewhere, copy the
+projection too and point $QKRAG_PROJECTION_PATH at it (1). A path relative to the Chroma folder was the other
+candidate, but Chroma hands `build_from_config` the config alone, not the folder the collection lives in, and a
+Chroma server has no folder on the client's side at all. The encoder is stored by name (the default encoder ships in
+a pip package, so its name is portable).
+
+Everything heavy (the encoder, the projection) loads on first use, not when Chroma rebuilds the function from a
+collection's configuration: reopening a collection, or changing its HNSW settings, costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qkrag.errors import fail
+
+NAME = "qkrag"
+LEGACY_NAME = "qkrag_projection"  # collections configured before the portable config: {"projection": path, "model"}
+PROJECTION_PATH_ENV = "QKRAG_PROJECTION_PATH"
+
+_CLASS: type | None = None
+
+
+def projection_store() -> Path:
+    """Where `store_projection` keeps projections by content hash."""
+    from qkrag.cache import default_cache_dir
+
+    return default_cache_dir() / "projections"
+
+
+def store_projection(folder: str | os.PathLike[str]) -> str:
+    """Copy a saved projection into the content-addressed store (once) and return its weights' SHA-256."""
+    from qkrag._atomic import atomic_folder
+    from qkrag.projection.light import CONFIG_FILE, WEIGHTS_FILE, weights_hash
+
+    sha = weights_hash(folder)
+    target = projection_store() / sha
+    if (target / CONFIG_FILE).exists() and _matches(target, sha):
+        return sha
+    with atomic_folder(target) as tmp:
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            shutil.copyfile(Path(folder) / name, tmp / name)
+            os.chmod(tmp / name, 0o644)
+    return sha
+
+
+def _matches(folder: Path, sha: str) -> bool:
+    from qkrag.projection.light import CONFIG_FILE, WEIGHTS_FILE, weights_hash
+
+    if not ((folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()):
+        return False
+    return weights_hash(folder) == sha
+
+
+def _candidates(sha: str, hint: str) -> list[Path]:
+    out: list[Path] = []
+    for entry in filter(None, os.environ.get(PROJECTION_PATH_ENV, "").split(os.pathsep)):
+        root = Path(entry)
+        out += [root, root / sha]
+        if root.is_dir():
+            out += sorted(p for p in root.iterdir() if p.is_dir())
+    out.append(projection_store() / sha)
+    if hint:
+        out.append(Path(hint))
+    return out
+
+
+def find_projection(sha: str, hint: str = "") -> Path:
+    """The folder of the projection whose weights hash to `sha` (see the module docstring for the search order)."""
+    for folder in _candidates(sha, hint):
+        if _matches(folder, sha):
+            return folder
+    raise fail(f"qkrag projection {sha[:12]} (indexed from {hint or 'an unnamed folder'})",
+               f"is in none of ${PROJECTION_PATH_ENV}, {projection_store()} or ./{hint}",
+               f"copy the projection folder to this machine and set {PROJECTION_PATH_ENV} to it (or to its parent)")
+
+
+def encoder_config(encoder: Any) -> dict[str, Any] | None:
+    """What rebuilds `encoder` elsewhere ({} fields only; None for the default encoder's defaults), or None when it
+    cannot be rebuilt from a config (an LLM rewrite or aspect wrapper, a test fake)."""
+    from qkrag.embed.encoders import DEFAULT_MODEL, OpenAIEncoder, SentenceTransformerEncoder
+
+    if type(encoder) is SentenceTransformerEncoder:
+        model = None if encoder.model_name == DEFAULT_MODEL else encoder.model_name
+        return {"model": model, "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
+    if type(encoder) is OpenAIEncoder:
+        return {"model": f"openai:{encoder.model_name}", "base_url": encoder.base_url,
+                "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
+    return None
+
+
+def embedding_function_class() -> type:
+    """The Chroma embedding function class, built (and registered with Chroma under "qkrag" and the legacy
+    "qkrag_projection") on first call: chromadb is imported only when someone needs it."""
+    global _CLASS
+    if _CLASS is None:
+        from chromadb.utils.embedding_functions import register_embedding_function
+
+        _CLASS = _build_class()
+        register_embedding_function(_CLASS)
+        legacy = type("QkragLegacyEmbeddingFunction", (_CLASS,), {"name": staticmethod(lambda: LEGACY_NAME)})
+        register_embedding_function(legacy)
+    return _CLASS
+
+
+def _build_class() -> type:
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+
+    class QkragEmbeddingFunction(EmbeddingFunction[Documents]):
+        """Chroma embedding function: documents -> the encoder's document side (then K·v with a projection), queries
+        (`embed_query`) -> its query side (then s·Q·v). With a projection, use an `ip` collection: Chroma's distance
+        is then 1 − (logit − b), and `probability(distances)` turns it back into σ(logit).
+
+        `projection`: None (raw vectors), a fitted projection, or a saved projection folder. `encoder`: an
+        `Encoder`, a model name, or None (the default all-MiniLM-L6-v2)."""
+
+        def __init__(self, projection: Any = None, encoder: Any = None, *, projection_sha256: str | None = None,
+                     projection_hint: str = "", encoder_settings: dict[str, Any] | None = None):
+            from qkrag.embed.encoders import Encoder
+
+            self._projection = projection if hasattr(projection, "Q_") else None
+            self._folder = None if projection is None or self._projection is not None else Path(projection)
+            self._sha = projection_sha256
+            self._hint = projection_hint or (self._folder.name if self._folder is not None else "")
+            if self._folder is not None and self._sha is None:
+                from qkrag.projection.light import weights_hash
+
+                self._sha = weights_hash(self._folder)
+            self._encoder = encoder if isinstance(encoder, Encoder) else None
+            settings = encoder_settings or {"model": encoder if isinstance(encoder, str) else None}
+            self._settings = settings if self._encoder is None else encoder_config(self._encoder)
+            self._ready = False
+
+        @property
+        def projected(self) -> bool:
+            return self._projection is not None or self._sha is not None
+
+        def _load(self) -> None:
+            """Load the encoder and the projection (first use only) and check they belong together."""
+            if self._ready:
+                return
+            from qkrag.embed.encoders import make_encoder
+            from qkrag.projection.model import QKProjection
+
+            if self._encoder is None:
+                s = dict(self._settings or {})
+                self._encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
+                                             query_prefix=s.get("query_prefix") or "",
+                                             document_prefix=s.get("document_prefix") or "")
+            if self._projection is None and self._sha is not None:
+                folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
+                    find_projection(self._sha, self._hint)
+                self._projection = QKProjection.load(folder)
+            if self._projection is not None:
+                self._projection.check_encoder(self._encoder.fingerprint, self._encoder.dimension, "projection")
+            self._ready = True
+
+        @property
+        def encoder(self) -> Any:
+            self._load()
+            return self._encoder
+
+        @property
+        def projection(self) -> Any:
+            self._load()
+            return self._projection
+
+        def _embed(self, input: Sequence[str], side: str) -> np.ndarray:
+            from qkrag.embed.encoders import EmbedOptions, embed
+
+            return embed(self.encoder, list(input), side, EmbedOptions(progress=False))  # type: ignore[arg-type]
+
+        def __call__(self, input: Documents) -> Embeddings:
+            vectors = self._embed(input, "document")
+            p = self.projection
+            return list(p.transform_documents(vectors) if p is not None else vectors)
+
+        def embed_query(self, input: Documents) -> Embeddings:
+            vectors = self._embed(input, "query")
+            p = self.projection
+            return list(p.scale_ * p.transform_queries(vectors) if p is not None else vectors)
+
+        def probability(self, distances: Any) -> np.ndarray:
+            """σ(logit) from Chroma `ip` distances (1 − dot) of a projected collection."""
+            p = self.projection
+            if p is None:
+                raise fail("probability", "needs a projection; this function embeds raw vectors",
+                           "create the function with a projection (the projected collection has one)")
+            return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distances, dtype=np.float64) + p.bias_)))
+
+        @staticmethod
+        def name() -> str:
+            return NAME
+
+        def default_space(self):
+            return "ip" if self.projected else "cosine"
+
+        def supported_spaces(self):
+            return ["ip"] if self.projected else ["cosine", "ip", "l2"]
+
+        def get_config(self) -> dict[str, Any]:
+            if self._projection is not None and self._sha is None:
+                # an in-memory projection cannot be rebuilt from a config: save() it and pass the folder
+                return {"unsaved_projection": True, "encoder": self._settings}
+            return {"projection_sha256": self._sha, "projection_hint": self._hint, "encoder": self._settings}
+
+        def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+            """Any qkrag config may replace another (re-indexing with another encoder rebuilds the collection)."""
+
+        @staticmethod
+        def validate_config(config: dict[str, Any]) -> None:
+            """Nothing to check before first use (the projection is looked up then)."""
+
+        @staticmethod
+        def build_from_config(config: dict[str, Any]):
+            if config.get("unsaved_projection"):
+                raise fail("qkrag embedding function", "was configured with a projection that was never saved",
+                           "save the projection, then pass its folder to the embedding function")
+            if "projection" in config:  # legacy: an absolute folder path
+                return QkragEmbeddingFunction(config["projection"] or None, config.get("model"))
+            return QkragEmbeddingFunction(projection_sha256=config.get("projection_sha256"),
+                                          projection_hint=config.get("projection_hint") or "",
+                                          encoder_settings=config.get("encoder"))
+
+    return QkragEmbeddingFunction
+
+
+def attach(index: Any, encoder: Any, projection_folder: str | os.PathLike[str] | None = None) -> bool:
+    """Attach a `QkragEmbeddingFunction` to a `ChromaIndex`, so Chroma apps can query it by text. A projection folder
+    is copied into the store first (see `store_projection`). False (nothing attached) for an encoder that cannot be
+    rebuilt from a config (an LLM rewrite or aspect wrapper): such a collection stays query-by-vector only."""
+    settings = encoder_config(encoder)
+    if settings is None:
+        return False
+    sha = store_projection(projection_folder) if projection_folder is not None else None
+    hint = Path(projection_folder).name if projection_folder is not None else ""
+    function = embedding_function_class()(projection_sha256=sha, projection_hint=hint, encoder_settings=settings)
+    index.collection.modify(configuration={"embedding_function": function})
+    return True
+
+
+def attached(index: Any) -> dict[str, Any] | None:
+    """The qkrag embedding function config stored on a collection, or None."""
+    config = (index.collection.configuration_json or {}).get("embedding_function") or {}
+    return config.get("config") if config.get("name") in (NAME, LEGACY_NAME) else None
