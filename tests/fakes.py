@@ -103,3 +103,16 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 
 
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
+
+
+def random_projection(d: int, encoder: str, seed: int = 0, rank: int | None = None, noise: float = 0.1):
+    """A fitted-looking QK projection with arbitrary (non-identity) weights, scale 7.5 and bias -3, so a test can tell
+    Q from K and a logit from a dot product."""
+    from qkrag.projection.model import QKProjection
+
+    rng = np.random.default_rng(seed)
+    r = rank or d
+    model = QKProjection.identity(d, encoder)
+    model._set_weights(np.eye(r, d, dtype=np.float32) + noise * rng.normal(size=(r, d)).astype(np.float32),
+                       np.eye(r, d, dtype=np.float32) + noise * rng.normal(size=(r, d)).astype(np.float32), 7.5, -3.0)
+    return model

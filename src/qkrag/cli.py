@@ -160,9 +160,15 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    adopt: Annotated[bool, typer.Option(
+        "--adopt", help="Take over an existing collection of this encoder's vectors that qkrag did not create "
+        "(checked on a sample) instead of refusing it; its documents outside the corpus are kept.")] = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
+
+    The collections get qkrag's Chroma embedding function, so `collection.query(query_texts=...)` works from any
+    Chroma app after `import qkrag` (docs/integrations.md).
 
     Examples:
 
@@ -177,25 +183,32 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
 
       qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
+
+      qkrag index docs.jsonl -c my-existing-collection --adopt   # a collection you built with the same encoder
     """
     from contextlib import ExitStack
 
     from qkrag.data import load_corpus
-    from qkrag.retrieval.index import build_index
+    from qkrag.integrations.chroma import attach
+    from qkrag.retrieval.index import adopt_collection, build_index
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
         encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
                             llm_base_url)
-        built = build_index(corpus, encoder, config)
+        config = adopt_collection(config, encoder) if adopt else config
+        built = build_index(corpus, encoder, config, prune=not adopt)
+        attached = attach(built, encoder)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
-                           "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
+                           "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
+                           "embedding_function": attached}
     if projection:
         from qkrag.projection.model import ProjectedRetriever, QKProjection
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
+        out["projected_embedding_function"] = attach(projected.index, encoder, projection)
     if hybrid:
         from qkrag.retrieval.hybrid import bm25_folder, collection_bm25
 
@@ -696,6 +709,34 @@ def bench(
     else:
         typer.echo(result.table())
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
+
+
+@app.command("export")
+def export_(
+    projection: Annotated[Path, typer.Argument(help="A saved projection folder (qkrag train --out).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sentence-transformers model.")],
+    base_model: Annotated[Optional[str], typer.Option(
+        "--base-model", help="The base encoder (default: the one the projection was trained on).")] = None,
+    json_out: Json = False,
+) -> None:
+    """Export a projection as a sentence-transformers model folder: `SentenceTransformer(DIR).encode_query` and
+    `.encode_document` give the two sides (their dot product + bias is qkrag's logit); README.md is its model card.
+
+    Examples:
+
+      qkrag export runs/demo-proj --out runs/demo-st
+    """
+    from qkrag.projection.export import EXPORT_INFO_FILE, export_projection
+
+    path = export_projection(projection, out, base_model)
+    info = json.loads((path / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
+    result = {"out": str(path), "base_model": info["base_model"], "variant": info["variant"], "rank": info["rank"],
+              "bias": info["bias"]}
+    if json_out:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:>12}: {value}")
 
 
 # ------------------------------------------------------------------------------------------------ entry point

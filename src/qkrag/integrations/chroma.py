@@ -248,18 +248,23 @@ def _build_class() -> type:
     return QkragEmbeddingFunction
 
 
-def attach(index: Any, encoder: Any, projection_folder: str | os.PathLike[str] | None = None) -> bool:
-    """Attach a `QkragEmbeddingFunction` to a `ChromaIndex`, so Chroma apps can query it by text. A projection folder
-    is copied into the store first (see `store_projection`). False (nothing attached) for an encoder that cannot be
-    rebuilt from a config (an LLM rewrite or aspect wrapper): such a collection stays query-by-vector only."""
+def attach(index: Any, encoder: Any, projection_folder: str | os.PathLike[str] | None = None) -> str:
+    """Attach a `QkragEmbeddingFunction` to a `ChromaIndex`, so Chroma apps can query it by text; says what the
+    collection answers text queries with. A projection folder is copied into the store first (`store_projection`).
+    Nothing is attached for an encoder that cannot be rebuilt from a config (an LLM rewrite or aspect wrapper), nor
+    over another embedding function a collection already has (Chroma refuses to replace one: an adopted collection
+    keeps its own, which made its vectors)."""
     settings = encoder_config(encoder)
     if settings is None:
-        return False
+        return "none (this encoder cannot be rebuilt outside qkrag: query by vector)"
+    current = (index.collection.configuration_json or {}).get("embedding_function") or {}
+    if current.get("name") not in (None, NAME, LEGACY_NAME) and current.get("type") != "legacy":
+        return f"kept {current.get('name')!r} (the collection's own; Chroma does not replace one)"
     sha = store_projection(projection_folder) if projection_folder is not None else None
     hint = Path(projection_folder).name if projection_folder is not None else ""
     function = embedding_function_class()(projection_sha256=sha, projection_hint=hint, encoder_settings=settings)
     index.collection.modify(configuration={"embedding_function": function})
-    return True
+    return NAME + (f" (projection {sha[:12]})" if sha else "")
 
 
 def attached(index: Any) -> dict[str, Any] | None:

@@ -755,5 +755,42 @@ class DenseRetriever:
         return hits
 
 
-__all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "build_index",
+def adopt_collection(config: IndexConfig, encoder: Any, options: Any = None) -> IndexConfig:
+    """Take over a Chroma collection qkrag did not create (no qkrag metadata) that holds `encoder`'s vectors, instead
+    of refusing it: a sample of its stored vectors must be what `encoder` makes of their stored texts (cosine >= 0.99),
+    then qkrag's metadata (encoder, dimension, space) is added beside the owner's own keys. Returns `config` with the
+    collection's distance space, which Chroma fixed when it was created. A collection qkrag made is left as it is."""
+    from dataclasses import replace
+
+    from qkrag.embed.encoders import EmbedOptions
+
+    where = f"{config.location} collection {config.collection!r}"
+    collection = connect(config).get_collection(config.collection, embedding_function=None)
+    meta = dict(collection.metadata or {})
+    space = (collection.configuration_json or {}).get("hnsw", {}).get("space") or meta.get("hnsw:space") or "l2"
+    if _META + "encoder" in meta:
+        return replace(config, space=space)
+    got = collection.get(limit=8, include=["embeddings", "documents"])
+    vectors = np.asarray(got["embeddings"], dtype=np.float32) if len(got["ids"]) else np.zeros((0, 0), np.float32)
+    if not len(got["ids"]) or vectors.ndim != 2 or vectors.shape[1] != encoder.dimension:
+        raise fail(where, f"holds {len(got['ids'])} sampled vectors of shape {vectors.shape}, not "
+                   f"{encoder.dimension}-d vectors of {encoder.fingerprint!r}",
+                   "adopt only a non-empty collection of this encoder's vectors (pass --model to name it)",
+                   exc=IndexMismatchError)
+    texts = got["documents"] or []
+    if not any(isinstance(t, str) and t.strip() for t in texts):
+        raise fail(where, "stores no document texts, so its vectors cannot be checked against the encoder",
+                   "store the documents' texts with their vectors, or index the corpus into a new collection",
+                   exc=IndexMismatchError)
+    options = options or EmbedOptions(progress=False)
+    check = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache or "default")
+    if problem := _sample_mismatch(texts, vectors, encoder, check):
+        raise fail(where, f"is not this encoder's: {problem}",
+                   "pass the --model that made it, or index into a new collection", exc=IndexMismatchError)
+    meta.update(_metadata(encoder.fingerprint, encoder.dimension, space, complete=False))
+    collection.modify(metadata=meta)
+    return replace(config, space=space)
+
+
+__all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "adopt_collection", "build_index",
            "connect", "corpus_hash", "recall_at_k"]
