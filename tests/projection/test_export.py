@@ -85,3 +85,55 @@ def test_sentence_transformers_export_scores_like_qkrag(tmp_path):
     np.testing.assert_allclose(model.similarity(q, d).numpy(), expected, atol=1e-5)
     info = json.loads((path / EXPORT_INFO_FILE).read_text())
     assert info["bias"] == projection.bias_ and info["rank"] == 64
+
+
+@pytest.mark.slow
+def test_qkrag_export_routes_the_readme_query_like_qkrag(tmp_path, capsys):
+    """`qkrag export`, then `SentenceTransformer(DIR)`: encode_query · encode_document equals qkrag's logit − b, the
+    README query ranks the answer above the post as in qkrag; plain `encode` is the document route (the model card
+    says so); the folder has ordinary permissions and a real model card; as `--model`, routes are honoured."""
+    import stat
+
+    from sentence_transformers import SentenceTransformer
+
+    from qkrag import cli
+    from qkrag.data import load_beir
+    from qkrag.embed.encoders import SentenceTransformerEncoder, make_encoder
+    from tests.integrations.demo import DEMO, QUERY, answer_above_post, answer_first_projection
+
+    encoder = make_encoder()
+    corpus = load_beir(DEMO, "test").corpus
+    projection = answer_first_projection(encoder, corpus)
+    projection.training_hash_ = "feedbeef" * 8
+    projection.validation_ = {"ndcg@10": 0.7123, "gain_p_value": 0.01}
+    projection.save(tmp_path / "proj")
+    try:
+        cli.main(["export", str(tmp_path / "proj"), "--out", str(tmp_path / "st"), "--json"])
+    except SystemExit as exit_:
+        assert not exit_.code
+    out = json.loads(capsys.readouterr().out)
+    assert out["rank"] == 384 and out["base_model"] == encoder.fingerprint
+
+    model = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    docs = list(corpus.contents)
+    q, d = model.encode_query([QUERY]), model.encode_document(docs)
+    qv = embed(encoder, [QUERY], "query", EmbedOptions(progress=False))
+    dv = embed(encoder, docs, "document", EmbedOptions(progress=False))
+    logits = projection.score_matrix(qv, dv)
+    np.testing.assert_allclose(q @ d.T, logits - projection.bias_, atol=1e-5)
+    order = lambda scores: [corpus.ids[i] for i in np.argsort(-scores[0], kind="stable")]  # noqa: E731
+    assert answer_above_post(order(q @ d.T)) is answer_above_post(order(logits)) is True
+    assert answer_above_post(order(model.encode([QUERY]) @ d.T)) is False  # encode() = the document route
+
+    for item in [tmp_path / "st", *(tmp_path / "st").rglob("*")]:
+        mode = stat.S_IMODE(item.stat().st_mode)
+        assert mode == (0o755 if item.is_dir() else 0o644), (item, oct(mode))
+    card = (tmp_path / "st" / "README.md").read_text()
+    for needle in (encoder.fingerprint, "| variant | qk |", "rank | 384", "feedbeef" * 8, "σ(s·q·k + b)", "0.7123",
+                   "Plain `model.encode(texts)` takes the document route"):
+        assert needle in card, needle
+
+    exported = SentenceTransformerEncoder(str(tmp_path / "st"))  # the export used as --model: routes honoured
+    assert "sides=" in exported.fingerprint
+    np.testing.assert_allclose(exported.embed_batch([QUERY], "query"), q, atol=1e-5)
+    np.testing.assert_allclose(exported.embed_batch(docs[:3], "document"), d[:3], atol=1e-5)
