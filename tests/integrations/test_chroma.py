@@ -22,16 +22,15 @@ QUERY = "why does my dough stay flat"
 
 def python(code: str, **env: str) -> str:
     """Run `code` in a fresh interpreter (the source tree on its path, offline: no model hub) and return stdout."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                   **env}
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    environment = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
 def test_import_qkrag_registers_without_torch_or_chromadb():
-    out = python("import sys, qkrag; print(json.dumps(['torch' in sys.modules, 'chromadb' in sys.modules]))"
-                 .replace("import sys", "import json, sys"))
+    out = python("import json, sys, qkrag; print(json.dumps(['torch' in sys.modules, 'chromadb' in sys.modules]))")
     assert json.loads(out) == [False, False]
     out = python("import qkrag, chromadb\nfrom chromadb.utils.embedding_functions import known_embedding_functions as k"
                  "\nprint('qkrag' in k, 'qkrag_projection' in k)")
