@@ -400,7 +400,8 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
+        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs
+        from qkrag.pairs.store import load_pairs
 
         cfg = self.config
         examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()

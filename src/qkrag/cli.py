@@ -596,37 +596,24 @@ def train(
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
     """
-    import json as _json
-
-    from qkrag.data import load_beir, load_corpus
-    from qkrag.pairs.generate import load_pairs
-    from qkrag.projection.data import pairs_from_collection, pairs_from_dataset
+    from qkrag.data import load_beir, require_folder
+    from qkrag.pairs.store import is_pairs_folder
+    from qkrag.projection.data import pairs_from_collection, pairs_from_folder
     from qkrag.projection.train import TrainConfig
     from qkrag.projection.model import train_projection
 
     from qkrag.atomic import output_folder
 
-    if not data.is_dir():
-        raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out")  # before any training
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
     text_of: Any = str  # generated pairs are keyed by their query text
-    if (data / "corpus.jsonl").exists():
+    if is_pairs_folder(data):
+        pairs, corpus = pairs_from_folder(data, encoder, corpus=corpus_path)
+    else:
         collection = load_beir(data, split)
         corpus, text_of = collection.corpus, collection.queries.__getitem__
         pairs = pairs_from_collection(collection, encoder)
-    else:
-        stats_file = data / "stats.json"
-        try:
-            recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
-        except (ValueError, OSError) as err:
-            raise QkragError(f"{stats_file}: not readable ({err}). Fix: pass --corpus PATH, or generate the pairs "
-                             "again") from None
-        source = corpus_path or (Path(recorded) if recorded else None)
-        if source is None:
-            raise QkragError(f"{data}: the pairs do not record their corpus. Fix: pass --corpus PATH")
-        corpus = load_corpus(source)
-        pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
     config.check()  # a bad flag fails here, before any teacher search

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -284,3 +285,16 @@ def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: 
                  encoder.fingerprint, source)
 
 
+
+
+def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options: EmbedOptions | None = None, *,
+                      corpus: Corpus | str | os.PathLike[str] | None = None) -> tuple[Pairs, Corpus]:
+    """Training pairs from a pairs folder (`qkrag generate --out`), with the corpus their ids point into: `corpus`
+    when given, else the one the folder records. Refuses another encoder than the generation's."""
+    from qkrag.data import Corpus, load_corpus
+    from qkrag.pairs.store import check_encoder, load_pairs, recorded_corpus
+
+    check_encoder(folder, encoder.fingerprint)
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(recorded_corpus(folder, corpus))
+    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, source=str(folder)), corpus
