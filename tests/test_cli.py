@@ -61,7 +61,7 @@ def test_eval_bm25_and_chroma(capsys, beir, tmp_path):
 
 def test_bad_input_is_one_line_and_exit_2(capsys, beir, tmp_path):
     code, out, err = run(capsys, "eval", tmp_path / "nowhere", "--json")
-    assert code == 2 and err.startswith("error: ") and "not a BEIR folder" in err and "Traceback" not in err
+    assert code == 2 and err.startswith("error: ") and "nowhere: no such folder" in err and "Traceback" not in err
     code, _, err = run(capsys, "eval", beir, "--retriever", "faiss")
     assert code == 2 and "not a retriever" in err
     code, _, err = run(capsys, "eval", beir, "--split", "dev")

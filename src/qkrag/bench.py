@@ -152,14 +152,14 @@ class Bench:
         return row
 
     def _ece(self, hits: list[list[Hit]]) -> float | None:
-        from qkrag.evaluate.metrics import calibration_pairs, expected_calibration_error
+        from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
 
         pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
         return expected_calibration_error(*pairs) if pairs else None
 
     def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
         """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
-        from qkrag.evaluate.metrics import leakage_audit
+        from qkrag.evaluate.compare import leakage_audit
 
         row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
         row.extra["audit_base"] = base.method
@@ -221,7 +221,7 @@ class Bench:
         return self.rows
 
     def _compare(self, cosine: Row) -> None:
-        from qkrag.evaluate.metrics import compare
+        from qkrag.evaluate.compare import compare
 
         hybrid = self._row("hybrid")
         for row in self.rows:
@@ -458,7 +458,7 @@ class Bench:
                 "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
 
     def _write(self) -> None:
-        from qkrag.evaluate.metrics import plot_results
+        from qkrag.evaluate.report import plot_results
 
         out = self.config.out
         write_json(out / "bench.json", self.to_dict())

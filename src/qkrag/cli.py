@@ -355,8 +355,9 @@ def eval_(
     import time
 
     from qkrag.data import load_beir
-    from qkrag.evaluate.metrics import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
-                           results_table)
+    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
+    from qkrag.evaluate.report import results_table
+    from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
     from qkrag.retrieval.base import to_run
 
     if retriever not in ("exact", "chroma", "bm25", "hybrid"):
@@ -410,7 +411,8 @@ def _against_base(base_searcher, projection: Path, query_ids: list[str], collect
                   ) -> dict[str, Any]:
     """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
     leakage audit (test queries whose relevant documents were training positives, and the rest)."""
-    from qkrag.evaluate.metrics import against_base, evaluate_run, queries_are_documents
+    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
+    from qkrag.evaluate.compare import against_base
     from qkrag.projection.model import QKProjection
     from qkrag.retrieval.base import to_run
 

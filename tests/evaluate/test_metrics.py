@@ -9,19 +9,11 @@ import pytest
 
 from qkrag.data import Collection, Corpus
 from qkrag.errors import InputError
-from qkrag.evaluate.metrics import (
-    Bootstrap,
-    EvalResult,
-    bootstrap_ci,
-    compare,
-    evaluate_retriever,
-    evaluate_run,
-    queries_are_documents,
-    expected_calibration_error,
-    plot_results,
-    reliability_diagram,
-    results_table,
-)
+from qkrag.evaluate.metrics import EvalResult, evaluate_retriever, evaluate_run, queries_are_documents
+from qkrag.evaluate.report import plot_results, results_table
+from qkrag.evaluate.calibration import expected_calibration_error, reliability_diagram
+from qkrag.evaluate.compare import compare
+from qkrag.evaluate.stats import Bootstrap, bootstrap_ci
 from qkrag.retrieval.base import Hit
 
 # q1: two relevant docs at ranks 1 and 3; q2: one doc of grade 2 at rank 3; q3: judged but never retrieved.
@@ -226,7 +218,7 @@ def test_reliability_diagram_writes_png(tmp_path) -> None:
 
 
 def test_sign_flip_p_value_one_and_two_sided():
-    from qkrag.evaluate.metrics import sign_flip_p_value
+    from qkrag.evaluate.stats import sign_flip_p_value
 
     up = np.full(12, 0.1)
     assert sign_flip_p_value(up, alternative="greater") < 0.001  # all 12 gain: 1 of 4096 sign patterns is as good

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qkrag.errors import fail
-from qkrag.evaluate.metrics import binary_ndcg, sign_flip_p_value
+from qkrag.evaluate.metrics import binary_ndcg
+from qkrag.evaluate.stats import sign_flip_p_value
 from qkrag.retrieval.base import exact_search
 
 if TYPE_CHECKING:
