@@ -147,7 +147,12 @@ def screenshots(driver, base: str, folder: Path, args: argparse.Namespace) -> li
     if args.aspects:
         driver.get(base + "?view=aspects")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#maps circle"))
+        from selenium.webdriver.common.action_chains import ActionChains
+
         driver.find_element(By.CSS_SELECTOR, '#maps svg[data-aspect="climate"] circle[data-id="lisbon"]').click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#neighbours table"))
+        hover = driver.find_element(By.CSS_SELECTOR, '#maps svg[data-aspect="size"] circle[data-id="lisbon"]')
+        ActionChains(driver).move_to_element(hover).perform()  # show a text on hover too
         shots.append(_shot(driver, folder / "serve-aspects.png"))
     if args.pairs:
         driver.get(base + "?view=pairs")

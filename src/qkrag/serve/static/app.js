@@ -326,7 +326,7 @@ function drawMaps() {
     const points = a.maps[aspect];
     const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
     const [minX, maxX, minY, maxY] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    const S = 300, pad = 14;
+    const S = 250, pad = 12;
     const sx = (x) => pad + ((x - minX) / (maxX - minX || 1)) * (S - 2 * pad);
     const sy = (y) => S - pad - ((y - minY) / (maxY - minY || 1)) * (S - 2 * pad);
     const svg = el("svg:svg", { width: S, height: S, "data-aspect": aspect });
@@ -336,7 +336,7 @@ function drawMaps() {
         "data-id": doc.id, class: state.chosenDoc === doc.id ? "chosen" : null });
       circle.addEventListener("mousemove", (e) => showTooltip(e, `${doc.title || doc.id} (${label}: ${values[i]})`, doc.text));
       circle.addEventListener("mouseleave", () => { $("#tooltip").hidden = true; });
-      circle.addEventListener("click", () => { state.chosenDoc = doc.id; drawMaps(); showNeighbours(); });
+      circle.addEventListener("click", () => { state.chosenDoc = doc.id; $("#tooltip").hidden = true; drawMaps(); showNeighbours(); });
       svg.append(circle);
     });
     const legend = el("div", { class: "legend" }, kinds.map((k, i) => el("span", {}, el("i", { style: `background:${PALETTE[i % 10]}` }), k)));
