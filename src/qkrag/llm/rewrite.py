@@ -499,7 +499,7 @@ def nearest_neighbours(vectors: np.ndarray, ids: Sequence[str], k: int = 5) -> d
 
     if len(ids) != len(vectors):
         raise fail("nearest_neighbours", f"{len(ids)} ids for {len(vectors)} vectors", "pass one id per vector")
-    scores = similarity(vectors, vectors, "cosine").numpy()
+    scores = similarity(vectors, vectors, "cosine")
     np.fill_diagonal(scores, -np.inf)
     k = min(k, len(ids) - 1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -518,7 +518,7 @@ def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: 
     neither. Raw embeddings that match on style score the second kind high; a good rewrite scores the first."""
     from qkrag.retrieval.base import similarity
 
-    scores = similarity(vectors, vectors, "cosine").numpy()
+    scores = similarity(vectors, vectors, "cosine")
     kinds: dict[str, list[float]] = {"same content, other style": [], "same style, other content": [], "unrelated": []}
     for i in range(len(content)):
         for j in range(i + 1, len(content)):

@@ -55,7 +55,7 @@ from qkrag.cache import content_hash
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import LLMError, fail
-from qkrag.retrieval.base import Space, check_space, similarity
+from qkrag.retrieval.base import Space, check_space, similarity, top_k
 from qkrag.text import carries_answer, is_question, normalize, sentences, word_overlap, words
 
 if TYPE_CHECKING:
@@ -292,7 +292,6 @@ def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, d
 
     The positive is scored against its own vector (`pos_vecs`: the document itself, or for ICT the passage without
     the cut sentence), every other document against the corpus vectors."""
-    import torch
 
     n = len(query_vecs)
     depth = min(depth, doc_vecs.shape[0] - 1)
@@ -302,14 +301,11 @@ def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, d
         end = min(n, start + batch_size)
         scores = similarity(query_vecs[start:end], doc_vecs, space)
         own = similarity(query_vecs[start:end], pos_vecs[start:end], space).diagonal()
-        rows = torch.arange(end - start)
-        cols = torch.from_numpy(positions[start:end])
-        scores[rows, cols] = -torch.inf
-        ranks[start:end] = ((scores > own[:, None]).sum(1) + 1).numpy()
-        pos_scores[start:end] = own.numpy()
+        scores[np.arange(end - start), positions[start:end]] = -np.inf
+        ranks[start:end] = (scores > own[:, None]).sum(1) + 1
+        pos_scores[start:end] = own
         if depth > 0:
-            top = torch.topk(scores, depth, dim=1)
-            top_scores[start:end], top_pos[start:end] = top.values.numpy(), top.indices.numpy()
+            top_scores[start:end], top_pos[start:end] = top_k(scores, depth)
     return ranks, pos_scores, top_scores, top_pos
 
 
