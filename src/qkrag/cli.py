@@ -738,7 +738,7 @@ def serve(
 
       qkrag serve -c demo --projection runs/demo-proj               # a collection built by `qkrag index`
     """
-    from .serve import open_served, serve as run_server
+    from qkrag.serve import open_served, serve as run_server
 
     configs = [_index_config(name, path, host, port) for name in collection or []]
     served = open_served(list(data or []), configs, encoder=_encoder(model, base_url, query_prefix, doc_prefix),

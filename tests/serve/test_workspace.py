@@ -10,7 +10,8 @@ import pytest
 from qkrag.data import load_beir
 from qkrag.errors import InputError
 from qkrag.evaluate.metrics import evaluate_retriever, evaluate_run, expected_calibration_error
-from qkrag.projection.model import ProjectedRetriever, QKProjection
+from qkrag.projection.model import QKProjection
+from qkrag.retrieval.projected import ProjectedRetriever
 from qkrag.retrieval.base import to_run
 from qkrag.retrieval.index import ExactIndex
 from qkrag.serve.workspace import COLUMNS, collection_report, load_folder, load_pairs_view, run_query

@@ -5,6 +5,6 @@ index); `app` serves it with Starlette on 127.0.0.1; `static/` holds the page (p
 Needs the `serve` extra (starlette, uvicorn).
 """
 
-from .app import Served, make_app, open_served, serve
+from qkrag.serve.app import Served, make_app, open_served, serve
 
 __all__ = ["Served", "make_app", "open_served", "serve"]

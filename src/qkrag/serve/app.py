@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import QkragError, fail
-from .workspace import Source, collection_report, run_query
+from qkrag.errors import QkragError, fail
+from qkrag.serve.workspace import Source, collection_report, run_query
 
 log = logging.getLogger("qkrag.serve")
 STATIC = Path(__file__).parent / "static"
@@ -57,8 +57,8 @@ def open_served(folders: list[str | Path] = (), indexes: list[Any] = (), *, enco
     by `encoder` (default: the default encoder) with `projection` when given, the aspect view of a labelled corpus
     and a pairs folder. A source that fails to load stays listed with its error; so does a projection for another
     encoder (the page shows both)."""
-    from ..embed.encoders import make_encoder
-    from .workspace import load_aspects, load_folder, load_index
+    from qkrag.embed.encoders import make_encoder
+    from qkrag.serve.workspace import load_aspects, load_folder, load_index
 
     if not folders and not indexes:
         raise fail("qkrag serve", "was given nothing to show",
@@ -141,7 +141,7 @@ def make_app(served: Served):
         return JSONResponse(served.aspects)
 
     def pairs(request):
-        from .workspace import load_pairs_view
+        from qkrag.serve.workspace import load_pairs_view
 
         if served.pairs_folder is None:
             raise fail("pairs view", "no pairs folder given", "start `qkrag serve` with --pairs FOLDER "

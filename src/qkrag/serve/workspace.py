@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Collection, Corpus, load_beir
-from ..embed.encoders import EmbedOptions, Encoder, embed
-from ..errors import QkragError, fail
-from ..evaluate.metrics import (Bootstrap, calibration_pairs, compare, evaluate_run, expected_calibration_error,
+from qkrag.data import Collection, Corpus, load_beir
+from qkrag.embed.encoders import EmbedOptions, Encoder, embed
+from qkrag.errors import QkragError, fail
+from qkrag.evaluate.metrics import (Bootstrap, calibration_pairs, compare, evaluate_run, expected_calibration_error,
                                 queries_are_documents, reliability_bins)
-from ..retrieval.base import Hit, to_run
-from ..retrieval.baselines import BM25Retriever
-from ..retrieval.hybrid import FusionConfig, fuse, fusion_for_split
-from ..retrieval.index import DenseRetriever, ExactIndex
-from ..text import question_form
+from qkrag.retrieval.base import Hit, to_run
+from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
+from qkrag.retrieval.index import DenseRetriever, ExactIndex
+from qkrag.text import question_form
 
 log = logging.getLogger("qkrag.serve")
 
@@ -94,7 +94,8 @@ class Source:
 
 
 def _load_projection(source: Source, encoder: Encoder, projection: str | Path | None) -> None:
-    from ..projection.model import ProjectedRetriever, QKProjection
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.projected import ProjectedRetriever
 
     if projection is None:
         return
@@ -140,8 +141,8 @@ def load_index(config: Any, encoder: Encoder, projection: str | Path | None = No
     """A Chroma collection as a source, read once and searched in memory (never written: no projected sibling
     collection is made, no setting changed). BM25 comes from the index's saved BM25 when `qkrag index --hybrid` made
     one, else it is built in memory. No qrels: the query view works, the collection view says why it cannot."""
-    from ..retrieval.hybrid import bm25_folder
-    from ..retrieval.index import read_collection
+    from qkrag.retrieval.hybrid import bm25_folder
+    from qkrag.retrieval.index import read_collection
 
     try:
         ids, vectors, texts, space = read_collection(config, encoder)
@@ -319,7 +320,7 @@ def load_aspects(path: str | Path, encoder: Encoder, k: int = 5) -> dict[str, An
 
     Aspects are embedded with `ExtractiveAspectEncoder` (each text's own sentences about the aspect; no LLM, so the
     page starts without one)."""
-    from ..llm.rewrite import ExtractiveAspectEncoder, load_labelled_corpus, nearest_neighbours, pca_2d
+    from qkrag.llm.rewrite import ExtractiveAspectEncoder, load_labelled_corpus, nearest_neighbours, pca_2d
 
     path = Path(path)
     try:
@@ -347,7 +348,7 @@ def load_aspects(path: str | Path, encoder: Encoder, k: int = 5) -> dict[str, An
 def load_pairs_view(folder: str | Path, n: int = 25, seed: int = 0) -> dict[str, Any]:
     """A seeded sample of `n` generated pairs from a pairs folder (`qkrag generate --out`), each with its base rank,
     form and the filter values it passed, next to the limits the generation ran with (its stats.json)."""
-    from ..pairs.generate import STATS, load_pairs
+    from qkrag.pairs.generate import STATS, load_pairs
 
     dataset = load_pairs(folder)
     stats = json.loads((Path(folder) / STATS).read_text(encoding="utf-8"))
