@@ -691,6 +691,50 @@ def bench(
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
+# ------------------------------------------------------------------------------------------------ serve
+
+
+@app.command()
+def serve(
+    data: Annotated[Optional[list[Path]], typer.Argument(help="BEIR folders to show (corpus, queries, qrels).")] = None,
+    collection: Annotated[Optional[list[str]], typer.Option(
+        "--collection", "-c", help="A Chroma collection to show instead (repeatable); read, never written.")] = None,
+    path: Path_ = Path(".qkrag/chroma"),
+    host: Host = None,
+    port: Port = 8000,
+    projection: Projection = None,
+    split: Split = "test",
+    model: Model = None,
+    base_url: BaseURL = None,
+    query_prefix: QueryPrefix = "",
+    doc_prefix: DocPrefix = "",
+    aspects: Annotated[Optional[Path], typer.Option(
+        "--aspects", help="A labelled JSONL corpus (e.g. data/cities/cities.jsonl) for the aspect view.")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="A pairs folder (the --out of `qkrag generate`) for the pairs view.")] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address the page listens on; 127.0.0.1 keeps it on this "
+                                      "machine (anything else shows your corpus to the network).")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", help="Port of the page (0: any free port).",
+                                           min=0, max=65535)] = 8765,
+) -> None:
+    """A local web page that shows why: raw cosine, the projection, hybrid and BM25 side by side.
+
+    Examples:
+
+      qkrag serve data/demo --projection runs/demo-proj            # then open http://127.0.0.1:8765/
+
+      qkrag serve data/demo -p runs/demo-proj --pairs runs/demo-pairs --aspects data/cities/cities.jsonl
+
+      qkrag serve -c demo --projection runs/demo-proj               # a collection built by `qkrag index`
+    """
+    from qkrag.serve import open_served, serve as run_server
+
+    configs = [_index_config(name, path, host, port) for name in collection or []]
+    served = open_served(list(data or []), configs, encoder=_encoder(model, base_url, query_prefix, doc_prefix),
+                         projection=projection, split=split, aspects=aspects, pairs=pairs)
+    run_server(served, bind, http_port, on_ready=lambda url: typer.echo(f"qkrag serve: open {url} (Ctrl-C stops)"))
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 

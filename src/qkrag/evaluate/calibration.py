@@ -45,6 +45,21 @@ def expected_calibration_error(probabilities, labels, n_bins: int = 15) -> float
     return float(gap[count > 0].sum() / p.size)
 
 
+def reliability_bins(probabilities, labels, n_bins: int = 15) -> list[dict[str, float | int]]:
+    """The numbers behind a reliability diagram, one dict per equal-width probability bin (empty bins included):
+    `low`, `high`, `count`, `mean_probability` and `fraction_relevant` (both None for an empty bin). What
+    `reliability_diagram` draws, for a page or a table that draws it itself."""
+    p, y = _check_probabilities(probabilities, labels)
+    which = _bins(p, n_bins)
+    count = np.bincount(which, minlength=n_bins)
+    sum_p = np.bincount(which, weights=p, minlength=n_bins)
+    sum_y = np.bincount(which, weights=y, minlength=n_bins)
+    edges = np.linspace(0, 1, n_bins + 1)
+    return [{"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(count[b]),
+             "mean_probability": float(sum_p[b] / count[b]) if count[b] else None,
+             "fraction_relevant": float(sum_y[b] / count[b]) if count[b] else None} for b in range(n_bins)]
+
+
 def calibration_pairs(hits: Sequence[Sequence[Hit]], query_ids: Sequence[str], qrels: Qrels, depth: int = 10
                       ) -> tuple[np.ndarray, np.ndarray] | None:
     """(probability, label) pairs where a user reads probabilities: each query's top `depth` hits, plus every judged

@@ -272,10 +272,3 @@ def question_share(hits: Sequence[Sequence[Hit]], is_question: Mapping[str, bool
     shares = [sum(is_question.get(h.id, False) for h in row[:depth]) / depth for row in hits]
     return float(np.mean(shares)) if shares else math.nan
 
-
-# ---------------------------------------------------------------------------------------------------------- reporting
-
-
-# ---------------------------------------------------------------------------------------------------------- calibration
-
-

@@ -747,5 +747,33 @@ class DenseRetriever:
         return hits
 
 
+def read_collection(config: IndexConfig, encoder: Any) -> tuple[list[str], np.ndarray, dict[str, str], Space]:
+    """Everything a qkrag collection holds: (ids sorted, vectors in that order, {id: stored text}, its space), read
+    without writing anything. Unlike `ChromaIndex.open` it creates no collection or folder and changes no setting
+    (open applies `ef_search`), so a tool that only looks (`qkrag serve`) leaves the index exactly as it was.
+    Raises InputError when there is no database or collection, IndexMismatchError when `encoder` did not build it."""
+    from dataclasses import replace
+
+    from chromadb.errors import NotFoundError
+
+    if not config.host and not Path(config.path).is_dir():
+        raise fail(f"--path {config.path}", "no Chroma database there",
+                   "pass the folder `qkrag index` wrote (default .qkrag/chroma), or index first")
+    client = connect(config)
+    where = f"{config.location} collection {config.collection!r}"
+    try:
+        collection = client.get_collection(config.collection, embedding_function=None)
+    except NotFoundError:
+        raise fail(where, "does not exist", "check the name and the path, or build it with `qkrag index`") from None
+    index = ChromaIndex(client, collection, config)
+    index = ChromaIndex(client, collection, replace(config, space=index.space))  # any space is fine for reading
+    index._check(encoder.fingerprint, encoder.dimension, where)
+    ids, vectors = index.get_vectors()
+    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+    ids = [ids[i] for i in order]
+    texts = index.stored_texts(ids)
+    return ids, vectors[order], {i: texts.get(i) or "" for i in ids}, index.space
+
+
 __all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "build_index",
-           "connect", "corpus_hash", "recall_at_k"]
+           "connect", "corpus_hash", "read_collection", "recall_at_k"]
