@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import qkrag.cli as cli
+
 from tests.fakes import FakeEncoder, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "

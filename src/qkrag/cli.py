@@ -100,11 +100,12 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
     if not (rewrite or max_words or aspect):
         return encoder
     if aspect and aspect.startswith("extract:"):  # the LLM-free aspect: the text's own sentences about it
-        from qkrag.llm.rewrite import ExtractiveAspectEncoder
+        from qkrag.embed.wrappers import ExtractiveAspectEncoder
 
         return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
+    from qkrag.embed.wrappers import make_rewriting_encoder
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
+    from qkrag.llm.rewrite import DEFAULT_MAX_WORDS
 
     llm = stack.enter_context(open_llm(llm_base_url))
     if aspect:
@@ -355,9 +356,9 @@ def eval_(
     import time
 
     from qkrag.data import load_beir
+    from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
     from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
     from qkrag.evaluate.report import results_table
-    from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
     from qkrag.retrieval.base import to_run
 
     if retriever not in ("exact", "chroma", "bm25", "hybrid"):
@@ -411,8 +412,8 @@ def _against_base(base_searcher, projection: Path, query_ids: list[str], collect
                   ) -> dict[str, Any]:
     """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
     leakage audit (test queries whose relevant documents were training positives, and the rest)."""
-    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
     from qkrag.evaluate.compare import against_base
+    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
     from qkrag.projection.model import QKProjection
     from qkrag.retrieval.base import to_run
 
@@ -523,10 +524,9 @@ def generate(
 
       qkrag generate docs.jsonl --sample 500 --examples my_queries.txt --out pairs --base-url http://127.0.0.1:8080/v1
     """
+    from qkrag.atomic import output_folder
     from qkrag.data import load_corpus
     from qkrag.pairs.generate import GenerateConfig, generate_pairs
-
-    from qkrag.atomic import output_folder
 
     output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
@@ -598,13 +598,12 @@ def train(
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
     """
+    from qkrag.atomic import output_folder
     from qkrag.data import load_beir, require_folder
     from qkrag.pairs.store import is_pairs_folder
     from qkrag.projection.data import pairs_from_collection, pairs_from_folder
-    from qkrag.projection.train import TrainConfig
     from qkrag.projection.model import train_projection
-
-    from qkrag.atomic import output_folder
+    from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out")  # before any training
@@ -727,7 +726,8 @@ def serve(
 
       qkrag serve -c demo --projection runs/demo-proj               # a collection built by `qkrag index`
     """
-    from qkrag.serve import open_served, serve as run_server
+    from qkrag.serve import open_served
+    from qkrag.serve import serve as run_server
 
     configs = [_index_config(name, path, host, port) for name in collection or []]
     served = open_served(list(data or []), configs, encoder=_encoder(model, base_url, query_prefix, doc_prefix),
