@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fakes import LoopbackHTTP
 from qkrag.cache import DiskCache
 from qkrag.embed.encoders import EmbedOptions, OpenAIEncoder, SentenceTransformerEncoder, embed, make_encoder
 from qkrag.errors import InputError, QkragError, redact
+
+from tests.fakes import LoopbackHTTP
 
 SECRET = "sk-embed-SECRET-41c9e07d2a"
 

@@ -30,7 +30,7 @@ class Demo:
 def build_demo(root: Path) -> Demo:
     from qkrag.data import load_beir
     from qkrag.embed.encoders import make_encoder
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.baselines import BM25Retriever
     from qkrag.retrieval.hybrid import HybridRetriever
     from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index

@@ -83,7 +83,8 @@ def _plain_script(root: Path, collection: str, imports: str = "import qkrag") ->
 
 @pytest.mark.slow
 def test_plain_chromadb_script_queries_a_qkrag_collection_by_text(demo_index, monkeypatch):
-    from qkrag.projection.model import ProjectedRetriever, QKProjection
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.index import ChromaIndex, DenseRetriever, IndexConfig
 
     root, encoder = demo_index

@@ -32,7 +32,7 @@ def test_embeddings_route_each_side_and_dot_is_the_logit(fake_encoder):
 def test_retriever_reports_qkrag_hits_with_probability(fake_encoder):
     from langchain_core.retrievers import BaseRetriever
 
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.index import DenseRetriever, ExactIndex
 
     texts = ["bread rises with yeast", "the cat sat on the mat", "yeast eats sugar in dough", "heat pumps"]

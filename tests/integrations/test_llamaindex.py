@@ -32,7 +32,7 @@ def test_embedding_routes_each_side_and_dot_is_the_logit(fake_encoder):
 def test_retriever_scores_by_probability(fake_encoder):
     from llama_index.core.base.base_retriever import BaseRetriever
 
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.index import DenseRetriever, ExactIndex
 
     texts = ["bread rises with yeast", "the cat sat on the mat", "yeast eats sugar in dough", "heat pumps"]

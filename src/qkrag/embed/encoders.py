@@ -58,7 +58,7 @@ class Encoder(ABC):
         return f"{type(self).__name__}({self.fingerprint!r})"
 
 
-def _check_side(side: str) -> None:
+def check_side(side: str) -> None:
     if side not in SIDES:
         raise fail("side", f"{side!r} is not a side", f"use one of {SIDES}")
 
@@ -95,6 +95,14 @@ class SentenceTransformerEncoder(Encoder):
             parts.append("sides=encode_query/encode_document")  # vectors made before sides were honoured differ
         return "|".join(parts)
 
+    @classmethod
+    def from_loaded(cls, model, name: str) -> SentenceTransformerEncoder:
+        """An encoder over a SentenceTransformer already in memory (e.g. one just fine-tuned), named `name`: the name
+        is its fingerprint, so it must say what made the weights."""
+        encoder = cls(name)
+        encoder._model, encoder.name, encoder.weights = model, name, ""
+        return encoder
+
     @property
     def model(self):
         if self._model is None:
@@ -115,7 +123,7 @@ class SentenceTransformerEncoder(Encoder):
         return int(dim)
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         prefix = self.query_prefix if side == "query" else self.document_prefix
         # encode_query / encode_document, not encode: they apply the model's own "query"/"document" prompts (e5,
         # bge) and pick the side's route through a Router (an exported qkrag projection, asymmetric models).
@@ -227,7 +235,7 @@ class OpenAIEncoder(Encoder):
         return self._dimension
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         prefix = self.query_prefix if side == "query" else self.document_prefix
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
         try:
@@ -285,7 +293,7 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
     padding is minimal, as SentenceTransformer.encode does), and written to the cache batch by batch, so a killed run
     keeps what it had done. A damaged cache entry is a miss (see `_readable`).
     """
-    _check_side(side)
+    check_side(side)
     options = options or EmbedOptions()
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():

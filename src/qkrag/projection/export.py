@@ -14,22 +14,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qkrag import __version__
 from qkrag.errors import fail
 
 if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
-    from qkrag.projection.model import _Projection
+    from qkrag.projection.model import Projection
 
 EXPORT_INFO_FILE = "qkrag_projection.json"
 
 
-def _route_weights(projection: _Projection) -> tuple[np.ndarray, np.ndarray]:
+def _route_weights(projection: Projection) -> tuple[np.ndarray, np.ndarray]:
     """(query weight s·Q, document weight K), each r × d."""
-    projection._check_fitted()
+    projection.check_fitted()
     return (projection.scale_ * projection.Q_).astype(np.float32), projection.K_.astype(np.float32)
 
 
-def to_sentence_transformer(projection: _Projection, base_model: str | None = None):
+def to_sentence_transformer(projection: Projection, base_model: str | None = None):
     """A `SentenceTransformer`: the base model (default: the shipped all-MiniLM-L6-v2), then a Router with a
     bias-free linear layer per side. `encode_query(x) · encode_document(y)` = qkrag's logit − b."""
     import torch
@@ -54,7 +55,7 @@ def to_sentence_transformer(projection: _Projection, base_model: str | None = No
     return SentenceTransformer(modules=[*base, router], similarity_fn_name="dot", device="cpu")
 
 
-def export_sentence_transformer(projection: _Projection, path: str | os.PathLike[str],
+def export_sentence_transformer(projection: Projection, path: str | os.PathLike[str],
                                 base_model: str | None = None, *, source: str | os.PathLike[str] | None = None
                                 ) -> Path:
     """Save the projection as a sentence-transformers model folder, loadable with `SentenceTransformer(path)`, with
@@ -64,13 +65,12 @@ def export_sentence_transformer(projection: _Projection, path: str | os.PathLike
     from qkrag._atomic import atomic_folder
     from qkrag.embed.encoders import DEFAULT_MODEL
     from qkrag.projection.light import weights_hash
-    from qkrag.projection.model import _version
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise fail(f"--out {path}", "is a file, not a folder", "pass a folder path (it is created or replaced)")
     model = to_sentence_transformer(projection, base_model)
-    info = {"qkrag_version": _version(), "variant": projection.variant, "bias": projection.bias_,
+    info = {"qkrag_version": __version__, "variant": projection.variant, "bias": projection.bias_,
             "scale_folded_into_query_route": projection.scale_, "rank": projection.rank_,
             "dimension": projection.dimension_, "encoder": getattr(projection, "encoder_fingerprint_", ""),
             "base_model": base_model or DEFAULT_MODEL,
@@ -170,7 +170,7 @@ probability = 1 / (1 + np.exp(-(q @ d.T + {info['bias']:.6g})))
 # names stay for code that imported them from here.
 
 
-def chroma_embedding_function(projection: _Projection | str | os.PathLike[str] | None,
+def chroma_embedding_function(projection: Projection | str | os.PathLike[str] | None,
                               encoder: Encoder | str | None = None):
     """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v
     (see `qkrag.integrations.chroma.QkragEmbeddingFunction`)."""
