@@ -53,7 +53,7 @@ def projection_store() -> Path:
 
 def store_projection(folder: str | os.PathLike[str]) -> str:
     """Copy a saved projection into the content-addressed store (once) and return its weights' SHA-256."""
-    from qkrag._atomic import atomic_folder
+    from qkrag.atomic import atomic_folder
     from qkrag.projection.light import CONFIG_FILE, WEIGHTS_FILE, weights_hash
 
     sha = weights_hash(folder)

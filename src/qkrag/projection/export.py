@@ -62,7 +62,7 @@ def export_sentence_transformer(projection: Projection, path: str | os.PathLike[
     a model card (README.md) and `qkrag_projection.json` (bias, scale, hashes). `source` is the saved projection
     folder it came from, for its content hash. Written to a temporary folder and moved into place (a failed export
     leaves no half model behind), with ordinary permissions (folders 0755, files 0644), like every qkrag output."""
-    from qkrag._atomic import atomic_folder
+    from qkrag.atomic import atomic_folder
     from qkrag.embed.encoders import DEFAULT_MODEL
     from qkrag.projection.light import weights_hash
 
