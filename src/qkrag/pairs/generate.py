@@ -824,7 +824,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     stats = _stats(corpus, encoder, llm, config, counts, records, cands, rows, failures)
     stats["llm"] = None if llm is None else _spent(llm_before, llm.stats())
     stats["seconds"] = {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)}
-    dataset = write_pairs(out, rows, stats, config.progress)
+    dataset = write_pairs(out, rows, stats, config.progress, texts=dict(zip(corpus.ids, corpus.contents)))
     return GenerationResult(out, dataset, stats)
 
 

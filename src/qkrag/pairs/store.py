@@ -8,6 +8,10 @@ nothing else opens its files.
                         kept; written last, it is the completion mark: a folder without it holds no finished run
     journal.jsonl       finished passages of a run in progress (append-only, fsynced): what a killed run resumes from
     answer_check.jsonl  the LLM's answer-check verdicts, journaled the same way
+    state.json, dataset_info.json, data-*.arrow
+                        the pairs as sentence-transformers trainers take them, so `datasets.load_from_disk(folder)`
+                        opens the folder: columns anchor (the query), positive (its passage), negative_1..negative_n
+                        (the mined hard negatives' texts); see `training_view`
 
 The encoder and corpus recorded in stats.json are checked when the pairs are read for training (`recorded_corpus`,
 `check_encoder`): pair ids mean nothing against another corpus, and positions in another embedding space nothing
@@ -20,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,9 +93,26 @@ def features():
     return datasets.Features({name: feature(kind) for name, kind in SCHEMA.items()})
 
 
-def write_pairs(out: Path, rows: list[dict], stats: dict, progress: bool) -> datasets.Dataset:
+def training_view(rows: list[dict], texts: Mapping[str, str]) -> datasets.Dataset:
+    """The pairs in the columns sentence-transformers trainers expect (inputs in column order, nothing else):
+    anchor = the query, positive = its passage, negative_1..negative_n = the texts of its hard negatives (`texts`:
+    document id -> text). Every row needs as many negatives, so n is the fewest any row has (0: anchor and positive
+    only); a row's later negatives beyond n are left out. Ids and scores stay in pairs.parquet."""
+    import datasets
+
+    n = min((sum(1 for i in r["negative_ids"] if i in texts) for r in rows), default=0)
+    columns: dict[str, list[str]] = {"anchor": [r["query"] for r in rows], "positive": [r["positive_text"] for r in rows]}
+    for j in range(n):
+        columns[f"negative_{j + 1}"] = [[texts[i] for i in r["negative_ids"] if i in texts][j] for r in rows]
+    features = datasets.Features({name: datasets.Value("string") for name in columns})
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def write_pairs(out: Path, rows: list[dict], stats: dict, progress: bool,
+                texts: Mapping[str, str] | None = None) -> datasets.Dataset:
     """Stage every output in a temporary folder inside `out`, then rename them into place, stats.json last: a
-    reader (and `load_pairs`) trusts the pairs only when stats.json names their row count."""
+    reader (and `load_pairs`) trusts the pairs only when stats.json names their row count. With `texts` (the corpus,
+    id -> text), the folder also holds the `training_view` that `datasets.load_from_disk(out)` opens."""
     import datasets
 
     if rows and set(rows[0]) != set(SCHEMA):  # a bug, not an input problem: rows and schema must agree
@@ -114,17 +135,32 @@ def write_pairs(out: Path, rows: list[dict], stats: dict, progress: bool) -> dat
             f.write("query-id\tcorpus-id\tscore\n")
             f.writelines(f"{r['query_id']}\t{r['positive_id']}\t1\n" for r in rows)
         (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
+        view = _stage_training_view(staging, rows, texts) if texts is not None else []
+        names = [PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", *view, STATS]
+        for name in names:
             with (staging / name).open("rb") as f:
                 os.fsync(f.fileno())
         (out / STATS).unlink(missing_ok=True)  # the old completion mark goes first
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
+        for old in out.glob("data-*.arrow"):  # a previous run's view may have had more shards
+            old.unlink()
+        for name in names:
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if bars:
             datasets.utils.logging.enable_progress_bar()
     return read_parquet(out / PAIRS)
+
+
+def _stage_training_view(staging: Path, rows: list[dict], texts: Mapping[str, str]) -> list[str]:
+    """Save the training view into `staging` (beside the other outputs) and return the file names it wrote."""
+    view = staging / "view"
+    training_view(rows, texts).save_to_disk(str(view))
+    names = sorted(p.name for p in view.iterdir())
+    for name in names:
+        os.replace(view / name, staging / name)
+    view.rmdir()
+    return names
 
 
 def read_parquet(path: Path) -> datasets.Dataset:
