@@ -126,124 +126,128 @@ def embedding_function_class() -> type:
     return _CLASS
 
 
+class QkragEmbedding:
+    """Chroma embedding function: documents -> the encoder's document side (then K·v with a projection), queries
+    (`embed_query`) -> its query side (then s·Q·v). With a projection, use an `ip` collection: Chroma's distance
+    is then 1 − (logit − b), and `probability(distances)` turns it back into σ(logit).
+
+    `projection`: None (raw vectors), a fitted projection, or a saved projection folder. `encoder`: an
+    `Encoder`, a model name, or None (the default all-MiniLM-L6-v2)."""
+
+    def __init__(self, projection: Any = None, encoder: Any = None, *, projection_sha256: str | None = None,
+                 projection_hint: str = "", encoder_settings: dict[str, Any] | None = None):
+        from qkrag.embed.encoders import Encoder
+
+        self._projection = projection if hasattr(projection, "Q_") else None
+        self._folder = None if projection is None or self._projection is not None else Path(projection)
+        self._sha = projection_sha256
+        self._hint = projection_hint or (self._folder.name if self._folder is not None else "")
+        if self._folder is not None and self._sha is None:
+            from qkrag.projection.light import weights_hash
+
+            self._sha = weights_hash(self._folder)
+        self._encoder = encoder if isinstance(encoder, Encoder) else None
+        settings = encoder_settings or {"model": encoder if isinstance(encoder, str) else None}
+        self._settings = settings if self._encoder is None else encoder_config(self._encoder)
+        self._ready = False
+
+    @property
+    def projected(self) -> bool:
+        return self._projection is not None or self._sha is not None
+
+    def _load(self) -> None:
+        """Load the encoder and the projection (first use only) and check they belong together."""
+        if self._ready:
+            return
+        from qkrag.embed.encoders import make_encoder
+        from qkrag.projection.model import QKProjection
+
+        if self._encoder is None:
+            s = dict(self._settings or {})
+            self._encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
+                                         query_prefix=s.get("query_prefix") or "",
+                                         document_prefix=s.get("document_prefix") or "")
+        if self._projection is None and self._sha is not None:
+            folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
+                find_projection(self._sha, self._hint)
+            self._projection = QKProjection.load(folder)
+        if self._projection is not None:
+            self._projection.check_encoder(self._encoder.fingerprint, self._encoder.dimension, "projection")
+        self._ready = True
+
+    @property
+    def encoder(self) -> Any:
+        self._load()
+        return self._encoder
+
+    @property
+    def projection(self) -> Any:
+        self._load()
+        return self._projection
+
+    def _embed(self, input: Sequence[str], side: str) -> np.ndarray:
+        from qkrag.embed.encoders import EmbedOptions, embed
+
+        return embed(self.encoder, list(input), side, EmbedOptions(progress=False))  # type: ignore[arg-type]
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        vectors = self._embed(input, "document")
+        p = self.projection
+        return list(p.transform_documents(vectors) if p is not None else vectors)
+
+    def embed_query(self, input: list[str]) -> list[np.ndarray]:
+        vectors = self._embed(input, "query")
+        p = self.projection
+        return list(p.scale_ * p.transform_queries(vectors) if p is not None else vectors)
+
+    def probability(self, distances: Any) -> np.ndarray:
+        """σ(logit) from Chroma `ip` distances (1 − dot) of a projected collection."""
+        p = self.projection
+        if p is None:
+            raise fail("probability", "needs a projection; this function embeds raw vectors",
+                       "create the function with a projection (the projected collection has one)")
+        return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distances, dtype=np.float64) + p.bias_)))
+
+    @staticmethod
+    def name() -> str:
+        return NAME
+
+    def default_space(self):
+        return "ip" if self.projected else "cosine"
+
+    def supported_spaces(self):
+        return ["ip"] if self.projected else ["cosine", "ip", "l2"]
+
+    def get_config(self) -> dict[str, Any]:
+        if self._projection is not None and self._sha is None:
+            # an in-memory projection cannot be rebuilt from a config: save() it and pass the folder
+            return {"unsaved_projection": True, "encoder": self._settings}
+        return {"projection_sha256": self._sha, "projection_hint": self._hint, "encoder": self._settings}
+
+    def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+        """Any qkrag config may replace another (re-indexing with another encoder rebuilds the collection)."""
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        """Nothing to check before first use (the projection is looked up then)."""
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]):
+        if config.get("unsaved_projection"):
+            raise fail("qkrag embedding function", "was configured with a projection that was never saved",
+                       "save the projection, then pass its folder to the embedding function")
+        if "projection" in config:  # legacy: an absolute folder path
+            return embedding_function_class()(config["projection"] or None, config.get("model"))
+        return embedding_function_class()(projection_sha256=config.get("projection_sha256"),
+                                      projection_hint=config.get("projection_hint") or "",
+                                      encoder_settings=config.get("encoder"))
+
+
 def _build_class() -> type:
-    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+    from chromadb.api.types import Documents, EmbeddingFunction
 
-    class QkragEmbeddingFunction(EmbeddingFunction[Documents]):
-        """Chroma embedding function: documents -> the encoder's document side (then K·v with a projection), queries
-        (`embed_query`) -> its query side (then s·Q·v). With a projection, use an `ip` collection: Chroma's distance
-        is then 1 − (logit − b), and `probability(distances)` turns it back into σ(logit).
-
-        `projection`: None (raw vectors), a fitted projection, or a saved projection folder. `encoder`: an
-        `Encoder`, a model name, or None (the default all-MiniLM-L6-v2)."""
-
-        def __init__(self, projection: Any = None, encoder: Any = None, *, projection_sha256: str | None = None,
-                     projection_hint: str = "", encoder_settings: dict[str, Any] | None = None):
-            from qkrag.embed.encoders import Encoder
-
-            self._projection = projection if hasattr(projection, "Q_") else None
-            self._folder = None if projection is None or self._projection is not None else Path(projection)
-            self._sha = projection_sha256
-            self._hint = projection_hint or (self._folder.name if self._folder is not None else "")
-            if self._folder is not None and self._sha is None:
-                from qkrag.projection.light import weights_hash
-
-                self._sha = weights_hash(self._folder)
-            self._encoder = encoder if isinstance(encoder, Encoder) else None
-            settings = encoder_settings or {"model": encoder if isinstance(encoder, str) else None}
-            self._settings = settings if self._encoder is None else encoder_config(self._encoder)
-            self._ready = False
-
-        @property
-        def projected(self) -> bool:
-            return self._projection is not None or self._sha is not None
-
-        def _load(self) -> None:
-            """Load the encoder and the projection (first use only) and check they belong together."""
-            if self._ready:
-                return
-            from qkrag.embed.encoders import make_encoder
-            from qkrag.projection.model import QKProjection
-
-            if self._encoder is None:
-                s = dict(self._settings or {})
-                self._encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
-                                             query_prefix=s.get("query_prefix") or "",
-                                             document_prefix=s.get("document_prefix") or "")
-            if self._projection is None and self._sha is not None:
-                folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
-                    find_projection(self._sha, self._hint)
-                self._projection = QKProjection.load(folder)
-            if self._projection is not None:
-                self._projection.check_encoder(self._encoder.fingerprint, self._encoder.dimension, "projection")
-            self._ready = True
-
-        @property
-        def encoder(self) -> Any:
-            self._load()
-            return self._encoder
-
-        @property
-        def projection(self) -> Any:
-            self._load()
-            return self._projection
-
-        def _embed(self, input: Sequence[str], side: str) -> np.ndarray:
-            from qkrag.embed.encoders import EmbedOptions, embed
-
-            return embed(self.encoder, list(input), side, EmbedOptions(progress=False))  # type: ignore[arg-type]
-
-        def __call__(self, input: Documents) -> Embeddings:
-            vectors = self._embed(input, "document")
-            p = self.projection
-            return list(p.transform_documents(vectors) if p is not None else vectors)
-
-        def embed_query(self, input: Documents) -> Embeddings:
-            vectors = self._embed(input, "query")
-            p = self.projection
-            return list(p.scale_ * p.transform_queries(vectors) if p is not None else vectors)
-
-        def probability(self, distances: Any) -> np.ndarray:
-            """σ(logit) from Chroma `ip` distances (1 − dot) of a projected collection."""
-            p = self.projection
-            if p is None:
-                raise fail("probability", "needs a projection; this function embeds raw vectors",
-                           "create the function with a projection (the projected collection has one)")
-            return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distances, dtype=np.float64) + p.bias_)))
-
-        @staticmethod
-        def name() -> str:
-            return NAME
-
-        def default_space(self):
-            return "ip" if self.projected else "cosine"
-
-        def supported_spaces(self):
-            return ["ip"] if self.projected else ["cosine", "ip", "l2"]
-
-        def get_config(self) -> dict[str, Any]:
-            if self._projection is not None and self._sha is None:
-                # an in-memory projection cannot be rebuilt from a config: save() it and pass the folder
-                return {"unsaved_projection": True, "encoder": self._settings}
-            return {"projection_sha256": self._sha, "projection_hint": self._hint, "encoder": self._settings}
-
-        def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
-            """Any qkrag config may replace another (re-indexing with another encoder rebuilds the collection)."""
-
-        @staticmethod
-        def validate_config(config: dict[str, Any]) -> None:
-            """Nothing to check before first use (the projection is looked up then)."""
-
-        @staticmethod
-        def build_from_config(config: dict[str, Any]):
-            if config.get("unsaved_projection"):
-                raise fail("qkrag embedding function", "was configured with a projection that was never saved",
-                           "save the projection, then pass its folder to the embedding function")
-            if "projection" in config:  # legacy: an absolute folder path
-                return QkragEmbeddingFunction(config["projection"] or None, config.get("model"))
-            return QkragEmbeddingFunction(projection_sha256=config.get("projection_sha256"),
-                                          projection_hint=config.get("projection_hint") or "",
-                                          encoder_settings=config.get("encoder"))
+    class QkragEmbeddingFunction(QkragEmbedding, EmbeddingFunction[Documents]):
+        __doc__ = QkragEmbedding.__doc__
 
     return QkragEmbeddingFunction
 
