@@ -37,7 +37,12 @@ class ChromaRegistryHook(importlib.abc.MetaPathFinder):
         def exec_module(module):  # noqa: ANN001
             run(module)
             uninstall()
-            register()
+            try:
+                register()
+            except Exception as err:  # noqa: BLE001 - never break the user's `import chromadb`
+                import warnings
+
+                warnings.warn(f"qkrag could not register its Chroma embedding function ({err})", stacklevel=2)
 
         spec.loader.exec_module = exec_module  # type: ignore[method-assign]  (this loader instance only)
         return spec
@@ -53,7 +58,7 @@ def install() -> None:
     if TARGET in sys.modules:
         try:
             register()
-        except ImportError:
+        except Exception:  # noqa: BLE001 - an unsupported chromadb must not break `import qkrag`
             pass
         return
     if not any(isinstance(f, ChromaRegistryHook) for f in sys.meta_path):
