@@ -75,6 +75,9 @@ M = Annotated[int, typer.Option("--hnsw-m", help="HNSW M, links per node; fixed 
 Projection = Annotated[Optional[Path], typer.Option(
     "--projection", "-p", help="A trained projection folder (from qkrag train): score by σ(q·k).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Adopt = Annotated[bool, typer.Option(
+    "--adopt", help="Take over an existing collection of this encoder's vectors that qkrag did not create (checked on "
+    "a sample) instead of refusing it; its documents outside the corpus are kept.")]
 Rewrite = Annotated[bool, typer.Option(
     "--rewrite", help="Have the LLM rewrite each document in plain English (content only) before embedding (cached).")]
 MaxWords = Annotated[Optional[int], typer.Option("--max-words", help="Length limit of a rewrite (implies --rewrite).")]
@@ -185,15 +188,11 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
-    adopt: Annotated[bool, typer.Option(
-        "--adopt", help="Take over an existing collection of this encoder's vectors that qkrag did not create "
-        "(checked on a sample) instead of refusing it; its documents outside the corpus are kept.")] = False,
+    adopt: Adopt = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
-
-    The collections get qkrag's Chroma embedding function, so `collection.query(query_texts=...)` works from any
-    Chroma app after `import qkrag` (docs/integrations.md).
+    Chroma apps can query the collections by text after `import qkrag` (docs/integrations.md).
 
     Examples:
 
