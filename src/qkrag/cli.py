@@ -41,6 +41,7 @@ def _options(
         "with a message; default $QKRAG_TIMEOUT, else 60.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                           help="Print qkrag's version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; results only.")] = False,
 ) -> None:
     """Retrieval beyond raw cosine: learn what relevance means for your corpus."""
     if timeout is not None:
@@ -49,6 +50,12 @@ def _options(
         import os
 
         os.environ["QKRAG_TIMEOUT"] = str(timeout)  # read by every client (qkrag.cache.network_timeout)
+    if quiet:
+        import os
+
+        # ours (qkrag.cache.quiet), and the bars of the libraries underneath (model loading, datasets)
+        os.environ.update(QKRAG_QUIET="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error",
+                          HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
 
 
 # ------------------------------------------------------------------------------------------------ shared options
@@ -255,6 +262,9 @@ def search(
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
     fusion_weight: FusionWeight = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
+        "cosine, cosine score, probability.")] = False,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -268,44 +278,63 @@ def search(
       qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
 
       qkrag search "vitamin D fractures" -c scifact --hybrid   # dense + BM25 (after `qkrag index --hybrid`)
+
+      qkrag search "why does bread rise" -c demo --projection runs/demo/proj --compare
     """
     from contextlib import ExitStack
 
-    from qkrag.retrieval.index import ChromaIndex, DenseRetriever
+    from qkrag.retrieval.factory import make_retriever
+    from qkrag.retrieval.index import ChromaIndex
 
+    if fusion_weight is not None and not hybrid:
+        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if compare and not (projection or hybrid):
+        raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
     encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                         rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
-    config = _index_config(collection, path, host, port, ef_search=ef_search)
-    raw = ChromaIndex.for_encoder(config, encoder, create=False)
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
-
-        retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-    else:
-        retriever = DenseRetriever(encoder, raw)
-    if fusion_weight is not None and not hybrid:
-        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
+                                  create=False)
+    lexical = fusion = None
     if hybrid:
-        from qkrag.retrieval.hybrid import HybridRetriever, collection_bm25, fusion_from_options
+        from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
-        retriever = HybridRetriever(retriever, collection_bm25(raw),
-                                    fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
+        lexical = collection_bm25(raw)
+        fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
+    columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
+    if projection and compare:
+        columns["projection"] = make_retriever(encoder, raw, projection=projection)
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
+        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
     with stack:
-        results = retriever.search(list(queries), k)
-    if json_out:
-        _print_json([{"query": q, "hits": [vars(h) for h in hits]} for q, hits in zip(queries, results)])
+        results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
+                   for name, r in columns.items()}
+    _print_search(list(queries), results, k, compare, json_out)
+
+
+def _print_search(queries: list[str], results: dict[str, list], k: int, compare: bool, json_out: bool) -> None:
+    from qkrag.analysis.rankings import compare_rankings, format_comparison
+
+    if compare:
+        tables = [compare_rankings({n: hits[i] for n, hits in results.items()}, "cosine", k) for i in range(len(queries))]
+        if json_out:
+            _print_json([{"query": q, "rows": rows} for q, rows in zip(queries, tables)])
+        for q, rows in zip(queries, tables if not json_out else ()):
+            typer.echo(format_comparison(q, rows) + "\n")
         return
-    for q, hits in zip(queries, results):
-        typer.echo(f"\n{q}")
-        for rank, h in enumerate(hits, 1):
-            prob = f"  p={h.probability:.3f}" if h.probability is not None else ""
-            text = (h.text or "").replace("\n", " ")
-            typer.echo(f"{rank:>3}. {h.score:8.4f}{prob}  {h.id}  {text[:90]}")
+    (hits_per_query,) = results.values()
+    if json_out:
+        _print_json([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)])
+        return
+    for q, hits in zip(queries, hits_per_query):
+        typer.echo(f"\nquery: {q}\n  rank     score  p(rel)  id  text")
+        for rank, h in enumerate(hits[:k], 1):
+            prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
+            text = " ".join((h.text or "").split())
+            typer.echo(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -533,6 +562,14 @@ def train(
     holdout: Annotated[str, typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
         "training positives, so a validation gain is not a prior over documents).")] = "query",
+    cv: Annotated[Optional[int], typer.Option(
+        "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
+        "start (every query votes; for small collections).")] = None,
+    validation: Annotated[Optional[Path], typer.Option(
+        "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
+        "share of the training pairs.")] = None,
+    validation_split: Annotated[str, typer.Option(
+        "--validation-split", help="For a BEIR --validation folder: its judged split.")] = "dev",
     model: Model = None,
     embed_base_url: EmbedURL = None,
     base_url: OldEmbedURL = None,
@@ -547,41 +584,44 @@ def train(
       qkrag train ../shared/data/scifact --split train --out runs/scifact-human
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
+
+      qkrag train data/demo --split train --cv 5 --out runs/demo-proj   # few queries: let every one vote
     """
     from qkrag.atomic import output_folder
-    from qkrag.data import load_beir, require_folder
-    from qkrag.pairs.store import is_pairs_folder
-    from qkrag.projection.data import pairs_from_collection, pairs_from_folder
+    from qkrag.data import require_folder
+    from qkrag.projection.data import load_training_pairs
     from qkrag.projection.model import train_projection
+    from qkrag.projection.select import train_with_cv
     from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out")  # before any training
-    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
-    text_of: Any = str  # generated pairs are keyed by their query text
-    if is_pairs_folder(data):
-        pairs, corpus = pairs_from_folder(data, encoder, corpus=corpus_path)
-    else:
-        collection = load_beir(data, split)
-        corpus, text_of = collection.corpus, collection.queries.__getitem__
-        pairs = pairs_from_collection(collection, encoder)
+    if cv is not None and validation is not None:
+        raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
-    config.check()  # a bad flag fails here, before any teacher search
+    config.check()  # a bad flag fails here, before any embedding
+    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
+    pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
+    held = None
+    if validation is not None:
+        held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
+                                   documents=pairs.documents)[0]
     if loss != "infonce":
         from qkrag.pairs.teacher import default_teacher, hybrid_teacher
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))
-    projection = train_projection(pairs, config, variant=variant, rank=rank)
+    projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
+                  train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
     summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
                **projection.validation_}
     if json_out:
         _print_json(summary)
-    else:
-        for key, value in summary.items():
-            typer.echo(f"{key:>16}: {value}")
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key:>16}: {_plain(value)}")
 
 
 # ------------------------------------------------------------------------------------------------ bench
