@@ -432,6 +432,7 @@ def rewrite_(
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.")] = False,
+    json_out: Json = False,
 ) -> None:
     """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
 
@@ -441,30 +442,19 @@ def rewrite_(
 
       qkrag rewrite data/cities/cities.jsonl --aspect climate --out cities.climate.jsonl
     """
-    from contextlib import ExitStack
-
-    from qkrag.atomic import atomic_open
     from qkrag.data import load_corpus
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
+    from qkrag.llm.rewrite import rewrite_corpus
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    docs = list(corpus)[:limit] if limit else list(corpus)
-    stats = RewriteStats()
-    with ExitStack() as stack:
-        llm = stack.enter_context(open_llm(llm_base_url))
-        texts = [d.content for d in docs]
-        on_failure = "skip" if skip_failed else "error"
-        new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
-            rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
-    with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
-        for doc, text in zip(docs, new):
-            if text is None:  # failed and skipped (--skip-failed): counted in stats, never written as the original
-                continue
-            handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
-                                    ensure_ascii=False) + "\n")
-    written = sum(text is not None for text in new)
-    typer.echo(f"wrote {written} of {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
+    with open_llm(llm_base_url) as llm:
+        done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
+                              skip_failed=skip_failed)
+    if json_out:
+        _print_json(done)
+        return
+    typer.echo(f"wrote {done['written']} of {done['documents']} documents to {out}; "
+               + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
