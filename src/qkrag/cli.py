@@ -653,7 +653,7 @@ def bench(
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
     from qkrag.atomic import output_folder
-    from qkrag.bench import METHODS, BenchConfig, run_bench
+    from qkrag.bench import METHODS, Bench, BenchConfig
 
     output_folder(out, "--out")
 
@@ -662,7 +662,10 @@ def bench(
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
-    result = run_bench(config)
+    bench_run = Bench(config)  # validates data, methods and sample before any work
+    typer.echo(bench_run.plan(), err=True)
+    bench_run.run()
+    result = bench_run
     if json_out:
         _print_json(result.to_dict())
     else:
