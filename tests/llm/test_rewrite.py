@@ -7,7 +7,6 @@ import importlib.util
 import json
 import re
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from qkrag.llm.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, as
                            nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
                            similarity_by_pair_kind)
 
-from tests.fakes import FakeEncoder, LoopbackHTTP
+from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,40 +54,10 @@ def fake_answer(prompt: str) -> str:
     return match.group(1) if match else "none"
 
 
-class TidyServer(LoopbackHTTP):
-    """Answers POST /v1/chat/completions with `fake_answer(last user message)`; records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                text = fake_answer(body["messages"][-1]["content"])
-                raw = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self._serve(Handler)
-
-
 @pytest.fixture
 def server():
-    s = TidyServer()
-    yield s
-    s.close()
+    with FakeOpenAIServer(chat=lambda body: fake_answer(last_message(body))) as s:
+        yield s
 
 
 @pytest.fixture

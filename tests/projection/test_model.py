@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tests.fakes import FakeEncoder
 from qkrag.data import load_beir
 from qkrag.errors import IndexMismatchError, InputError
 from qkrag.projection.model import (Pairs, QKProjection, QueryAdapter, SymmetricProjection, pairs_from_collection,
@@ -340,16 +341,9 @@ def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedd
     assert all(0 < h.probability < 1 and h.text == TINY_DOCS[h.id] for row in hits for h in row)
     again = ProjectedRetriever(fake_encoder, projection, raw)  # reuses the complete projected collection
     assert again.index.name == retriever.index.name
-    other = FakeEncoderLike(fake_encoder)
+    other = FakeEncoder(fake_encoder.dimension, name="another-encoder")  # same dimension, another identity
     with pytest.raises(IndexMismatchError):
         ProjectedRetriever(other, projection, raw)
-
-
-class FakeEncoderLike:
-    """An encoder of the same dimension but another identity."""
-
-    def __init__(self, base):
-        self.base, self.fingerprint, self.dimension = base, "another-encoder", base.dimension
 
 
 @pytest.mark.slow
