@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkrag.cache import DiskCache, pack_vector, server_identity
+from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
+                         unpack_vector)
 from qkrag.embed.encoders import EmbedOptions, embed
+from qkrag.errors import InputError
 
 
 def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path, caplog) -> None:
@@ -45,8 +47,6 @@ def test_a_cache_that_becomes_read_only_keeps_the_run_going(tmp_path: Path, capl
 
 
 def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder) -> None:
-    from qkrag.cache import content_hash
-
     cache = DiskCache(tmp_path / "e.sqlite")
     options = EmbedOptions(cache=cache, progress=False)
     texts = ["alpha beta", "gamma delta", "epsilon"]
@@ -97,3 +97,48 @@ def test_warnings_go_to_the_qkrag_cache_logger(tmp_path: Path, caplog) -> None:
     (tmp_path / "x").write_text("file")
     DiskCache(tmp_path / "x" / "c.sqlite")
     assert any(r.name == "qkrag.cache" for r in caplog.records)
+
+
+def test_content_hash_keys_on_order_of_parts_not_of_dict_keys() -> None:
+    assert content_hash("a", {"x": 1, "y": 2}) == content_hash("a", {"y": 2, "x": 1})
+    assert content_hash("a", "b") != content_hash("b", "a")
+    assert content_hash("ab") != content_hash("a", "b") and len(content_hash("a")) == 64
+    assert content_hash(Path("/x")) == content_hash("/x")  # anything else by its str
+
+
+def test_the_cache_dir_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QKRAG_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("QKRAG_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "xdg" / "qkrag"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "qkrag"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan"])
+def test_a_bad_timeout_in_the_environment_is_a_clear_error(monkeypatch, value) -> None:
+    monkeypatch.setenv("QKRAG_TIMEOUT", value)
+    with pytest.raises(InputError, match=rf"QKRAG_TIMEOUT: '{value}' is not a positive number.*Fix: set e.g."):
+        default_timeout()
+
+
+def test_the_timeout_is_the_environment_s_else_the_fallback(monkeypatch) -> None:
+    monkeypatch.setenv("QKRAG_TIMEOUT", " 2.5 ")
+    assert default_timeout(9) == 2.5
+    monkeypatch.setenv("QKRAG_TIMEOUT", "")
+    assert default_timeout(9) == 9 and default_timeout() == 60.0
+
+
+def test_entries_persist_across_reopening_and_vectors_round_trip(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c.sqlite")
+    vector = np.array([0.5, -1.25, 3.0], dtype=np.float64)
+    cache.put_many({"v": pack_vector(vector), "w": b"x"})
+    cache.put("w", b"y")  # a later put replaces
+    cache.close()
+    again = DiskCache(tmp_path / "c.sqlite")
+    assert len(again) == 2 and "v" in again and "nope" not in again and again.get("w") == b"y"
+    out = unpack_vector(again.get("v"))
+    assert out.dtype == np.float32 and out.tolist() == [0.5, -1.25, 3.0]
+    assert again.get_many([]) == {} and again.get("nope") is None
