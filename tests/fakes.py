@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from collections import deque
@@ -87,7 +88,7 @@ class FakeOpenAIServer:
       Behaviours: ok, empty, refusal, garbled (completion texts); badjson (a torn body); 500; 401 and echo500
       (errors whose body echoes the request headers, key included, as a careless proxy does); slow (sleeps
       `slow_seconds`, then answers ok; a large `slow_seconds` makes a hung server).
-    GET /v1/models lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer;
+    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer;
     `active`/`max_active` count requests in flight."""
 
     TEXTS = {"empty": "", "refusal": "I'm sorry, but I can't help with that request.",
@@ -135,6 +136,8 @@ class FakeOpenAIServer:
                 pass
 
             def do_GET(self):  # noqa: N802
+                if server.mode == "slow":  # a hung server hangs on every path
+                    server._closed.wait(server.slow_seconds)
                 reply_json(self, 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
             def do_POST(self):  # noqa: N802
@@ -178,6 +181,13 @@ class FakeOpenAIServer:
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now): for servers started later, or addresses that must refuse."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def last_message(body: dict) -> str:

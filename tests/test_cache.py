@@ -13,6 +13,7 @@ from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_tim
                          unpack_vector)
 from qkrag.embed.encoders import EmbedOptions, embed
 from qkrag.errors import InputError
+from tests.fakes import FakeOpenAIServer, last_message
 
 
 def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path, caplog) -> None:
@@ -65,21 +66,19 @@ def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder)
 def test_a_damaged_llm_cache_entry_is_asked_again(tmp_path: Path) -> None:
     from qkrag.llm.client import LLM, LLMConfig
 
-    class Stub(LLM):
-        def _send(self, request, params, attempt):  # no server needed: the answer is the prompt, upper-cased
-            from qkrag.llm.client import Completion
-
-            self.calls_made += 1
-            return Completion(text=request.messages[-1]["content"].upper(), model=request.model, key=request.key)
-
     cache = DiskCache(tmp_path / "llm.sqlite")
-    llm = Stub(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), cache=cache)
-    key = llm._request("hello", {}).key
-    cache.put(key, b'{"text": "HELLO", "mod')  # torn JSON
-    assert llm.complete("hello").text == "HELLO" and llm.calls_made == 1
-    assert llm.complete("hello").cached and llm.calls_made == 1  # the fresh answer replaced it
-    cache.put(llm._request("world", {}).key, b"\xff\xfe")
-    assert [c.text for c in llm.complete_many(["world", "hello"], progress=False)] == ["WORLD", "HELLO"]
+    with FakeOpenAIServer(chat=lambda body: last_message(body).upper()) as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, max_retries=0, backoff=0.0), cache=cache)
+        assert llm.complete("hello").text == "HELLO"
+        [(key,)] = cache._db.execute("SELECT key FROM kv").fetchall()
+        cache.put(key, b'{"text": "HELLO", "mod')  # torn JSON
+        assert llm.complete("hello").text == "HELLO" and llm.calls_made == 2
+        assert llm.complete("hello").cached and llm.calls_made == 2  # the fresh answer replaced it
+        llm.complete("world")
+        for (key,) in cache._db.execute("SELECT key FROM kv").fetchall():
+            cache.put(key, b"\xff\xfe")  # not even text
+        assert [c.text for c in llm.complete_many(["world", "hello"], progress=False)] == ["WORLD", "HELLO"]
+        assert llm.calls_made == 5 and server.hits == 5
 
 
 @pytest.mark.parametrize(("url", "expected"), [

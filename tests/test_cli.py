@@ -5,6 +5,7 @@ embeddings server on loopback)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 import qkrag.cli as cli
-from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, write_beir, write_qrels
+from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, last_message, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -184,46 +185,36 @@ def test_help_has_examples():
     assert "Examples" in out.stdout and "--retriever" in out.stdout
 
 
-class _StandInLLM:
-    """Answers every prompt with an upper-cased word of it; enough to see the CLI wire rewriting through."""
-
-    class config:  # noqa: N801 (mirrors LLMConfig's attributes that fingerprints read)
-        model, temperature = "stand-in", 0.0
-
-    cache_scope = "stand-in"  # which server answered: part of every cache key derived from its answers
-
-    def __init__(self):
-        self.prompts = 0
-
-    def complete_many(self, prompts, **kwargs):
-        from types import SimpleNamespace
-
-        self.prompts += len(prompts)
-        return [SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
+def plain_rewrite(body: dict) -> str:
+    """The fake LLM's rewrite: "plain words number N" for the passage numbered N (see DOCS)."""
+    number = re.search(r"passage number (\d+)", last_message(body))
+    return f"plain words number {number.group(1)}" if number else "plain words"
 
 
-def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.llm.local
+@pytest.fixture
+def llm_server(monkeypatch):
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "fake-model")
+    with FakeOpenAIServer(chat=plain_rewrite) as server:
+        yield server
 
-    llm = _StandInLLM()
-    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: llm)
-    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5")
+
+def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, llm_server):
+    llm = ["--llm-base-url", llm_server.url]
+    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5", *llm)
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and rows[0]["text"] == "plain words number 0" and rows[0]["original"].startswith("Topic0")
-    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", *llm,
+                         "--json")
     assert code == 0, err
-    assert json.loads(out)["encoder"].startswith("rewrite[") and llm.prompts == 5 + len(DOCS)
+    assert json.loads(out)["encoder"].startswith("rewrite[")
+    asked = {re.search(r"passage number (\d+)", last_message(b)).group(1) for b in llm_server.requests}
+    assert asked == {str(i) for i in range(len(DOCS))} and {b["model"] for b in llm_server.requests} == {"fake-model"}
     # searching with another encoder than the one that built the index is refused
     code, _, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten")
     assert code == 2 and "encoder" in err
-    code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite",
+                         *llm, "--json")
     assert code == 0, err
 
 
@@ -241,8 +232,6 @@ def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, mo
 
 
 def test_generate_guide_names_only_real_flags():
-    import re
-
     import typer.main
 
     from qkrag.cli import app
@@ -259,21 +248,20 @@ def test_generate_guide_names_only_real_flags():
     assert "--candidates" in guide
 
 
-class _FlakyLLM(_StandInLLM):
-    """Fails (no usable answer) for every third prompt."""
-
-    def complete_many(self, prompts, **kwargs):
-        from types import SimpleNamespace
-
-        self.prompts += len(prompts)
-        return [None if i % 3 == 1 else SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
-
-
 def test_rewrite_failures_stop_the_run_or_are_left_out_never_written_as_originals(capsys, beir, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, request):
     import qkrag.llm.local
+    from qkrag.llm.client import LLM, LLMConfig
 
-    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: _FlakyLLM())
+    def flaky(body):  # refuses every third passage (1, 4, ...)
+        answer = plain_rewrite(body)
+        return "I'm sorry, but I can't help with that." if int(answer.split()[-1]) % 3 == 1 else answer
+
+    server = FakeOpenAIServer(chat=flaky)
+    request.addfinalizer(server.close)
+    # the real client against the fake server, without the backoff between retries that would only cost time
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: LLM(LLMConfig(model="m", base_url=server.url,
+                                                                                 max_retries=1, backoff=0.0)))
     code, _, err = run(capsys, "rewrite", beir, "--out", tmp_path / "a.jsonl", "--limit", "6")
     assert code == 2 and not (tmp_path / "a.jsonl").exists()
     code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "b.jsonl", "--limit", "6", "--skip-failed")

@@ -22,7 +22,7 @@ from qkrag.llm.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, as
                            nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
                            similarity_by_pair_kind)
 
-from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
+from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port, last_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,14 +153,6 @@ def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkey
         main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
     assert info.value.code == 2 and not out.exists()
     assert "cannot connect" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_aspect_none_falls_back_and_is_counted(make_llm):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port
 from qkrag.data import Corpus
 from qkrag.embed.encoders import Encoder, EmbedOptions
 from qkrag.errors import IndexMismatchError, InputError, QkragError
@@ -290,12 +289,6 @@ def test_exact_index_rejects_misshapen_input() -> None:
 # ------------------------------------------------------------------------------------------------ real server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 CHROMA_PROCESSES: dict[int, subprocess.Popen] = {}  # port -> the `chroma run` serving it
 
 
@@ -563,31 +556,9 @@ def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: Inde
 
 @pytest.fixture
 def silent_port():
-    """A port on 127.0.0.1 that accepts connections and never answers (a hung server, a firewall black hole)."""
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])  # keep it open, say nothing
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    listener.close()
+    """A port on 127.0.0.1 whose server reads each request and never answers (a hung server)."""
+    with FakeOpenAIServer(mode="slow", slow_seconds=60) as hung:
+        yield hung.httpd.server_address[1]
 
 
 def test_a_chroma_address_that_never_answers_fails_within_the_timeout(silent_port: int) -> None:
