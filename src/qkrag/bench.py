@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-from qkrag._atomic import write_json, write_text
+from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
 from qkrag.retrieval.base import Hit
@@ -152,14 +152,14 @@ class Bench:
         return row
 
     def _ece(self, hits: list[list[Hit]]) -> float | None:
-        from qkrag.evaluate.metrics import calibration_pairs, expected_calibration_error
+        from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
 
         pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
         return expected_calibration_error(*pairs) if pairs else None
 
     def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
         """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
-        from qkrag.evaluate.metrics import leakage_audit
+        from qkrag.evaluate.compare import leakage_audit
 
         row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
         row.extra["audit_base"] = base.method
@@ -200,7 +200,7 @@ class Bench:
         dataset = self._generate(encoder) if needs_pairs else None
         pairs = None
         if dataset is not None:  # the generated rows as vectors, once: the hybrid's validation and every trained row
-            from qkrag.projection.model import pairs_from_dataset
+            from qkrag.projection.data import pairs_from_dataset
 
             pairs = pairs_from_dataset(dataset, self.corpus, encoder, documents=self.doc_vectors, source="synthetic")
         if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
@@ -221,7 +221,7 @@ class Bench:
         return self.rows
 
     def _compare(self, cosine: Row) -> None:
-        from qkrag.evaluate.metrics import compare
+        from qkrag.evaluate.compare import compare
 
         hybrid = self._row("hybrid")
         for row in self.rows:
@@ -296,7 +296,7 @@ class Bench:
         self.info["synthetic_positives"] = len(positives)
 
     def _human_rows(self, methods: set[str]) -> None:
-        from qkrag.projection.model import pairs_from_collection
+        from qkrag.projection.data import pairs_from_collection
 
         assert self.train is not None
         human = pairs_from_collection(self.train, self.encoder, documents=self.doc_vectors)
@@ -320,8 +320,9 @@ class Bench:
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
         """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
         serve it. Notes name every loss's validation figure and what model selection decided."""
-        from qkrag.projection.model import ProjectedRetriever
-        from qkrag.projection.train import TrainConfig, train_projection
+        from qkrag.retrieval.projected import ProjectedRetriever
+        from qkrag.projection.train import TrainConfig
+        from qkrag.projection.model import train_projection
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
@@ -399,7 +400,8 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
+        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs
+        from qkrag.pairs.store import load_pairs
 
         cfg = self.config
         examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
@@ -456,7 +458,7 @@ class Bench:
                 "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
 
     def _write(self) -> None:
-        from qkrag.evaluate.metrics import plot_results
+        from qkrag.evaluate.report import plot_results
 
         out = self.config.out
         write_json(out / "bench.json", self.to_dict())

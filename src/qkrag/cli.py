@@ -192,7 +192,8 @@ def index(
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
@@ -255,7 +256,8 @@ def search(
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
@@ -296,7 +298,8 @@ def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, co
         vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
         raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     return DenseRetriever(encoder, raw)
@@ -352,8 +355,9 @@ def eval_(
     import time
 
     from qkrag.data import load_beir
-    from qkrag.evaluate.metrics import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
-                           results_table)
+    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
+    from qkrag.evaluate.report import results_table
+    from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
     from qkrag.retrieval.base import to_run
 
     if retriever not in ("exact", "chroma", "bm25", "hybrid"):
@@ -407,7 +411,8 @@ def _against_base(base_searcher, projection: Path, query_ids: list[str], collect
                   ) -> dict[str, Any]:
     """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
     leakage audit (test queries whose relevant documents were training positives, and the rest)."""
-    from qkrag.evaluate.metrics import against_base, evaluate_run, queries_are_documents
+    from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
+    from qkrag.evaluate.compare import against_base
     from qkrag.projection.model import QKProjection
     from qkrag.retrieval.base import to_run
 
@@ -448,7 +453,7 @@ def rewrite_(
     """
     from contextlib import ExitStack
 
-    from qkrag._atomic import atomic_open
+    from qkrag.atomic import atomic_open
     from qkrag.data import load_corpus
     from qkrag.llm.local import open_llm
     from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
@@ -521,7 +526,7 @@ def generate(
     from qkrag.data import load_corpus
     from qkrag.pairs.generate import GenerateConfig, generate_pairs
 
-    from qkrag._atomic import output_folder
+    from qkrag.atomic import output_folder
 
     output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
@@ -593,36 +598,24 @@ def train(
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
     """
-    import json as _json
+    from qkrag.data import load_beir, require_folder
+    from qkrag.pairs.store import is_pairs_folder
+    from qkrag.projection.data import pairs_from_collection, pairs_from_folder
+    from qkrag.projection.train import TrainConfig
+    from qkrag.projection.model import train_projection
 
-    from qkrag.data import load_beir, load_corpus
-    from qkrag.pairs.generate import load_pairs
-    from qkrag.projection.model import pairs_from_collection, pairs_from_dataset
-    from qkrag.projection.train import TrainConfig, train_projection
+    from qkrag.atomic import output_folder
 
-    from qkrag._atomic import output_folder
-
-    if not data.is_dir():
-        raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out")  # before any training
     encoder = _encoder(model, base_url, query_prefix, doc_prefix)
     text_of: Any = str  # generated pairs are keyed by their query text
-    if (data / "corpus.jsonl").exists():
+    if is_pairs_folder(data):
+        pairs, corpus = pairs_from_folder(data, encoder, corpus=corpus_path)
+    else:
         collection = load_beir(data, split)
         corpus, text_of = collection.corpus, collection.queries.__getitem__
         pairs = pairs_from_collection(collection, encoder)
-    else:
-        stats_file = data / "stats.json"
-        try:
-            recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
-        except (ValueError, OSError) as err:
-            raise QkragError(f"{stats_file}: not readable ({err}). Fix: pass --corpus PATH, or generate the pairs "
-                             "again") from None
-        source = corpus_path or (Path(recorded) if recorded else None)
-        if source is None:
-            raise QkragError(f"{data}: the pairs do not record their corpus. Fix: pass --corpus PATH")
-        corpus = load_corpus(source)
-        pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
     config.check()  # a bad flag fails here, before any teacher search
@@ -680,7 +673,7 @@ def bench(
 
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
-    from qkrag._atomic import output_folder
+    from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, BenchConfig, run_bench
 
     output_folder(out, "--out")
@@ -696,6 +689,50 @@ def bench(
     else:
         typer.echo(result.table())
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+@app.command()
+def serve(
+    data: Annotated[Optional[list[Path]], typer.Argument(help="BEIR folders to show (corpus, queries, qrels).")] = None,
+    collection: Annotated[Optional[list[str]], typer.Option(
+        "--collection", "-c", help="A Chroma collection to show instead (repeatable); read, never written.")] = None,
+    path: Path_ = Path(".qkrag/chroma"),
+    host: Host = None,
+    port: Port = 8000,
+    projection: Projection = None,
+    split: Split = "test",
+    model: Model = None,
+    base_url: BaseURL = None,
+    query_prefix: QueryPrefix = "",
+    doc_prefix: DocPrefix = "",
+    aspects: Annotated[Optional[Path], typer.Option(
+        "--aspects", help="A labelled JSONL corpus (e.g. data/cities/cities.jsonl) for the aspect view.")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="A pairs folder (the --out of `qkrag generate`) for the pairs view.")] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address the page listens on; 127.0.0.1 keeps it on this "
+                                      "machine (anything else shows your corpus to the network).")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", help="Port of the page (0: any free port).",
+                                           min=0, max=65535)] = 8765,
+) -> None:
+    """A local web page that shows why: raw cosine, the projection, hybrid and BM25 side by side.
+
+    Examples:
+
+      qkrag serve data/demo --projection runs/demo-proj            # then open http://127.0.0.1:8765/
+
+      qkrag serve data/demo -p runs/demo-proj --pairs runs/demo-pairs --aspects data/cities/cities.jsonl
+
+      qkrag serve -c demo --projection runs/demo-proj               # a collection built by `qkrag index`
+    """
+    from qkrag.serve import open_served, serve as run_server
+
+    configs = [_index_config(name, path, host, port) for name in collection or []]
+    served = open_served(list(data or []), configs, encoder=_encoder(model, base_url, query_prefix, doc_prefix),
+                         projection=projection, split=split, aspects=aspects, pairs=pairs)
+    run_server(served, bind, http_port, on_ready=lambda url: typer.echo(f"qkrag serve: open {url} (Ctrl-C stops)"))
 
 
 # ------------------------------------------------------------------------------------------------ entry point

@@ -20,21 +20,8 @@ import pytest
 from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
-from qkrag.pairs.generate import (
-    COLUMNS,
-    GenerateConfig,
-    copy_score,
-    form_summary,
-    generate_from_beir,
-    generate_pairs,
-    ict_candidates,
-    load_pairs,
-    mask_rare_terms,
-    ngram_copy,
-    normalize,
-    rank_positives,
-    rank_summary,
-)
+from qkrag.pairs.generate import GenerateConfig, copy_score, form_summary, generate_from_beir, generate_pairs, ict_candidates, mask_rare_terms, ngram_copy, normalize, rank_positives, rank_summary
+from qkrag.pairs.store import COLUMNS, load_pairs
 from qkrag.llm.client import LLM, LLMConfig
 
 TOPICS = [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qkrag.errors import InputError
-from qkrag.retrieval.base import SPACES, Hit, check_space, exact_search, similarity, to_run
+from qkrag.retrieval.base import SPACES, Hit, check_space, exact_search, similarity, to_run, top_k
 
 
 def vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -28,7 +28,7 @@ def reference(queries: np.ndarray, documents: np.ndarray, space: str) -> np.ndar
 @pytest.mark.parametrize("space", SPACES)
 def test_similarity_is_the_space_s_score_higher_is_better(space) -> None:
     q, d = vectors(5, seed=1), 3 * vectors(7, seed=2)  # not unit length: cosine and ip differ
-    np.testing.assert_allclose(similarity(q, d, space).numpy(), reference(q, d, space), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(similarity(q, d, space)), reference(q, d, space), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("space", SPACES)
@@ -42,6 +42,15 @@ def test_exact_search_returns_the_true_top_k_best_first_in_any_batching(space) -
         np.testing.assert_allclose(scores, np.take_along_axis(reference(q, d, space), expected, 1), rtol=1e-4,
                                    atol=1e-4)
         assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+def test_top_k_is_best_first_with_ties_to_the_lower_position() -> None:
+    scores = np.array([[0.1, 0.5, 0.5, 0.9, 0.5], [3.0, 2.0, 1.0, 0.0, -1.0]], dtype=np.float32)
+    values, positions = top_k(scores, 3)
+    assert positions.tolist() == [[3, 1, 2], [0, 1, 2]] and positions.dtype == np.int64
+    np.testing.assert_array_equal(values, scores[[[0], [1]], positions])
+    assert top_k(scores, 9)[1].tolist() == [[3, 1, 2, 4, 0], [0, 1, 2, 3, 4]]  # k capped: every column, ranked
+    assert top_k(np.zeros((1, 4)), 2)[1].tolist() == [[0, 1]]  # all tied: the first ones
 
 
 def test_exact_search_caps_k_at_the_collection_and_handles_no_queries() -> None:

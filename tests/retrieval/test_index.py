@@ -592,3 +592,29 @@ def test_a_chroma_server_that_stops_answering_midway_fails_within_the_timeout(ch
         assert time.monotonic() - started < 15
     finally:
         os.kill(server.pid, signal.SIGCONT)
+
+
+def test_read_collection_reads_everything_and_writes_nothing(tmp_path):
+    from qkrag.retrieval.index import connect, read_collection
+
+    encoder = hash_encoder()
+    corpus = Corpus.from_texts({"b": "bread rises with yeast", "a": "chains need oil", "c": "cats sit on mats"})
+    config = IndexConfig(collection="tiny", path=tmp_path / "chroma", ef_search=123)
+    build_index(corpus, encoder, config, NO_CACHE)
+
+    def state():
+        return {c.name: (c.metadata, c.count(), c.configuration["hnsw"]) for c in connect(config).list_collections()}
+
+    before = state()
+    ids, vectors, texts, space = read_collection(IndexConfig(collection="tiny", path=tmp_path / "chroma"), encoder)
+    assert ids == ["a", "b", "c"] and texts == {d.id: d.content for d in corpus} and space == "cosine"
+    stored = dict(zip(*ChromaIndex.for_encoder(config, encoder, create=False).get_vectors()))
+    np.testing.assert_allclose(vectors, np.stack([stored[i] for i in ids]))
+    assert state() == before  # ChromaIndex.open would have applied ef_search=100
+    with pytest.raises(InputError, match="does not exist"):
+        read_collection(IndexConfig(collection="nope", path=tmp_path / "chroma"), encoder)
+    with pytest.raises(InputError, match="no Chroma database"):
+        read_collection(IndexConfig(collection="tiny", path=tmp_path / "absent"), encoder)
+    assert not (tmp_path / "absent").exists()
+    with pytest.raises(IndexMismatchError):
+        read_collection(IndexConfig(collection="tiny", path=tmp_path / "chroma"), hash_encoder(dim=8))

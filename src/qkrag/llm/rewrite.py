@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qkrag.embed.encoders import SIDES, EmbedOptions, Encoder, Side, _check_side, embed
+from qkrag.embed.encoders import SIDES, EmbedOptions, Encoder, Side, check_side, embed
 from qkrag.errors import LLMError, fail
 from qkrag.llm.prompts import PromptTemplate, aspect_description, aspect_template, is_refusal, load_template, parse_candidates
 
@@ -258,7 +258,7 @@ def _check_sides(sides: Sequence[str]) -> tuple[Side, ...]:
     if not sides:
         raise fail("sides", "no side is given", f"pass some of {SIDES}")
     for side in sides:
-        _check_side(side)
+        check_side(side)
     return tuple(s for s in SIDES if s in sides)  # canonical order, so ("document", "query") fingerprints as both
 
 
@@ -320,7 +320,7 @@ class _WrappingEncoder(Encoder):
         raise NotImplementedError
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         if side in self.sides:
             texts = self.transform(texts)
         return self.base.embed_batch(texts, side)
@@ -499,7 +499,7 @@ def nearest_neighbours(vectors: np.ndarray, ids: Sequence[str], k: int = 5) -> d
 
     if len(ids) != len(vectors):
         raise fail("nearest_neighbours", f"{len(ids)} ids for {len(vectors)} vectors", "pass one id per vector")
-    scores = similarity(vectors, vectors, "cosine").numpy()
+    scores = similarity(vectors, vectors, "cosine")
     np.fill_diagonal(scores, -np.inf)
     k = min(k, len(ids) - 1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -518,7 +518,7 @@ def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: 
     neither. Raw embeddings that match on style score the second kind high; a good rewrite scores the first."""
     from qkrag.retrieval.base import similarity
 
-    scores = similarity(vectors, vectors, "cosine").numpy()
+    scores = similarity(vectors, vectors, "cosine")
     kinds: dict[str, list[float]] = {"same content, other style": [], "same style, other content": [], "unrelated": []}
     for i in range(len(content)):
         for j in range(i + 1, len(content)):
@@ -606,7 +606,7 @@ def plot_aspect_maps(embeddings: Mapping[str, np.ndarray], labels: Mapping[str, 
         fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))  # leave the title its own band
     if path is not None:
-        from qkrag._atomic import atomic_open
+        from qkrag.atomic import atomic_open
 
         with atomic_open(Path(path), "wb") as handle:
             fig.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", dpi=110)

@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from qkrag._atomic import file_lock
+from qkrag import __version__
+from qkrag.atomic import file_lock
 from qkrag.cache import default_cache_dir, default_timeout
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
@@ -46,15 +47,6 @@ from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 # Chroma's own defaults, for the record and the benchmark; ours (IndexConfig) are higher, measured in index_bench.
 CHROMA_DEFAULT_HNSW = {"ef_search": 100, "ef_construction": 100, "M": 16}
 _META = "qkrag:"  # prefix of every metadata key we own
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("qkrag")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 @dataclass
@@ -362,7 +354,7 @@ class ChromaIndex:
         """Set the complete flag. Marking it incomplete clears the recorded content hash and count; marking it
         complete records them when given (`build_index` does), so a later build can tell a mixed collection."""
         self._set_meta(complete=bool(complete), content_hash=content_hash if complete else "",
-                       count=int(count) if complete else -1, version=_version())
+                       count=int(count) if complete else -1, version=__version__)
 
     def _set_meta(self, **values: Any) -> None:
         # Chroma's modify() replaces the whole metadata dict, so write all of it back. Cleared values are "" / -1, not
@@ -510,7 +502,7 @@ def _similarity_from_distance(distances: np.ndarray, space: Space) -> np.ndarray
 
 def _metadata(fingerprint: str, dimension: int, space: Space, complete: bool) -> dict[str, Any]:
     return {_META + "encoder": fingerprint, _META + "dimension": int(dimension), _META + "space": space,
-            _META + "version": _version(), _META + "complete": complete}
+            _META + "version": __version__, _META + "complete": complete}
 
 
 def _hash_pairs(fingerprint: str, pairs: Iterable[tuple[str, str | bytes]]) -> str:
@@ -755,5 +747,33 @@ class DenseRetriever:
         return hits
 
 
+def read_collection(config: IndexConfig, encoder: Any) -> tuple[list[str], np.ndarray, dict[str, str], Space]:
+    """Everything a qkrag collection holds: (ids sorted, vectors in that order, {id: stored text}, its space), read
+    without writing anything. Unlike `ChromaIndex.open` it creates no collection or folder and changes no setting
+    (open applies `ef_search`), so a tool that only looks (`qkrag serve`) leaves the index exactly as it was.
+    Raises InputError when there is no database or collection, IndexMismatchError when `encoder` did not build it."""
+    from dataclasses import replace
+
+    from chromadb.errors import NotFoundError
+
+    if not config.host and not Path(config.path).is_dir():
+        raise fail(f"--path {config.path}", "no Chroma database there",
+                   "pass the folder `qkrag index` wrote (default .qkrag/chroma), or index first")
+    client = connect(config)
+    where = f"{config.location} collection {config.collection!r}"
+    try:
+        collection = client.get_collection(config.collection, embedding_function=None)
+    except NotFoundError:
+        raise fail(where, "does not exist", "check the name and the path, or build it with `qkrag index`") from None
+    index = ChromaIndex(client, collection, config)
+    index = ChromaIndex(client, collection, replace(config, space=index.space))  # any space is fine for reading
+    index._check(encoder.fingerprint, encoder.dimension, where)
+    ids, vectors = index.get_vectors()
+    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+    ids = [ids[i] for i in order]
+    texts = index.stored_texts(ids)
+    return ids, vectors[order], {i: texts.get(i) or "" for i in ids}, index.space
+
+
 __all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "build_index",
-           "connect", "corpus_hash", "recall_at_k"]
+           "connect", "corpus_hash", "read_collection", "recall_at_k"]
