@@ -1,5 +1,7 @@
-"""The fakes every test shares, in one place: a fast deterministic encoder, a loopback HTTP server base, tiny BEIR
-folders written on the fly, and where the optional shared data lives."""
+"""The fakes every test shares, in one place (write no other): the fake encoders (FakeEncoder, and FakeFolderModel
+for the real class's folder fingerprint), the one fake OpenAI-compatible server (FakeOpenAIServer: chat completions,
+embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, and where the
+optional shared data lives."""
 
 from __future__ import annotations
 

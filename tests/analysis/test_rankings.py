@@ -5,7 +5,8 @@ from qkrag.errors import InputError
 from qkrag.analysis.rankings import changed_queries, cross_validate, id_prefix, kfold, share_of, side_by_side
 from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
-from qkrag.projection.train import TrainConfig, ndcg_at_k
+from qkrag.evaluate.metrics import binary_ndcg
+from qkrag.projection.train import TrainConfig
 from qkrag.retrieval.base import exact_search
 
 POST = id_prefix("post-")
@@ -96,7 +97,7 @@ def test_kfold_holds_out_every_query_exactly_once_and_keeps_queries_whole():
 def _raw_ndcg(validation: Pairs) -> float:
     queries, relevant = validation.unique_queries()
     _, top = exact_search(queries, validation.documents, 10, space="ip")
-    return ndcg_at_k(top, relevant, 10)
+    return float(binary_ndcg(top, relevant, 10).mean())
 
 
 def test_cross_validate_reports_each_config_on_the_same_held_out_folds():

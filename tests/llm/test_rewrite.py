@@ -1,5 +1,5 @@
 """qkrag.llm.rewrite: rewriting and aspect encoders, driven through the real `LLM` class against a fake OpenAI-compatible
-server on 127.0.0.1 that answers like a tidy model (and refuses on cue), with the FakeEncoder from conftest."""
+server on 127.0.0.1 that answers like a tidy model (and refuses on cue), with the FakeEncoder from tests/fakes.py."""
 
 from __future__ import annotations
 
