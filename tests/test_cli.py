@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import qkrag.cli as cli
+
 from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, last_message, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
@@ -175,8 +174,8 @@ class Bench:
         methods = set(cfg.methods)
         self.encoder = encoder = self._encoder()
 
-        from qkrag.retrieval.baselines import BM25Retriever
         from qkrag.embed.encoders import embed
+        from qkrag.retrieval.baselines import BM25Retriever
         from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
 
         self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
@@ -320,9 +319,9 @@ class Bench:
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
         """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
         serve it. Notes name every loss's validation figure and what model selection decided."""
-        from qkrag.retrieval.projected import ProjectedRetriever
-        from qkrag.projection.train import TrainConfig
         from qkrag.projection.model import train_projection
+        from qkrag.projection.train import TrainConfig
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
@@ -349,15 +348,15 @@ class Bench:
 
     def _with_teacher(self, pairs, text_of: Callable[[str], str]):
         """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
-        from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
         from qkrag.pairs.teacher import hybrid_teacher
+        from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
 
         teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))
         return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], teacher)
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
-        from qkrag.retrieval import baselines
         from qkrag.embed.encoders import embed
+        from qkrag.retrieval import baselines
 
         t0 = time.perf_counter()
         transform = getattr(baselines, transform_name)().fit(doc_vectors)

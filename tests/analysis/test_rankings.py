@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from qkrag.errors import InputError
-from qkrag.analysis.rankings import changed_queries, cross_validate, id_prefix, kfold, share_of, side_by_side
+from qkrag.analysis.rankings import changed_queries, id_prefix, share_of, side_by_side
+from qkrag.projection.select import cross_validate, kfold
 from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
 from qkrag.evaluate.metrics import binary_ndcg

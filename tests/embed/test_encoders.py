@@ -4,10 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fakes import FakeFolderModel, FakeOpenAIServer
 from qkrag.cache import DiskCache
 from qkrag.embed.encoders import EmbedOptions, OpenAIEncoder, SentenceTransformerEncoder, embed, make_encoder
 from qkrag.errors import InputError, QkragError
+
+from tests.fakes import FakeFolderModel, FakeOpenAIServer
 
 SECRET = "sk-embed-SECRET-41c9e07d2a"
 

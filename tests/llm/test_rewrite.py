@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qkrag.analysis.aspects import (aspect_embeddings, aspect_neighbours, load_labelled_corpus, nearest_neighbours,
+                                    neighbour_agreement, pca_2d, plot_aspect_maps, similarity_by_pair_kind)
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, embed
+from qkrag.embed.wrappers import AspectEncoder, RewritingEncoder, make_rewriting_encoder
 from qkrag.errors import IndexMismatchError, InputError, LLMError
 from qkrag.llm.client import LLM, LLMConfig
 from qkrag.llm.prompts import PromptTemplate
-from qkrag.llm.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, aspect_embeddings, aspect_neighbours,
-                           aspect_texts, clean_output, load_labelled_corpus, make_rewriting_encoder,
-                           nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
-                           similarity_by_pair_kind)
+from qkrag.llm.rewrite import RewriteStats, aspect_texts, clean_output, rewrite_texts
 
 from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port, last_message
 
@@ -403,7 +403,7 @@ def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
 
 
 def test_extractive_aspect_keeps_the_sentence_about_the_aspect(fake_encoder):
-    from qkrag.llm.rewrite import ExtractiveAspectEncoder
+    from qkrag.embed.wrappers import ExtractiveAspectEncoder
 
     text = "Winters are cold with snow and frost. People eat bread, cheese and fish stew. About a million people live there."
     climate = ExtractiveAspectEncoder(fake_encoder, "winters cold snow frost")

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
-from qkrag.pairs.generate import GenerateConfig, copy_score, form_summary, generate_from_beir, generate_pairs, ict_candidates, mask_rare_terms, ngram_copy, normalize, rank_positives, rank_summary
-from qkrag.pairs.store import COLUMNS, load_pairs
 from qkrag.llm.client import LLM, LLMConfig
+from qkrag.pairs.generate import (GenerateConfig, copy_score, form_summary, generate_from_beir, generate_pairs,
+                                  ict_candidates, mask_rare_terms, ngram_copy, normalize, rank_positives, rank_summary)
+from qkrag.pairs.store import COLUMNS, load_pairs
+
+from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
 
 TOPICS = [
     ("volcano", "lava magma eruption crater ash basalt"),
@@ -830,6 +832,7 @@ def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path
 
 def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys):
     import qkrag.cli as cli
+
     from tests.fakes import write_beir
 
     monkeypatch.setattr(cli, "_encoder", lambda *a, **k: FakeEncoder(64))

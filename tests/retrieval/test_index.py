@@ -15,7 +15,7 @@ import pytest
 
 from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port
 from qkrag.data import Corpus
-from qkrag.embed.encoders import Encoder, EmbedOptions
+from qkrag.embed.encoders import EmbedOptions, Encoder
 from qkrag.errors import IndexMismatchError, InputError, QkragError
 from qkrag.retrieval.index import ChromaIndex, DenseRetriever, ExactIndex, IndexConfig, build_index, recall_at_k
 

@@ -150,7 +150,7 @@ def test_pairs_view_samples_rows_with_their_filters(tmp_path, fake_encoder):
 
 
 def test_aspects_view_maps_and_neighbours_for_each_label(fake_encoder):
-    from qkrag.llm.rewrite import nearest_neighbours, pca_2d
+    from qkrag.analysis.aspects import nearest_neighbours, pca_2d
     from qkrag.embed.encoders import embed
     from qkrag.serve.workspace import load_aspects
 

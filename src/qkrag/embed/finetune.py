@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qkrag.cache import content_hash
+from qkrag.cache import content_hash, quiet
 from qkrag.embed.encoders import SentenceTransformerEncoder, resolve_model_path
 from qkrag.errors import fail
 
@@ -85,7 +85,7 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
-    for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=not config.progress):
+    for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=quiet() or not config.progress):
         features = [prepare([queries[i] for i in batch]), prepare([positives[i] for i in batch])]
         loss = loss_fn(features, torch.empty(0))
         optimizer.zero_grad()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+
 import numpy as np
+
 from qkrag.data import Qrels
 from qkrag.errors import fail
-from qkrag.retrieval.base import Hit
 from qkrag.evaluate.report import figure, save_png
+from qkrag.retrieval.base import Hit
 
 
 def _check_probabilities(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
 import numpy as np
+
 from qkrag.data import Qrels
 from qkrag.errors import fail
-from qkrag.evaluate.metrics import EvalResult, PRIMARY_METRIC
+from qkrag.evaluate.metrics import PRIMARY_METRIC, EvalResult
 from qkrag.evaluate.stats import Bootstrap, bootstrap_ci, sign_flip_p_value
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+
 import numpy as np
+
 from qkrag.errors import fail
 from qkrag.evaluate.metrics import EvalResult
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-import numpy as np
 
+import numpy as np
 
 
 @dataclass(frozen=True)

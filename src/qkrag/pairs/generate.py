@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from qkrag.cache import content_hash
+from qkrag.cache import content_hash, quiet
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import LLMError, fail
@@ -571,7 +571,7 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
     # every call evaluate its whole prompt again.
     chunk = max(1, llm.config.concurrency)
     todo = list(todo_prompts)
-    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=not config.progress,
+    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=quiet() or not config.progress,
               dynamic_ncols=True, smoothing=0.1) as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]

@@ -191,3 +191,23 @@ def check_encoder(folder: str | os.PathLike[str], fingerprint: str) -> None:
         raise fail(str(folder), f"was generated with encoder {recorded!r}, but training embeds with {fingerprint!r}",
                    "train with the same --model/--base-url and prefixes as the generation, or generate again",
                    IndexMismatchError)
+
+
+def summary_lines(stats: dict[str, Any], out: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """What a finished generation kept and spent, as (label, text) lines for a terminal."""
+    counts, r, f = stats["counts"], stats["pair_ranks"], stats["form"]
+    lines = [("pairs", f"{counts['pairs']} from {counts['passages']} passages ({stats['generator']}) -> {out}"),
+             ("round trip", f"{stats['kept_fraction']:.1%} of {counts['candidates']} candidates kept "
+                            f"(passage in the top {stats['config']['roundtrip_k']})"),
+             ("ranks", f"rank 1 {r['rank1']:.1%}, top 10 {r['top10']:.1%}, median {r['median_rank']:g} "
+                       "(human SciFact claims: 46%, 79%)"),
+             ("form", f"{f['mean_words']:.1f} words, {f['question_share']:.0%} questions, "
+                      f"{f['ngram_copy']:.0%} copied trigrams")]
+    if stats.get("llm"):
+        spent = stats["llm"]
+        lines.append(("llm", f"{spent['calls_made']} calls, {spent['cache_hits']} cached, "
+                             f"{spent['prompt_tokens'] + spent['completion_tokens']:,} tokens"
+                             + (f", ${spent['cost']:.4f}" if spent.get("cost") else "")))
+    if stats.get("no_pairs"):
+        lines.append(("why", stats["no_pairs"]))
+    return lines

@@ -40,7 +40,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.atomic import file_lock
-from qkrag.cache import default_cache_dir, default_timeout
+from qkrag.cache import default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 
@@ -233,7 +233,8 @@ class ChromaIndex:
             collection = client.get_collection(config.collection, embedding_function=None)
         except NotFoundError:
             if not create:
-                raise fail(where, "does not exist", "build it first with `qkrag index`, or check the name and path")
+                raise fail(where, "does not exist", f"build it first with `qkrag index`, or use one that exists: "
+                           f"{', '.join(collection_names(client)) or 'none here'}")
             try:
                 collection = client.create_collection(
                     config.collection, configuration={"hnsw": config.hnsw()}, embedding_function=None,
@@ -568,6 +569,12 @@ def _sample_mismatch(texts: Sequence[str | None], vectors: np.ndarray, encoder: 
     return ""
 
 
+def collection_names(client: Any) -> list[str]:
+    """The collections a Chroma client holds, qkrag's derived (projected) ones included, sorted."""
+    names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    return sorted(names)
+
+
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
                 progress: bool = True, prune: bool = True) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
@@ -643,14 +650,14 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
+    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
     step = index.config.batch_size
-    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=not progress or not todo,
+    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
             batch_texts = [texts[i] for i in batch]
-            vectors = embed(encoder, batch_texts, "document", quiet)
+            vectors = embed(encoder, batch_texts, "document", silent)
             index.add_vectors([ids[i] for i in batch], vectors, batch_texts)
             bar.update(len(batch))
 

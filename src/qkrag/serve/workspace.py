@@ -322,7 +322,8 @@ def load_aspects(path: str | Path, encoder: Encoder, k: int = 5) -> dict[str, An
 
     Aspects are embedded with `ExtractiveAspectEncoder` (each text's own sentences about the aspect; no LLM, so the
     page starts without one)."""
-    from qkrag.llm.rewrite import ExtractiveAspectEncoder, load_labelled_corpus, nearest_neighbours, pca_2d
+    from qkrag.analysis.aspects import load_labelled_corpus, nearest_neighbours, pca_2d
+    from qkrag.embed.wrappers import ExtractiveAspectEncoder
 
     path = Path(path)
     try:
