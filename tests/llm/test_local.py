@@ -162,7 +162,7 @@ def test_gguf_metadata_reader(tmp_path):
 STAND_IN = textwrap.dedent(
     f"""
     import sys, threading
-    sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+    sys.path[:0] = [{str(Path(__file__).resolve().parents[2])!r}, {str(Path(__file__).resolve().parents[2] / "src")!r}]
     from tests.fakes import FakeOpenAIServer
     FakeOpenAIServer(chat=lambda body: "stand-in says hi", port=int(sys.argv[1]))
     print("stand-in server listening", flush=True)
