@@ -22,7 +22,6 @@ NO_CACHE = EmbedOptions(cache=None, progress=False)
 
 
 # Slow only because finetune_encoder imports torch and sentence-transformers (seconds) before it checks its input.
-@pytest.mark.slow
 @pytest.mark.parametrize(("queries", "positives"), [(QUERIES, POSITIVES[:-1]), ([], [])])
 def test_pairs_that_do_not_pair_up_are_refused_before_any_loading(queries, positives) -> None:
     with pytest.raises(InputError, match=r"finetune pairs: \d+ queries for \d+ positives.*Fix: pass one positive"):
