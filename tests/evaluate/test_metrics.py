@@ -242,3 +242,16 @@ def test_reliability_bins_are_the_numbers_behind_the_ece() -> None:
     assert [b["count"] for b in empty] == [1, 0, 0, 1] and empty[1]["fraction_relevant"] is None
     with pytest.raises(InputError):
         reliability_bins([0.5], [2])
+
+
+def test_binary_ndcg_agrees_with_pytrec_eval():
+    from qkrag.evaluate.metrics import binary_ndcg, evaluate_run
+
+    rng = np.random.default_rng(3)
+    positions = np.stack([rng.permutation(40)[:10] for _ in range(25)])
+    relevant = [set(map(int, rng.choice(40, size=rng.integers(1, 6), replace=False))) for _ in range(25)]
+    run = {f"q{i}": {f"d{p}": float(10 - r) for r, p in enumerate(row)} for i, row in enumerate(positions)}
+    qrels = {f"q{i}": {f"d{d}": 1 for d in rel} for i, rel in enumerate(relevant)}
+    expected = evaluate_run(qrels, run, ["ndcg@10"]).per_query["ndcg@10"]
+    ours = binary_ndcg(positions, relevant, 10)
+    assert np.allclose(ours, [expected[f"q{i}"] for i in range(25)], atol=1e-9)
