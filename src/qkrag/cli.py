@@ -192,6 +192,9 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -220,7 +223,7 @@ def index(
     with ExitStack() as stack:
         encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                             rewrite, max_words, aspect, llm_base_url)
-        built = build_index(corpus, encoder, config)
+        built = build_index(corpus, encoder, config, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:

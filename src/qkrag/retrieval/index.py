@@ -579,7 +579,7 @@ def collection_names(client: Any) -> list[str]:
 
 
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
-                progress: bool = True, prune: bool = True) -> ChromaIndex:
+                progress: bool = True, prune: bool = True, replace: bool = False) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
 
     The collection's writer lock is held throughout (a concurrent build waits, see `ChromaIndex.writing`). A
@@ -588,7 +588,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     already stored with the same text are skipped (a re-run embeds and writes nothing); missing ones and ones whose
     text changed are embedded (through the embedding cache, `options` is `EmbedOptions`) and upserted batch by
     batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete, with its
-    count and content hash recorded. `index.last_build` says what was done.
+    count and content hash recorded. `index.last_build` says what was done. A collection that holds mostly other
+    documents (another corpus) is refused unless `replace`: pruning would silently delete them.
     """
     config = config or IndexConfig()
     with file_lock(config.lock_path, config.lock_timeout, f"{config.location} collection {config.collection!r}"):
@@ -598,6 +599,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
             index.delete()
             index = ChromaIndex.for_encoder(config, encoder)
             stats.rebuilt = problem
+        if prune and not replace:
+            _refuse_another_corpus(index, corpus)
         index.mark_complete(False)
         _fill(index, corpus, encoder, options, stats, progress=progress, prune=prune)
         stored = index.count()
@@ -609,6 +612,15 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
         index.mark_complete(True, content_hash=content, count=stored)
     index.last_build = stats
     return index
+
+
+def _refuse_another_corpus(index: ChromaIndex, corpus: Any) -> None:
+    stored = index.all_ids()
+    shared = len(set(stored) & set(corpus.ids))
+    if stored and shared * 2 < len(stored):
+        raise fail(f"{index.config.location} collection {index.name!r}", f"holds {len(stored)} documents of another "
+                   f"corpus ({shared} of their ids are in this one); indexing would delete the others",
+                   "index into another --collection, or pass --replace to replace its documents")
 
 
 def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, progress: bool = True) -> ChromaIndex:
