@@ -420,7 +420,8 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs
+        from qkrag.pairs.generate import generate_pairs
+        from qkrag.pairs.config import GenerateConfig, draw_examples
         from qkrag.pairs.store import load_pairs
 
         cfg = self.config

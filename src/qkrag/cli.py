@@ -506,7 +506,8 @@ def generate(
     """
     from qkrag.atomic import output_folder
     from qkrag.data import load_corpus
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
     from qkrag.pairs.store import summary_lines
 
     llm_base_url = _llm_url(llm_base_url, base_url)

@@ -20,8 +20,11 @@ import pytest
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
 from qkrag.llm.client import LLM, LLMConfig
-from qkrag.pairs.generate import (GenerateConfig, copy_score, form_summary, generate_from_beir, generate_pairs,
-                                  ict_candidates, mask_rare_terms, ngram_copy, normalize, rank_positives, rank_summary)
+from qkrag.pairs.generate import generate_from_beir, generate_pairs
+from qkrag.text import normalize
+from qkrag.pairs.steer import rank_positives, rank_summary
+from qkrag.pairs.filters import copy_score, form_summary, ict_candidates, mask_rare_terms, ngram_copy
+from qkrag.pairs.config import GenerateConfig
 from qkrag.pairs.store import COLUMNS, load_pairs
 
 from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
@@ -390,7 +393,8 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from tests.fakes import FakeEncoder
     from tests.pairs.test_generate import make_corpus, FAST
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
     from qkrag.llm.client import LLM, LLMConfig
     corpus = make_corpus(36)
     llm = LLM(LLMConfig(model="fake-model", base_url=sys.argv[1], api_key="k", timeout=10, max_retries=1,
@@ -537,45 +541,45 @@ def test_end_to_end_with_the_real_local_llm(tmp_path):
 
 
 def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     def cands(*ranks):
-        return [_Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+        return [Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
 
     def pick(target, *ranks):
-        return _steer(cands(*ranks), GenerateConfig(target=target))[0].rank
+        return steer_candidates(cands(*ranks), GenerateConfig(target=target))[0].rank
 
     assert pick((1, 0, 0), 40, 3, 1) == 1
     assert pick((0, 1, 0), 40, 3, 1) == 3
     assert pick((0, 0, 1), 40, 3, 1) == 40
     assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
     assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
-    assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
+    assert steer_candidates(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
 
 
 def test_target_steering_meets_the_target_over_all_passages():
     # Half the passages have only a rank-1 candidate, half can give rank 1 or rank 5. Target: half at rank 1. Drawing
     # a bucket per passage gives ~75% rank 1 (the flexible half draws rank 1 half the time); the target is reachable
     # exactly by giving every flexible passage its rank-5 candidate.
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     cands = []
     for p in range(40):
         ranks = (1,) if p % 2 else (1, 5)
-        cands += [_Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
-    chosen = _steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
+        cands += [Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+    chosen = steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
     assert len(chosen) == 40 and len({c.doc_id for c in chosen}) == 40
     assert sum(c.rank == 1 for c in chosen) == 20
     assert [c.doc_id for c in chosen] == [f"d{p}" for p in range(40)]  # passage order kept
     # two per passage where there are two: all 60 candidates, whatever the target
-    assert len(_steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
+    assert len(steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
     # the human default: the 20 flexible passages can't all go hard, so rank 1 ends as near 0.49 as it can
-    hard = sum(c.rank > 1 for c in _steer(cands, GenerateConfig()))
+    hard = sum(c.rank > 1 for c in steer_candidates(cands, GenerateConfig()))
     assert hard == 20
 
 
 def test_off_form_follows_the_examples():
-    from qkrag.pairs.generate import off_form
+    from qkrag.pairs.filters import off_form
 
     claims = ["Egr3 regulates B cells.", "Statins lower LDL."]
     questions = ["what lowers ldl?", "how do statins work?"]
@@ -585,18 +589,18 @@ def test_off_form_follows_the_examples():
 
 
 def test_steering_prefers_the_examples_form_within_a_rank_bucket():
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     config = GenerateConfig(target=(1, 0, 0), examples=("A claim.", "Another claim."))
-    cands = [_Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
-             _Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
-             _Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
-    assert _steer(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
-    assert _steer(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
+    cands = [Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
+             Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
+             Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
+    assert steer_candidates(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
+    assert steer_candidates(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
 
 
 def test_sentences_split_tokenised_lower_case_text_too():
-    from qkrag.pairs.generate import sentences
+    from qkrag.text import sentences
 
     cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
     assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
