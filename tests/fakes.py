@@ -1,8 +1,9 @@
 """The fakes every test shares, in one place (write no other): the fake encoders (FakeEncoder, and FakeFolderModel
 for the real class's folder fingerprint), the one fake OpenAI-compatible server (FakeOpenAIServer: chat completions,
 embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, where the
-optional shared data lives, a random evaluation result of chosen quality (random_result), and the tidy fake LLM the
-rewriting tests share (fake_answer, with the fixtures `server` and `make_llm` that a test module imports)."""
+optional shared data lives, a tiny topic corpus (make_corpus), a random evaluation result of chosen quality
+(random_result), and the tidy fake LLM the rewriting tests share (fake_answer, with the fixtures `server` and
+`make_llm` that a test module imports)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from qkrag.data import Corpus, Document
 from qkrag.embed.encoders import Encoder, SentenceTransformerEncoder
 from qkrag.evaluate.metrics import EvalResult, evaluate_run
 from qkrag.llm.client import LLM, LLMConfig
@@ -252,6 +254,36 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 
 
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
+
+
+# ------------------------------------------------------------------------------------------------ a topic corpus
+
+TOPICS = [
+    ("volcano", "lava magma eruption crater ash basalt"),
+    ("coral", "reef polyp bleaching ocean algae symbiosis"),
+    ("insulin", "pancreas glucose diabetes hormone beta cells"),
+    ("glacier", "ice melt moraine crevasse snow valley"),
+    ("bee", "pollen hive honey nectar queen swarm"),
+    ("comet", "nucleus tail orbit dust coma perihelion"),
+    ("vaccine", "antibody immune antigen booster dose adjuvant"),
+    ("wheat", "grain gluten harvest flour crop field"),
+    ("neuron", "axon synapse dendrite signal myelin brain"),
+    ("tide", "moon gravity coast ebb flood harbour"),
+    ("yeast", "ferment sugar bread dough carbon dioxide"),
+    ("laser", "photon beam mirror coherent light pump"),
+]
+
+
+def make_corpus(n: int = len(TOPICS)) -> Corpus:
+    """A small corpus of distinct topics, three sentences a passage, each with its own title."""
+    docs = []
+    for i in range(n):
+        topic, vocab = TOPICS[i % len(TOPICS)]
+        w = vocab.split()
+        text = (f"The {topic} is studied with care. Researchers measured {w[0]} and {w[1]} in {topic} {i} samples. "
+                f"They found that {w[2]} changes {w[3]} over time. A second study linked {w[4]} to {w[5]} strongly.")
+        docs.append(Document(f"d{i}", text, title=f"{topic.title()} report {i}"))
+    return Corpus(tuple(docs), "tiny-topics")
 
 
 # ------------------------------------------------------------------------------------------------ evaluation results
