@@ -137,8 +137,6 @@ def test_identical_ids_decided_from_the_collection() -> None:
     assert evaluate_retriever(_FixedRetriever(corpus), duplicate, ignore_identical_ids=False).primary == 1.0
 
 
-
-
 def test_binary_ndcg():
     assert binary_ndcg(np.array([[3, 1, 2]]), [{3}], 3).mean() == 1.0
     assert binary_ndcg(np.array([[1, 3, 2]]), [{3}], 3).mean() == pytest.approx(1 / np.log2(3))
@@ -149,3 +147,16 @@ def test_question_share_counts_question_documents_in_the_top_k():
     hits = [[Hit("p1", 1), Hit("a", 0.9), Hit("p2", 0.8), Hit("b", 0.7), Hit("c", 0.6)], [Hit("a", 1)]]
     share = question_share(hits, {"p1": True, "p2": True, "a": False}, depth=5)
     assert share == pytest.approx((2 / 5 + 0) / 2)
+
+
+def test_binary_ndcg_agrees_with_pytrec_eval():
+    from qkrag.evaluate.metrics import binary_ndcg, evaluate_run
+
+    rng = np.random.default_rng(3)
+    positions = np.stack([rng.permutation(40)[:10] for _ in range(25)])
+    relevant = [set(map(int, rng.choice(40, size=rng.integers(1, 6), replace=False))) for _ in range(25)]
+    run = {f"q{i}": {f"d{p}": float(10 - r) for r, p in enumerate(row)} for i, row in enumerate(positions)}
+    qrels = {f"q{i}": {f"d{d}": 1 for d in rel} for i, rel in enumerate(relevant)}
+    expected = evaluate_run(qrels, run, ["ndcg@10"]).per_query["ndcg@10"]
+    ours = binary_ndcg(positions, relevant, 10)
+    assert np.allclose(ours, [expected[f"q{i}"] for i in range(25)], atol=1e-9)
