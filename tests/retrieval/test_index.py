@@ -618,3 +618,15 @@ def test_read_collection_reads_everything_and_writes_nothing(tmp_path):
     assert not (tmp_path / "absent").exists()
     with pytest.raises(IndexMismatchError):
         read_collection(IndexConfig(collection="tiny", path=tmp_path / "chroma"), hash_encoder(dim=8))
+
+
+def test_a_collection_in_another_space_can_be_read(tmp_path, fake_encoder):
+    from qkrag.data import Corpus, Document
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig, build_index
+
+    corpus = Corpus([Document(f"d{i}", f"text number {i} about thing {i % 3}") for i in range(6)], source="mem")
+    build_index(corpus, fake_encoder, IndexConfig(collection="ip-docs", path=tmp_path / "db", space="ip"),
+                progress=False)
+    read = ChromaIndex.for_encoder(IndexConfig(collection="ip-docs", path=tmp_path / "db"), fake_encoder,
+                                   create=False)
+    assert read.space == "ip" and read.count() == 6

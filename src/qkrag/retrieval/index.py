@@ -27,6 +27,7 @@ and never answers fails in seconds with a message, instead of hanging.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -245,6 +246,8 @@ class ChromaIndex:
                            ) from None
             return cls(client, collection, config)
         index = cls(client, collection, config)
+        if not create and index.space != config.space:  # reading: any space serves; scores come back in its terms
+            index = cls(client, collection, dataclasses.replace(config, space=index.space))
         index._check(fingerprint, dimension, where)
         # ef_search is the one HNSW setting Chroma lets us change; done before the first query, it applies at once.
         if index.hnsw_settings.get("ef_search") != config.ef_search:
