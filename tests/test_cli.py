@@ -15,7 +15,7 @@ import pytest
 
 import qkrag.cli as cli
 
-from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, last_message, write_beir, write_qrels
+from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, free_port, last_message, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -405,3 +405,16 @@ def test_query_and_document_prefixes_reach_the_real_model(capsys, tiny_beir, tmp
     plain = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "plain")
     assert prefixed[0][0] == plain[0][0] == "d4"
     assert abs(prefixed[0][1] - plain[0][1]) > 1e-3  # the prefixes changed the texts the model saw
+
+
+def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from qkrag.cli import main
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "rain in spring"}) + "\n")
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "fake-model")
+    out = tmp_path / "plain.jsonl"
+    with pytest.raises(SystemExit) as info:
+        main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
+    assert info.value.code == 2 and not out.exists()
+    assert "cannot connect" in capsys.readouterr().err
