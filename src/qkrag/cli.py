@@ -218,7 +218,11 @@ def index(
     from qkrag.data import load_corpus
     from qkrag.retrieval.index import build_index
 
+    from qkrag.atomic import output_folder
+
     corpus = load_corpus(data, skip_empty=skip_empty)
+    if host is None:
+        output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
         encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
@@ -514,7 +518,7 @@ def generate(
     from qkrag.pairs.store import summary_lines
 
     llm_base_url = _llm_url(llm_base_url, base_url)
-    output_folder(out, "--out")  # before any LLM call
+    output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
@@ -589,7 +593,7 @@ def train(
     from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
-    output_folder(out, "--out")  # before any training
+    output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
@@ -659,7 +663,7 @@ def bench(
     from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, Bench, BenchConfig
 
-    output_folder(out, "--out")
+    output_folder(out, "--out", "bench report")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
