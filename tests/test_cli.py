@@ -418,3 +418,13 @@ def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkey
         main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
     assert info.value.code == 2 and not out.exists()
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-m", "qkrag.cli", "search", b"caf\xe9".decode("utf-8", "surrogateescape")],
+                         capture_output=True, text=True, env={"PYTHONPATH": src, "LANG": "C.UTF-8"}, cwd=tmp_path)
+    assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9)" in out.stderr and "Traceback" not in out.stderr

@@ -734,6 +734,7 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit code 2 (no traceback)."""
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
         typer.echo(f"error: {err}", err=True)
@@ -746,6 +747,18 @@ def main(argv: list[str] | None = None) -> None:
             err.show()  # type: ignore[attr-defined]
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Arguments that are not UTF-8 reach Python as lone surrogates, which fail deep inside (hashing, JSON)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            byte = ord(arg[err.start]) - 0xDC00
+            raise QkragError(f"argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}): is not UTF-8 text "
+                             f"(byte 0x{byte:02x}). Fix: pass UTF-8 (check the terminal's locale, e.g. LANG=C.UTF-8)"
+                             ) from None
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:
