@@ -343,7 +343,7 @@ def index_faults(m: Matrix, emb: Embeddings) -> None:
     emb.delay = 1.0  # 8 requests of 256 texts: the first build takes ~8 s, so the second starts in the middle of it
     started = time.monotonic()
     argv_a = ["index", str(a), "-c", "shared", "--path", "db2", *model]
-    argv_b = ["index", str(b), "-c", "shared", "--path", "db2", *model]
+    argv_b = ["index", str(b), "-c", "shared", "--path", "db2", "--replace", *model]  # another corpus: on purpose
     hits = emb.hits
     first = m.start(argv_a)
     while emb.hits < hits + 1 and first.poll() is None:  # the first has loaded, holds the lock and is embedding
