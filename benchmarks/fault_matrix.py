@@ -199,6 +199,7 @@ class Matrix:
         else:
             verdict = "clear error" if first.startswith("error: ") else "unclear error"
         def tidy(text: str) -> str:  # the temporary work folder's path says nothing; a leaked key is marked, not kept
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a non-UTF-8 argument stays readable
             return text.replace(str(self.work), "WORK").replace(PLANTED, "<LEAKED PLANTED KEY>")
 
         self.rows.append({"fault": fault, "command": tidy("qkrag " + " ".join(run.argv)), "exit code": run.code,
