@@ -66,7 +66,10 @@ Model = Annotated[Optional[str], typer.Option(
 EmbedURL = Annotated[Optional[str], typer.Option(
     "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
 OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
-OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
+OldRewriteAspect = Annotated[Optional[str], typer.Option(
+    "--aspect", help='Write one aspect of each item instead of a rewrite: a built-in name (climate, cuisine, size) or '
+    'a template with {text}, e.g. "Climate of {text}", answered by the LLM.')]
+LLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
 Collection = Annotated[Optional[str], typer.Option(
@@ -433,7 +436,7 @@ def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
     max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
-    aspect: Aspect = None,
+    aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
