@@ -41,6 +41,7 @@ def _options(
         "with a message; default $QKRAG_TIMEOUT, else 60.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                           help="Print qkrag's version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; results only.")] = False,
 ) -> None:
     """Retrieval beyond raw cosine: learn what relevance means for your corpus."""
     if timeout is not None:
@@ -49,6 +50,12 @@ def _options(
         import os
 
         os.environ["QKRAG_TIMEOUT"] = str(timeout)  # read by every client (qkrag.cache.network_timeout)
+    if quiet:
+        import os
+
+        # ours (qkrag.cache.quiet), and the bars of the libraries underneath (model loading, datasets)
+        os.environ.update(QKRAG_QUIET="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error",
+                          HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
 
 
 # ------------------------------------------------------------------------------------------------ shared options
@@ -59,6 +66,9 @@ Model = Annotated[Optional[str], typer.Option(
 EmbedURL = Annotated[Optional[str], typer.Option(
     "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
 OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
+RewriteAspect = Annotated[Optional[str], typer.Option(
+    "--aspect", help='Write one aspect of each item instead of a rewrite: a built-in name (climate, cuisine, size) or '
+    'a template with {text}, e.g. "Climate of {text}", answered by the LLM.')]
 OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
@@ -75,6 +85,8 @@ M = Annotated[int, typer.Option("--hnsw-m", help="HNSW M, links per node; fixed 
 Projection = Annotated[Optional[Path], typer.Option(
     "--projection", "-p", help="A trained projection folder (from qkrag train): score by σ(q·k).")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Replace = Annotated[bool, typer.Option(
+    "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")]
 Adopt = Annotated[bool, typer.Option(
     "--adopt", help="Take over an existing collection of this encoder's vectors that qkrag did not create (checked on "
     "a sample) instead of refusing it; its documents outside the corpus are kept.")]
@@ -188,12 +200,11 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    replace: Replace = False,
     adopt: Adopt = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
-    Chroma apps can query the collections by text after `import qkrag` (docs/integrations.md).
-
     Examples:
 
       qkrag index ../shared/data/scifact
@@ -207,8 +218,6 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
 
       qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
-
-      qkrag index docs.jsonl -c my-existing-collection --adopt   # a collection you built with the same encoder
     """
     from contextlib import ExitStack
 
@@ -216,17 +225,20 @@ def index(
     from qkrag.integrations.chroma import attach
     from qkrag.retrieval.index import adopt_collection, build_index
 
+    from qkrag.atomic import output_folder
+
     corpus = load_corpus(data, skip_empty=skip_empty)
+    if host is None:
+        output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
         encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                             rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
-        built = build_index(corpus, encoder, config, prune=not adopt)
-        attached = attach(built, encoder)
+        built = build_index(corpus, encoder, config, prune=not adopt, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
-                           "embedding_function": attached}
+                           "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
     if projection:
         from qkrag.projection.model import QKProjection
         from qkrag.retrieval.projected import ProjectedRetriever
@@ -267,6 +279,9 @@ def search(
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
     fusion_weight: FusionWeight = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
+        "cosine, cosine score, probability.")] = False,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -280,44 +295,63 @@ def search(
       qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
 
       qkrag search "vitamin D fractures" -c scifact --hybrid   # dense + BM25 (after `qkrag index --hybrid`)
+
+      qkrag search "why does bread rise" -c demo --projection runs/demo/proj --compare
     """
     from contextlib import ExitStack
 
-    from qkrag.retrieval.index import ChromaIndex, DenseRetriever
+    from qkrag.retrieval.factory import make_retriever
+    from qkrag.retrieval.index import ChromaIndex
 
+    if fusion_weight is not None and not hybrid:
+        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if compare and not (projection or hybrid):
+        raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
     encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                         rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
-    config = _index_config(collection, path, host, port, ef_search=ef_search)
-    raw = ChromaIndex.for_encoder(config, encoder, create=False)
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
-
-        retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-    else:
-        retriever = DenseRetriever(encoder, raw)
-    if fusion_weight is not None and not hybrid:
-        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
+                                  create=False)
+    lexical = fusion = None
     if hybrid:
-        from qkrag.retrieval.hybrid import HybridRetriever, collection_bm25, fusion_from_options
+        from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
-        retriever = HybridRetriever(retriever, collection_bm25(raw),
-                                    fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
+        lexical = collection_bm25(raw)
+        fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
+    columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
+    if projection and compare:
+        columns["projection"] = make_retriever(encoder, raw, projection=projection)
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
+        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
     with stack:
-        results = retriever.search(list(queries), k)
-    if json_out:
-        _print_json([{"query": q, "hits": [vars(h) for h in hits]} for q, hits in zip(queries, results)])
+        results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
+                   for name, r in columns.items()}
+    _print_search(list(queries), results, k, compare, json_out)
+
+
+def _print_search(queries: list[str], results: dict[str, list], k: int, compare: bool, json_out: bool) -> None:
+    from qkrag.analysis.rankings import compare_rankings, format_comparison
+
+    if compare:
+        tables = [compare_rankings({n: hits[i] for n, hits in results.items()}, "cosine", k) for i in range(len(queries))]
+        if json_out:
+            _print_json([{"query": q, "rows": rows} for q, rows in zip(queries, tables)])
+        for q, rows in zip(queries, tables if not json_out else ()):
+            typer.echo(format_comparison(q, rows) + "\n")
         return
-    for q, hits in zip(queries, results):
-        typer.echo(f"\n{q}")
-        for rank, h in enumerate(hits, 1):
-            prob = f"  p={h.probability:.3f}" if h.probability is not None else ""
-            text = (h.text or "").replace("\n", " ")
-            typer.echo(f"{rank:>3}. {h.score:8.4f}{prob}  {h.id}  {text[:90]}")
+    (hits_per_query,) = results.values()
+    if json_out:
+        _print_json([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)])
+        return
+    for q, hits in zip(queries, hits_per_query):
+        typer.echo(f"\nquery: {q}\n  rank     score  p(rel)  id  text")
+        for rank, h in enumerate(hits[:k], 1):
+            prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
+            text = " ".join((h.text or "").split())
+            typer.echo(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -409,12 +443,13 @@ def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
     max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
-    aspect: Aspect = None,
+    aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.")] = False,
+    json_out: Json = False,
 ) -> None:
     """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
 
@@ -424,30 +459,19 @@ def rewrite_(
 
       qkrag rewrite data/cities/cities.jsonl --aspect climate --out cities.climate.jsonl
     """
-    from contextlib import ExitStack
-
-    from qkrag.atomic import atomic_open
     from qkrag.data import load_corpus
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
+    from qkrag.llm.rewrite import rewrite_corpus
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    docs = list(corpus)[:limit] if limit else list(corpus)
-    stats = RewriteStats()
-    with ExitStack() as stack:
-        llm = stack.enter_context(open_llm(llm_base_url))
-        texts = [d.content for d in docs]
-        on_failure = "skip" if skip_failed else "error"
-        new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
-            rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
-    with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
-        for doc, text in zip(docs, new):
-            if text is None:  # failed and skipped (--skip-failed): counted in stats, never written as the original
-                continue
-            handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
-                                    ensure_ascii=False) + "\n")
-    written = sum(text is not None for text in new)
-    typer.echo(f"wrote {written} of {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
+    with open_llm(llm_base_url) as llm:
+        done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
+                              skip_failed=skip_failed)
+    if json_out:
+        _print_json(done)
+        return
+    typer.echo(f"wrote {done['written']} of {done['documents']} documents to {out}; "
+               + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
@@ -499,11 +523,12 @@ def generate(
     """
     from qkrag.atomic import output_folder
     from qkrag.data import load_corpus
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
     from qkrag.pairs.store import summary_lines
 
     llm_base_url = _llm_url(llm_base_url, base_url)
-    output_folder(out, "--out")  # before any LLM call
+    output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
@@ -545,6 +570,14 @@ def train(
     holdout: Annotated[str, typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
         "training positives, so a validation gain is not a prior over documents).")] = "query",
+    cv: Annotated[Optional[int], typer.Option(
+        "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
+        "start (every query votes; for small collections).")] = None,
+    validation: Annotated[Optional[Path], typer.Option(
+        "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
+        "share of the training pairs.")] = None,
+    validation_split: Annotated[str, typer.Option(
+        "--validation-split", help="For a BEIR --validation folder: its judged split.")] = "dev",
     model: Model = None,
     embed_base_url: EmbedURL = None,
     base_url: OldEmbedURL = None,
@@ -559,41 +592,44 @@ def train(
       qkrag train ../shared/data/scifact --split train --out runs/scifact-human
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
+
+      qkrag train data/demo --split train --cv 5 --out runs/demo-proj   # few queries: let every one vote
     """
     from qkrag.atomic import output_folder
-    from qkrag.data import load_beir, require_folder
-    from qkrag.pairs.store import is_pairs_folder
-    from qkrag.projection.data import pairs_from_collection, pairs_from_folder
+    from qkrag.data import require_folder
+    from qkrag.projection.data import load_training_pairs
     from qkrag.projection.model import train_projection
+    from qkrag.projection.select import train_with_cv
     from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
-    output_folder(out, "--out")  # before any training
-    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
-    text_of: Any = str  # generated pairs are keyed by their query text
-    if is_pairs_folder(data):
-        pairs, corpus = pairs_from_folder(data, encoder, corpus=corpus_path)
-    else:
-        collection = load_beir(data, split)
-        corpus, text_of = collection.corpus, collection.queries.__getitem__
-        pairs = pairs_from_collection(collection, encoder)
+    output_folder(out, "--out", "projection")  # before any training
+    if cv is not None and validation is not None:
+        raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
-    config.check()  # a bad flag fails here, before any teacher search
+    config.check()  # a bad flag fails here, before any embedding
+    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
+    pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
+    held = None
+    if validation is not None:
+        held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
+                                   documents=pairs.documents)[0]
     if loss != "infonce":
         from qkrag.pairs.teacher import default_teacher, hybrid_teacher
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))
-    projection = train_projection(pairs, config, variant=variant, rank=rank)
+    projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
+                  train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
     summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
                **projection.validation_}
     if json_out:
         _print_json(summary)
-    else:
-        for key, value in summary.items():
-            typer.echo(f"{key:>16}: {value}")
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key:>16}: {_plain(value)}")
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -635,16 +671,19 @@ def bench(
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
     from qkrag.atomic import output_folder
-    from qkrag.bench import METHODS, BenchConfig, run_bench
+    from qkrag.bench import METHODS, Bench, BenchConfig
 
-    output_folder(out, "--out")
+    output_folder(out, "--out", "bench report")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
-    result = run_bench(config)
+    bench_run = Bench(config)  # validates data, methods and sample before any work
+    typer.echo(bench_run.plan(), err=True)
+    bench_run.run()
+    result = bench_run
     if json_out:
         _print_json(result.to_dict())
     else:
@@ -733,6 +772,7 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit code 2 (no traceback)."""
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
         typer.echo(f"error: {err}", err=True)
@@ -745,6 +785,18 @@ def main(argv: list[str] | None = None) -> None:
             err.show()  # type: ignore[attr-defined]
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Arguments that are not UTF-8 reach Python as lone surrogates, which fail deep inside (hashing, JSON)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            byte = ord(arg[err.start]) - 0xDC00
+            raise QkragError(f"argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}): is not UTF-8 text "
+                             f"(byte 0x{byte:02x}). Fix: pass UTF-8 (check the terminal's locale, e.g. LANG=C.UTF-8)"
+                             ) from None
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

@@ -29,17 +29,6 @@ def python(code: str, **env: str) -> str:
     return done.stdout
 
 
-def test_import_qkrag_registers_without_torch_or_chromadb():
-    out = python("import json, sys, qkrag; print(json.dumps(['torch' in sys.modules, 'chromadb' in sys.modules]))")
-    assert json.loads(out) == [False, False]
-    out = python("import qkrag, chromadb\nfrom chromadb.utils.embedding_functions import known_embedding_functions as k"
-                 "\nprint('qkrag' in k, 'qkrag_projection' in k)")
-    assert out.split() == ["True", "True"]
-    out = python("import chromadb, qkrag.projection.export\n"  # the stumble: registered only when imported by name
-                 "from chromadb.utils.embedding_functions import known_embedding_functions as k\nprint('qkrag' in k)")
-    assert out.strip() == "True"
-
-
 def test_projection_is_found_by_hash_not_by_path(tmp_path, monkeypatch, fake_encoder):
     from qkrag.integrations.chroma import PROJECTION_PATH_ENV, find_projection, projection_store, store_projection
     from qkrag.errors import InputError

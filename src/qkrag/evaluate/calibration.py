@@ -103,7 +103,9 @@ def reliability_diagram(probabilities, labels, path: str | os.PathLike[str], n_b
     top.set_title(title or f"Reliability (ECE = {ece:.3f}, n = {p.size})")
     top.legend(loc="upper left", fontsize="small")
     bottom.bar(centres, count / p.size, width=1 / n_bins, edgecolor="black", color="C0")
+    for x, n in zip(centres[filled], count[filled]):  # the count behind each bin: a bar of 3 hits proves little
+        bottom.annotate(str(int(n)), (x, n / p.size), ha="center", va="bottom", fontsize="x-small")
     bottom.set_xlabel("predicted probability")
-    bottom.set_ylabel("share")
+    bottom.set_ylabel("share (count above)")
     bottom.set_xlim(0, 1)
     save_png(fig, path)

@@ -56,6 +56,47 @@ def plot_results(results: Mapping[str, EvalResult], path: str | os.PathLike[str]
     save_png(fig, path)
 
 
+def plot_deltas(deltas: Mapping[str, tuple[float, float, float]], path: str | os.PathLike[str],
+                base: str = "cosine", metric: str = "nDCG@10") -> None:
+    """Each system's paired difference to `base` with its CI (`{name: (delta, low, high)}`), one row each, zero
+    marked: how much each row gains or loses, on the scale of the differences rather than of the scores."""
+    if not deltas:
+        raise fail("plot_deltas", "no differences given", "pass {name: (delta, low, high)}")
+    names = list(deltas)
+    d = np.array([deltas[n][0] for n in names])
+    lo, hi = np.array([deltas[n][1] for n in names]), np.array([deltas[n][2] for n in names])
+    fig = figure(figsize=(6.5, 0.45 * len(names) + 1.4))
+    ax = fig.subplots()
+    y = np.arange(len(names))[::-1]
+    colours = ["C2" if low > 0 else "C3" if high < 0 else "C7" for low, high in zip(lo, hi)]
+    for di, yi, low, high, colour in zip(d, y, lo, hi, colours):
+        ax.errorbar([di], [yi], xerr=[[di - low], [high - di]], fmt="o", color=colour, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, names)
+    ax.set_xlabel(f"Δ {metric} vs {base} (95% CI; green: CI above 0, red: below)")
+    save_png(fig, path)
+
+
+def plot_score_histograms(scores: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike[str],
+                          bins: int = 20) -> None:
+    """Per system, the distribution of its probability for relevant and for non-relevant hits (`{name:
+    (probabilities, labels)}`): how far apart the two are is what a threshold on σ can use."""
+    if not scores:
+        raise fail("plot_score_histograms", "no scores given", "pass {name: (probabilities, labels)}")
+    fig = figure(figsize=(4.2 * len(scores), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(scores), sharey=False))
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (name, (p, y)) in zip(axes, scores.items()):
+        p, y = np.asarray(p, dtype=float), np.asarray(y) > 0
+        ax.hist(p[~y], edges, alpha=0.6, label=f"not relevant (n={int((~y).sum())})", color="C7")
+        ax.hist(p[y], edges, alpha=0.7, label=f"relevant (n={int(y.sum())})", color="C2")
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("σ(s·q·k + b)")
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel("hits")
+    save_png(fig, path)
+
+
 def figure(figsize: tuple[float, float]):
     """A bare matplotlib Figure, not pyplot's: no global backend switch (a notebook keeps its inline plots), no
     display needed, nothing to close. Imported only when plotting."""

@@ -13,6 +13,7 @@ an answer, counted in `RewriteStats.fallbacks`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,7 @@ from qkrag.errors import LLMError, fail
 from qkrag.llm.prompts import PromptTemplate, aspect_template, is_refusal, load_template, parse_candidates
 
 if TYPE_CHECKING:
+    from qkrag.data import Corpus
     from qkrag.llm.client import LLM
 
 __all__ = ["RewriteStats", "aspect_texts", "clean_output", "rewrite_texts"]
@@ -217,3 +219,31 @@ def aspect_texts(texts: Sequence[str], llm: LLM, aspect: str, *, stats: RewriteS
 
 def aspect_label(aspect: str) -> str:
     return aspect if "{" not in aspect else " ".join(aspect.split())[:40]
+
+
+def rewrite_corpus(corpus: Corpus, llm: LLM, out: str | os.PathLike[str], *, aspect: str | None = None,
+                   max_words: int = DEFAULT_MAX_WORDS, limit: int | None = None,
+                   skip_failed: bool = False) -> dict[str, Any]:
+    """What `qkrag rewrite` does: rewrite (or answer `aspect` of) the first `limit` documents of `corpus` and write
+    JSONL (`_id`, `title`, `text` = the rewrite, `original`) to `out`, all or nothing. Returns what was written."""
+    import json
+
+    from qkrag.atomic import atomic_open
+
+    if aspect and aspect.startswith("extract:"):
+        raise fail(f"--aspect {aspect}", "extracts sentences at embedding time, with no LLM text to write",
+                   f"use it where texts are embedded: `qkrag index CORPUS --aspect {aspect}`")
+    docs = list(corpus)[:limit] if limit else list(corpus)
+    stats = RewriteStats()
+    texts = [d.content for d in docs]
+    on_failure = "skip" if skip_failed else "error"
+    new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
+        rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
+    with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
+        for doc, text in zip(docs, new):
+            if text is None:  # failed and skipped: counted in stats, never written as the original
+                continue
+            handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
+                                    ensure_ascii=False) + "\n")
+    return {"out": str(out), "written": sum(text is not None for text in new), "documents": len(docs),
+            **stats.as_dict()}

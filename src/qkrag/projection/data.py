@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +63,7 @@ class Pairs:
         queries = np.asarray(self.queries, dtype=np.float32)
         if queries.size == 0:
             raise fail(self.source, "contains no pairs", "give at least a few (query, positive document) pairs; "
-                       "generate them with `qkrag pairs` or use a collection's train split")
+                       "generate them with `qkrag generate` or use a collection's train split")
         queries = check_vectors(f"{self.source} (query vectors)", queries, documents.shape[1])
         n = queries.shape[0]
         positives = np.asarray(self.positives)
@@ -288,7 +288,8 @@ def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: 
 
 
 def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options: EmbedOptions | None = None, *,
-                      corpus: Corpus | str | os.PathLike[str] | None = None) -> tuple[Pairs, Corpus]:
+                      corpus: Corpus | str | os.PathLike[str] | None = None,
+                      documents: np.ndarray | None = None) -> tuple[Pairs, Corpus]:
     """Training pairs from a pairs folder (`qkrag generate --out`), with the corpus their ids point into: `corpus`
     when given, else the one the folder records. Refuses another encoder than the generation's."""
     from qkrag.data import Corpus, load_corpus
@@ -297,4 +298,22 @@ def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options:
     check_encoder(folder, encoder.fingerprint)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(recorded_corpus(folder, corpus))
-    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, source=str(folder)), corpus
+    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents,
+                              source=str(folder)), corpus
+
+
+def load_training_pairs(source: str | os.PathLike[str], encoder: Encoder, *, split: str = "train",
+                        corpus: Corpus | str | os.PathLike[str] | None = None, documents: np.ndarray | None = None
+                        ) -> tuple[Pairs, Corpus, Callable[[str], str]]:
+    """What `qkrag train SOURCE` trains on: the pairs of a pairs folder, or the judged `split` of a BEIR folder; with
+    the corpus and how to get a pair's query text from its query id (a teacher needs the text)."""
+    from qkrag.data import Corpus, load_beir, require_folder
+    from qkrag.pairs.store import is_pairs_folder
+
+    require_folder(source, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    if is_pairs_folder(source):
+        pairs, corpus = pairs_from_folder(source, encoder, corpus=corpus, documents=documents)
+        return pairs, corpus, str  # generated pairs are keyed by their query text
+    collection = load_beir(source, split, corpus=corpus if isinstance(corpus, Corpus) else None)
+    return pairs_from_collection(collection, encoder, documents=documents), collection.corpus, \
+        collection.queries.__getitem__

@@ -27,6 +27,7 @@ and never answers fails in seconds with a message, instead of hanging.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -40,7 +41,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.atomic import file_lock
-from qkrag.cache import default_cache_dir, default_timeout
+from qkrag.cache import default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 
@@ -233,7 +234,8 @@ class ChromaIndex:
             collection = client.get_collection(config.collection, embedding_function=None)
         except NotFoundError:
             if not create:
-                raise fail(where, "does not exist", "build it first with `qkrag index`, or check the name and path")
+                raise fail(where, "does not exist", f"build it first with `qkrag index`, or use one that exists: "
+                           f"{', '.join(collection_names(client)) or 'none here'}")
             try:
                 collection = client.create_collection(
                     config.collection, configuration={"hnsw": config.hnsw()}, embedding_function=None,
@@ -244,6 +246,8 @@ class ChromaIndex:
                            ) from None
             return cls(client, collection, config)
         index = cls(client, collection, config)
+        if not create and index.space != config.space:  # reading: any space serves; scores come back in its terms
+            index = cls(client, collection, dataclasses.replace(config, space=index.space))
         index._check(fingerprint, dimension, where)
         # ef_search is the one HNSW setting Chroma lets us change; done before the first query, it applies at once.
         if index.hnsw_settings.get("ef_search") != config.ef_search:
@@ -568,8 +572,14 @@ def _sample_mismatch(texts: Sequence[str | None], vectors: np.ndarray, encoder: 
     return ""
 
 
+def collection_names(client: Any) -> list[str]:
+    """The collections a Chroma client holds, qkrag's derived (projected) ones included, sorted."""
+    names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    return sorted(names)
+
+
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
-                progress: bool = True, prune: bool = True) -> ChromaIndex:
+                progress: bool = True, prune: bool = True, replace: bool = False) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
 
     The collection's writer lock is held throughout (a concurrent build waits, see `ChromaIndex.writing`). A
@@ -578,7 +588,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     already stored with the same text are skipped (a re-run embeds and writes nothing); missing ones and ones whose
     text changed are embedded (through the embedding cache, `options` is `EmbedOptions`) and upserted batch by
     batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete, with its
-    count and content hash recorded. `index.last_build` says what was done.
+    count and content hash recorded. `index.last_build` says what was done. A collection that holds mostly other
+    documents (another corpus) is refused unless `replace`: pruning would silently delete them.
     """
     config = config or IndexConfig()
     with file_lock(config.lock_path, config.lock_timeout, f"{config.location} collection {config.collection!r}"):
@@ -588,6 +599,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
             index.delete()
             index = ChromaIndex.for_encoder(config, encoder)
             stats.rebuilt = problem
+        if prune and not replace:
+            _refuse_another_corpus(index, corpus)
         index.mark_complete(False)
         _fill(index, corpus, encoder, options, stats, progress=progress, prune=prune)
         stored = index.count()
@@ -599,6 +612,15 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
         index.mark_complete(True, content_hash=content, count=stored)
     index.last_build = stats
     return index
+
+
+def _refuse_another_corpus(index: ChromaIndex, corpus: Any) -> None:
+    stored = index.all_ids()
+    shared = len(set(stored) & set(corpus.ids))
+    if stored and shared * 2 < len(stored):
+        raise fail(f"{index.config.location} collection {index.name!r}", f"holds {len(stored)} documents of another "
+                   f"corpus ({shared} of their ids are in this one); indexing would delete the others",
+                   "index into another --collection, or pass --replace to replace its documents")
 
 
 def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, progress: bool = True) -> ChromaIndex:
@@ -643,14 +665,14 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
+    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
     step = index.config.batch_size
-    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=not progress or not todo,
+    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
             batch_texts = [texts[i] for i in batch]
-            vectors = embed(encoder, batch_texts, "document", quiet)
+            vectors = embed(encoder, batch_texts, "document", silent)
             index.add_vectors([ids[i] for i in batch], vectors, batch_texts)
             bar.update(len(batch))
 
