@@ -651,8 +651,9 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
-    step = index.config.batch_size
+    quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache, engine=options.engine)
+    # An engine (Ray) takes large chunks, so its actor pool stays busy; each chunk is written as it comes back.
+    step = getattr(options.engine, "chunk", None) or index.config.batch_size
     with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):
