@@ -483,6 +483,22 @@ class ChromaIndex:
         return [[Hit(str(i), float(s), t) for s, i, t in zip(srow, irow, trow) if i is not None]
                 for srow, irow, trow in zip(scores, ids, docs)]
 
+    def iter_vectors(self, *, texts: bool = False, step: int | None = None
+                     ) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
+        """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch): memory bounded by one page,
+        whatever the collection's size. `texts` are None unless asked for."""
+        step = step or self._step
+        include = ["embeddings", "documents"] if texts else ["embeddings"]
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, limit=step, offset=offset)
+            if len(got["ids"]):
+                docs = got["documents"] if texts else [None] * len(got["ids"])
+                yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
+            offset += len(got["ids"])
+            if len(got["ids"]) < step:
+                return
+
     def get_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every stored (id, vector), float32 (n, dimension): a later stage projects them without re-embedding."""
         ids: list[str] = []
