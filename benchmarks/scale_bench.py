@@ -80,6 +80,142 @@ def part_onnx(args) -> None:
     print(body)
 
 
+# ------------------------------------------------------------------------------------------------------------ chroma
+DIM = 384
+BUILD_SCRIPT = """
+import json, resource, sys, time
+sys.path.insert(0, {bench!r})
+from scale_bench import SyntheticEncoder, raw_index
+from qkrag.projection.model import ProjectedRetriever, QKProjection
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+raw = raw_index({port}, {n})
+t0 = time.perf_counter()
+retriever = ProjectedRetriever(SyntheticEncoder(), QKProjection.identity({dim}, "synthetic-{dim}"), raw)
+seconds = time.perf_counter() - t0
+print(json.dumps({{"seconds": seconds, "count": retriever.index.count(), "rss_before_mb": before / 1024,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+class SyntheticEncoder:
+    """Stands for the encoder that made the synthetic vectors: an identity, a dimension, seeded random queries."""
+
+    name = fingerprint = cache_key = f"synthetic-{DIM}"
+    dimension = DIM
+
+    def warm_up(self) -> None: ...
+
+    def embed_batch(self, texts, side):
+        rng = np.random.default_rng(len(texts))
+        return unit(rng.standard_normal((len(texts), DIM), dtype=np.float32))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def raw_index(port: int, n: int):
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+
+    config = IndexConfig(collection=f"raw-{n}", host="127.0.0.1", port=port, batch_size=4096, timeout=600)
+    return ChromaIndex.open(config, SyntheticEncoder.fingerprint, DIM)
+
+
+def start_chroma(path: Path, port: int):
+    import subprocess
+    import urllib.request
+
+    server = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host",
+                               "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit("chroma run did not come up")
+
+
+def fill(port: int, n: int) -> dict:
+    """Add n synthetic unit vectors (with short texts) in pages generated on the fly: bounded client memory."""
+    index = raw_index(port, n)
+    page = 4096
+    t0 = time.perf_counter()
+    for start in range(0, n, page):
+        rng = np.random.default_rng(start)
+        size = min(page, n - start)
+        ids = [f"d{i}" for i in range(start, start + size)]
+        index.add_vectors(ids, unit(rng.standard_normal((size, DIM), dtype=np.float32)), [f"doc {i}" for i in ids])
+    seconds = time.perf_counter() - t0
+    index.mark_complete(True, content_hash=f"synthetic-{n}", count=n)
+    return {"add_seconds": seconds, "add_per_s": n / seconds}
+
+
+def latencies(search, queries: np.ndarray) -> dict:
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        search(q[None, :], 10)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+
+
+def part_chroma(args) -> None:
+    import json
+    import subprocess
+
+    import psutil
+
+    from qkrag.projection.model import ProjectedRetriever, QKProjection
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        server = start_chroma(Path(tmp) / "db", args.port)
+        try:
+            for n in args.sizes:
+                row = {"vectors": n, **fill(args.port, n), "uptime_after_add": load()}
+                script = BUILD_SCRIPT.format(bench=str(Path(__file__).parent), port=args.port, n=n, dim=DIM)
+                child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+                build = json.loads(child.stdout.strip().splitlines()[-1])
+                row.update({"projection_build_seconds": build["seconds"], "projection_per_s": n / build["seconds"],
+                            "projection_build_peak_rss_mb": build["peak_rss_mb"],
+                            "rss_before_build_mb": build["rss_before_mb"],
+                            "server_rss_mb": psutil.Process(server.pid).memory_info().rss / 1024**2})
+                raw = raw_index(args.port, n)
+                projected = ProjectedRetriever(SyntheticEncoder(), QKProjection.identity(DIM, SyntheticEncoder.name),
+                                               raw)
+                queries = unit(np.random.default_rng(7).standard_normal((args.queries, DIM), dtype=np.float32))
+                raw.query(queries[:5], 10), projected.search_vectors(queries[:5], 10)  # load both graphs first
+                row.update({f"raw_{k}": v for k, v in latencies(raw.query, queries).items()})
+                row.update({f"projected_{k}": v for k, v in latencies(projected.search_vectors, queries).items()})
+                row["uptime_end"] = load()
+                rows.append(row)
+                print(row, flush=True)
+                save_chroma(args, rows)
+        finally:
+            server.terminate()
+            server.wait(60)
+
+
+def save_chroma(args, rows: list[dict]) -> None:
+    columns = ["vectors", "add_per_s", "projection_per_s", "projection_build_peak_rss_mb", "rss_before_build_mb",
+               "server_rss_mb", "raw_p50_ms", "raw_p95_ms", "projected_p50_ms", "projected_p95_ms"]
+    peak = max(r["projection_build_peak_rss_mb"] for r in rows)
+    result = {"sizes": [r["vectors"] for r in rows], "dimension": DIM, "rows": rows, "queries": args.queries,
+              "goal": "projection build peak RSS independent of corpus size, <= 1024 MB",
+              "met": peak <= 1024 and (len(rows) < 2 or peak - min(r["projection_build_peak_rss_mb"] for r in rows) < 100)}
+    body = markdown_table(rows, columns)
+    body += (f"\n\nSynthetic unit {DIM}-d vectors into one `chroma run` server on loopback (HNSW M=32, "
+             f"ef_construction=200, ef_search=400: qkrag's defaults). The projected collection (identity {DIM}x{DIM} "
+             f"Q/K projection) is built in a separate process by `ProjectedRetriever`, page by page; its peak RSS "
+             f"(ru_maxrss, whole process, imports included) is the memory figure, `rss_before_build_mb` the same "
+             f"process after imports. Query latency: {args.queries} single queries, k=10, over HTTP. Shared 2-core "
+             f"machine (see uptime in the JSON).")
+    save("scale_bench_chroma", result, body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["onnx", "ray", "chroma"])
@@ -89,6 +225,8 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--workdir", default=None, help="where the Chroma server keeps its files (a temp folder)")
     args = parser.parse_args()
     {"onnx": part_onnx, "ray": globals().get("part_ray"), "chroma": globals().get("part_chroma")}[args.part](args)
 
