@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from qkrag._atomic import write_json, write_text
+from qkrag.atomic import write_json, write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qkrag._atomic import write_json, write_text
+from qkrag.atomic import write_json, write_text
 from qkrag.data import load_beir
 from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
 from qkrag.retrieval.index import CHROMA_DEFAULT_HNSW, ChromaIndex, ExactIndex, IndexConfig, recall_at_k

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qkrag._atomic import write_json, write_text
+from qkrag.atomic import write_json, write_text
 from qkrag.data import load_beir
 from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
 from qkrag.evaluate.metrics import compare, evaluate_run, expected_calibration_error, reliability_diagram
-from qkrag.projection.model import Pairs, QKProjection, QueryAdapter, pairs_from_collection
+from qkrag.projection.model import QKProjection, QueryAdapter
+from qkrag.projection.data import Pairs, pairs_from_collection
 from qkrag.retrieval.base import exact_search
 from qkrag.projection.train import TrainConfig
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from qkrag.retrieval.index import ChromaIndex, IndexConfig
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
 
     K_docs = qk.transform_documents(D)
     lat = {"exact_raw": [], "exact_projected": [], "chroma_raw": [], "chroma_projected": []}

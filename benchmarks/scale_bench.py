@@ -86,7 +86,8 @@ BUILD_SCRIPT = """
 import json, resource, sys, time
 sys.path.insert(0, {bench!r})
 from scale_bench import SyntheticEncoder, raw_index
-from qkrag.projection.model import ProjectedRetriever, QKProjection
+from qkrag.projection.model import QKProjection
+from qkrag.retrieval.projected import ProjectedRetriever
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 raw = raw_index({port}, {n})
 t0 = time.perf_counter()
@@ -168,7 +169,8 @@ def part_chroma(args) -> None:
 
     import psutil
 
-    from qkrag.projection.model import ProjectedRetriever, QKProjection
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.projected import ProjectedRetriever
 
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

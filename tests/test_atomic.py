@@ -1,4 +1,4 @@
-"""qkrag._atomic: atomic writes and the one-writer file lock."""
+"""qkrag.atomic: atomic writes and the one-writer file lock."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from qkrag._atomic import file_lock, write_text
+from qkrag.atomic import file_lock, write_text
 from qkrag.errors import QkragError
 
 HOLD_SCRIPT = """
 import sys, time
 sys.path.insert(0, {src!r})
-from qkrag._atomic import file_lock
+from qkrag.atomic import file_lock
 with file_lock({path!r}, 5, "test resource"):
     print("held", flush=True)
     time.sleep(60)

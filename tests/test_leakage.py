@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qkrag.evaluate.metrics import evaluate_run, leakage_audit, question_share, seen_novel
-from qkrag.projection.model import Pairs
+from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
 
 QRELS = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}, "q3": {"d": 1}, "q4": {"e": 1, "x": 0}}

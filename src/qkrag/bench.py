@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-from qkrag._atomic import write_json, write_text
+from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
 from qkrag.retrieval.base import Hit
@@ -200,7 +200,7 @@ class Bench:
         dataset = self._generate(encoder) if needs_pairs else None
         pairs = None
         if dataset is not None:  # the generated rows as vectors, once: the hybrid's validation and every trained row
-            from qkrag.projection.model import pairs_from_dataset
+            from qkrag.projection.data import pairs_from_dataset
 
             pairs = pairs_from_dataset(dataset, self.corpus, encoder, documents=self.doc_vectors, source="synthetic")
         if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
@@ -296,7 +296,7 @@ class Bench:
         self.info["synthetic_positives"] = len(positives)
 
     def _human_rows(self, methods: set[str]) -> None:
-        from qkrag.projection.model import pairs_from_collection
+        from qkrag.projection.data import pairs_from_collection
 
         assert self.train is not None
         human = pairs_from_collection(self.train, self.encoder, documents=self.doc_vectors)
@@ -320,8 +320,9 @@ class Bench:
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
         """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
         serve it. Notes name every loss's validation figure and what model selection decided."""
-        from qkrag.projection.model import ProjectedRetriever
-        from qkrag.projection.train import TrainConfig, train_projection
+        from qkrag.retrieval.projected import ProjectedRetriever
+        from qkrag.projection.train import TrainConfig
+        from qkrag.projection.model import train_projection
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")

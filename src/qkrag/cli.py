@@ -192,7 +192,8 @@ def index(
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
         out["projected_collection"] = projected.index.name
@@ -255,7 +256,8 @@ def search(
     config = _index_config(collection, path, host, port, ef_search=ef_search)
     raw = ChromaIndex.for_encoder(config, encoder, create=False)
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     else:
@@ -296,7 +298,8 @@ def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, co
         vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
         raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
     if projection:
-        from qkrag.projection.model import ProjectedRetriever, QKProjection
+        from qkrag.projection.model import QKProjection
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
     return DenseRetriever(encoder, raw)
@@ -448,7 +451,7 @@ def rewrite_(
     """
     from contextlib import ExitStack
 
-    from qkrag._atomic import atomic_open
+    from qkrag.atomic import atomic_open
     from qkrag.data import load_corpus
     from qkrag.llm.local import open_llm
     from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
@@ -521,7 +524,7 @@ def generate(
     from qkrag.data import load_corpus
     from qkrag.pairs.generate import GenerateConfig, generate_pairs
 
-    from qkrag._atomic import output_folder
+    from qkrag.atomic import output_folder
 
     output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
@@ -597,10 +600,11 @@ def train(
 
     from qkrag.data import load_beir, load_corpus
     from qkrag.pairs.generate import load_pairs
-    from qkrag.projection.model import pairs_from_collection, pairs_from_dataset
-    from qkrag.projection.train import TrainConfig, train_projection
+    from qkrag.projection.data import pairs_from_collection, pairs_from_dataset
+    from qkrag.projection.train import TrainConfig
+    from qkrag.projection.model import train_projection
 
-    from qkrag._atomic import output_folder
+    from qkrag.atomic import output_folder
 
     if not data.is_dir():
         raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
@@ -680,7 +684,7 @@ def bench(
 
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
-    from qkrag._atomic import output_folder
+    from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, BenchConfig, run_bench
 
     output_folder(out, "--out")

@@ -3,7 +3,7 @@ import pytest
 
 from qkrag.errors import InputError
 from qkrag.analysis.rankings import changed_queries, cross_validate, id_prefix, kfold, share_of, side_by_side
-from qkrag.projection.model import Pairs
+from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
 from qkrag.projection.train import TrainConfig
 

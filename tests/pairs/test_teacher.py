@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from qkrag.errors import InputError
-from qkrag.projection.model import Pairs
+from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
 from qkrag.pairs.teacher import hybrid_teacher
-from qkrag.projection.train import TrainConfig, distillation_loss, train_projection
+from qkrag.projection.train import TrainConfig, distillation_loss
+from qkrag.projection.model import train_projection
 
 
 class ListTeacher:

@@ -9,9 +9,10 @@ import pytest
 
 from qkrag.data import load_beir
 from qkrag.errors import IndexMismatchError, InputError
-from qkrag.projection.model import (Pairs, QKProjection, QueryAdapter, SymmetricProjection, pairs_from_collection,
-                              pairs_from_dataset)
-from qkrag.projection.train import TrainConfig, ndcg_at_k
+from qkrag.projection.model import QKProjection, QueryAdapter, SymmetricProjection
+from qkrag.projection.data import Pairs, pairs_from_collection, pairs_from_dataset
+from qkrag.evaluate.metrics import binary_ndcg
+from qkrag.projection.train import TrainConfig
 from qkrag.retrieval.base import exact_search
 
 FAST = TrainConfig(epochs=6, learning_rate=3e-3, init_weight=0.0, random_negatives=64, progress=False)
@@ -47,11 +48,11 @@ class Planted:
         q = self.test_queries if model is None else model.transform_queries(self.test_queries)
         k = self.documents if model is None else model.transform_documents(self.documents)
         _, top = exact_search(q, k, 10, space="ip")
-        return ndcg_at_k(top, self.test_relevant, 10)
+        return binary_ndcg(top, self.test_relevant, 10).mean()
 
     def achievable_ndcg(self) -> float:
         _, top = exact_search(self.test_queries @ self.W.T, self.documents, 10, space="ip")
-        return ndcg_at_k(top, self.test_relevant, 10)
+        return binary_ndcg(top, self.test_relevant, 10).mean()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_training_starts_from_the_raw_ranking(planted):
     model = QKProjection(config=FAST).fit(train, val)
     vq, rel = val.unique_queries()
     _, top = exact_search(vq, planted.documents, 10, space="ip")
-    assert model.history_[0]["val_ndcg"] == pytest.approx(ndcg_at_k(top, rel, 10), abs=1e-5)
+    assert model.history_[0]["val_ndcg"] == pytest.approx(binary_ndcg(top, rel, 10).mean(), abs=1e-5)
     assert model.selected_.startswith("trained")
 
 
@@ -289,7 +290,7 @@ def _expected(projection, fake_encoder, ids, vectors, queries, k):
 
 def test_projected_retriever_full_mode_in_memory(fake_encoder):
     from qkrag.retrieval.index import ExactIndex
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from tests.fakes import TINY_DOCS
 
     ids = list(TINY_DOCS)
@@ -306,7 +307,7 @@ def test_projected_retriever_full_mode_in_memory(fake_encoder):
 
 
 def test_projected_retriever_rerank_mode_reorders_raw_candidates(fake_encoder):
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from tests.fakes import TINY_DOCS
 
     ids = list(TINY_DOCS)
@@ -321,7 +322,7 @@ def test_projected_retriever_rerank_mode_reorders_raw_candidates(fake_encoder):
 
 def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedding(fake_encoder, tmp_path):
     from qkrag.retrieval.index import ChromaIndex, IndexConfig
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from tests.fakes import TINY_DOCS
 
     ids = list(TINY_DOCS)
@@ -348,7 +349,7 @@ def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedd
 def test_projected_collection_is_built_page_by_page_never_all_at_once(fake_encoder, tmp_path, monkeypatch):
     """Issue 16: the projected collection is filled from pages of stored vectors (bounded memory); no call reads the
     whole raw collection, and the result is the one an all-at-once build gives."""
-    from qkrag.projection.model import ProjectedRetriever
+    from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.index import ChromaIndex, IndexConfig
     from tests.fakes import TINY_DOCS
 
@@ -411,4 +412,4 @@ def test_scifact_train_pairs_beat_raw_cosine_on_test(shared_data):
     relevant = [{test.corpus.position(d) for d, r in test.qrels[q].items() if r > 0} for q in test.queries]
     _, raw_top = exact_search(queries, pairs.documents, 10, space="ip")
     _, top = exact_search(model.transform_queries(queries), model.transform_documents(pairs.documents), 10, space="ip")
-    assert ndcg_at_k(top, relevant) > ndcg_at_k(raw_top, relevant) + 0.03
+    assert binary_ndcg(top, relevant).mean() > binary_ndcg(raw_top, relevant).mean() + 0.03

@@ -8,9 +8,12 @@ import torch
 
 from qkrag.evaluate.metrics import expected_calibration_error
 from qkrag.errors import InputError
-from qkrag.projection.model import Pairs, QKProjection
-from qkrag.projection.train import (TrainConfig, calibration_pairs, canonical_rows, info_nce_loss, initial_maps, make_batches,
-                         mine_hard_negatives, ndcg_at_k, platt_scale, train_projection)
+from qkrag.projection.model import QKProjection
+from qkrag.projection.data import Pairs
+from qkrag.evaluate.metrics import binary_ndcg
+from qkrag.projection.train import (TrainConfig, canonical_rows, hits_for_calibration, info_nce_loss, initial_maps,
+                                    make_batches, mine_hard_negatives, platt_scale)
+from qkrag.projection.model import train_projection
 
 
 def test_batches_never_hold_a_positive_twice_and_cover_every_pair():
@@ -54,10 +57,10 @@ def test_info_nce_ignores_masked_columns():
     assert float(masked) == pytest.approx(float(reference), rel=1e-6)
 
 
-def test_ndcg_at_k():
-    assert ndcg_at_k(np.array([[3, 1, 2]]), [{3}], 3) == 1.0
-    assert ndcg_at_k(np.array([[1, 3, 2]]), [{3}], 3) == pytest.approx(1 / np.log2(3))
-    assert ndcg_at_k(np.array([[1, 2, 4]]), [{3}], 3) == 0.0
+def test_binary_ndcg():
+    assert binary_ndcg(np.array([[3, 1, 2]]), [{3}], 3).mean() == 1.0
+    assert binary_ndcg(np.array([[1, 3, 2]]), [{3}], 3).mean() == pytest.approx(1 / np.log2(3))
+    assert binary_ndcg(np.array([[1, 2, 4]]), [{3}], 3).mean() == 0.0
 
 
 def test_initial_maps_identity_or_orthonormal_pca():
@@ -85,7 +88,7 @@ def test_calibrated_probabilities_have_low_ece_on_validation_pairs():
     train, val = pairs.split(0.3, seed=0)
     model = QKProjection(config=TrainConfig(epochs=1, progress=False)).fit(train, val)
     assert model.validation_["calibrated"]
-    dots, labels = calibration_pairs(model.Q_, model.K_, val, 10)
+    dots, labels = hits_for_calibration(model.Q_, model.K_, val, 10)
     assert expected_calibration_error(model.probability(dots), labels) < 0.05
 
 

@@ -19,7 +19,7 @@ from qkrag.errors import fail
 from qkrag.retrieval.base import Hit
 
 if TYPE_CHECKING:
-    from qkrag.projection.model import Pairs
+    from qkrag.projection.data import Pairs
     from qkrag.projection.train import TrainConfig
 
 Predicate = Callable[[Hit], bool]
@@ -109,7 +109,7 @@ def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant:
     test a gain on its own, and whether training helps is what the mean over the folds answers."""
     import dataclasses
 
-    from qkrag.projection.train import train_projection
+    from qkrag.projection.model import train_projection
 
     if not configs:
         raise fail("cross_validate", "no configs given", "pass {name: TrainConfig}")

@@ -58,7 +58,7 @@ class Encoder(ABC):
         return f"{type(self).__name__}({self.fingerprint!r})"
 
 
-def _check_side(side: str) -> None:
+def check_side(side: str) -> None:
     if side not in SIDES:
         raise fail("side", f"{side!r} is not a side", f"use one of {SIDES}")
 
@@ -93,6 +93,14 @@ class SentenceTransformerEncoder(Encoder):
             parts.append("normalized")
         return "|".join(parts)
 
+    @classmethod
+    def from_loaded(cls, model, name: str) -> SentenceTransformerEncoder:
+        """An encoder over a SentenceTransformer already in memory (e.g. one just fine-tuned), named `name`: the name
+        is its fingerprint, so it must say what made the weights."""
+        encoder = cls(name)
+        encoder._model, encoder.name, encoder.weights = model, name, ""
+        return encoder
+
     @property
     def model(self):
         if self._model is None:
@@ -113,7 +121,7 @@ class SentenceTransformerEncoder(Encoder):
         return int(dim)
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         prefix = self.query_prefix if side == "query" else self.document_prefix
         vectors = self.model.encode([prefix + t for t in texts], batch_size=self.batch_size,
                                     convert_to_numpy=True, normalize_embeddings=self.normalize,
@@ -200,7 +208,7 @@ class OpenAIEncoder(Encoder):
         return self._dimension
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         prefix = self.query_prefix if side == "query" else self.document_prefix
         kwargs = {"dimensions": self.dimensions} if self.dimensions else {}
         try:
@@ -259,7 +267,7 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
     padding is minimal, as SentenceTransformer.encode does), and written to the cache batch by batch, so a killed run
     keeps what it had done. A damaged cache entry is a miss (see `_readable`).
     """
-    _check_side(side)
+    check_side(side)
     options = options or EmbedOptions()
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():

@@ -95,10 +95,9 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
         losses.append(float(loss.detach()))
     model.eval()
     seconds = time.perf_counter() - t0
-    encoder = SentenceTransformerEncoder(name)
-    encoder._model = model
     # The fingerprint names the training data and settings, so cached vectors of another fine-tune never match.
-    encoder.name = f"{name}+finetuned:{content_hash(list(queries), list(positives), vars(config))[:16]}"
+    encoder = SentenceTransformerEncoder.from_loaded(
+        model, f"{name}+finetuned:{content_hash(list(queries), list(positives), vars(config))[:16]}")
     if out_dir is not None:
         model.save(str(out_dir))
     return FinetuneResult(encoder, seconds, len(batches), losses)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qkrag._atomic import atomic_folder
+from qkrag.atomic import atomic_folder
 from qkrag.cache import content_hash, default_cache_dir
 from qkrag.embed.encoders import Encoder, SentenceTransformerEncoder, Side, folder_identity, resolve_model_path
 from qkrag.errors import fail

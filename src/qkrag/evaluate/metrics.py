@@ -330,6 +330,18 @@ def compare(a: EvalResult, b: EvalResult, metric: str = PRIMARY_METRIC, *, n_per
                       p, len(ids))
 
 
+def binary_ndcg(positions: np.ndarray, relevant: Sequence[set[int]], k: int = 10) -> np.ndarray:
+    """nDCG@k per query of ranked document rows (n_queries, ≥k) against each query's relevant rows, with binary
+    gains: what pytrec_eval gives for the same run and 0/1 judgments (tested), without building run dicts, for
+    training's validation loop that scores every epoch."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    scores = []
+    for row, rel in zip(np.asarray(positions)[:, :k], relevant):
+        dcg = sum(discounts[i] for i, p in enumerate(row) if int(p) in rel)
+        scores.append(dcg / discounts[: min(len(rel), k)].sum())
+    return np.asarray(scores, dtype=np.float64)
+
+
 def sign_flip_p_value(diff: Sequence[float] | np.ndarray, n_permutations: int = 10_000, seed: int = 0,
                       alternative: str = "two-sided") -> float:
     """Paired randomization test of per-query differences: how often random sign flips give a mean difference at
@@ -550,7 +562,7 @@ def _figure(figsize: tuple[float, float]):
 def _save_png(fig, path: str | os.PathLike[str]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from qkrag._atomic import atomic_open
+    from qkrag.atomic import atomic_open
 
     FigureCanvasAgg(fig)  # render with Agg whatever backend the process uses
     with atomic_open(path, "wb") as handle:

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qkrag._atomic import atomic_open, write_json
+from qkrag.atomic import atomic_open, write_json
 from qkrag.cache import default_cache_dir, default_timeout
 from qkrag.errors import LLMError, fail
 from qkrag.llm.client import LLM, LLMConfig

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qkrag.embed.encoders import SIDES, EmbedOptions, Encoder, Side, _check_side, embed
+from qkrag.embed.encoders import SIDES, EmbedOptions, Encoder, Side, check_side, embed
 from qkrag.errors import LLMError, fail
 from qkrag.llm.prompts import PromptTemplate, aspect_description, aspect_template, is_refusal, load_template, parse_candidates
 
@@ -258,7 +258,7 @@ def _check_sides(sides: Sequence[str]) -> tuple[Side, ...]:
     if not sides:
         raise fail("sides", "no side is given", f"pass some of {SIDES}")
     for side in sides:
-        _check_side(side)
+        check_side(side)
     return tuple(s for s in SIDES if s in sides)  # canonical order, so ("document", "query") fingerprints as both
 
 
@@ -320,7 +320,7 @@ class _WrappingEncoder(Encoder):
         raise NotImplementedError
 
     def embed_batch(self, texts: Sequence[str], side: Side) -> np.ndarray:
-        _check_side(side)
+        check_side(side)
         if side in self.sides:
             texts = self.transform(texts)
         return self.base.embed_batch(texts, side)
@@ -606,7 +606,7 @@ def plot_aspect_maps(embeddings: Mapping[str, np.ndarray], labels: Mapping[str, 
         fig.suptitle(title, fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.97 if title else 1))  # leave the title its own band
     if path is not None:
-        from qkrag._atomic import atomic_open
+        from qkrag.atomic import atomic_open
 
         with atomic_open(Path(path), "wb") as handle:
             fig.savefig(handle, format=Path(path).suffix.lstrip(".") or "png", dpi=110)

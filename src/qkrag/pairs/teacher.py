@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from qkrag.errors import fail
-from qkrag.projection.model import Pairs
+from qkrag.projection.data import Pairs
 
 
 def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = None) -> Any:

@@ -17,22 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qkrag import __version__
 from qkrag.errors import fail
 
 if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
-    from qkrag.projection.model import _Projection
+    from qkrag.projection.model import Projection
 
 EXPORT_INFO_FILE = "qkrag_projection.json"
 
 
-def _route_weights(projection: _Projection) -> tuple[np.ndarray, np.ndarray]:
+def _route_weights(projection: Projection) -> tuple[np.ndarray, np.ndarray]:
     """(query weight s·Q, document weight K), each r × d."""
-    projection._check_fitted()
+    projection.check_fitted()
     return (projection.scale_ * projection.Q_).astype(np.float32), projection.K_.astype(np.float32)
 
 
-def to_sentence_transformer(projection: _Projection, base_model: str | None = None):
+def to_sentence_transformer(projection: Projection, base_model: str | None = None):
     """A `SentenceTransformer`: the base model (default: the shipped all-MiniLM-L6-v2), then a Router with a
     bias-free linear layer per side. `encode_query(x) · encode_document(y)` = qkrag's logit − b."""
     import torch
@@ -57,19 +58,17 @@ def to_sentence_transformer(projection: _Projection, base_model: str | None = No
     return SentenceTransformer(modules=[*base, router], similarity_fn_name="dot", device="cpu")
 
 
-def export_sentence_transformer(projection: _Projection, path: str | os.PathLike[str],
+def export_sentence_transformer(projection: Projection, path: str | os.PathLike[str],
                                 base_model: str | None = None) -> Path:
     """Save the projection as a sentence-transformers model folder, loadable with `SentenceTransformer(path)`.
     Written to a temporary folder and renamed into place, so a failed export leaves no half model behind."""
-    from qkrag.projection.model import _version
-
     path = Path(path)
     model = to_sentence_transformer(projection, base_model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         model.save(str(tmp))
-        info = {"qkrag_version": _version(), "variant": projection.variant, "bias": projection.bias_,
+        info = {"qkrag_version": __version__, "variant": projection.variant, "bias": projection.bias_,
                 "scale_folded_into_query_route": projection.scale_, "rank": projection.rank_,
                 "encoder": getattr(projection, "encoder_fingerprint_", ""),
                 "probability": "sigmoid(encode_query(q) . encode_document(d) + bias)"}
@@ -105,7 +104,7 @@ def _embedding_function_class() -> type:
         """Chroma embedding function: documents -> K·v, queries -> s·Q·v. Use with an `ip` collection; Chroma's
         distance is then 1 − (logit − b), and `probability(distance)` turns it back into σ(logit)."""
 
-        def __init__(self, projection: _Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
+        def __init__(self, projection: Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
             from qkrag.embed.encoders import EmbedOptions, Encoder, make_encoder
             from qkrag.projection.model import QKProjection
 
@@ -160,7 +159,7 @@ def _embedding_function_class() -> type:
     return _EF_CLASS
 
 
-def chroma_embedding_function(projection: _Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
+def chroma_embedding_function(projection: Projection | str | os.PathLike[str], encoder: Encoder | str | None = None):
     """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v.
     `projection` is a fitted projection or a saved folder; `encoder` an `Encoder`, a model name, or None (default)."""
     return _embedding_function_class()(projection, encoder)

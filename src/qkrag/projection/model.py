@@ -18,307 +18,25 @@ loop and the losses live in `qkrag.projection.train`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from qkrag import __version__
 from qkrag.errors import IndexMismatchError, fail
+from qkrag.projection.data import Pairs, check_vectors
 
 if TYPE_CHECKING:
-    from qkrag.data import Collection, Corpus
-    from qkrag.embed.encoders import EmbedOptions, Encoder
+    from qkrag.embed.encoders import Encoder
     from qkrag.projection.train import TrainConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-# ---------------------------------------------------------------------------------------------------- training data
-
-
-def _vectors(name: str, x: object, dim: int | None = None) -> np.ndarray:
-    a = np.ascontiguousarray(x, dtype=np.float32)
-    if a.ndim != 2:
-        raise fail(name, f"expected a 2-D array (rows, dimension), got shape {a.shape}", "pass one vector per row")
-    if dim is not None and a.shape[1] != dim:
-        raise fail(name, f"vectors have dimension {a.shape[1]}, expected {dim}",
-                   "embed with the encoder the projection was trained on", IndexMismatchError)
-    if not np.all(np.isfinite(a)):
-        raise fail(name, "contains NaN or infinite values", "check the embeddings")
-    return a
-
-
-@dataclass(frozen=True, eq=False)
-class Pairs:
-    """Training data for a projection: (query vector, positive document row) pairs over one document matrix.
-
-    `query_ids` groups pairs of the same query (a query with three relevant documents gives three pairs): the
-    validation split keeps a query's pairs together, and in-batch negatives never count another positive of the same
-    query as a negative. `negatives` are optional hard-negative rows per pair (-1 pads ragged rows).
-    """
-
-    queries: np.ndarray  # (n_pairs, d) float32
-    positives: np.ndarray  # (n_pairs,) int64: rows of `documents`
-    documents: np.ndarray  # (n_docs, d) float32
-    negatives: np.ndarray | None = None  # (n_pairs, h) int64, -1 = none
-    query_ids: tuple[str, ...] | None = None  # default: every pair is its own query
-    doc_ids: tuple[str, ...] | None = None
-    encoder: str = ""  # fingerprint of the encoder that made the vectors
-    source: str = "<memory>"
-    # A teacher's view of each pair's query (listwise distillation): candidate document rows (-1 pads) and the
-    # teacher's score for each; training can match the teacher's distribution over them instead of trusting binary
-    # labels, since a mined "negative" is often relevant in fact.
-    teacher_rows: np.ndarray | None = None  # (n_pairs, c) int64
-    teacher_scores: np.ndarray | None = None  # (n_pairs, c) float32
-    _groups: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        documents = _vectors(f"{self.source} (documents)", self.documents)
-        if documents.shape[0] == 0:
-            raise fail(self.source, "has no documents", "give the document vectors the pairs point into")
-        queries = np.asarray(self.queries, dtype=np.float32)
-        if queries.size == 0:
-            raise fail(self.source, "contains no pairs", "give at least a few (query, positive document) pairs; "
-                       "generate them with `qkrag pairs` or use a collection's train split")
-        queries = _vectors(f"{self.source} (query vectors)", queries, documents.shape[1])
-        n = queries.shape[0]
-        positives = np.asarray(self.positives)
-        if positives.shape != (n,) or not np.issubdtype(positives.dtype, np.integer):
-            raise fail(f"{self.source} (positives)", f"expected {n} integer document rows, got shape {positives.shape} "
-                       f"of {positives.dtype}", "give one positive document row per query vector")
-        bad = np.flatnonzero((positives < 0) | (positives >= documents.shape[0]))
-        if bad.size:
-            raise fail(f"{self.source} pair #{bad[0]}", f"positive row {positives[bad[0]]} is outside the "
-                       f"{documents.shape[0]} documents", "point every positive at a row of the document matrix")
-        negatives = self.negatives
-        if negatives is not None:
-            negatives = np.asarray(negatives, dtype=np.int64)
-            if negatives.ndim != 2 or negatives.shape[0] != n:
-                raise fail(f"{self.source} (negatives)", f"expected shape ({n}, h), got {negatives.shape}",
-                           "give one row of hard-negative document rows per pair (pad with -1)")
-            bad = np.argwhere((negatives < -1) | (negatives >= documents.shape[0]))
-            if bad.size:
-                raise fail(f"{self.source} pair #{bad[0][0]}", f"negative row {negatives[tuple(bad[0])]} is outside "
-                           f"the {documents.shape[0]} documents", "point negatives at rows of the document matrix")
-        query_ids = tuple(str(i) for i in range(n)) if self.query_ids is None else tuple(map(str, self.query_ids))
-        if len(query_ids) != n:
-            raise fail(f"{self.source} (query_ids)", f"{len(query_ids)} ids for {n} pairs", "give one id per pair")
-        if self.doc_ids is not None and len(self.doc_ids) != documents.shape[0]:
-            raise fail(f"{self.source} (doc_ids)", f"{len(self.doc_ids)} ids for {documents.shape[0]} documents",
-                       "give one id per document row")
-        teacher_rows, teacher_scores = self._check_teacher(n, documents.shape[0])
-        _, groups = np.unique(np.asarray(query_ids, dtype=object).astype(str), return_inverse=True)
-        set_("teacher_rows", teacher_rows)
-        set_("teacher_scores", teacher_scores)
-        set_("queries", queries)
-        set_("positives", positives.astype(np.int64))
-        set_("documents", documents)
-        set_("negatives", negatives)
-        set_("query_ids", query_ids)
-        set_("_groups", groups.astype(np.int64))
-
-    def _check_teacher(self, n: int, n_docs: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if (self.teacher_rows is None) != (self.teacher_scores is None):
-            raise fail(f"{self.source} (teacher)", "has teacher rows without scores or scores without rows",
-                       "give both teacher_rows and teacher_scores, or neither")
-        if self.teacher_rows is None:
-            return None, None
-        rows = np.asarray(self.teacher_rows, dtype=np.int64)
-        scores = np.asarray(self.teacher_scores, dtype=np.float32)
-        if rows.ndim != 2 or rows.shape[0] != n or scores.shape != rows.shape:
-            raise fail(f"{self.source} (teacher)", f"rows {rows.shape} and scores {scores.shape} for {n} pairs",
-                       "give one row of candidate documents and one of scores per pair, same shape")
-        if ((rows < -1) | (rows >= n_docs)).any():
-            raise fail(f"{self.source} (teacher)", "names rows outside the document matrix",
-                       "point teacher candidates at rows of the document matrix (-1 pads)")
-        if not np.isfinite(scores[rows >= 0]).all():
-            raise fail(f"{self.source} (teacher)", "has NaN or infinite scores", "check the teacher's scores")
-        return rows, scores
-
-    def __len__(self) -> int:
-        return self.queries.shape[0]
-
-    @property
-    def dimension(self) -> int:
-        return self.documents.shape[1]
-
-    @property
-    def groups(self) -> np.ndarray:
-        """Per pair, a dense query-group index (pairs of the same query share it)."""
-        return self._groups
-
-    @property
-    def n_queries(self) -> int:
-        return int(self._groups.max()) + 1
-
-    def subset(self, rows: Sequence[int] | np.ndarray, source: str | None = None) -> Pairs:
-        rows = np.asarray(rows, dtype=np.int64)
-        pick = lambda a: None if a is None else a[rows]  # noqa: E731
-        return Pairs(self.queries[rows], self.positives[rows], self.documents, pick(self.negatives),
-                     tuple(self.query_ids[i] for i in rows), self.doc_ids, self.encoder, source or self.source,
-                     pick(self.teacher_rows), pick(self.teacher_scores))
-
-    def with_teacher(self, rows: np.ndarray, scores: np.ndarray) -> Pairs:
-        """A copy whose pairs carry a teacher's candidate rows and scores (see `teacher_rows`)."""
-        return Pairs(self.queries, self.positives, self.documents, self.negatives, self.query_ids, self.doc_ids,
-                     self.encoder, self.source, rows, scores)
-
-    def positive_ids(self) -> list[str]:
-        """Ids of the documents that are positives here, sorted: what a leakage audit calls "seen"."""
-        if self.doc_ids is None:
-            return []
-        return sorted({self.doc_ids[int(p)] for p in np.unique(self.positives)})
-
-    def split(self, fraction: float, seed: int = 0, by: str = "query") -> tuple[Pairs, Pairs]:
-        """(train, validation), seeded and deterministic. by="query": no query on both sides. by="document": hold
-        out a share of the positive documents, and every query with a positive among them goes to validation, so
-        validation documents were never positives in training (a gain there is not a prior over documents)."""
-        if not 0 < fraction < 1:
-            raise fail("validation fraction", f"{fraction!r} is not between 0 and 1", "use e.g. 0.1")
-        if by not in ("query", "document"):
-            raise fail("validation split", f"by={by!r}", 'use "query" or "document"')
-        rng = np.random.default_rng(seed)
-        if by == "query":
-            n_val = int(round(self.n_queries * fraction))
-            held = rng.permutation(self.n_queries)[:n_val]
-        else:
-            docs = np.unique(self.positives)
-            held_docs = rng.permutation(docs)[: int(round(len(docs) * fraction))]
-            held = np.unique(self._groups[np.isin(self.positives, held_docs)])
-        if len(held) < 1 or len(held) >= self.n_queries:
-            raise fail(self.source, f"{self.n_queries} queries are too few to hold out {fraction:.0%} for validation",
-                       "give more pairs, or pass an explicit validation set")
-        is_val = np.isin(self._groups, held)
-        return (self.subset(np.flatnonzero(~is_val), f"{self.source} (train)"),
-                self.subset(np.flatnonzero(is_val), f"{self.source} (validation)"))
-
-    def unique_queries(self) -> tuple[np.ndarray, list[set[int]]]:
-        """One vector per query and the set of its positive document rows: what ranking evaluation needs."""
-        first = np.unique(self._groups, return_index=True)[1]
-        relevant: list[set[int]] = [set() for _ in first]
-        rank = {g: i for i, g in enumerate(self._groups[first])}
-        for g, p in zip(self._groups, self.positives):
-            relevant[rank[g]].add(int(p))
-        return self.queries[first], relevant
-
-    def content_hash(self) -> str:
-        """SHA-256 over every array and id: identifies the training data in a saved projection's config."""
-        h = hashlib.sha256()
-        for a in (self.queries, self.positives, self.documents, self.negatives, self.teacher_rows,
-                  self.teacher_scores):
-            if a is not None:
-                h.update(str(a.shape).encode())
-                h.update(np.ascontiguousarray(a).tobytes())
-        h.update(json.dumps([self.query_ids, self.doc_ids, self.encoder]).encode())
-        return h.hexdigest()
-
-
-def _embed_documents(corpus: Corpus, encoder: Encoder, options: EmbedOptions | None,
-                     documents: np.ndarray | None) -> np.ndarray:
-    from qkrag.embed.encoders import embed
-
-    if documents is None:
-        return embed(encoder, corpus.contents, "document", options, desc="embed documents")
-    documents = _vectors("documents", documents)
-    if documents.shape[0] != len(corpus):
-        raise fail("documents", f"{documents.shape[0]} vectors for a corpus of {len(corpus)} documents",
-                   "pass the document vectors in corpus order (one per document)")
-    return documents
-
-
-def pairs_from_collection(collection: Collection, encoder: Encoder, options: EmbedOptions | None = None, *,
-                          documents: np.ndarray | None = None) -> Pairs:
-    """Training pairs from judged queries (e.g. `load_beir(folder, split="train")`): one pair per (query, document
-    judged relevant > 0). Embeds through `qkrag.embed.encoders.embed` (cached); pass `documents` (corpus order) to reuse
-    vectors you already have, e.g. from an index."""
-    from qkrag.embed.encoders import embed
-
-    corpus = collection.corpus
-    qids, rows = [], []
-    for qid, judged in collection.qrels.items():
-        for doc_id, rel in judged.items():
-            if rel <= 0:
-                continue
-            if doc_id not in corpus:
-                raise fail(f"{collection.name or 'collection'} qrels", f"query {qid!r} names unknown document "
-                           f"{doc_id!r}", "use the corpus that belongs to these judgments")
-            if qid not in collection.queries:
-                raise fail(f"{collection.name or 'collection'} qrels", f"judged query {qid!r} has no text",
-                           "use the queries file that belongs to these judgments")
-            qids.append(qid)
-            rows.append(corpus.position(doc_id))
-    if not qids:
-        raise fail(f"{collection.name or 'collection'} ({collection.split or 'split'})", "has no positive judgments",
-                   "use a split with relevance > 0 judgments, e.g. qrels/train.tsv")
-    docs = _embed_documents(corpus, encoder, options, documents)
-    unique = sorted(set(qids), key=qids.index)
-    vectors = embed(encoder, [collection.queries[q] for q in unique], "query", options, desc="embed queries")
-    where = {q: i for i, q in enumerate(unique)}
-    return Pairs(vectors[[where[q] for q in qids]], np.asarray(rows, dtype=np.int64), docs, None, tuple(qids),
-                 tuple(corpus.ids), encoder.fingerprint, f"{collection.name or 'collection'}:{collection.split}")
-
-
-def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: EmbedOptions | None = None, *,
-                       documents: np.ndarray | None = None, source: str = "pairs dataset") -> Pairs:
-    """Training pairs from a generated dataset (Hugging Face `datasets.Dataset`, or any sequence of dicts) with
-    columns `query`, `positive_id` and optional `negative_ids` (a list of document ids per row). Rows with the same
-    query text count as one query."""
-    from qkrag.embed.encoders import embed
-
-    columns = getattr(dataset, "column_names", None) or (list(dataset[0]) if len(dataset) else [])
-    for needed in ("query", "positive_id"):
-        if columns and needed not in columns:
-            raise fail(source, f"has no {needed!r} column (columns: {', '.join(columns)})",
-                       "give a dataset with columns query, positive_id and optional negative_ids")
-    rows = dataset.to_list() if hasattr(dataset, "to_list") else list(dataset)
-    if not rows:
-        raise fail(source, "contains no pairs", "generate pairs first, or point at a non-empty dataset")
-    queries, positives, negatives = [], [], []
-    for i, row in enumerate(rows):
-        query, pos = row.get("query"), row.get("positive_id")
-        if not isinstance(query, str) or not query.strip():
-            raise fail(f"{source} row {i}", "has an empty query", "drop the row or give it a query")
-        if str(pos) not in corpus:
-            raise fail(f"{source} row {i}", f"positive_id {pos!r} is not in the corpus ({corpus.source})",
-                       "use the corpus the pairs were generated from")
-        negs = row.get("negative_ids") or []
-        for neg in negs:
-            if str(neg) not in corpus:
-                raise fail(f"{source} row {i}", f"negative id {neg!r} is not in the corpus ({corpus.source})",
-                           "use the corpus the pairs were generated from")
-        queries.append(query)
-        positives.append(corpus.position(str(pos)))
-        negatives.append([corpus.position(str(n)) for n in negs if str(n) != str(pos)])
-    docs = _embed_documents(corpus, encoder, options, documents)
-    vectors = embed(encoder, queries, "query", options, desc="embed queries")
-    width = max(map(len, negatives))
-    neg = None
-    if width:
-        neg = np.full((len(rows), width), -1, dtype=np.int64)
-        for i, row_negs in enumerate(negatives):
-            neg[i, : len(row_negs)] = row_negs
-    return Pairs(vectors, np.asarray(positives, dtype=np.int64), docs, neg, tuple(queries), tuple(corpus.ids),
-                 encoder.fingerprint, source)
-
-
-# -------------------------------------------------------------------------------------------------------- estimators
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("qkrag")
-    except PackageNotFoundError:  # a source tree that is not installed
-        return "0+unknown"
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -327,7 +45,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return expit(np.asarray(x, dtype=np.float64)).astype(np.float32)
 
 
-class _Projection:
+class Projection:
     """What every variant shares: validation, scoring, persistence. Subclasses set `variant` and how K is tied."""
 
     variant: ClassVar[str]
@@ -342,7 +60,7 @@ class _Projection:
         return f"{type(self).__name__}(rank={self.rank!r}, config={self.config!r})"
 
     @classmethod
-    def identity(cls, dimension: int, encoder: str = "", scale: float = 1.0, bias: float = 0.0) -> _Projection:
+    def identity(cls, dimension: int, encoder: str = "", scale: float = 1.0, bias: float = 0.0) -> Projection:
         """The untrained starting point: Q = K = I, so the logit is s·(raw dot product) + b. A baseline that goes
         everywhere a trained projection goes (index, export), and what model selection falls back to."""
         model = cls()
@@ -355,10 +73,10 @@ class _Projection:
 
     # ---- fitting
 
-    def fit(self, pairs: Pairs, validation: Pairs | None = None) -> _Projection:
+    def fit(self, pairs: Pairs, validation: Pairs | None = None) -> Projection:
         """Train on `pairs`; validate (early stopping, model selection, calibration) on `validation`, or on a
         seeded split of `pairs` by query. Returns self."""
-        from qkrag.projection.train import TrainConfig, fit_projection
+        from qkrag.projection.train import MapShape, TrainConfig, fit_maps
 
         if not isinstance(pairs, Pairs):
             raise fail("fit", f"expected qkrag.projection.model.Pairs, got {type(pairs).__name__}",
@@ -369,10 +87,16 @@ class _Projection:
         if self.query_only and self.rank not in (None, pairs.dimension):
             raise fail(f"QueryAdapter(rank={self.rank!r})", "a query adapter keeps documents as they are (K = I), "
                        "so its output dimension is the embedding dimension", "use rank=None, or QKProjection for r < d")
-        fit_projection(self, pairs, validation, self.config or TrainConfig())
+        fitted = fit_maps(pairs, validation, self.config or TrainConfig(),
+                          MapShape(self.rank, self.tied, self.query_only, self.variant))
+        self._set_weights(fitted.Q, fitted.K, fitted.scale, fitted.bias)
+        self.history_, self.selected_, self.validation_ = fitted.history, fitted.selected, fitted.validation
+        self.encoder_fingerprint_, self.training_hash_ = fitted.encoder, fitted.training_hash
+        self.training_positive_ids_ = fitted.training_positive_ids
+        self.n_features_in_ = fitted.Q.shape[1]
         return self
 
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
         if not hasattr(self, "Q_"):
             raise fail(type(self).__name__, "is not fitted yet", "call fit(pairs) or load(dir) first")
 
@@ -406,13 +130,13 @@ class _Projection:
 
     def transform_queries(self, vectors: np.ndarray) -> np.ndarray:
         """q = Q·v for each row: (n, d) -> (n, r)."""
-        self._check_fitted()
-        return _vectors("query vectors", vectors, self.dimension_) @ self.Q_.T
+        self.check_fitted()
+        return check_vectors("query vectors", vectors, self.dimension_) @ self.Q_.T
 
     def transform_documents(self, vectors: np.ndarray) -> np.ndarray:
         """k = K·v for each row: (n, d) -> (n, r). What a projected index stores."""
-        self._check_fitted()
-        v = _vectors("document vectors", vectors, self.dimension_)
+        self.check_fitted()
+        v = check_vectors("document vectors", vectors, self.dimension_)
         return v.copy() if self.query_only else v @ self.K_.T
 
     def score(self, query_vectors: np.ndarray, document_vectors: np.ndarray) -> np.ndarray:
@@ -443,7 +167,7 @@ class _Projection:
 
     def check_encoder(self, fingerprint: str, dimension: int, where: str = "projection") -> None:
         """Refuse vectors from another encoder: a projection learned on one embedding space means nothing in another."""
-        self._check_fitted()
+        self.check_fitted()
         mine = getattr(self, "encoder_fingerprint_", "")
         if dimension != self.dimension_ or (mine and fingerprint and fingerprint != mine):
             raise fail(where, f"was trained on {mine or 'an unnamed encoder'} (dimension {self.dimension_}), but the "
@@ -457,9 +181,9 @@ class _Projection:
         """Write `model.safetensors` and `config.json` into `directory` (atomically, file by file)."""
         from safetensors.numpy import save as st_save
 
-        from qkrag._atomic import atomic_open, write_json
+        from qkrag.atomic import atomic_open, write_json
 
-        self._check_fitted()
+        self.check_fitted()
         directory = Path(directory)
         tensors = {"Q": self.Q_, "scale": np.float32([self.scale_]), "bias": np.float32([self.bias_])}
         if not (self.tied or self.query_only):
@@ -467,7 +191,7 @@ class _Projection:
         with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
             handle.write(st_save(tensors, metadata={"format": "qkrag-projection", "variant": self.variant}))
         config = {
-            "qkrag_version": _version(),
+            "qkrag_version": __version__,
             "format_version": FORMAT_VERSION,
             "variant": self.variant,
             "encoder": getattr(self, "encoder_fingerprint_", ""),
@@ -487,7 +211,7 @@ class _Projection:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], encoder: Encoder | None = None) -> _Projection:
+    def load(cls, directory: str | os.PathLike[str], encoder: Encoder | None = None) -> Projection:
         """Load a saved projection. `QKProjection.load` loads any variant (it reads the variant from config.json);
         `SymmetricProjection.load` refuses a saved QK projection. With `encoder`, refuse one that does not match."""
         from safetensors.numpy import load as st_load
@@ -535,13 +259,13 @@ class _Projection:
         return model
 
 
-class QKProjection(_Projection):
+class QKProjection(Projection):
     """Asymmetric: q = Q·v(query), k = K·v(document), each r × d (r = `rank`, default d). Identity (or PCA) init."""
 
     variant = "qk"
 
 
-class SymmetricProjection(_Projection):
+class SymmetricProjection(Projection):
     """One map for both sides, u = M·v, P = σ(s·u_a·u_b + b): for item-to-item similarity, where order does not
     matter. `M_` is the map (also exposed as Q_ and K_)."""
 
@@ -553,7 +277,7 @@ class SymmetricProjection(_Projection):
         return self.Q_
 
 
-class QueryAdapter(_Projection):
+class QueryAdapter(Projection):
     """K = I: only the query moves (LlamaIndex's linear adapter). Documents stay as stored, so an existing raw index
     serves it with no re-indexing. The baseline the asymmetric projection has to beat."""
 
@@ -561,99 +285,14 @@ class QueryAdapter(_Projection):
     query_only = True
 
 
-VARIANTS: dict[str, type[_Projection]] = {c.variant: c for c in (QKProjection, SymmetricProjection, QueryAdapter)}
+VARIANTS: dict[str, type[Projection]] = {c.variant: c for c in (QKProjection, SymmetricProjection, QueryAdapter)}
 
 
-# ----------------------------------------------------------------------------------------------------------- serving
+def train_projection(train_data: Pairs, config: TrainConfig | None = None, *, variant: str = "qk",
+                     rank: int | None = None, validation: Pairs | None = None) -> Projection:
+    """Train a projection of `variant` ("qk", "symmetric" or "query_adapter") and return it fitted."""
+    from qkrag.projection.train import TrainConfig
 
-
-class ProjectedRetriever:
-    """Search with a projection: a `Retriever` whose hits carry `probability` = σ(s·q·k + b) and score = the logit.
-
-    mode="full": documents live projected (k = K·v) in an inner-product index: for a `ChromaIndex`, a sibling
-    collection in `ip` space filled from the vectors already stored in the raw collection (never re-embedded, built
-    once and reused while the projection is the same); for an `ExactIndex` or `(ids, vectors)`, in memory. Queries go
-    through Q. mode="rerank": the raw index's top `depth` by cosine, rescored by the projection (no second index; a
-    trained projection then only reorders what raw search found).
-    """
-
-    def __init__(self, encoder: Encoder, projection: _Projection, index: Any, mode: str = "full", *,
-                 depth: int = 100, options: EmbedOptions | None = None):
-        from qkrag.retrieval.index import ChromaIndex, ExactIndex
-
-        if mode not in ("full", "rerank"):
-            raise fail("mode", f"{mode!r} is not a serving mode", "use 'full' or 'rerank'")
-        projection.check_encoder(encoder.fingerprint, encoder.dimension, "projection")
-        if isinstance(index, tuple):
-            ids, vectors = index
-            index = ExactIndex(list(ids), _vectors("index vectors", vectors), "cosine", fingerprint=encoder.fingerprint)
-        fingerprint = getattr(index, "fingerprint", None)
-        if fingerprint and fingerprint != encoder.fingerprint:
-            raise fail(repr(index), f"holds vectors of {fingerprint!r}, not of {encoder.fingerprint!r}",
-                       "serve with the encoder that built the index", IndexMismatchError)
-        self.encoder, self.projection, self.raw, self.mode, self.depth = encoder, projection, index, mode, depth
-        self.options = options
-        if mode == "full":
-            self.index = (self._projected_collection(index) if isinstance(index, ChromaIndex)
-                          else self._projected_exact(index))
-        else:
-            ids, vectors = index.get_vectors() if isinstance(index, ChromaIndex) else (list(index.ids), index.vectors)
-            self._row = {i: r for r, i in enumerate(ids)}
-            self._keys = projection.transform_documents(vectors)  # K·v of every document, for rescoring
-
-    def projection_id(self) -> str:
-        """A short hash of the weights: names the projected collection, so a new projection never reuses a stale one."""
-        p = self.projection
-        h = hashlib.sha256(p.Q_.tobytes() + p.K_.tobytes() + p.variant.encode()).hexdigest()
-        return h[:12]
-
-    def _projected_exact(self, index: Any) -> Any:
-        from qkrag.retrieval.index import ExactIndex
-
-        return ExactIndex(list(index.ids), self.projection.transform_documents(index.vectors), "ip", index.texts,
-                          f"{self.encoder.fingerprint}|projection:{self.projection_id()}")
-
-    def _projected_collection(self, raw: Any) -> Any:
-        fingerprint = f"{self.encoder.fingerprint}|projection:{self.projection_id()}"
-        source = raw.source_hash
-        projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip",
-                                source_hash=source)
-        if projected.is_current(source):  # keyed by the content it was derived from, not by a count
-            return projected
-        with projected.writing():
-            projected.mark_complete(False)
-            # Page by page (qkrag.retrieval.index.ChromaIndex.iter_vectors): memory bounded by one page, not the corpus.
-            for ids, vectors, texts in raw.iter_vectors(texts=True):
-                projected.add_vectors(ids, self.projection.transform_documents(vectors), [t or "" for t in texts])
-            projected.mark_complete(True)
-        return projected
-
-    def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
-        from qkrag.embed.encoders import EmbedOptions, embed
-
-        options = self.options or EmbedOptions(progress=len(queries) > 1000)
-        return embed(self.encoder, list(queries), "query", options)
-
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Any]]:
-        """Hits for raw query vectors (skips embedding): what `search` does after the encoder."""
-        from qkrag.retrieval.base import Hit
-
-        p = self.projection
-        if self.mode == "full":
-            hits = self.index.search_vectors(p.transform_queries(vectors), k)
-            return [[Hit(h.id, float(p.scale_ * h.score + p.bias_), h.text, float(p.probability(h.score)))
-                     for h in row] for row in hits]
-        candidates = self.raw.search_vectors(vectors, max(k, self.depth))
-        q = p.transform_queries(vectors)
-        out = []
-        for qi, row in enumerate(candidates):
-            dots = self._keys[[self._row[h.id] for h in row]] @ q[qi]
-            order = np.argsort(-dots, kind="stable")[:k]
-            out.append([Hit(row[j].id, float(p.scale_ * dots[j] + p.bias_), row[j].text,
-                            float(p.probability(dots[j]))) for j in order])
-        return out
-
-    def search(self, queries: Sequence[str], k: int = 10) -> list[list[Any]]:
-        if not queries:
-            return []
-        return self.search_vectors(self.query_vectors(queries), k)
+    if variant not in VARIANTS:
+        raise fail("variant", f"{variant!r} is not a projection variant", f"use one of {sorted(VARIANTS)}")
+    return VARIANTS[variant](rank=rank, config=config or TrainConfig()).fit(train_data, validation)

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qkrag.errors import fail
-from qkrag.evaluate.metrics import sign_flip_p_value
+from qkrag.evaluate.metrics import binary_ndcg, sign_flip_p_value
 from qkrag.retrieval.base import exact_search
 
 if TYPE_CHECKING:
     import torch
 
-    from qkrag.projection.model import Pairs, _Projection
+    from qkrag.projection.data import Pairs
 
 
 @dataclass
@@ -190,27 +190,11 @@ def make_batches(positive_canon: np.ndarray, batch_size: int, rng: np.random.Gen
     return [np.asarray(b, dtype=np.int64) for b in batches]
 
 
-def per_query_ndcg(positions: np.ndarray, relevant: list[set[int]], k: int = 10) -> np.ndarray:
-    """Binary nDCG@k per query of ranked document rows (n_queries, ≥k) against each query's relevant rows."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    scores = []
-    for row, rel in zip(positions[:, :k], relevant):
-        dcg = sum(discounts[i] for i, p in enumerate(row) if int(p) in rel)
-        scores.append(dcg / discounts[: min(len(rel), k)].sum())
-    return np.asarray(scores, dtype=np.float64)
-
-
-def ndcg_at_k(positions: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
-    """Mean binary nDCG@k of ranked document rows (n_queries, ≥k) against each query's relevant rows."""
-    scores = per_query_ndcg(positions, relevant, k)
-    return float(scores.mean()) if scores.size else 0.0
-
-
 def _ranking_ndcg(Q: np.ndarray, K: np.ndarray | None, queries: np.ndarray, documents: np.ndarray,
                   relevant: list[set[int]], k: int) -> np.ndarray:
     keys = documents if K is None else documents @ K.T
     _, top = exact_search(queries @ Q.T, keys, k, space="ip")
-    return per_query_ndcg(top, relevant, k)
+    return binary_ndcg(top, relevant, k)
 
 
 def platt_scale(dots: np.ndarray, labels: np.ndarray, scale: float, bias: float) -> tuple[float, float]:
@@ -233,7 +217,7 @@ def platt_scale(dots: np.ndarray, labels: np.ndarray, scale: float, bias: float)
     return float(s), float(b)
 
 
-def calibration_pairs(Q: np.ndarray, K: np.ndarray | None, pairs: Pairs, depth: int) -> tuple[np.ndarray, np.ndarray]:
+def hits_for_calibration(Q: np.ndarray, K: np.ndarray | None, pairs: Pairs, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """(projected dot products, labels) for each query's top-`depth` documents plus its positives: the pairs a user
     sees as hits, where a probability has to mean something."""
     queries, relevant = pairs.unique_queries()
@@ -263,202 +247,231 @@ def _batch_distillation(q, keys_of, D_t, pairs: Pairs, batch: np.ndarray, inv_te
     return distillation_loss(student, teacher, valid, temperature)
 
 
-def fit_projection(model: _Projection, pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> None:
-    """Train `model` in place (the estimator's `fit` calls this). Sets Q_, K_, scale_, bias_, history_, selected_,
-    validation_, encoder_fingerprint_, training_hash_."""
+@dataclass(frozen=True)
+class MapShape:
+    """What an estimator asks training for: the rank r (None = d) and how K relates to Q."""
+
+    rank: int | None = None
+    tied: bool = False  # K is Q (symmetric)
+    query_only: bool = False  # K = I (query adapter): documents stay as stored
+    name: str = "qk"  # for the progress bar
+
+
+@dataclass
+class Fitted:
+    """What training learned. The estimator's `fit` copies it onto its own `*_` attributes."""
+
+    Q: np.ndarray
+    K: np.ndarray | None
+    scale: float
+    bias: float
+    history: list[dict[str, Any]]
+    selected: str
+    validation: dict[str, Any]
+    encoder: str
+    training_hash: str
+    training_positive_ids: list[str] | None
+
+
+def fit_maps(pairs: Pairs, validation: Pairs | None, config: TrainConfig, shape: MapShape = MapShape()) -> Fitted:
+    """Train Q (and K) on `pairs`, select on `validation` (or a seeded split of `pairs`), calibrate (s, b)."""
     import torch
 
     config.check()
     data_hash = pairs.content_hash()  # of the data as given, before the validation split
+    # every document that was a positive anywhere in fitting (validation too: selection saw it)
+    seen = set(pairs.positive_ids()) | set(validation.positive_ids() if validation is not None else ())
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        _fit(model, pairs, validation, config)
-        model.training_hash_ = data_hash
-        # every document that was a positive anywhere in fitting (validation too: selection saw it)
-        seen = set(pairs.positive_ids()) | set(validation.positive_ids() if validation is not None else ())
-        model.training_positive_ids_ = sorted(seen) if pairs.doc_ids is not None else None
+        pairs, validation = _checked_split(pairs, validation, config)
+        trainer = _Trainer(pairs, config, shape)
+        init, best, history = trainer.run(validation)
     finally:
         torch.set_num_threads(threads)
+    best, selected, p_gain = _select(init, best, config, "identity" if trainer.r == trainer.d else f"pca-{trainer.r}")
+    Q, K = best["state"]
+    s, b, calibrated = _calibrate(Q, K, validation, trainer.scale_and_bias(), config)
+    summary = {f"ndcg@{config.eval_k}": round(best["ndcg"], 5), f"init_ndcg@{config.eval_k}": history[0]["val_ndcg"],
+               "n_queries": len(best["scores"]), "n_pairs": len(validation), "best_epoch": best["epoch"],
+               "gain_p_value": round(p_gain, 5), "calibrated": calibrated,
+               "train_seconds": history[-1]["seconds"]}
+    return Fitted(Q, K, s, b, history, selected, summary, pairs.encoder, data_hash,
+                  sorted(seen) if pairs.doc_ids is not None else None)
 
 
-def _fit(model: _Projection, pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> None:
-    import torch
-    from tqdm.auto import tqdm
-
+def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> tuple[Pairs, Pairs]:
     if validation is None:
         pairs, validation = pairs.split(config.validation_fraction, config.seed, by=config.holdout)
     if config.loss != "infonce" and pairs.teacher_rows is None:
         raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
                    "attach a teacher (qkrag.pairs.teacher.hybrid_teacher) or use loss='infonce'")
-    elif validation.documents.shape != pairs.documents.shape or not np.array_equal(validation.documents,
-                                                                                   pairs.documents):
+    if validation.documents.shape != pairs.documents.shape or not np.array_equal(validation.documents,
+                                                                                 pairs.documents):
         raise fail(validation.source, "validation pairs point into another document matrix than the training pairs",
                    "build both from the same corpus and document vectors")
     if pairs.encoder and validation.encoder and pairs.encoder != validation.encoder:
         raise fail(validation.source, f"was embedded with {validation.encoder}, training pairs with {pairs.encoder}",
                    "embed both with the same encoder")
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    D = pairs.documents
-    n_docs, d = D.shape
-    r = model.rank or d
-    canon = canonical_rows(D)
+    return pairs, validation
 
-    # Parameters: Q (and K unless tied or fixed), a softmax temperature, and the probability's scale and bias.
-    init = initial_maps(D, r)
-    Q = torch.nn.Parameter(torch.from_numpy(init.copy()))
-    K = None if (model.tied or model.query_only) else torch.nn.Parameter(torch.from_numpy(init.copy()))
-    init_t = torch.from_numpy(init)
-    log_inv_temp = torch.nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
-    scale = torch.nn.Parameter(torch.tensor(1.0 / config.temperature))
-    bias = torch.nn.Parameter(torch.tensor(-0.5 / config.temperature))  # σ = 0.5 at q·k = 0.5: a typical cosine
-    params = [p for p in (Q, K, log_inv_temp, scale, bias) if p is not None]
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate)
 
-    def keys_of(x: torch.Tensor) -> torch.Tensor:
-        if model.query_only:
-            return x
-        return x @ (Q if K is None else K).T
+class _Trainer:
+    """One training run's state: the parameters, the optimiser, the mined negatives and the positive masks."""
 
-    def numpy_maps() -> tuple[np.ndarray, np.ndarray | None]:
-        Qn = Q.detach().numpy().copy()
-        Kn = None if model.query_only else (Qn if K is None else K.detach().numpy().copy())
-        return Qn, Kn
+    def __init__(self, pairs: Pairs, config: TrainConfig, shape: MapShape):
+        import torch
 
-    D_t = torch.from_numpy(D)
-    Vq = torch.from_numpy(pairs.queries)
-    pos_canon = canon[pairs.positives]
-    # A (query group, canonical document) key per known positive, sorted: masks other positives of a query.
-    n_keys = n_docs + 1
-    positive_keys = np.unique(pairs.groups * n_keys + pos_canon)
-    pool = (mine_hard_negatives(pairs, canon, config.hard_negative_pool)
-            if config.hard_negatives and config.hard_negative_pool else None)
-    val_queries, val_relevant = validation.unique_queries()
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.pairs, self.config, self.shape = pairs, config, shape
+        self.n_docs, self.d = pairs.documents.shape
+        self.r = shape.rank or self.d
+        self.canon = canonical_rows(pairs.documents)
+        # Parameters: Q (and K unless tied or fixed), a softmax temperature, and the probability's scale and bias.
+        init = initial_maps(pairs.documents, self.r)
+        self.init = torch.from_numpy(init)
+        self.Q = torch.nn.Parameter(torch.from_numpy(init.copy()))
+        self.K = None if (shape.tied or shape.query_only) else torch.nn.Parameter(torch.from_numpy(init.copy()))
+        self.log_inv_temp = torch.nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
+        self.scale = torch.nn.Parameter(torch.tensor(1.0 / config.temperature))
+        self.bias = torch.nn.Parameter(torch.tensor(-0.5 / config.temperature))  # σ = 0.5 at q·k = 0.5
+        params = [p for p in (self.Q, self.K, self.log_inv_temp, self.scale, self.bias) if p is not None]
+        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        self.D = torch.from_numpy(pairs.documents)
+        self.Vq = torch.from_numpy(pairs.queries)
+        self.pos_canon = self.canon[pairs.positives]
+        # A (query group, canonical document) key per known positive, sorted: masks other positives of a query.
+        self.n_keys = self.n_docs + 1
+        self.positive_keys = np.unique(pairs.groups * self.n_keys + self.pos_canon)
+        self.pool = (mine_hard_negatives(pairs, self.canon, config.hard_negative_pool)
+                     if config.hard_negatives and config.hard_negative_pool else None)
+        self.h = config.hard_negatives if self.pool is not None else 0
 
-    def validate() -> np.ndarray:
-        Qn, Kn = numpy_maps()
-        return _ranking_ndcg(Qn, Kn, val_queries, D, val_relevant, config.eval_k)
+    def keys_of(self, x):
+        return x if self.shape.query_only else x @ (self.Q if self.K is None else self.K).T
 
-    history: list[dict[str, Any]] = []
-    init_name = "identity" if r == d else f"pca-{r}"
-    start_scores = validate()
-    init = best = {"epoch": 0, "ndcg": float(start_scores.mean()), "state": numpy_maps(), "scores": start_scores}
-    history.append({"epoch": 0, "loss": None, "val_ndcg": round(best["ndcg"], 5), "seconds": 0.0})
-    stale = 0
-    h = config.hard_negatives if pool is not None else 0
+    def maps(self) -> tuple[np.ndarray, np.ndarray | None]:
+        Q = self.Q.detach().numpy().copy()
+        return Q, None if self.shape.query_only else (Q if self.K is None else self.K.detach().numpy().copy())
 
-    steps = config.epochs * math.ceil(len(pairs) / config.batch_size)
-    with tqdm(total=steps, desc=f"train {model.variant}", unit="step", disable=not config.progress,
-              dynamic_ncols=True) as bar:
-        for epoch in range(1, config.epochs + 1):
-            losses = []
-            for batch in make_batches(pos_canon, config.batch_size, rng):
-                B = len(batch)
-                pos = pairs.positives[batch]
-                if h:  # sample h of each pair's mined pool; where the pool runs dry, a random document
-                    cand = pool[batch]
-                    valid = cand >= 0
-                    pick = np.argsort(rng.random(cand.shape) + ~valid, axis=1)[:, :h]
-                    hard = np.take_along_axis(cand, pick, 1)
-                    hard = np.where(hard >= 0, hard, rng.integers(0, n_docs, hard.shape))
-                else:
-                    hard = np.zeros((B, 0), dtype=np.int64)
-                rand = rng.integers(0, n_docs, config.random_negatives)
-                columns = np.concatenate([pos, hard.ravel(), rand])
-                keys = pairs.groups[batch][:, None] * n_keys + canon[columns][None, :]
-                idx = np.searchsorted(positive_keys, keys).clip(max=len(positive_keys) - 1)
-                mask = positive_keys[idx] == keys
-                mask[np.arange(B), np.arange(B)] = False  # the pair's own positive stays
+    def scale_and_bias(self) -> tuple[float, float]:
+        return float(self.scale.detach()), float(self.bias.detach())
 
-                q = Vq[batch] @ Q.T
-                k = keys_of(D_t[columns])
-                dots = q @ k.T
-                mask_t = torch.from_numpy(mask)
-                loss = info_nce_loss(dots * log_inv_temp.exp(), mask_t) if config.loss != "distill" else 0.0
-                if config.loss != "infonce":
-                    loss = loss + config.distill_weight * _batch_distillation(
-                        q, keys_of, D_t, pairs, batch, log_inv_temp.exp(), config.teacher_temperature)
-                if config.bce_weight:
-                    # Own positive (label 1); own hard negatives and the first few random ones (label 0).
-                    n_rand = max(h, 1)
-                    cols = np.concatenate([np.arange(B)[:, None], B + np.arange(B * h).reshape(B, h),
-                                           np.broadcast_to(B + B * h + np.arange(n_rand), (B, n_rand))], axis=1)
-                    cols_t = torch.from_numpy(cols)
-                    logits = scale * torch.gather(dots, 1, cols_t) + bias
-                    labels = torch.zeros_like(logits)
-                    labels[:, 0] = 1.0
-                    weight = (~torch.gather(mask_t, 1, cols_t)).float()
-                    weight[:, 0] = 1.0
-                    loss = loss + config.bce_weight * logistic_loss(logits, labels, weight)
-                if config.init_weight:
-                    reg = ((Q - init_t) ** 2).sum()
-                    if K is not None:
-                        reg = reg + ((K - init_t) ** 2).sum()
-                    loss = loss + config.init_weight * reg
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-            scores = validate()
-            ndcg = float(scores.mean())
-            history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5), "val_ndcg": round(ndcg, 5),
-                            "seconds": round(time.perf_counter() - started, 2)})
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_ndcg=f"{ndcg:.4f}")
-            if ndcg > best["ndcg"]:
-                best = {"epoch": epoch, "ndcg": ndcg, "state": numpy_maps(), "scores": scores}
-                stale = 0
-            else:
-                stale += 1
+    def candidates(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's softmax columns (its positives, h hard negatives per pair, shared random documents) and the
+        mask of columns that are known positives of a row's query (True = drop; a row's own positive stays)."""
+        B = len(batch)
+        if self.h:  # sample h of each pair's mined pool; where the pool runs dry, a random document
+            cand = self.pool[batch]
+            pick = np.argsort(self.rng.random(cand.shape) + ~(cand >= 0), axis=1)[:, :self.h]
+            hard = np.take_along_axis(cand, pick, 1)
+            hard = np.where(hard >= 0, hard, self.rng.integers(0, self.n_docs, hard.shape))
+        else:
+            hard = np.zeros((B, 0), dtype=np.int64)
+        rand = self.rng.integers(0, self.n_docs, self.config.random_negatives)
+        columns = np.concatenate([self.pairs.positives[batch], hard.ravel(), rand])
+        keys = self.pairs.groups[batch][:, None] * self.n_keys + self.canon[columns][None, :]
+        idx = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)
+        mask = self.positive_keys[idx] == keys
+        mask[np.arange(B), np.arange(B)] = False
+        return columns, mask
+
+    def batch_loss(self, batch: np.ndarray):
+        import torch
+
+        config, B, h = self.config, len(batch), self.h
+        columns, mask = self.candidates(batch)
+        q = self.Vq[batch] @ self.Q.T
+        dots = q @ self.keys_of(self.D[columns]).T
+        mask_t = torch.from_numpy(mask)
+        loss = info_nce_loss(dots * self.log_inv_temp.exp(), mask_t) if config.loss != "distill" else 0.0
+        if config.loss != "infonce":
+            loss = loss + config.distill_weight * _batch_distillation(
+                q, self.keys_of, self.D, self.pairs, batch, self.log_inv_temp.exp(), config.teacher_temperature)
+        if config.bce_weight:
+            # Own positive (label 1); own hard negatives and the first few random ones (label 0).
+            n_rand = max(h, 1)
+            cols = torch.from_numpy(np.concatenate([np.arange(B)[:, None], B + np.arange(B * h).reshape(B, h),
+                                                    np.broadcast_to(B + B * h + np.arange(n_rand), (B, n_rand))], 1))
+            logits = self.scale * torch.gather(dots, 1, cols) + self.bias
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1.0
+            weight = (~torch.gather(mask_t, 1, cols)).float()
+            weight[:, 0] = 1.0
+            loss = loss + config.bce_weight * logistic_loss(logits, labels, weight)
+        if config.init_weight:
+            reg = ((self.Q - self.init) ** 2).sum()
+            if self.K is not None:
+                reg = reg + ((self.K - self.init) ** 2).sum()
+            loss = loss + config.init_weight * reg
+        return loss
+
+    def epoch(self, bar) -> float:
+        losses = []
+        for batch in make_batches(self.pos_canon, self.config.batch_size, self.rng):
+            loss = self.batch_loss(batch)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+        return float(np.mean(losses))
+
+    def run(self, validation: Pairs) -> tuple[dict, dict, list[dict[str, Any]]]:
+        """Train with early stopping on validation nDCG; returns (start, best epoch, history). Epoch 0 is the start."""
+        from tqdm.auto import tqdm
+
+        config, started = self.config, time.perf_counter()
+        val_queries, val_relevant = validation.unique_queries()
+
+        def scored(epoch: int) -> dict:
+            Q, K = self.maps()
+            scores = _ranking_ndcg(Q, K, val_queries, self.pairs.documents, val_relevant, config.eval_k)
+            return {"epoch": epoch, "ndcg": float(scores.mean()), "state": (Q, K), "scores": scores}
+
+        init = best = scored(0)
+        history = [{"epoch": 0, "loss": None, "val_ndcg": round(best["ndcg"], 5), "seconds": 0.0}]
+        stale, steps = 0, config.epochs * math.ceil(len(self.pairs) / config.batch_size)
+        with tqdm(total=steps, desc=f"train {self.shape.name}", unit="step", disable=not config.progress,
+                  dynamic_ncols=True) as bar:
+            for epoch in range(1, config.epochs + 1):
+                loss, now = self.epoch(bar), scored(epoch)
+                history.append({"epoch": epoch, "loss": round(loss, 5), "val_ndcg": round(now["ndcg"], 5),
+                                "seconds": round(time.perf_counter() - started, 2)})
+                bar.set_postfix(loss=f"{loss:.4f}", val_ndcg=f"{now['ndcg']:.4f}")
+                best, stale = (now, 0) if now["ndcg"] > best["ndcg"] else (best, stale + 1)
                 if stale > config.patience:
                     break
+        history[-1]["seconds"] = round(time.perf_counter() - started, 2)
+        return init, best, history
 
-    # Model selection: the initialisation is candidate epoch 0, so ties and losses go back to the raw space. And a
-    # gain on a few validation queries may be luck, which real queries then pay for (on synthetic pairs, a trained
-    # map that won on validation lost on test: see README): keep it only if a one-sided paired sign-flip test
-    # over the validation queries says it beats the initialisation (p <= selection_alpha).
-    p_gain, rejected = 1.0, None
-    if best["epoch"] > 0:
-        p_gain = sign_flip_p_value(best["scores"] - init["scores"], seed=config.seed, alternative="greater")
-        if p_gain > config.selection_alpha:
-            best, rejected = init, best
-    Qn, Kn = best["state"]
-    if rejected is not None:
-        selected = (f"{init_name} (trained epoch {rejected['epoch']} gained {rejected['ndcg'] - init['ndcg']:+.3f} "
-                    f"on validation, p = {p_gain:.2f} > {config.selection_alpha})")
-    else:
-        selected = init_name if best["epoch"] == 0 else f"trained (epoch {best['epoch']}, p = {p_gain:.3f})"
-    s, b = float(scale.detach()), float(bias.detach())
+
+def _select(init: dict, best: dict, config: TrainConfig, init_name: str) -> tuple[dict, str, float]:
+    """Model selection: the initialisation is candidate epoch 0, so ties and losses go back to the raw space. And a
+    gain on a few validation queries may be luck, which real queries then pay for (on synthetic pairs, a trained map
+    that won on validation lost on test): keep it only if a one-sided paired sign-flip test over the validation
+    queries says it beats the initialisation (p <= selection_alpha). Returns (kept, why in words, p)."""
+    if best["epoch"] == 0:
+        return init, f"{init_name} (no epoch beat the start on validation)", 1.0
+    p_gain = sign_flip_p_value(best["scores"] - init["scores"], seed=config.seed, alternative="greater")
+    if p_gain > config.selection_alpha:
+        return init, (f"{init_name} (trained epoch {best['epoch']} gained {best['ndcg'] - init['ndcg']:+.3f} on "
+                      f"{len(init['scores'])} validation queries, p = {p_gain:.2f} > {config.selection_alpha})"), p_gain
+    return best, f"trained (epoch {best['epoch']}, p = {p_gain:.3f})", p_gain
+
+
+def _calibrate(Q: np.ndarray, K: np.ndarray | None, validation: Pairs, start: tuple[float, float],
+               config: TrainConfig) -> tuple[float, float, bool]:
+    """Platt-fit (s, b) on validation hits. A non-positive scale says the validation labels do not rise with the
+    score (a model that fits the task badly); it would invert the ranking, so the trained (s, b) stay."""
+    s, b = start
     calibrated = False
     if config.calibrate:
-        dots, labels = calibration_pairs(Qn, Kn, validation, config.calibration_depth)
+        dots, labels = hits_for_calibration(Q, K, validation, config.calibration_depth)
         if 0 < labels.sum() < len(labels):
             s_fit, b_fit = platt_scale(dots, labels, s, b)
-            # A non-positive scale says the validation labels do not rise with the score (a model that fits the
-            # task badly); it would invert the ranking, so keep the trained (s, b) and record that.
             if s_fit > 0:
                 s, b, calibrated = s_fit, b_fit, True
-    s = max(s, 1e-6)  # the ranking is by q·k, so s must stay positive
-    model._set_weights(Qn, Kn, s, b)
-    model.history_ = history
-    model.selected_ = selected
-    model.validation_ = {f"ndcg@{config.eval_k}": round(best["ndcg"], 5),
-                         f"init_ndcg@{config.eval_k}": history[0]["val_ndcg"],
-                         "n_queries": len(val_relevant), "n_pairs": len(validation), "best_epoch": best["epoch"],
-                         "gain_p_value": round(p_gain, 5),
-                         "calibrated": calibrated, "train_seconds": round(time.perf_counter() - started, 2)}
-    model.encoder_fingerprint_ = pairs.encoder
-    model.n_features_in_ = d
-
-
-def train_projection(train_data: Pairs, config: TrainConfig | None = None, *, variant: str = "qk",
-                     rank: int | None = None, validation: Pairs | None = None) -> _Projection:
-    """Train a projection of `variant` ("qk", "symmetric" or "query_adapter") and return it fitted."""
-    from qkrag.projection.model import VARIANTS
-
-    if variant not in VARIANTS:
-        raise fail("variant", f"{variant!r} is not a projection variant", f"use one of {sorted(VARIANTS)}")
-    return VARIANTS[variant](rank=rank, config=config or TrainConfig()).fit(train_data, validation)
+    return max(s, 1e-6), b, calibrated  # the ranking is by q·k, so s must stay positive

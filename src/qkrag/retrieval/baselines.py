@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from qkrag._atomic import atomic_folder, write_json
+from qkrag.atomic import atomic_folder, write_json
 from qkrag.cache import content_hash
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed, make_encoder

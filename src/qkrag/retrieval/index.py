@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from qkrag._atomic import file_lock
+from qkrag import __version__
+from qkrag.atomic import file_lock
 from qkrag.cache import default_cache_dir, default_timeout
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
@@ -46,15 +47,6 @@ from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 # Chroma's own defaults, for the record and the benchmark; ours (IndexConfig) are higher, measured in index_bench.
 CHROMA_DEFAULT_HNSW = {"ef_search": 100, "ef_construction": 100, "M": 16}
 _META = "qkrag:"  # prefix of every metadata key we own
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("qkrag")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
 
 
 @dataclass
@@ -362,7 +354,7 @@ class ChromaIndex:
         """Set the complete flag. Marking it incomplete clears the recorded content hash and count; marking it
         complete records them when given (`build_index` does), so a later build can tell a mixed collection."""
         self._set_meta(complete=bool(complete), content_hash=content_hash if complete else "",
-                       count=int(count) if complete else -1, version=_version())
+                       count=int(count) if complete else -1, version=__version__)
 
     def _set_meta(self, **values: Any) -> None:
         # Chroma's modify() replaces the whole metadata dict, so write all of it back. Cleared values are "" / -1, not
@@ -526,7 +518,7 @@ def _similarity_from_distance(distances: np.ndarray, space: Space) -> np.ndarray
 
 def _metadata(fingerprint: str, dimension: int, space: Space, complete: bool) -> dict[str, Any]:
     return {_META + "encoder": fingerprint, _META + "dimension": int(dimension), _META + "space": space,
-            _META + "version": _version(), _META + "complete": complete}
+            _META + "version": __version__, _META + "complete": complete}
 
 
 def _hash_pairs(fingerprint: str, pairs: Iterable[tuple[str, str | bytes]]) -> str:

@@ -1,0 +1,110 @@
+"""Serving a projection: a retriever that ranks by σ(s·q·k + b), over a projected Chroma collection, an exact index in
+memory, or as a reranker of raw cosine hits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from qkrag.errors import IndexMismatchError, fail
+from qkrag.projection.data import check_vectors
+
+if TYPE_CHECKING:
+    from qkrag.embed.encoders import EmbedOptions, Encoder
+    from qkrag.projection.model import Projection
+
+
+class ProjectedRetriever:
+    """Search with a projection: a `Retriever` whose hits carry `probability` = σ(s·q·k + b) and score = the logit.
+
+    mode="full": documents live projected (k = K·v) in an inner-product index: for a `ChromaIndex`, a sibling
+    collection in `ip` space filled from the vectors already stored in the raw collection (never re-embedded, built
+    once and reused while the projection is the same); for an `ExactIndex` or `(ids, vectors)`, in memory. Queries go
+    through Q. mode="rerank": the raw index's top `depth` by cosine, rescored by the projection (no second index; a
+    trained projection then only reorders what raw search found).
+    """
+
+    def __init__(self, encoder: Encoder, projection: Projection, index: Any, mode: str = "full", *,
+                 depth: int = 100, options: EmbedOptions | None = None):
+        from qkrag.retrieval.index import ChromaIndex, ExactIndex
+
+        if mode not in ("full", "rerank"):
+            raise fail("mode", f"{mode!r} is not a serving mode", "use 'full' or 'rerank'")
+        projection.check_encoder(encoder.fingerprint, encoder.dimension, "projection")
+        if isinstance(index, tuple):
+            ids, vectors = index
+            index = ExactIndex(list(ids), check_vectors("index vectors", vectors), "cosine", fingerprint=encoder.fingerprint)
+        fingerprint = getattr(index, "fingerprint", None)
+        if fingerprint and fingerprint != encoder.fingerprint:
+            raise fail(repr(index), f"holds vectors of {fingerprint!r}, not of {encoder.fingerprint!r}",
+                       "serve with the encoder that built the index", IndexMismatchError)
+        self.encoder, self.projection, self.raw, self.mode, self.depth = encoder, projection, index, mode, depth
+        self.options = options
+        if mode == "full":
+            self.index = (self._projected_collection(index) if isinstance(index, ChromaIndex)
+                          else self._projected_exact(index))
+        else:
+            ids, vectors = index.get_vectors() if isinstance(index, ChromaIndex) else (list(index.ids), index.vectors)
+            self._row = {i: r for r, i in enumerate(ids)}
+            self._keys = projection.transform_documents(vectors)  # K·v of every document, for rescoring
+
+    def projection_id(self) -> str:
+        """A short hash of the weights: names the projected collection, so a new projection never reuses a stale one."""
+        p = self.projection
+        h = hashlib.sha256(p.Q_.tobytes() + p.K_.tobytes() + p.variant.encode()).hexdigest()
+        return h[:12]
+
+    def _projected_exact(self, index: Any) -> Any:
+        from qkrag.retrieval.index import ExactIndex
+
+        return ExactIndex(list(index.ids), self.projection.transform_documents(index.vectors), "ip", index.texts,
+                          f"{self.encoder.fingerprint}|projection:{self.projection_id()}")
+
+    def _projected_collection(self, raw: Any) -> Any:
+        fingerprint = f"{self.encoder.fingerprint}|projection:{self.projection_id()}"
+        source = raw.source_hash
+        projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip",
+                                source_hash=source)
+        if projected.is_current(source):  # keyed by the content it was derived from, not by a count
+            return projected
+        with projected.writing():
+            projected.mark_complete(False)
+            # Page by page (ChromaIndex.iter_vectors): memory bounded by one page, not the corpus.
+            for ids, vectors, texts in raw.iter_vectors(texts=True):
+                projected.add_vectors(ids, self.projection.transform_documents(vectors), [t or "" for t in texts])
+            projected.mark_complete(True)
+        return projected
+
+    def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
+        from qkrag.embed.encoders import EmbedOptions, embed
+
+        options = self.options or EmbedOptions(progress=len(queries) > 1000)
+        return embed(self.encoder, list(queries), "query", options)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Any]]:
+        """Hits for raw query vectors (skips embedding): what `search` does after the encoder."""
+        from qkrag.retrieval.base import Hit
+
+        p = self.projection
+        if self.mode == "full":
+            hits = self.index.search_vectors(p.transform_queries(vectors), k)
+            return [[Hit(h.id, float(p.scale_ * h.score + p.bias_), h.text, float(p.probability(h.score)))
+                     for h in row] for row in hits]
+        candidates = self.raw.search_vectors(vectors, max(k, self.depth))
+        q = p.transform_queries(vectors)
+        out = []
+        for qi, row in enumerate(candidates):
+            dots = self._keys[[self._row[h.id] for h in row]] @ q[qi]
+            order = np.argsort(-dots, kind="stable")[:k]
+            out.append([Hit(row[j].id, float(p.scale_ * dots[j] + p.bias_), row[j].text,
+                            float(p.probability(dots[j]))) for j in order])
+        return out
+
+    def search(self, queries: Sequence[str], k: int = 10) -> list[list[Any]]:
+        if not queries:
+            return []
+        return self.search_vectors(self.query_vectors(queries), k)
+

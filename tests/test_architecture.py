@@ -1,0 +1,152 @@
+"""The rules of the layout (docs/architecture.md), checked on the source itself: no import circle between modules, no
+private name reached across modules, no function longer than a screen, and `import qkrag` stays light (no torch)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+MAX_FUNCTION_LINES = 80
+
+
+def modules() -> dict[str, ast.Module]:
+    """Every module of the package by dotted name (a package's __init__ under the package's name)."""
+    out = {}
+    for path in sorted((SRC / "qkrag").rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def imported(name: str, node: ast.AST, known: set[str]) -> list[tuple[str, list[str]]]:
+    """(module, names taken from it) for every qkrag import in `node`, wherever it sits (top level or inside a
+    function: a lazy import still ties two modules together). `from qkrag.x import y` where y is a module counts as
+    importing qkrag.x.y."""
+    out = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Import):
+            out += [(a.name, []) for a in n.names if a.name.split(".")[0] == "qkrag"]
+        elif isinstance(n, ast.ImportFrom) and n.module and n.level == 0 and n.module.split(".")[0] == "qkrag":
+            for a in n.names:
+                sub = f"{n.module}.{a.name}"
+                out.append((sub, []) if sub in known else (n.module, [a.name]))
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    mods = modules()
+    known = set(mods)
+    graph = {m: set() for m in mods}
+    for m, tree in mods.items():
+        for target, _ in imported(m, tree, known):
+            # importing qkrag.a.b runs qkrag/__init__ and qkrag/a/__init__ too; those are the package's docstrings
+            # and lazy re-exports, so only the module named counts as an arrow
+            if target in known and target != m:
+                graph[m].add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if t not in state and (found := visit(t)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_no_import_circle():
+    graph = import_graph()
+    # the package root re-exports the public API lazily (module __getattr__), so it is no node of the graph
+    graph.pop("qkrag", None)
+    for targets in graph.values():
+        targets.discard("qkrag")
+    assert find_cycle(graph) is None, f"import circle: {' -> '.join(find_cycle(graph))}"
+
+
+def test_cycle_finder_can_fail():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def own_names(tree: ast.Module) -> set[str]:
+    """Names a module defines: its functions and methods, and the attributes it assigns (self.x = ...)."""
+    names = set()
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
+            names.add(n.attr)
+    return names
+
+
+def private_uses() -> list[str]:
+    mods = modules()
+    known = set(mods)
+    found = []
+    for m, tree in mods.items():
+        for target, names in imported(m, tree, known):
+            hidden = [part for part in target.split(".") if part.startswith("_") and part != "__init__"]
+            hidden += [n for n in names if n.startswith("_") and n != "__version__"]
+            if hidden and target != m:
+                found.append(f"{m} takes {', '.join(hidden)} from {target}")
+        own = own_names(tree)
+        for n in ast.walk(tree):  # obj._private of an object of another module: a leak that needs no import
+            if (isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
+                    and n.attr not in own and not (isinstance(n.value, ast.Name) and n.value.id in {"self", "cls"})):
+                found.append(f"{m}:{n.lineno} reaches {ast.unparse(n)}")
+    return found
+
+
+def test_no_private_name_across_modules():
+    assert private_uses() == []
+
+
+def long_functions() -> list[str]:
+    out = []
+    for m, tree in modules().items():
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([n.lineno] + [d.lineno for d in n.decorator_list])
+                if n.end_lineno - start + 1 > MAX_FUNCTION_LINES:
+                    out.append(f"{m}.{n.name}: {n.end_lineno - start + 1} lines")
+    return out
+
+
+def test_no_function_longer_than_a_screen():
+    assert long_functions() == []
+
+
+def test_import_qkrag_does_not_load_torch():
+    code = "import sys, qkrag; assert qkrag.__version__; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("module", ["qkrag.evaluate.metrics", "qkrag.retrieval.base", "qkrag.data"])
+def test_light_modules_do_not_load_torch(module):
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},
+                         check=True)
+    assert out.stdout.strip() == "False"
