@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
-from http.server import ThreadingHTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +105,56 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 
 
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
+
+
+class FleetLLMServer(LoopbackHTTP):
+    """A fleet behind one OpenAI-compatible /v1/chat/completions on 127.0.0.1: requests are served in parallel, each
+    after a random delay (seeded per request body, so a run's answers never depend on timing); `answer(body)` makes
+    the text. It records the most requests it ever had in flight at once (`max_in_flight`), and with `limit` it turns
+    away any request beyond `limit` in flight (and the first `reject_first`) with 429 and `Retry-After: retry_after` (counted in `rejected`)."""
+
+    def __init__(self, answer, *, delay: tuple[float, float] = (0.01, 0.08), limit: int | None = None,
+                 retry_after: str = "0.2", reject_first: int = 0):
+        self.answer, self.delay, self.limit, self.retry_after = answer, delay, limit, retry_after
+        self.reject_first = reject_first  # the first N requests are turned away with 429 whatever the load
+        self.requests = self.in_flight = self.max_in_flight = self.rejected = 0
+        self.arrivals: list[float] = []  # time.monotonic() of every request, rejected ones included
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.loads(raw)
+                with server._lock:
+                    server.requests += 1
+                    server.arrivals.append(time.monotonic())
+                    busy = (server.limit is not None and server.in_flight >= server.limit) or \
+                        server.requests <= server.reject_first
+                    if busy:
+                        server.rejected += 1
+                    else:
+                        server.in_flight += 1
+                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                if busy:
+                    self.send_response(429)
+                    self.send_header("Retry-After", server.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                try:
+                    low, high = server.delay
+                    time.sleep(random.Random(hashlib.sha256(raw).digest()).uniform(low, high))
+                    text = server.answer(body)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                LoopbackHTTP.reply_json(self, 200, {
+                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+        self._serve(Handler)

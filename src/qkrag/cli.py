@@ -491,6 +491,9 @@ def generate(
     llm_base_url: Annotated[Optional[str], typer.Option(
         "--base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")] = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(
+        "--concurrency", min=1, help="Requests in flight to the --base-url server (default 4; a vLLM fleet takes "
+        "dozens). Rate limits (429 + Retry-After) pause all of them.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -540,7 +543,7 @@ def generate(
     else:
         from qkrag.llm.local import open_llm
 
-        with open_llm(llm_base_url, llm_model) as llm:
+        with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
     summary = {"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
                ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}
