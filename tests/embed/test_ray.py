@@ -68,7 +68,7 @@ def test_ray_engine_matches_local_path_and_reruns_from_cache(tmp_path):
             Counting.sent += len(texts)
             yield from super().stream(encoder, texts, side)
 
-    engine = Counting(num_cpus=2, actors=2, batch_size=32, chunk=120)  # two chunks: the streamed writes are tested
+    engine = Counting(num_cpus=2, actors=2, batch_size=32)  # one actor pool: starting one costs the most
     ray_cache = DiskCache(tmp_path / "ray.sqlite")
     try:
         on_ray = build_index(corpus, encoder, IndexConfig(path=tmp_path / "ray"), progress=False,

@@ -477,9 +477,9 @@ class ChromaIndex:
 
     def iter_vectors(self, *, texts: bool = False, step: int | None = None
                      ) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
-        """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch): memory bounded by one page,
-        whatever the collection's size. `texts` are None unless asked for."""
-        step = step or self._step
+        """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch, at most PAGE): memory
+        bounded by one page, whatever the collection's size. `texts` are None unless asked for."""
+        step = step or min(self._step, PAGE)
         include = ["embeddings", "documents"] if texts else ["embeddings"]
         offset = 0
         while True:
@@ -506,6 +506,10 @@ class ChromaIndex:
         vectors = np.concatenate(blocks) if blocks else np.zeros((0, self.dimension), np.float32)
         return ids, vectors
 
+
+#: Vectors per page when a collection is read through: a page of 1,024 384-d vectors arrives from a server as ~8 MB
+#: of JSON and becomes Python floats before numpy, a few tens of MB in flight (benchmarks/results/scale_bench_chroma).
+PAGE = 1024
 
 #: Results one Chroma query request may ask for (queries x k): below SQLite's 32,766 variables per statement.
 QUERY_VARIABLES = 16_000
