@@ -331,3 +331,15 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
         assert code == 2 and "is a file, not a folder" in err, command
     code, _, err = run(capsys, "train", tmp_path / "missing", "--out", tmp_path / "p3")
     assert code == 2 and "no such folder" in err and not (tmp_path / "p3").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--engine", "spark"], "is not an engine"),
+    (["--ray-address", "auto"], "add --engine ray"),
+    (["--backend", "tensorrt"], "is not a backend"),
+    (["--backend", "onnx-int8"], "local sentence-transformers models"),  # the fake encoder is not one
+])
+def test_index_scale_options_fail_in_one_line(capsys, beir, tmp_path, args, words):
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "c", *args)
+    assert code != 0 and words in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

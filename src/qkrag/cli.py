@@ -85,6 +85,13 @@ Hybrid = Annotated[bool, typer.Option(
     "dense hits (RRF unless --fusion-weight).")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="Where documents are embedded: local (this process) or ray (a local Ray, or --ray-address).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local Ray.")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
+    "vectors, so its own collection).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -160,6 +167,9 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    engine: Engine = "local",
+    ray_address: RayAddress = None,
+    backend: Backend = "torch",
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -177,18 +187,23 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
 
       qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
+
+      qkrag index big.jsonl --host 10.0.0.5 --port 8000 --engine ray --ray-address auto   # docs/scale.md
     """
     from contextlib import ExitStack
 
     from qkrag.data import load_corpus
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.embed.onnx import with_backend
+    from qkrag.embed.ray import engine_for
     from qkrag.retrieval.index import build_index
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
-                            llm_base_url)
-        built = build_index(corpus, encoder, config)
+        encoder = _with_llm(stack, with_backend(_encoder(model, base_url, query_prefix, doc_prefix), backend),
+                            rewrite, max_words, aspect, llm_base_url)
+        built = build_index(corpus, encoder, config, EmbedOptions(engine=engine_for(engine, ray_address)))
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:

@@ -111,3 +111,18 @@ class RayEngine:
 
         if ray.is_initialized():
             ray.shutdown()
+
+
+ENGINES = ("local", "ray")
+
+
+def engine_for(name: str | None, address: str | None = None, num_cpus: int | None = None) -> RayEngine | None:
+    """The engine a user names: "local" (None: embed in this process) or "ray" (a local Ray, or the cluster at
+    `address`)."""
+    if name in (None, "", "local"):
+        if address:
+            raise fail("--ray-address", "is given but the engine is local", "add --engine ray, or drop --ray-address")
+        return None
+    if name != "ray":
+        raise fail("--engine", f"{name!r} is not an engine", f"use one of {', '.join(ENGINES)}")
+    return RayEngine(address=address, num_cpus=num_cpus)
