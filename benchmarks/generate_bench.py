@@ -23,7 +23,7 @@ from _common import RESULTS, markdown_table, save
 from qkrag.data import load_beir
 from qkrag.embed.encoders import make_encoder
 from qkrag.pairs.generate import (GenerateConfig, draw_examples, form_summary, generate_pairs, rank_positives,
-                            rank_summary)
+                                  rank_summary)
 
 ROOT = Path(__file__).resolve().parents[1]
 

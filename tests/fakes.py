@@ -1,29 +1,39 @@
-"""The fakes every test shares, in one place: a fast deterministic encoder, a loopback HTTP server base, tiny BEIR
-folders written on the fly, and where the optional shared data lives."""
+"""The fakes every test shares, in one place (write no other): the fake encoders (FakeEncoder, and FakeFolderModel
+for the real class's folder fingerprint), the one fake OpenAI-compatible server (FakeOpenAIServer: chat completions,
+embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, and where the
+optional shared data lives."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import socket
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 
-from qkrag.embed.encoders import Encoder
+from qkrag.embed.encoders import Encoder, SentenceTransformerEncoder
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 class FakeEncoder(Encoder):
-    """Bag of hashed words: deterministic, instant, and texts sharing words get similar vectors."""
+    """The tests' encoder: a bag of hashed words, deterministic and instant; texts sharing words get similar vectors.
+    `calls`/`texts_embedded` count its work; `delay` seconds per batch makes a build slow enough to kill midway; `log`
+    (a file) gets one line per batch with the batch's size, for work done in another process. `spread=True` gives
+    each word a fixed random direction instead of a signed coordinate (summed, not normalised): dense vectors with
+    no ties, for tests comparing rankings of many near-identical texts."""
 
-    def __init__(self, dim: int = 32, name: str = "fake-encoder"):
+    def __init__(self, dim: int = 32, name: str = "fake-encoder", delay: float = 0.0, log: str | None = None,
+                 spread: bool = False):
         self.name = name
         self._dim = dim
+        self.delay, self.log, self.spread = delay, log, spread
         self.calls = 0
         self.texts_embedded = 0
 
@@ -34,6 +44,13 @@ class FakeEncoder(Encoder):
     def embed_batch(self, texts, side):
         self.calls += 1
         self.texts_embedded += len(texts)
+        if self.delay:
+            time.sleep(self.delay)
+        if self.log:
+            with open(self.log, "a") as handle:
+                handle.write(f"{len(texts)}\n")
+        if self.spread:
+            return np.stack([sum(self._direction(w) for w in t.lower().split()) for t in texts]).astype(np.float32)
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in text.lower().split():
@@ -42,31 +59,173 @@ class FakeEncoder(Encoder):
             out[i] /= max(np.linalg.norm(out[i]), 1e-6)
         return out
 
+    def _direction(self, word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).normal(size=self._dim)
 
-class LoopbackHTTP:
-    """Base of the tests' fake HTTP servers (OpenAI-compatible stubs): serves a handler class on 127.0.0.1 in a
-    daemon thread; `url` is its /v1 base. Subclasses build their handler and call `_serve`."""
 
-    def _serve(self, handler) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+class FakeFolderModel(SentenceTransformerEncoder):
+    """A sentence-transformers "model" in a local folder whose vectors ([scale] * 3) come from the folder's
+    weights.txt, so a test can overwrite the weights and see what the real class's fingerprint makes of it."""
+
+    @property
+    def dimension(self) -> int:
+        return 3
+
+    def warm_up(self) -> None:
+        pass  # nothing to load
+
+    def embed_batch(self, texts, side):
+        scale = float((Path(self.model_name) / "weights.txt").read_text())
+        return np.full((len(texts), 3), scale, np.float32)
+
+
+class FakeOpenAIServer:
+    """The one fake OpenAI-compatible server: POST /v1/chat/completions and POST /v1/embeddings on 127.0.0.1, in a
+    daemon thread; `url` is its /v1 base. Every request's body, path and Authorization header is recorded.
+
+    What it answers is configurable:
+    - `chat(body) -> str`: the text of a completion (default: "answer to: <last message> (t=<temperature>)");
+    - `embed(text) -> list[float]`: one text's vector (default: [len(text), 1, 0]);
+    - `mode`: the behaviour of every request, and `script`: the behaviours of the next requests (then `mode`).
+      Behaviours: ok, empty, refusal, garbled (completion texts); badjson (a torn body); 500; 401 and echo500
+      (errors whose body echoes the request headers, key included, as a careless proxy does); slow (sleeps
+      `slow_seconds`, then answers ok; a large `slow_seconds` makes a hung server).
+    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer:
+    seconds, or (low, high) for a random delay seeded by the request body (a fleet's uneven latency, the same for the
+    same request whatever the timing); `active`/`max_active` count requests in flight, `arrivals` their
+    time.monotonic(). Rate limits: behaviour "429" answers 429 with `Retry-After: retry_after`, and with `limit` every
+    request beyond `limit` in flight gets that (`rejected` counts them)."""
+
+    TEXTS = {"empty": "", "refusal": "I'm sorry, but I can't help with that request.",
+             "garbled": "\ufffd\ufffd #### $$$ 1234 ---- ((((( \ufffd"}
+
+    def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float | tuple[float, float] = 0.0,
+                 slow_seconds: float = 3.0, port: int = 0, limit: int | None = None, retry_after: str = "0.2"):
+        self.chat = chat or (lambda body: f"answer to: {last_message(body)} (t={body.get('temperature')})")
+        self.embed = embed or (lambda text: [float(len(text)), 1.0, 0.0])
+        self.mode, self.delay, self.slow_seconds = mode, delay, slow_seconds
+        self.script: deque[str] = deque()
+        self.requests: list[dict] = []
+        self.paths: list[str] = []
+        self.auth_headers: list[str] = []
+        self.active = self.max_active = self.rejected = 0
+        self.limit, self.retry_after = limit, retry_after
+        self.arrivals: list[float] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.httpd.daemon_threads = True  # a request left hanging never blocks close()
+        self.httpd.handle_error = lambda request, address: None  # a client that gave up: a broken pipe, no news
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    @property
+    def hits(self) -> int:
+        return len(self.requests)
+
     def close(self) -> None:
+        self._closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    @staticmethod
-    def reply_json(handler, status: int, payload: dict) -> None:
-        """Answer a request on `handler` (a BaseHTTPRequestHandler) with `payload` as JSON."""
-        raw = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(raw)))
-        handler.end_headers()
-        handler.wfile.write(raw)
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_GET(self):  # noqa: N802
+                if server.mode == "slow":  # a hung server hangs on every path
+                    server._closed.wait(server.slow_seconds)
+                reply_json(self, 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+
+            def do_POST(self):  # noqa: N802
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw or b"{}")
+                with server._lock:
+                    server.requests.append(body)
+                    server.paths.append(self.path)
+                    server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.arrivals.append(time.monotonic())
+                    behaviour = server.script.popleft() if server.script else server.mode
+                    if behaviour == "429" or (server.limit is not None and server.active >= server.limit):
+                        server.rejected += 1
+                        behaviour = "429"
+                    else:
+                        server.active += 1
+                        server.max_active = max(server.max_active, server.active)
+                if behaviour == "429":
+                    return reply_raw(self, 429, b'{"error": {"message": "slow down"}}',
+                                     {"Retry-After": server.retry_after})
+                try:
+                    if server.delay:
+                        low, high = server.delay if isinstance(server.delay, tuple) else (server.delay,) * 2
+                        time.sleep(random.Random(hashlib.sha256(raw).digest()).uniform(low, high))
+                    server._respond(self, behaviour, body)
+                finally:
+                    with server._lock:
+                        server.active -= 1
+
+        return Handler
+
+    def _respond(self, handler, behaviour: str, body: dict) -> None:
+        if behaviour == "slow":
+            self._closed.wait(self.slow_seconds)  # close() ends the wait: no thread outlives its test for long
+            behaviour = "ok"
+        if behaviour in ("500", "echo500", "401"):
+            headers = "\n".join(f"{k.lower()}: {v}" for k, v in handler.headers.items()) if behaviour != "500" else ""
+            return reply_json(handler, 401 if behaviour == "401" else 500,
+                              {"error": {"message": f"server fault; you sent:\n{headers}", "type": "x"}})
+        if behaviour == "badjson":
+            return reply_raw(handler, 200, b'{"id": "x", "choices": [{"mess')
+        if handler.path.rstrip("/").endswith("/embeddings"):
+            texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+            data = [{"object": "embedding", "index": i, "embedding": self.embed(t)} for i, t in enumerate(texts)]
+            return reply_json(handler, 200, {"object": "list", "data": data, "model": body["model"],
+                                             "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+        if "ALWAYS_REFUSE" in last_message(body):
+            behaviour = "refusal"
+        text = self.chat(body) if behaviour == "ok" else self.TEXTS[behaviour]
+        return reply_json(handler, 200, {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now): for servers started later, or addresses that must refuse."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def last_message(body: dict) -> str:
+    """The last message's text of a chat request body."""
+    return body["messages"][-1]["content"]
+
+
+def reply_json(handler, status: int, payload: dict) -> None:
+    """Answer a request on `handler` (a BaseHTTPRequestHandler) with `payload` as JSON."""
+    reply_raw(handler, status, json.dumps(payload).encode())
+
+
+def reply_raw(handler, status: int, raw: bytes, headers: dict[str, str] | None = None) -> None:
+    handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(raw)))
+    handler.end_headers()
+    handler.wfile.write(raw)
 
 
 def write_beir(folder: Path, docs: dict[str, str], queries: dict[str, str], qrels: dict[str, list[str]],
@@ -105,56 +264,3 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 
 
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
-
-
-class FleetLLMServer(LoopbackHTTP):
-    """A fleet behind one OpenAI-compatible /v1/chat/completions on 127.0.0.1: requests are served in parallel, each
-    after a random delay (seeded per request body, so a run's answers never depend on timing); `answer(body)` makes
-    the text. It records the most requests it ever had in flight at once (`max_in_flight`), and with `limit` it turns
-    away any request beyond `limit` in flight (and the first `reject_first`) with 429 and `Retry-After: retry_after` (counted in `rejected`)."""
-
-    def __init__(self, answer, *, delay: tuple[float, float] = (0.01, 0.08), limit: int | None = None,
-                 retry_after: str = "0.2", reject_first: int = 0):
-        self.answer, self.delay, self.limit, self.retry_after = answer, delay, limit, retry_after
-        self.reject_first = reject_first  # the first N requests are turned away with 429 whatever the load
-        self.requests = self.in_flight = self.max_in_flight = self.rejected = 0
-        self.arrivals: list[float] = []  # time.monotonic() of every request, rejected ones included
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_POST(self):  # noqa: N802
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                body = json.loads(raw)
-                with server._lock:
-                    server.requests += 1
-                    server.arrivals.append(time.monotonic())
-                    busy = (server.limit is not None and server.in_flight >= server.limit) or \
-                        server.requests <= server.reject_first
-                    if busy:
-                        server.rejected += 1
-                    else:
-                        server.in_flight += 1
-                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                if busy:
-                    self.send_response(429)
-                    self.send_header("Retry-After", server.retry_after)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                try:
-                    low, high = server.delay
-                    time.sleep(random.Random(hashlib.sha256(raw).digest()).uniform(low, high))
-                    text = server.answer(body)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-                LoopbackHTTP.reply_json(self, 200, {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
-
-        self._serve(Handler)

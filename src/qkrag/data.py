@@ -301,11 +301,19 @@ def splits(folder: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv"))
 
 
+def require_folder(folder: str | Path, fix: str) -> Path:
+    """`folder` as a Path if it is an existing folder, else one clear error (with `fix`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(str(folder), "no such folder" if not folder.exists() else "is a file, not a folder", fix)
+    return folder
+
+
 def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = None, *,
               skip_empty: bool = False) -> Collection:
     """A BEIR folder's corpus, its judged queries for `split`, and those judgments, all validated.
     `skip_empty` leaves documents with empty text out of the corpus (their judgments stay, as misses)."""
-    folder = Path(folder)
+    folder = require_folder(folder, "give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     if not (folder / "corpus.jsonl").exists():
         raise fail(str(folder), "not a BEIR folder (no corpus.jsonl)",
                    "give a folder holding corpus.jsonl, queries.jsonl and qrels/<split>.tsv")

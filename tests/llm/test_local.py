@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from qkrag.llm import local as localllm, prompts
 from qkrag.errors import InputError, LLMError
+from qkrag.llm import local as localllm
+from qkrag.llm import prompts
 from qkrag.llm.client import LLM
 from qkrag.llm.local import LocalLLMServer, ShippedModel
 
@@ -157,27 +158,15 @@ def test_gguf_metadata_reader(tmp_path):
 # Server lifecycle, with stand-in server processes (the real one is in the end-to-end test below)
 # ---------------------------------------------------------------------------------------------------------------------
 
+# The tests' fake OpenAI-compatible server (tests/fakes.py), run as a process on the port LocalLLMServer chose.
 STAND_IN = textwrap.dedent(
-    """
-    import json, sys
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    port = int(sys.argv[1])
-    class H(BaseHTTPRequestHandler):
-        def log_message(self, *a): pass
-        def _send(self, payload):
-            raw = json.dumps(payload).encode()
-            self.send_response(200); self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw))); self.end_headers(); self.wfile.write(raw)
-        def do_GET(self):
-            self._send({"object": "list", "data": [{"id": "m", "object": "model"}]})
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._send({"id": "1", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": "stand-in says hi"}}],
-                        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+    f"""
+    import sys, threading
+    sys.path[:0] = [{str(Path(__file__).resolve().parents[2])!r}, {str(Path(__file__).resolve().parents[2] / "src")!r}]
+    from tests.fakes import FakeOpenAIServer
+    FakeOpenAIServer(chat=lambda body: "stand-in says hi", port=int(sys.argv[1]))
     print("stand-in server listening", flush=True)
-    HTTPServer(("127.0.0.1", port), H).serve_forever()
+    threading.Event().wait()
     """
 )
 

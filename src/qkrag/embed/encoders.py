@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
-                    unpack_vector)
+from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, quiet,
+                         server_identity, unpack_vector)
 from qkrag.errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
@@ -301,7 +301,7 @@ def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, t
         return options.engine.embed_into(out, todo, encoder, texts, keys, side, cache)
     if todo:
         encoder.warm_up()
-    with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=not options.progress or not todo,
+    with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=quiet() or not options.progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]

@@ -39,8 +39,6 @@ import math
 import os
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,11 +49,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from qkrag.cache import content_hash
+from qkrag.cache import content_hash, quiet
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import LLMError, fail
-from qkrag.retrieval.base import Space, check_space, similarity
+from qkrag.pairs.store import ANSWER_JOURNAL, JOURNAL, Journal, write_pairs
+from qkrag.retrieval.base import Space, check_space, similarity, top_k
 from qkrag.text import carries_answer, is_question, normalize, sentences, word_overlap, words
 
 if TYPE_CHECKING:
@@ -64,7 +63,6 @@ if TYPE_CHECKING:
     from qkrag.llm.client import LLM
 
 __all__ = [
-    "COLUMNS",
     "GenerateConfig",
     "GenerationResult",
     "HUMAN_RANK_TARGET",
@@ -76,12 +74,10 @@ __all__ = [
     "generate_from_beir",
     "generate_pairs",
     "ict_candidates",
-    "load_pairs",
     "mask_rare_terms",
     "normalize",
     "rank_positives",
     "rank_summary",
-    "SCHEMA",
 ]
 
 Policy = Literal["target", "hardest", "none"]
@@ -92,22 +88,10 @@ AnswerCheck = Literal["form", "llm", "both", "none"]
 #: (0.46, 0.79 - 0.46, 0.935 - 0.79), renormalised over the top 100: what `policy="target"` aims for by default.
 HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
 
-JOURNAL = "journal.jsonl"
-ANSWER_JOURNAL = "answer_check.jsonl"  # the LLM's answer-check verdicts, journaled like the queries
 _COUNTS = ("pool", "skipped_no_answer", "skipped_no_answer_form", "skipped_no_answer_llm", "answer_check_failed",
            "passages", "failed_passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate",
            "dropped_copy", "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants",
            "candidates", "off_form", "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
-PAIRS = "pairs.parquet"
-STATS = "stats.json"
-#: The pairs table, column -> type: the one schema the rows, the dataset's features and an empty table all follow.
-SCHEMA: dict[str, Any] = {
-    "query_id": "string", "query": "string", "positive_id": "string", "positive_text": "string",
-    "negative_ids": ["string"], "base_rank": "int64", "positive_score": "float32", "generator": "string",
-    "variant": "string", "prompt_hash": "string", "copy_score": "float32", "title_copy": "float32",
-    "ngram_copy": "float32", "words": "int64", "off_form": "bool", "candidate": "int64",
-}
-COLUMNS = tuple(SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -292,7 +276,6 @@ def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, d
 
     The positive is scored against its own vector (`pos_vecs`: the document itself, or for ICT the passage without
     the cut sentence), every other document against the corpus vectors."""
-    import torch
 
     n = len(query_vecs)
     depth = min(depth, doc_vecs.shape[0] - 1)
@@ -302,14 +285,11 @@ def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, d
         end = min(n, start + batch_size)
         scores = similarity(query_vecs[start:end], doc_vecs, space)
         own = similarity(query_vecs[start:end], pos_vecs[start:end], space).diagonal()
-        rows = torch.arange(end - start)
-        cols = torch.from_numpy(positions[start:end])
-        scores[rows, cols] = -torch.inf
-        ranks[start:end] = ((scores > own[:, None]).sum(1) + 1).numpy()
-        pos_scores[start:end] = own.numpy()
+        scores[np.arange(end - start), positions[start:end]] = -np.inf
+        ranks[start:end] = (scores > own[:, None]).sum(1) + 1
+        pos_scores[start:end] = own
         if depth > 0:
-            top = torch.topk(scores, depth, dim=1)
-            top_scores[start:end], top_pos[start:end] = top.values.numpy(), top.indices.numpy()
+            top_scores[start:end], top_pos[start:end] = top_k(scores, depth)
     return ranks, pos_scores, top_scores, top_pos
 
 
@@ -353,44 +333,6 @@ def form_summary(queries: Sequence[str], passages: Sequence[str]) -> dict[str, f
 
 
 # ------------------------------------------------------------------------------------------------ the journal
-
-class _Journal:
-    """Append-only JSONL of finished passages. Each record is flushed and fsynced before the next passage starts, so
-    after a kill the file holds every finished passage plus at most one torn last line, which `read` drops."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> dict[str, dict]:
-        records: dict[str, dict] = {}
-        if not self.path.exists():
-            return records
-        data = self.path.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn last line of a killed run
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise fail(str(self.path), f"line at byte {good_end} is not valid JSON (not the last line, so not a "
-                           "torn write)", "delete the out_dir (or just its journal) and run again") from None
-            records[record["doc_id"] + "\0" + record["fingerprint"]] = record
-            good_end += len(line)
-        if good_end < len(data):  # cut the torn tail so the next append starts on a fresh line
-            with self.path.open("r+b") as handle:
-                handle.truncate(good_end)
-                os.fsync(handle.fileno())
-        return records
-
-    def append(self, records: Iterable[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as handle:
-            for record in records:
-                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-
 
 # ------------------------------------------------------------------------------------------------ the pipeline
 
@@ -442,7 +384,7 @@ def _choose_passages(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[s
     want = len(pool) if config.sample is None else min(config.sample, len(pool))
     if config.answer_check in ("llm", "both"):
         assert llm is not None
-        ids = _llm_answer_check(llm, corpus, pool, want, config, _Journal(out / ANSWER_JOURNAL), counts)
+        ids = _llm_answer_check(llm, corpus, pool, want, config, Journal(out / ANSWER_JOURNAL), counts)
     else:
         ids = pool[:want]
     counts["skipped_no_answer"] = counts["skipped_no_answer_form"] + counts["skipped_no_answer_llm"]
@@ -551,7 +493,7 @@ class _Failures:
 # ------------------------------------------------------------------------------------------------ answer check
 
 def _llm_answer_check(llm: LLM, corpus: Corpus, pool: list[str], want: int, config: GenerateConfig,
-                      journal: _Journal, counts: Counter) -> list[str]:
+                      journal: Journal, counts: Counter) -> list[str]:
     """The first `want` passages of `pool` that the LLM says state an answer. It checks a little more than it still
     needs at a time (some will fail), so a sample of N costs about N/(share passing) calls, not one per pool passage."""
     done = journal.read()
@@ -573,7 +515,7 @@ def _llm_answer_check(llm: LLM, corpus: Corpus, pool: list[str], want: int, conf
     return kept
 
 
-def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig, journal: _Journal,
+def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig, journal: Journal,
               done: dict[str, dict], failures: _Failures) -> list[bool | None]:
     """The LLM's yes/no per passage: from the journal, else asked (cache first); new verdicts are journaled."""
     from qkrag.llm import prompts
@@ -598,7 +540,7 @@ def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig
 
 # ------------------------------------------------------------------------------------------------ the LLM stage
 
-def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: _Journal
+def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: Journal
                ) -> tuple[dict, Counter, _Failures]:
     """Raw LLM outputs per passage, from the journal where it has them, else from the LLM (cache first).
 
@@ -629,7 +571,7 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
     # every call evaluate its whole prompt again.
     chunk = max(1, llm.config.concurrency)
     todo = list(todo_prompts)
-    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=not config.progress,
+    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=quiet() or not config.progress,
               dynamic_ncols=True, smoothing=0.1) as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
@@ -867,7 +809,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     failures = None
     if config.generator == "llm":
         assert llm is not None
-        records, llm_counts, failures = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
+        records, llm_counts, failures = _llm_stage(llm, corpus, ids, config, Journal(out / JOURNAL))
         counts.update(llm_counts)
     llm_seconds = time.perf_counter() - started
 
@@ -882,7 +824,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     stats = _stats(corpus, encoder, llm, config, counts, records, cands, rows, failures)
     stats["llm"] = None if llm is None else _spent(llm_before, llm.stats())
     stats["seconds"] = {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)}
-    dataset = _write_outputs(out, rows, stats, config.progress)
+    dataset = write_pairs(out, rows, stats, config.progress)
     return GenerationResult(out, dataset, stats)
 
 
@@ -969,76 +911,6 @@ def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def _features():
-    import datasets
-
-    def feature(kind: Any):
-        return datasets.Sequence(datasets.Value(kind[0])) if isinstance(kind, list) else datasets.Value(kind)
-
-    return datasets.Features({name: feature(kind) for name, kind in SCHEMA.items()})
-
-
-def _write_outputs(out: Path, rows: list[dict], stats: dict, progress: bool) -> datasets.Dataset:
-    """Stage every output in a temporary folder inside `out`, then rename them into place, stats.json last: a
-    reader (and `load_pairs`) trusts the pairs only when stats.json names their row count."""
-    import datasets
-
-    if rows and set(rows[0]) != set(SCHEMA):  # a bug, not an input problem: rows and schema must agree
-        raise AssertionError(f"pair rows have columns {sorted(rows[0])}, the schema {sorted(SCHEMA)}")
-    dataset = datasets.Dataset.from_list(rows, features=_features()) if rows else \
-        datasets.Dataset.from_dict({c: [] for c in SCHEMA}, features=_features())
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
-    bars = datasets.utils.logging.is_progress_bar_enabled()
-    try:
-        if not progress:
-            datasets.utils.logging.disable_progress_bar()
-        dataset.to_parquet(str(staging / PAIRS))
-        with (staging / "gen-queries.jsonl").open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({"_id": r["query_id"], "text": r["query"],
-                                    "metadata": {"generator": r["generator"], "variant": r["variant"]}},
-                                   ensure_ascii=False) + "\n")
-        with (staging / "gen-qrels.tsv").open("w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            f.writelines(f"{r['query_id']}\t{r['positive_id']}\t1\n" for r in rows)
-        (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
-            with (staging / name).open("rb") as f:
-                os.fsync(f.fileno())
-        (out / STATS).unlink(missing_ok=True)  # the old completion mark goes first
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if bars:
-            datasets.utils.logging.enable_progress_bar()
-    return _read_parquet(out / PAIRS)
-
-
-def _read_parquet(path: Path) -> datasets.Dataset:
-    # Straight from the file (features come from its schema metadata), without copying it into the HF cache.
-    import datasets
-    import pyarrow.parquet as pq
-
-    return datasets.Dataset(pq.read_table(str(path)))
-
-
-def load_pairs(out_dir: str | os.PathLike[str]) -> datasets.Dataset:
-    """The pairs a finished `generate_pairs` wrote to `out_dir`, as a `datasets.Dataset`."""
-
-    out = Path(out_dir)
-    if not (out / STATS).exists() or not (out / PAIRS).exists():
-        raise fail(str(out), "holds no finished generation (no stats.json / pairs.parquet)",
-                   "run generate_pairs (qkrag generate) into it; an interrupted run resumes when re-run")
-    expected = json.loads((out / STATS).read_text(encoding="utf-8"))["counts"]["pairs"]
-    dataset = _read_parquet(out / PAIRS)
-    if len(dataset) != expected:
-        raise fail(str(out / PAIRS), f"has {len(dataset)} rows but stats.json says {expected}",
-                   "re-run the generation into this folder to rewrite both")
-    return dataset
 
 
 def generate_from_beir(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, limit: int | None = None,
