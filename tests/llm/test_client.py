@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -361,8 +362,6 @@ def _fleet_llm(fleet, tmp_path, name: str, **overrides) -> LLM:
 
 
 def test_concurrency_puts_that_many_requests_in_flight_and_keeps_the_order(tmp_path):
-    from tests.fakes import FakeOpenAIServer
-
     prompts_ = [f"question {i}" for i in range(40)]
     answers = {}
     for concurrency in (1, 8):
@@ -381,8 +380,6 @@ def test_concurrency_puts_that_many_requests_in_flight_and_keeps_the_order(tmp_p
 
 
 def test_a_rate_limited_fleet_is_waited_out_without_using_up_retries(tmp_path):
-    from tests.fakes import FakeOpenAIServer
-
     fleet = FakeOpenAIServer(chat=_echo, delay=(0.01, 0.08), limit=2, retry_after="0.05")  # 429 for a 3rd in flight
     try:
         with _fleet_llm(fleet, tmp_path, "limited", concurrency=8) as llm:  # max_retries=0: no retry to spend
@@ -395,8 +392,6 @@ def test_a_rate_limited_fleet_is_waited_out_without_using_up_retries(tmp_path):
 
 
 def test_retry_after_pauses_every_worker_not_just_the_one_told(tmp_path):
-    from tests.fakes import FakeOpenAIServer
-
     fleet = FakeOpenAIServer(chat=_echo, retry_after="0.6")
     fleet.script.append("429")  # the first request is told to wait
     try:
