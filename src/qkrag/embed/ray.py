@@ -29,8 +29,9 @@ class _EncodeActor:
     """One Ray actor: holds the encoder (loaded once) and embeds the batches it is given."""
 
     def __init__(self, encoder: Any, side: str, gpu: bool):
-        if gpu and hasattr(encoder, "device"):
+        if gpu and hasattr(encoder, "device"):  # a sentence-transformers encoder; the model may come loaded on CPU
             encoder.device = "cuda"
+            encoder.model.to("cuda")
         self.encoder = encoder
         self.side = side
         encoder.warm_up()
