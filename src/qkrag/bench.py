@@ -40,7 +40,7 @@ SECONDS_PER_CALL = 4.0  # the embedded 0.5B model on 2 free cores (benchmarks/re
 
 @dataclass
 class BenchConfig:
-    """What to run. Generation is the costly step (~3 s per LLM call on 2 cores), so it runs on a seeded sample of
+    """What to run. Generation is the costly step (seconds per LLM call on a CPU), so it runs on a seeded sample of
     passages; everything is cached, so a re-run only pays for what changed."""
 
     data: Path
@@ -420,7 +420,8 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs
+        from qkrag.pairs.generate import generate_pairs
+        from qkrag.pairs.config import GenerateConfig, draw_examples
         from qkrag.pairs.store import load_pairs
 
         cfg = self.config

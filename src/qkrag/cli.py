@@ -66,7 +66,10 @@ Model = Annotated[Optional[str], typer.Option(
 EmbedURL = Annotated[Optional[str], typer.Option(
     "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
 OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
-OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
+OldRewriteAspect = Annotated[Optional[str], typer.Option(
+    "--aspect", help='Write one aspect of each item instead of a rewrite: a built-in name (climate, cuisine, size) or '
+    'a template with {text}, e.g. "Climate of {text}", answered by the LLM.')]
+LLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
 Collection = Annotated[Optional[str], typer.Option(
@@ -130,6 +133,15 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     from qkrag.embed.encoders import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
+
+
+def _scaled(encoder, backend: str, engine: str, ray_address: str | None):
+    """`encoder` on the runtime `backend` (torch, onnx-int8), and the embedding options for `engine` (local, ray)."""
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.embed.onnx import with_backend
+    from qkrag.embed.ray import engine_for
+
+    return with_backend(encoder, backend), EmbedOptions(engine=engine_for(engine, ray_address))
 
 
 def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str | None, llm_base_url: str | None):
@@ -199,9 +211,10 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
-    engine: Engine = "local",
-    ray_address: RayAddress = None,
-    backend: Backend = "torch",
+    engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -219,23 +232,23 @@ def index(
       qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
 
       qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
-
-      qkrag index big.jsonl --host 10.0.0.5 --port 8000 --engine ray --ray-address auto   # docs/scale.md
     """
     from contextlib import ExitStack
 
     from qkrag.data import load_corpus
-    from qkrag.embed.encoders import EmbedOptions
-    from qkrag.embed.onnx import with_backend
-    from qkrag.embed.ray import engine_for
     from qkrag.retrieval.index import build_index
 
+    from qkrag.atomic import output_folder
+
     corpus = load_corpus(data, skip_empty=skip_empty)
+    if host is None:
+        output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, with_backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
-                                                          doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
-        built = build_index(corpus, encoder, config, EmbedOptions(engine=engine_for(engine, ray_address)))
+        encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                                   backend, engine, ray_address)
+        encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
+        built = build_index(corpus, encoder, config, options=options, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
@@ -441,7 +454,7 @@ def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
     max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
-    aspect: Aspect = None,
+    aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
@@ -488,9 +501,8 @@ def generate(
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(
-        "--concurrency", min=1, help="Requests in flight to the LLM server (default 4; a vLLM fleet takes "
-        "dozens). Rate limits (429 + Retry-After) pause all of them.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
+        "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -524,11 +536,12 @@ def generate(
     """
     from qkrag.atomic import output_folder
     from qkrag.data import load_corpus
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
     from qkrag.pairs.store import summary_lines
 
     llm_base_url = _llm_url(llm_base_url, base_url)
-    output_folder(out, "--out")  # before any LLM call
+    output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
@@ -603,7 +616,7 @@ def train(
     from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
-    output_folder(out, "--out")  # before any training
+    output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
@@ -673,7 +686,7 @@ def bench(
     from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, Bench, BenchConfig
 
-    output_folder(out, "--out")
+    output_folder(out, "--out", "bench report")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
@@ -744,6 +757,7 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit code 2 (no traceback)."""
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
         typer.echo(f"error: {err}", err=True)
@@ -756,6 +770,18 @@ def main(argv: list[str] | None = None) -> None:
             err.show()  # type: ignore[attr-defined]
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Arguments that are not UTF-8 reach Python as lone surrogates, which fail deep inside (hashing, JSON)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            byte = ord(arg[err.start]) - 0xDC00
+            raise QkragError(f"argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}): is not UTF-8 text "
+                             f"(byte 0x{byte:02x}). Fix: pass UTF-8 (check the terminal's locale, e.g. LANG=C.UTF-8)"
+                             ) from None
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

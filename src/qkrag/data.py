@@ -158,6 +158,9 @@ def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
     for name in names:
         if name in row and row[name] is not None:
             return str(row[name])
+    empty = [name for name in names if name in row]  # present but null: say so, not "no field"
+    if empty:
+        raise fail(where, f"{what} field {empty[0]!r} is null", f"give it a {what}, or drop the row")
     raise fail(where, f"no {what} field (looked for {', '.join(names)}; found {', '.join(map(str, row)) or 'none'})",
                f"name the {what} column one of: {', '.join(names)}")
 
@@ -248,6 +251,8 @@ def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
 def load_queries(path: str | Path) -> dict[str, str]:
     """Queries `{id: text}` from a BEIR folder's queries.jsonl, a JSONL/CSV/TSV file, or a Hugging Face dataset."""
     p = Path(path)
+    if p.is_dir() and (p / "corpus.jsonl").exists() and not (p / "queries.jsonl").exists():
+        raise fail(str(p), "is a BEIR folder without queries.jsonl", "add queries.jsonl ({\"_id\", \"text\"} per line)")
     if p.is_dir() and (p / "queries.jsonl").exists():
         p = p / "queries.jsonl"
     queries: dict[str, str] = {}

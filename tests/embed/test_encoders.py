@@ -216,3 +216,9 @@ def test_memory_that_held_the_key_is_scrubbed_before_it_is_reused(which):
     out = subprocess.run([sys.executable, "-c", HEAP_PROBE.format(src=src, which=which, key=SECRET)],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"
+
+
+def test_the_shipped_models_short_name_is_the_same_encoder():
+    from qkrag.embed.encoders import make_encoder
+
+    assert make_encoder("all-MiniLM-L6-v2").fingerprint == make_encoder().fingerprint

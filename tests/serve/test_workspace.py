@@ -133,7 +133,8 @@ def test_collection_report_is_the_library_evaluation(folder, projection, fake_en
 
 def test_pairs_view_samples_rows_with_their_filters(tmp_path, fake_encoder):
     from qkrag.data import load_corpus
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
 
     corpus = load_corpus(ROOT / "data" / "demo")
     out = tmp_path / "pairs"

@@ -69,7 +69,8 @@ class SentenceTransformerEncoder(Encoder):
 
     def __init__(self, model: str | None = None, *, query_prefix: str = "", document_prefix: str = "",
                  batch_size: int = 64, device: str = "cpu", normalize: bool = False):
-        self.model_name = model or DEFAULT_MODEL
+        # the shipped model's short name is the same model: same fingerprint, same caches and indexes
+        self.model_name = DEFAULT_MODEL if model in (None, "", "all-MiniLM-L6-v2") else model
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.batch_size = batch_size

@@ -203,8 +203,7 @@ class ExtractiveAspectEncoder(_WrappingEncoder):
         if self._aspect_vector is None:
             v = self.base.embed_batch([self.description], "query")[0]
             self._aspect_vector = v / max(float(np.linalg.norm(v)), 1e-12)
-        from qkrag.pairs.generate import \
-            sentences as split_sentences  # pair generation's splitter (keeps "e.g. the" whole)
+        from qkrag.text import sentences as split_sentences  # pair generation's splitter (keeps "e.g. the" whole)
 
         split = [split_sentences(t) or [t] for t in texts]
         flat = [s for parts in split for s in parts]

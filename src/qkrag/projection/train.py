@@ -1,7 +1,7 @@
 """Training a projection: losses, batching, hard-negative mining, early stopping, model selection, calibration.
 
-The recipe, and why (field notes on SciFact with all-MiniLM-L6-v2; a naive logistic loss against random negatives
-made ranking *worse* than raw cosine, 0.645 -> 0.61-0.63):
+The recipe, and why (a naive logistic loss against random negatives made ranking worse than raw cosine on SciFact;
+the figures are in benchmarks/results/projection_bench.md):
 
 - a softmax (InfoNCE) loss ranks the positive above in-batch positives of other queries, mined hard negatives (raw
   top-N minus known positives: what the raw model confuses) and random negatives; ranking is what we are judged on;
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 @dataclass
 class TrainConfig:
     """How to train a projection. Defaults: the best of benchmarks/projection_bench.py's grid on a SciFact validation
-    split (lr 3e-4, λ 1e-2; best epoch 15 of 20 on 735 pairs; with more pairs an epoch has more steps, so 10 epochs
-    plus early stopping is the default). Tune on validation, never on test."""
+    split (its results say which and by how much), with 10 epochs plus early stopping. Tune on validation, never on
+    test."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -120,7 +120,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch
                       temperature: float) -> torch.Tensor:
     """KL(teacher || student) over each row's valid candidates: the student's softmax over the candidates is pulled
     toward the teacher's softmax(teacher / temperature). Soft labels instead of binary ones: a mined "negative" the
-    teacher scores close to the positive is not pushed away (GPL: 59.6 -> 66.4 nDCG@10 on SciFact)."""
+    teacher scores close to the positive is not pushed away (the GPL paper's finding: soft labels beat hard ones)."""
     import torch
 
     neg_inf = torch.tensor(float("-inf"))

@@ -27,6 +27,7 @@ and never answers fails in seconds with a message, instead of hanging.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -245,6 +246,8 @@ class ChromaIndex:
                            ) from None
             return cls(client, collection, config)
         index = cls(client, collection, config)
+        if not create and index.space != config.space:  # reading: any space serves; scores come back in its terms
+            index = cls(client, collection, dataclasses.replace(config, space=index.space))
         index._check(fingerprint, dimension, where)
         # ef_search is the one HNSW setting Chroma lets us change; done before the first query, it applies at once.
         if index.hnsw_settings.get("ef_search") != config.ef_search:
@@ -596,7 +599,7 @@ def collection_names(client: Any) -> list[str]:
 
 
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
-                progress: bool = True, prune: bool = True) -> ChromaIndex:
+                progress: bool = True, prune: bool = True, replace: bool = False) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
 
     The collection's writer lock is held throughout (a concurrent build waits, see `ChromaIndex.writing`). A
@@ -605,7 +608,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     already stored with the same text are skipped (a re-run embeds and writes nothing); missing ones and ones whose
     text changed are embedded (through the embedding cache, `options` is `EmbedOptions`) and upserted batch by
     batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete, with its
-    count and content hash recorded. `index.last_build` says what was done.
+    count and content hash recorded. `index.last_build` says what was done. A collection that holds mostly other
+    documents (another corpus) is refused unless `replace`: pruning would silently delete them.
     """
     config = config or IndexConfig()
     with file_lock(config.lock_path, config.lock_timeout, f"{config.location} collection {config.collection!r}"):
@@ -615,6 +619,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
             index.delete()
             index = ChromaIndex.for_encoder(config, encoder)
             stats.rebuilt = problem
+        if prune and not replace:
+            _refuse_another_corpus(index, corpus)
         index.mark_complete(False)
         _fill(index, corpus, encoder, options, stats, progress=progress, prune=prune)
         stored = index.count()
@@ -626,6 +632,15 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
         index.mark_complete(True, content_hash=content, count=stored)
     index.last_build = stats
     return index
+
+
+def _refuse_another_corpus(index: ChromaIndex, corpus: Any) -> None:
+    stored = index.all_ids()
+    shared = len(set(stored) & set(corpus.ids))
+    if stored and shared * 2 < len(stored):
+        raise fail(f"{index.config.location} collection {index.name!r}", f"holds {len(stored)} documents of another "
+                   f"corpus ({shared} of their ids are in this one); indexing would delete the others",
+                   "index into another --collection, or pass --replace to replace its documents")
 
 
 def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, progress: bool = True) -> ChromaIndex:
