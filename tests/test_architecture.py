@@ -193,3 +193,16 @@ def test_mirror_check_can_fail(tmp_path):
     # a test in the wrong place (stage/missed.py tested at the top, lone.py inside stage) does not count
     assert missing_test_modules(src, tests) == ["lone.py has no tests/test_lone.py",
                                                 "stage/missed.py has no tests/stage/test_missed.py"]
+
+
+def test_commands_named_in_messages_exist():
+    """An error that points to a command must point to one that exists."""
+    import re
+
+    from qkrag.cli import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    named = set()
+    for path in (SRC / "qkrag").rglob("*.py"):
+        named |= set(re.findall(r"`qkrag ([a-z]+)", path.read_text()))
+    assert named - commands == set()

@@ -66,10 +66,10 @@ Model = Annotated[Optional[str], typer.Option(
 EmbedURL = Annotated[Optional[str], typer.Option(
     "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
 OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
-OldRewriteAspect = Annotated[Optional[str], typer.Option(
+RewriteAspect = Annotated[Optional[str], typer.Option(
     "--aspect", help='Write one aspect of each item instead of a rewrite: a built-in name (climate, cuisine, size) or '
     'a template with {text}, e.g. "Climate of {text}", answered by the LLM.')]
-LLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
+OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
 Collection = Annotated[Optional[str], typer.Option(

@@ -112,3 +112,12 @@ def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
     assert stats.texts == 6 and stats.rewritten + stats.fallback_total == 6
     assert "<li>" not in rewrites[1]  # markup gone
     assert stats.rewritten >= 4, stats  # a working model answers most of these
+
+
+def test_rewrite_corpus_refuses_an_extractive_aspect(tmp_path):
+    from qkrag.data import Corpus, Document
+    from qkrag.llm.rewrite import rewrite_corpus
+
+    with pytest.raises(InputError, match="extracts sentences at embedding time"):
+        rewrite_corpus(Corpus([Document("a", "text")], source="m"), None, tmp_path / "o.jsonl", aspect="extract:cuisine")
+    assert not (tmp_path / "o.jsonl").exists()
