@@ -100,6 +100,13 @@ Hybrid = Annotated[bool, typer.Option(
     "dense hits (RRF unless --fusion-weight).")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="Where documents are embedded: local (this process) or ray (a local Ray, or --ray-address).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local Ray.")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
+    "vectors, so its own collection).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -126,6 +133,15 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     from qkrag.embed.encoders import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
+
+
+def _scaled(encoder, backend: str, engine: str, ray_address: str | None):
+    """`encoder` on the runtime `backend` (torch, onnx-int8), and the embedding options for `engine` (local, ray)."""
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.embed.onnx import with_backend
+    from qkrag.embed.ray import engine_for
+
+    return with_backend(encoder, backend), EmbedOptions(engine=engine_for(engine, ray_address))
 
 
 def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str | None, llm_base_url: str | None):
@@ -195,6 +211,7 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
     replace: Annotated[bool, typer.Option(
         "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")
     ] = False,
@@ -228,9 +245,10 @@ def index(
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                            rewrite, max_words, aspect, llm_base_url)
-        built = build_index(corpus, encoder, config, replace=replace)
+        encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                                   backend, engine, ray_address)
+        encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
+        built = build_index(corpus, encoder, config, options=options, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
@@ -483,6 +501,8 @@ def generate(
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
+        "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -535,7 +555,7 @@ def generate(
     else:
         from qkrag.llm.local import open_llm
 
-        with open_llm(llm_base_url, llm_model) as llm:
+        with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
     if json_out:
         _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
