@@ -135,6 +135,15 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
 
 
+def _backend(encoder, backend: str):
+    """`encoder` on the runtime `backend`: search and eval must embed queries the way the index embedded documents."""
+    if backend == "torch":
+        return encoder
+    from qkrag.embed.onnx import with_backend
+
+    return with_backend(encoder, backend)
+
+
 def _scaled(encoder, backend: str, engine: str, ray_address: str | None):
     """`encoder` on the runtime `backend` (torch, onnx-int8), and the embedding options for `engine` (local, ray)."""
     from qkrag.embed.encoders import EmbedOptions
@@ -293,6 +302,7 @@ def search(
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
         "cosine, cosine score, probability.")] = False,
+    backend: Backend = "torch",
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -319,8 +329,8 @@ def search(
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
-    encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                        rewrite, max_words, aspect, llm_base_url)
+    encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
+                                                 doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
@@ -395,6 +405,7 @@ def eval_(
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.")] = False,
+    backend: Backend = "torch",
     run_file: Annotated[Optional[Path], typer.Option(
         "--run-file", help="Write the ranking as a TREC run file (for trec_eval or ranx).")] = None,
     json_out: Json = False,
@@ -416,8 +427,8 @@ def eval_(
     from qkrag.retrieval.factory import check_kind
 
     check_kind(retriever)
-    encoder = None if retriever == "bm25" else _encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
-                                                        doc_prefix)
+    encoder = None if retriever == "bm25" else _backend(
+        _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix), backend)
     config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
     ev = evaluate_folder(data, split=split, retriever=retriever, encoder=encoder, projection=projection,
                          baseline=baseline, k=k, config=config, fusion=fusion, fusion_weight=fusion_weight,
