@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import socket
 import threading
@@ -98,14 +99,17 @@ class FakeOpenAIServer:
       Behaviours: ok, empty, refusal, garbled (completion texts); badjson (a torn body); 500; 401 and echo500
       (errors whose body echoes the request headers, key included, as a careless proxy does); slow (sleeps
       `slow_seconds`, then answers ok; a large `slow_seconds` makes a hung server).
-    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer;
-    `active`/`max_active` count requests in flight."""
+    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer:
+    seconds, or (low, high) for a random delay seeded by the request body (a fleet's uneven latency, the same for the
+    same request whatever the timing); `active`/`max_active` count requests in flight, `arrivals` their
+    time.monotonic(). Rate limits: behaviour "429" answers 429 with `Retry-After: retry_after`, and with `limit` every
+    request beyond `limit` in flight gets that (`rejected` counts them)."""
 
     TEXTS = {"empty": "", "refusal": "I'm sorry, but I can't help with that request.",
              "garbled": "\ufffd\ufffd #### $$$ 1234 ---- ((((( \ufffd"}
 
-    def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float = 0.0, slow_seconds: float = 3.0,
-                 port: int = 0):
+    def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float | tuple[float, float] = 0.0,
+                 slow_seconds: float = 3.0, port: int = 0, limit: int | None = None, retry_after: str = "0.2"):
         self.chat = chat or (lambda body: f"answer to: {last_message(body)} (t={body.get('temperature')})")
         self.embed = embed or (lambda text: [float(len(text)), 1.0, 0.0])
         self.mode, self.delay, self.slow_seconds = mode, delay, slow_seconds
@@ -113,7 +117,9 @@ class FakeOpenAIServer:
         self.requests: list[dict] = []
         self.paths: list[str] = []
         self.auth_headers: list[str] = []
-        self.active = self.max_active = 0
+        self.active = self.max_active = self.rejected = 0
+        self.limit, self.retry_after = limit, retry_after
+        self.arrivals: list[float] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -151,17 +157,27 @@ class FakeOpenAIServer:
                 reply_json(self, 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
             def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw or b"{}")
                 with server._lock:
                     server.requests.append(body)
                     server.paths.append(self.path)
                     server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.arrivals.append(time.monotonic())
                     behaviour = server.script.popleft() if server.script else server.mode
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
+                    if behaviour == "429" or (server.limit is not None and server.active >= server.limit):
+                        server.rejected += 1
+                        behaviour = "429"
+                    else:
+                        server.active += 1
+                        server.max_active = max(server.max_active, server.active)
+                if behaviour == "429":
+                    return reply_raw(self, 429, b'{"error": {"message": "slow down"}}',
+                                     {"Retry-After": server.retry_after})
                 try:
                     if server.delay:
-                        time.sleep(server.delay)
+                        low, high = server.delay if isinstance(server.delay, tuple) else (server.delay,) * 2
+                        time.sleep(random.Random(hashlib.sha256(raw).digest()).uniform(low, high))
                     server._respond(self, behaviour, body)
                 finally:
                     with server._lock:
@@ -210,8 +226,10 @@ def reply_json(handler, status: int, payload: dict) -> None:
     reply_raw(handler, status, json.dumps(payload).encode())
 
 
-def reply_raw(handler, status: int, raw: bytes) -> None:
+def reply_raw(handler, status: int, raw: bytes, headers: dict[str, str] | None = None) -> None:
     handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(raw)))
     handler.end_headers()

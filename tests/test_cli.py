@@ -486,3 +486,15 @@ def test_quiet_turns_progress_bars_off(capsys, beir, monkeypatch):
         monkeypatch.setenv(key, "")  # recorded, so the teardown restores what was there before
     assert run(capsys, "--quiet", "eval", beir, "--json")[0] == 0
     assert os.environ.get("QKRAG_QUIET") == "1" and os.environ.get("TQDM_DISABLE") == "1"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--engine", "spark"], "is not an engine"),
+    (["--ray-address", "auto"], "add --engine ray"),
+    (["--backend", "tensorrt"], "is not a backend"),
+    (["--backend", "onnx-int8"], "local sentence-transformers models"),  # the fake encoder is not one
+])
+def test_index_scale_options_fail_in_one_line(capsys, beir, tmp_path, args, words):
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "c", *args)
+    assert code != 0 and words in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -105,6 +105,13 @@ Hybrid = Annotated[bool, typer.Option(
     "dense hits (RRF unless --fusion-weight).")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="Where documents are embedded: local (this process) or ray (a local Ray, or --ray-address).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local Ray.")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
+    "vectors, so its own collection).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -131,6 +138,24 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     from qkrag.embed.encoders import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
+
+
+def _backend(encoder, backend: str):
+    """`encoder` on the runtime `backend`: search and eval must embed queries the way the index embedded documents."""
+    if backend == "torch":
+        return encoder
+    from qkrag.embed.onnx import with_backend
+
+    return with_backend(encoder, backend)
+
+
+def _scaled(encoder, backend: str, engine: str, ray_address: str | None):
+    """`encoder` on the runtime `backend` (torch, onnx-int8), and the embedding options for `engine` (local, ray)."""
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.embed.onnx import with_backend
+    from qkrag.embed.ray import engine_for
+
+    return with_backend(encoder, backend), EmbedOptions(engine=engine_for(engine, ray_address))
 
 
 def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str | None, llm_base_url: str | None):
@@ -200,6 +225,7 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
     replace: Replace = False,
     adopt: Adopt = False,
     json_out: Json = False,
@@ -232,10 +258,11 @@ def index(
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                            rewrite, max_words, aspect, llm_base_url)
+        encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                                   backend, engine, ray_address)
+        encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
-        built = build_index(corpus, encoder, config, prune=not adopt, replace=replace)
+        built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
                            "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
@@ -282,6 +309,7 @@ def search(
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
         "cosine, cosine score, probability.")] = False,
+    backend: Backend = "torch",
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -308,8 +336,8 @@ def search(
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
-    encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                        rewrite, max_words, aspect, llm_base_url)
+    encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
+                                                 doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
@@ -384,6 +412,7 @@ def eval_(
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.")] = False,
+    backend: Backend = "torch",
     run_file: Annotated[Optional[Path], typer.Option(
         "--run-file", help="Write the ranking as a TREC run file (for trec_eval or ranx).")] = None,
     json_out: Json = False,
@@ -405,8 +434,8 @@ def eval_(
     from qkrag.retrieval.factory import check_kind
 
     check_kind(retriever)
-    encoder = None if retriever == "bm25" else _encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
-                                                        doc_prefix)
+    encoder = None if retriever == "bm25" else _backend(
+        _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix), backend)
     config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
     ev = evaluate_folder(data, split=split, retriever=retriever, encoder=encoder, projection=projection,
                          baseline=baseline, k=k, config=config, fusion=fusion, fusion_weight=fusion_weight,
@@ -490,6 +519,8 @@ def generate(
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
+        "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -542,7 +573,7 @@ def generate(
     else:
         from qkrag.llm.local import open_llm
 
-        with open_llm(llm_base_url, llm_model) as llm:
+        with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
     if json_out:
         _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in

@@ -704,3 +704,56 @@ def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, cap
         cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", "maybe", "--out",
                   str(tmp_path / "x")])
     assert "answer_check" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ a fleet (issue 16)
+
+FLEET_CHILD = CHILD.replace("concurrency=2", "concurrency=int(sys.argv[4])")
+
+
+def _fleet_child(tmp_path: Path, base_url: str, out: str, cache: str, concurrency: int) -> subprocess.Popen:
+    script = tmp_path / "fleet_child.py"
+    script.write_text(FLEET_CHILD.format(tests=str(Path(__file__).resolve().parents[2])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, str(script), base_url, str(tmp_path / out), str(tmp_path / cache),
+                             str(concurrency)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_concurrency_8_against_a_fleet_killed_midway_resumes_to_the_pairs_of_one_at_a_time(tmp_path):
+    """A fleet answering after random delays: 8 requests in flight (the server saw more than one at once, one at a
+    time saw one), and a run at concurrency 8 killed twice mid-generation resumes to exactly the pairs of an
+    uninterrupted run at concurrency 1."""
+    fleet = llm_server(delay=(0.005, 0.05))
+    try:
+        one = _fleet_child(tmp_path, fleet.url, "one", "one.sqlite", 1)
+        assert one.wait(timeout=300) == 0, one.stderr.read()
+        assert fleet.max_active == 1
+        expected = rows(load_pairs(tmp_path / "one"))
+        assert len(expected) > 10
+
+        journal = tmp_path / "eight" / "journal.jsonl"
+
+        def lines() -> int:
+            return len(journal.read_bytes().splitlines()) if journal.exists() else 0
+
+        fleet.max_active, progress = 0, []
+        for target in (6, 20):  # passages journaled when killed: surely mid-generation (36 in all)
+            child = _fleet_child(tmp_path, fleet.url, "eight", "eight.sqlite", 8)
+            assert child.stdout.readline().strip() == "ready"
+            while lines() < target and child.poll() is None:
+                time.sleep(0.002)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            progress.append(lines())
+        assert any(0 < p < 36 for p in progress), progress
+        assert fleet.max_active > 1  # requests overlapped
+        final = _fleet_child(tmp_path, fleet.url, "eight", "eight.sqlite", 8)
+        assert final.wait(timeout=300) == 0, final.stderr.read()
+        assert rows(load_pairs(tmp_path / "eight")) == expected
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert sorted(r["doc_id"] for r in records) == sorted({r["doc_id"] for r in records})  # each passage once
+        assert len(records) == 36
+    finally:
+        fleet.close()

@@ -89,3 +89,43 @@ def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedd
     other = FakeEncoder(fake_encoder.dimension, name="another-encoder")  # same dimension, another identity
     with pytest.raises(IndexMismatchError):
         ProjectedRetriever(other, projection, raw)
+
+
+def test_projected_collection_is_built_page_by_page_never_all_at_once(fake_encoder, tmp_path, monkeypatch):
+    """Issue 16: the projected collection is filled from pages of stored vectors (bounded memory); no call reads the
+    whole raw collection, and the result is the one an all-at-once build gives."""
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    config = IndexConfig(collection="raw-docs", path=tmp_path / "chroma", batch_size=3)  # pages of 3: several pages
+    raw = ChromaIndex.for_encoder(config, fake_encoder)
+    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
+    raw.mark_complete(True, content_hash="tiny-docs", count=len(ids))
+    events = []
+    real_get, real_add = raw.collection.get, ChromaIndex.add_vectors
+
+    def paged_get(*args, **kwargs):
+        got = real_get(*args, **kwargs)
+        if "embeddings" in (kwargs.get("include") or []):
+            assert kwargs.get("limit") == 3  # every read of vectors is one bounded page
+            events.append(("read", len(got["ids"])))
+        return got
+
+    def add(index, page_ids, *args, **kwargs):
+        events.append(("write", len(page_ids)))
+        return real_add(index, page_ids, *args, **kwargs)
+
+    monkeypatch.setattr(raw.collection, "get", paged_get)
+    monkeypatch.setattr(ChromaIndex, "add_vectors", add)
+    retriever = ProjectedRetriever(fake_encoder, projection, raw)
+    reads = [n for kind, n in events if kind == "read"]
+    assert sum(reads) == len(ids) and len(reads) >= 2
+    # Each page is written before the next is read: never more than one page of vectors held at once.
+    assert all(a[0] != b[0] for a, b in zip(events, events[1:]) if a[1] and b[1]), events
+    got_ids, got_vectors = retriever.index.get_vectors()
+    order = [got_ids.index(i) for i in ids]
+    np.testing.assert_allclose(got_vectors[order], projection.transform_documents(vectors), atol=1e-6)
+    assert retriever.index.stored_texts(ids) == TINY_DOCS

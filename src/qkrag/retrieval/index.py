@@ -479,6 +479,22 @@ class ChromaIndex:
         return [[Hit(str(i), float(s), t) for s, i, t in zip(srow, irow, trow) if i is not None]
                 for srow, irow, trow in zip(scores, ids, docs)]
 
+    def iter_vectors(self, *, texts: bool = False, step: int | None = None
+                     ) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
+        """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch, at most PAGE): memory
+        bounded by one page, whatever the collection's size. `texts` are None unless asked for."""
+        step = step or min(self._step, PAGE)
+        include = ["embeddings", "documents"] if texts else ["embeddings"]
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, limit=step, offset=offset)
+            if len(got["ids"]):
+                docs = got["documents"] if texts else [None] * len(got["ids"])
+                yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
+            offset += len(got["ids"])
+            if len(got["ids"]) < step:
+                return
+
     def get_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every stored (id, vector), float32 (n, dimension): a later stage projects them without re-embedding."""
         ids: list[str] = []
@@ -494,6 +510,10 @@ class ChromaIndex:
         vectors = np.concatenate(blocks) if blocks else np.zeros((0, self.dimension), np.float32)
         return ids, vectors
 
+
+#: Vectors per page when a collection is read through: a page of 1,024 384-d vectors arrives from a server as ~8 MB
+#: of JSON and becomes Python floats before numpy, a few tens of MB in flight (benchmarks/results/scale_bench_chroma).
+PAGE = 1024
 
 #: Results one Chroma query request may ask for (queries x k): below SQLite's 32,766 variables per statement.
 QUERY_VARIABLES = 16_000
@@ -665,8 +685,9 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
-    step = index.config.batch_size
+    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache, engine=options.engine)
+    # An engine (Ray) takes large chunks, so its actor pool stays busy; each chunk is written as it comes back.
+    step = getattr(options.engine, "chunk", None) or index.config.batch_size
     with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):
