@@ -375,7 +375,7 @@ from qkrag.retrieval.index import IndexConfig, build_index
 config = IndexConfig(collection="shared-docs", path={path!r}, batch_size=25, lock_timeout={lock_timeout})
 try:
     build_index(prefixed_corpus({prefix!r}, 300), hash_encoder(delay={delay}, log={log!r}), config, NO_CACHE,
-                progress=False)
+                progress=False, replace=True)  # the second corpus replaces the first on purpose
 except QkragError as err:
     print(f"error: {{err}}", file=sys.stderr)
     sys.exit(2)
