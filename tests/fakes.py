@@ -103,3 +103,38 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 
 
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
+
+
+class StandInRuntime(LoopbackHTTP):
+    """What xllamacpp.Server is to `qkrag.llm.local.LocalLLMServer`: an OpenAI-compatible server on a free port of
+    127.0.0.1 (`listening_address`), started on construction, stopped when the object is dropped. Every chat answer
+    is `reply`. Put it in place with `monkeypatch.setattr(LocalLLMServer, "open_runtime", ...)`."""
+
+    reply = "stand-in says hi"
+
+    def __init__(self, model_path: Path):
+        from http.server import BaseHTTPRequestHandler
+
+        self.model_path = model_path
+        reply, send = self.reply, LoopbackHTTP.reply_json  # not `self`: a cycle would keep the server up until gc
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                send(self, 200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                send(self, 200, {
+                    "id": "1", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": reply}}],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})
+
+        self._serve(Handler)
+        self.listening_address = self.url.removesuffix("/v1")
+
+    def __del__(self):
+        self.close()

@@ -702,6 +702,21 @@ def bench(
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
+@app.command()
+def doctor(
+    llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.")] = True,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Shipped model to check (default: the "
+                                                     "default one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Versions, shipped model files and their checksums, the cache folder and its size, and whether the embedded LLM
+    answers."""
+    from qkrag.doctor import diagnose, render
+
+    report = diagnose(check_llm=llm, model=llm_model)
+    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 
