@@ -8,5 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-llm,test}"
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --log .venv/pip-install.log --prefer-binary "torch==2.13.0" -e ".[${extras}]"
+# --no-compile: byte-compiling every installed module (torch alone has thousands) was most of the set-up time on a
+# busy 2-core machine; Python compiles what it imports on first use.
+.venv/bin/python -m pip install -q --no-compile --log .venv/pip-install.log --prefer-binary "torch==2.13.0" \
+    -e ".[${extras}]"
 .venv/bin/python scripts/check_pip_log.py .venv/pip-install.log
