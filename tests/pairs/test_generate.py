@@ -334,7 +334,7 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
 
     class Spy(FakeLLMServer):
         def answer(self, body):
-            seen.append(body["messages"][-1]["content"])
+            seen.append("\n".join(m["content"] for m in body["messages"]))  # the examples are in the system part
             return super().answer(body) + "\n- Coffee raises alertness."
 
     s = Spy()
