@@ -19,12 +19,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import RESULTS, markdown_table, save
+
+from qkrag.analysis.aspects import (aspect_embeddings, load_labelled_corpus, nearest_neighbours, neighbour_agreement,
+                                    plot_aspect_maps)
 from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
+from qkrag.embed.wrappers import ExtractiveAspectEncoder
 from qkrag.llm.local import default_llm
-from qkrag.llm.rewrite import (ExtractiveAspectEncoder, aspect_embeddings, aspect_texts, load_labelled_corpus, nearest_neighbours,
-                           neighbour_agreement, plot_aspect_maps)
+from qkrag.llm.rewrite import aspect_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 ASPECTS = ("climate", "cuisine", "size")

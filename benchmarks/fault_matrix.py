@@ -260,7 +260,7 @@ def secrets_and_servers(m: Matrix, docs: Path, emb: Embeddings) -> None:
     echo = Embeddings("echo401")
     try:
         run = m.run(["index", str(docs), "-c", "echo-docs", "--path", "db", "--model", "openai:m",
-                     "--base-url", echo.url])
+                     "--embed-base-url", echo.url])
         m.record("embeddings server answers 401 echoing the request headers (key included)", run, "error")
     finally:
         echo.close()
@@ -276,9 +276,9 @@ def secrets_and_servers(m: Matrix, docs: Path, emb: Embeddings) -> None:
     other = Embeddings(offset=5.0)
     try:
         first = m.run(["index", str(docs), "-c", "server-a", "--path", "db", "--model", "openai:same",
-                       "--base-url", emb.url, "--json"])
+                       "--embed-base-url", emb.url, "--json"])
         run = m.run(["index", str(docs), "-c", "server-b", "--path", "db", "--model", "openai:same",
-                     "--base-url", other.url, "--json"])
+                     "--embed-base-url", other.url, "--json"])
         m.record("two embeddings servers, one model name: the second's vectors must not come from the cache",
                  run, "success", lambda: first.code == 0 and stored_vector(m.work, "db", "server-a", "d0")
                  != stored_vector(m.work, "db", "server-b", "d0"))
@@ -300,7 +300,7 @@ def llm_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
         m.record("LLM accepts connections and never answers: rewrite (QKRAG_TIMEOUT=2)", run, "error")
     finally:
         silent.close()
-    run = m.run(["index", str(docs), "-c", "rw-docs", "--path", "db", "--model", "openai:m", "--base-url", emb.url,
+    run = m.run(["index", str(docs), "-c", "rw-docs", "--path", "db", "--model", "openai:m", "--embed-base-url", emb.url,
                  "--rewrite", "--llm-base-url", down], QKRAG_LLM_MODEL="m")
     m.record("LLM down: index --rewrite", run, "error")
 
@@ -322,7 +322,7 @@ def input_faults(m: Matrix) -> None:
 
 
 def cache_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
-    model = ["--model", "openai:m", "--base-url", emb.url, "--json"]
+    model = ["--model", "openai:m", "--embed-base-url", emb.url, "--json"]
     blocker = m.work / "cache-is-a-file"
     blocker.write_text("a file where the cache folder should be")
     run = m.run(["index", str(docs), "-c", "cache-file", "--path", "db", *model], QKRAG_CACHE_DIR=str(blocker))
@@ -338,7 +338,7 @@ def cache_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
 
 
 def index_faults(m: Matrix, emb: Embeddings) -> None:
-    model = ["--model", "openai:m", "--base-url", emb.url]
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
     a, b = corpus(m.work / "a.jsonl", "a", 2000, 1), corpus(m.work / "b.jsonl", "b", 2000, 2)
     emb.delay = 1.0  # 8 requests of 256 texts: the first build takes ~8 s, so the second starts in the middle of it
     started = time.monotonic()

@@ -22,8 +22,10 @@ from _common import RESULTS, markdown_table, save
 
 from qkrag.data import load_beir
 from qkrag.embed.encoders import make_encoder
-from qkrag.pairs.generate import (GenerateConfig, draw_examples, form_summary, generate_pairs, rank_positives,
-                            rank_summary)
+from qkrag.pairs.generate import generate_pairs
+from qkrag.pairs.steer import rank_positives, rank_summary
+from qkrag.pairs.filters import form_summary
+from qkrag.pairs.config import GenerateConfig, draw_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=200)
     parser.add_argument("--candidates", type=int, default=4, help="LLM candidates per passage")
     parser.add_argument("--per-passage", type=int, default=1, help="pairs kept per passage")
-    parser.add_argument("--base-url", default=None, help="OpenAI-compatible LLM server for generation")
+    parser.add_argument("--llm-base-url", default=None, help="OpenAI-compatible LLM server for generation")
     parser.add_argument("--out", default="../runs/main_job")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the results from an earlier run's OUT/<collection>-<generator>/bench.json")
@@ -136,8 +136,8 @@ def main() -> None:
                "--json"]
         if name == "cranfield":
             cmd.append("--skip-empty")
-        if args.base_url:
-            cmd += ["--base-url", args.base_url]
+        if args.llm_base_url:
+            cmd += ["--llm-base-url", args.llm_base_url]
         if args.report_only:
             report = json.loads((out / "bench.json").read_text())
         else:

@@ -29,11 +29,13 @@ import torch
 from qkrag.atomic import write_json, write_text
 from qkrag.data import load_beir
 from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
-from qkrag.evaluate.metrics import compare, evaluate_run, expected_calibration_error, reliability_diagram
-from qkrag.projection.model import QKProjection, QueryAdapter
+from qkrag.evaluate.calibration import expected_calibration_error, reliability_diagram
+from qkrag.evaluate.compare import compare
+from qkrag.evaluate.metrics import evaluate_run
 from qkrag.projection.data import Pairs, pairs_from_collection
-from qkrag.retrieval.base import exact_search
+from qkrag.projection.model import QKProjection, QueryAdapter
 from qkrag.projection.train import TrainConfig
+from qkrag.retrieval.base import exact_search
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

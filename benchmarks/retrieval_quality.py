@@ -20,7 +20,9 @@ from _common import save
 from qkrag.retrieval.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
 from qkrag.data import Collection, Corpus, Document, load_qrels, load_queries
 from qkrag.embed.encoders import EmbedOptions
-from qkrag.evaluate.metrics import EvalResult, compare, evaluate_retriever, queries_are_documents, results_table
+from qkrag.evaluate.metrics import EvalResult, evaluate_retriever, queries_are_documents
+from qkrag.evaluate.report import results_table
+from qkrag.evaluate.compare import compare
 
 COLLECTIONS = ("scifact", "cranfield")
 RETRIEVERS = ("bm25", "dense", "dense-centered", "dense-whitened")

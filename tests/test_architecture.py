@@ -150,3 +150,11 @@ def test_light_modules_do_not_load_torch(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_public_api_names_resolve():
+    import qkrag
+
+    missing = [name for name in qkrag.__all__ if not hasattr(qkrag, name)]
+    assert missing == []
+    assert qkrag.QKProjection.__module__ == "qkrag.projection.model"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from qkrag.atomic import file_lock, write_text
-from qkrag.errors import QkragError
+from qkrag.atomic import atomic_folder, atomic_open, file_lock, output_folder, write_json, write_text
+from qkrag.errors import InputError, QkragError
 
 HOLD_SCRIPT = """
 import sys, time
@@ -78,3 +79,51 @@ def test_write_text_replaces_whole(tmp_path: Path) -> None:
     write_text(target, "one")
     write_text(target, "two")
     assert target.read_text() == "two" and [p.name for p in target.parent.iterdir()] == ["b.txt"]
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as handle:
+            handle.write("half of the new")
+            raise RuntimeError("killed midway")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_atomic_open_writes_bytes_readable_by_others(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "blob.bin"
+    with atomic_open(target, "wb") as handle:
+        handle.write(b"\x00\x01")
+    assert target.read_bytes() == b"\x00\x01" and target.stat().st_mode & 0o777 == 0o644
+
+
+def test_write_json_is_indented_utf8_with_a_final_newline(tmp_path: Path) -> None:
+    write_json(tmp_path / "s.json", {"name": "café", "n": [1, 2]})
+    text = (tmp_path / "s.json").read_text(encoding="utf-8")
+    assert text.endswith("}\n") and "café" in text and json.loads(text) == {"name": "café", "n": [1, 2]}
+
+
+def test_output_folder_is_made_now_and_refuses_a_file_or_an_unwritable_place(tmp_path: Path) -> None:
+    assert output_folder(tmp_path / "a" / "b", "--out").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=r"--out .*file: is a file, not a folder\. Fix: pass a folder path"):
+        output_folder(tmp_path / "file", "--out")
+    with pytest.raises(InputError, match=r"--out .*: cannot be written \(.*\)\. Fix: choose a folder"):
+        output_folder(tmp_path / "file" / "below", "--out")  # a parent that is a file: no one can create it
+    assert not list((tmp_path / "a" / "b").iterdir())  # the write check leaves nothing behind
+
+
+def test_atomic_folder_replaces_a_whole_folder_or_leaves_it_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "index"
+    with atomic_folder(target) as tmp:
+        (tmp / "one").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "two").write_text("2")
+            raise RuntimeError("failed while saving")
+    assert sorted(p.name for p in target.iterdir()) == ["one"]
+    with atomic_folder(target) as tmp:
+        (tmp / "three").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["three"]  # the old content went, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"] and target.stat().st_mode & 0o777 == 0o755

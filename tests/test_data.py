@@ -181,3 +181,20 @@ def test_reading_parquet_leaves_nothing_in_the_hugging_face_cache(tmp_path, monk
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", hf_cache)
     assert load_corpus(path).ids == ["a", "b"]
     assert not hf_cache.exists() or not any(hf_cache.rglob("*.arrow"))
+
+
+def test_messages_name_what_is_wrong(tmp_path):
+    import json
+
+    from qkrag.data import load_beir, load_corpus
+    from qkrag.errors import InputError
+
+    (tmp_path / "null.jsonl").write_text(json.dumps({"_id": "a", "text": None}) + "\n")
+    with pytest.raises(InputError, match="text field 'text' is null"):
+        load_corpus(tmp_path / "null.jsonl")
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "x"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(InputError, match="BEIR folder without queries.jsonl"):
+        load_beir(beir)

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
@@ -34,11 +33,14 @@ METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "qu
            "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
 MIN_FUSION_QUERIES = 30  # fewer validation queries than this: too few to choose a fusion setting on
 LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
+SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
+MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
+SECONDS_PER_CALL = 4.0  # the embedded 0.5B model on 2 free cores (benchmarks/results/generate_bench.md): estimates only
 
 
 @dataclass
 class BenchConfig:
-    """What to run. Generation is the costly step (~3 s per LLM call on 2 cores), so it runs on a seeded sample of
+    """What to run. Generation is the costly step (seconds per LLM call on a CPU), so it runs on a seeded sample of
     passages; everything is cached, so a re-run only pays for what changed."""
 
     data: Path
@@ -71,6 +73,7 @@ class Row:
     notes: str = ""
     comparison: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # leakage audit, question share, base comparison
+    calibration: Any = None  # (probabilities, labels) of the hits a user reads, for rows that output σ; not saved
 
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, **self.result.to_dict(), "train_seconds": round(self.train_seconds, 2),
@@ -127,6 +130,28 @@ class Bench:
         forms = {d.id: question_form(d.content) for d in self.corpus}
         self.question_docs = forms if sum(forms.values()) >= max(5, 0.01 * len(forms)) else None
         self.info["question_form_documents"] = sum(forms.values())
+        self._check_sample()
+
+    def _check_sample(self) -> None:
+        """Fail before any LLM call when the sample cannot give enough pairs to hold out validation from."""
+        cfg = self.config
+        if set(cfg.methods) & set(SYNTHETIC) and min(cfg.sample, len(self.corpus)) * cfg.per_passage < MIN_PAIRS:
+            raise fail(f"--sample {cfg.sample}", f"gives at most {min(cfg.sample, len(self.corpus)) * cfg.per_passage}"
+                       f" pairs, too few to hold out validation pairs from (at least {MIN_PAIRS})",
+                       f"use --sample {-(-MIN_PAIRS // cfg.per_passage)} or more, or leave out the synthetic rows "
+                       "with --methods")
+
+    def plan(self) -> str:
+        """What the run will cost, in one line, before it starts (the LLM stage dominates)."""
+        cfg = self.config
+        if not set(cfg.methods) & set(SYNTHETIC) or cfg.generator != "llm":
+            return f"no LLM stage; {len(self.test.queries)} test queries over {len(self.corpus)} documents"
+        calls = min(cfg.sample, len(self.corpus)) * -(-cfg.candidates // 2)
+        where = "your LLM server" if cfg.llm_base_url else "the embedded model"
+        minutes = calls * SECONDS_PER_CALL / 60
+        return (f"LLM stage: about {calls} calls to {where}" + ("" if cfg.llm_base_url else
+                f", roughly {minutes:.0f} min on 2 free cores") + " (cached: a re-run pays only for new calls); "
+                "the progress bar refines the estimate")
 
     # ------------------------------------------------------------------------------------------------ pieces
 
@@ -135,8 +160,8 @@ class Bench:
 
         return make_encoder(self.config.model, base_url=self.config.embed_base_url)
 
-    def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "",
-                  probability: Callable[[list[list[Hit]]], float | None] | None = None) -> Row:
+    def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "") -> Row:
+        from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
         from qkrag.evaluate.metrics import evaluate_run, queries_are_documents, question_share
         from qkrag.retrieval.base import to_run
 
@@ -144,22 +169,17 @@ class Bench:
         hits, latency = _timed_search(search, [self.test.queries[q] for q in qids], 100)
         result = evaluate_run(self.test.qrels, to_run(qids, hits), name=method,
                               ignore_identical_ids=queries_are_documents(self.test))
-        ece = probability(hits) if probability else None
-        row = Row(method, result, train_seconds, latency, ece, notes)
+        calibration = calibration_pairs(hits, qids, self.test.qrels)  # None where hits carry no probability
+        ece = expected_calibration_error(*calibration) if calibration else None
+        row = Row(method, result, train_seconds, latency, ece, notes, calibration=calibration)
         if self.question_docs is not None:
             row.extra["question_share@5"] = question_share(hits, self.question_docs, 5)
         self.rows.append(row)
         return row
 
-    def _ece(self, hits: list[list[Hit]]) -> float | None:
-        from qkrag.evaluate.metrics import calibration_pairs, expected_calibration_error
-
-        pairs = calibration_pairs(hits, list(self.test.queries), self.test.qrels)
-        return expected_calibration_error(*pairs) if pairs else None
-
     def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
         """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
-        from qkrag.evaluate.metrics import leakage_audit
+        from qkrag.evaluate.compare import leakage_audit
 
         row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
         row.extra["audit_base"] = base.method
@@ -175,8 +195,8 @@ class Bench:
         methods = set(cfg.methods)
         self.encoder = encoder = self._encoder()
 
-        from qkrag.retrieval.baselines import BM25Retriever
         from qkrag.embed.encoders import embed
+        from qkrag.retrieval.baselines import BM25Retriever
         from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
 
         self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
@@ -221,7 +241,7 @@ class Bench:
         return self.rows
 
     def _compare(self, cosine: Row) -> None:
-        from qkrag.evaluate.metrics import compare
+        from qkrag.evaluate.compare import compare
 
         hybrid = self._row("hybrid")
         for row in self.rows:
@@ -312,7 +332,7 @@ class Bench:
             row = self._evaluate_hybrid(method, trained.retriever, trained.validation, trained.seconds,
                                         trained.notes)
         else:
-            row = self._evaluate(method, trained.retriever.search, trained.seconds, trained.notes, self._ece)
+            row = self._evaluate(method, trained.retriever.search, trained.seconds, trained.notes)
         if base is not None:
             self._audit(row, base, trained.positives)
         self._write()
@@ -320,9 +340,9 @@ class Bench:
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
         """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
         serve it. Notes name every loss's validation figure and what model selection decided."""
-        from qkrag.retrieval.projected import ProjectedRetriever
-        from qkrag.projection.train import TrainConfig
         from qkrag.projection.model import train_projection
+        from qkrag.projection.train import TrainConfig
+        from qkrag.retrieval.projected import ProjectedRetriever
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
@@ -349,15 +369,15 @@ class Bench:
 
     def _with_teacher(self, pairs, text_of: Callable[[str], str]):
         """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
-        from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
         from qkrag.pairs.teacher import hybrid_teacher
+        from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
 
         teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))
         return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], teacher)
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
-        from qkrag.retrieval import baselines
         from qkrag.embed.encoders import embed
+        from qkrag.retrieval import baselines
 
         t0 = time.perf_counter()
         transform = getattr(baselines, transform_name)().fit(doc_vectors)
@@ -400,7 +420,9 @@ class Bench:
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
-        from qkrag.pairs.generate import GenerateConfig, draw_examples, generate_pairs, load_pairs
+        from qkrag.pairs.generate import generate_pairs
+        from qkrag.pairs.config import GenerateConfig, draw_examples
+        from qkrag.pairs.store import load_pairs
 
         cfg = self.config
         examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
@@ -456,13 +478,38 @@ class Bench:
         return {"data": str(self.config.data), "split": self.config.split, "queries": len(self.test.queries),
                 "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
 
+    def header(self) -> str:
+        """What the table is about: data, encoder, generator, version, date; enough to reproduce and to read it."""
+        from datetime import datetime, timezone
+
+        from qkrag import __version__
+
+        cfg, gen = self.config, self.info.get("generation", {})
+        facts = {"data": f"{cfg.data} (split {cfg.split}: {len(self.test.queries)} queries, {len(self.corpus)} "
+                         f"documents)",
+                 "encoder": getattr(getattr(self, "encoder", None), "fingerprint", cfg.model or "default"),
+                 "pairs": (f"{gen.get('counts', {}).get('pairs', '?')} from {cfg.sample} sampled passages, generator "
+                           f"{gen.get('generator', cfg.generator)}") if gen else "none generated",
+                 "qkrag": __version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "rows": "nDCG@10 with 95% bootstrap CI; Δ: paired difference, p: paired sign-flip test"}
+        return "\n".join(f"- {k}: {v}" for k, v in facts.items())
+
     def _write(self) -> None:
-        from qkrag.evaluate.metrics import plot_results
+        from qkrag.evaluate.calibration import reliability_diagram
+        from qkrag.evaluate.report import plot_deltas, plot_results, plot_score_histograms
 
         out = self.config.out
         write_json(out / "bench.json", self.to_dict())
-        write_text(out / "bench.md", self.table() + "\n")
-        plot_results({r.method: r.result for r in self.rows}, out / "bench.png")
+        write_text(out / "bench.md", f"# qkrag bench\n\n{self.header()}\n\n{self.table()}\n")
+        plot_results({r.method: r.result for r in self.rows}, out / "bench.png", metrics=["ndcg@10", "recall@100"])
+        deltas = {r.method: (r.comparison["delta"], *r.comparison["delta_ci"]) for r in self.rows if r.comparison}
+        if deltas:
+            plot_deltas(deltas, out / "bench-delta.png")
+        calibrated = {r.method: r.calibration for r in self.rows if r.calibration is not None}
+        if calibrated:
+            plot_score_histograms(calibrated, out / "bench-scores.png")
+            name, (p, y) = next(iter(calibrated.items()))
+            reliability_diagram(p, y, out / "bench-reliability.png", title=f"{name}: reliability")
 
 
 def _part(extra: dict[str, Any], part: str) -> str:

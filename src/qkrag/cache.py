@@ -175,3 +175,8 @@ def pack_vector(vector: np.ndarray) -> bytes:
 
 def unpack_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
+
+
+def quiet() -> bool:
+    """True when progress bars are off for the whole process (`qkrag --quiet`, or QKRAG_QUIET=1)."""
+    return os.environ.get("QKRAG_QUIET", "") not in ("", "0")

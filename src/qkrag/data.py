@@ -158,6 +158,9 @@ def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
     for name in names:
         if name in row and row[name] is not None:
             return str(row[name])
+    empty = [name for name in names if name in row]  # present but null: say so, not "no field"
+    if empty:
+        raise fail(where, f"{what} field {empty[0]!r} is null", f"give it a {what}, or drop the row")
     raise fail(where, f"no {what} field (looked for {', '.join(names)}; found {', '.join(map(str, row)) or 'none'})",
                f"name the {what} column one of: {', '.join(names)}")
 
@@ -248,6 +251,8 @@ def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
 def load_queries(path: str | Path) -> dict[str, str]:
     """Queries `{id: text}` from a BEIR folder's queries.jsonl, a JSONL/CSV/TSV file, or a Hugging Face dataset."""
     p = Path(path)
+    if p.is_dir() and (p / "corpus.jsonl").exists() and not (p / "queries.jsonl").exists():
+        raise fail(str(p), "is a BEIR folder without queries.jsonl", "add queries.jsonl ({\"_id\", \"text\"} per line)")
     if p.is_dir() and (p / "queries.jsonl").exists():
         p = p / "queries.jsonl"
     queries: dict[str, str] = {}
@@ -301,11 +306,19 @@ def splits(folder: str | Path) -> list[str]:
     return sorted(p.stem for p in (Path(folder) / "qrels").glob("*.tsv"))
 
 
+def require_folder(folder: str | Path, fix: str) -> Path:
+    """`folder` as a Path if it is an existing folder, else one clear error (with `fix`)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(str(folder), "no such folder" if not folder.exists() else "is a file, not a folder", fix)
+    return folder
+
+
 def load_beir(folder: str | Path, split: str = "test", corpus: Corpus | None = None, *,
               skip_empty: bool = False) -> Collection:
     """A BEIR folder's corpus, its judged queries for `split`, and those judgments, all validated.
     `skip_empty` leaves documents with empty text out of the corpus (their judgments stay, as misses)."""
-    folder = Path(folder)
+    folder = require_folder(folder, "give a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
     if not (folder / "corpus.jsonl").exists():
         raise fail(str(folder), "not a BEIR folder (no corpus.jsonl)",
                    "give a folder holding corpus.jsonl, queries.jsonl and qrels/<split>.tsv")

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qkrag.analysis.cosine import (closed_form_factors, cosine_similarity_matrix, fit_factors, neighbour_purity,
+                                   rescale, score_correlation_pair, score_correlation_similarity,
+                                   simulate_clustered_interactions)
 from qkrag.errors import InputError
-from qkrag.analysis.cosine import (
-    closed_form_factors,
-    cosine_similarity_matrix,
-    fit_factors,
-    neighbour_purity,
-    rescale,
-    score_correlation_pair,
-    score_correlation_similarity,
-    simulate_clustered_interactions,
-)
 
 
 @pytest.fixture

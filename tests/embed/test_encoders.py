@@ -1,44 +1,24 @@
 import json
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.fakes import LoopbackHTTP
 from qkrag.cache import DiskCache
 from qkrag.embed.encoders import EmbedOptions, OpenAIEncoder, SentenceTransformerEncoder, embed, make_encoder
-from qkrag.errors import InputError, QkragError, redact
+from qkrag.errors import InputError, QkragError
+
+from tests.fakes import FakeFolderModel, FakeOpenAIServer
 
 SECRET = "sk-embed-SECRET-41c9e07d2a"
 
 
-class EchoingEmbeddingsServer(LoopbackHTTP):
-    """An OpenAI-style embeddings endpoint that refuses every request with HTTP 401 and echoes the request headers
-    (the Authorization header, key included) in its error body, as some proxies and debug servers do."""
-
-    def __init__(self) -> None:
-        self.auth_headers: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                server.auth_headers.append(self.headers.get("Authorization", ""))
-                headers = "\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items())
-                server.reply_json(self, 401, {"error": {"message": f"invalid key; you sent:\n{headers}", "type": "auth"}})
-
-        self._serve(Handler)
-
-
 @pytest.fixture
 def echoing_server():
-    server = EchoingEmbeddingsServer()
-    yield server
-    server.close()
+    """An embeddings endpoint that refuses every request with HTTP 401 and echoes the request headers (the
+    Authorization header, key included) in its error body, as some proxies and debug servers do."""
+    with FakeOpenAIServer(mode="401") as server:
+        yield server
 
 
 def test_embed_caches_by_content_so_a_rerun_embeds_nothing(fake_encoder, tmp_path):
@@ -103,47 +83,13 @@ def test_default_model_loads_from_the_shipped_package_and_embeds():
     assert sims[0, 1] > sims[0, 2]
 
 
-@pytest.mark.slow
 def test_openai_compatible_embeddings_through_a_loopback_server(tmp_path):
     """A real HTTP server speaking the OpenAI embeddings protocol, driven through the openai client."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
-                    for i, t in enumerate(body["input"])]
-            payload = json.dumps({"object": "list", "data": data, "model": body["model"],
-                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        enc = OpenAIEncoder("fake-embed", base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="k")
+    with FakeOpenAIServer() as server:  # answers each text with [len(text), 1, 0]
+        enc = OpenAIEncoder("fake-embed", base_url=server.url, api_key="k")
         out = embed(enc, ["ab", "abcd"], "query", EmbedOptions(cache=None, progress=False))
         np.testing.assert_allclose(out[:, 0], [2.0, 4.0])
-        assert enc.dimension == 3
-    finally:
-        server.shutdown()
-
-
-def test_redact_scrubs_known_keys_and_credential_shapes():
-    echoed = ("{'Authorization': 'Bearer tok-123456', 'x-api-key': 'abc12345'} authorization: Basic dXNlcjpw "
-              "sk-abcdefghij12")
-    clean = redact(echoed + " mine=my-own-secret", "my-own-secret")
-    for secret in ("tok-123456", "abc12345", "dXNlcjpw", "sk-abcdefghij12", "my-own-secret"):
-        assert secret not in clean
-    assert redact("the basic idea: a token budget") == "the basic idea: a token budget"  # ordinary words stay
+        assert enc.dimension == 3 and server.paths == ["/v1/embeddings"] * server.hits
 
 
 def test_embeddings_error_that_echoes_the_key_is_redacted(echoing_server):
@@ -172,14 +118,10 @@ def test_cli_index_with_an_echoing_embeddings_server_prints_no_key(echoing_serve
 
 
 def test_an_embeddings_server_that_never_answers_fails_within_the_timeouts():
-    import socket
     import time
 
-    with socket.socket() as listener:  # accepts (the kernel's backlog) and never answers
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        enc = OpenAIEncoder("m", base_url=f"http://127.0.0.1:{listener.getsockname()[1]}/v1", api_key=SECRET,
-                            timeout=0.5)
+    with FakeOpenAIServer(mode="slow", slow_seconds=60) as hung:  # reads each request and never answers
+        enc = OpenAIEncoder("m", base_url=hung.url, api_key=SECRET, timeout=0.5)
         started = time.monotonic()
         with pytest.raises(QkragError, match=r"did not answer within 0.5 s \(3 tries\).*QKRAG_TIMEOUT"):
             embed(enc, ["hello"], "document", EmbedOptions(cache=None, progress=False))
@@ -196,21 +138,6 @@ def test_the_embeddings_timeout_follows_the_environment(monkeypatch):
 # ------------------------------------------------------------------------------------------------ cache keys
 
 
-class FolderModel(SentenceTransformerEncoder):
-    """A "model" in a local folder whose vectors come from its weights file, so a test can overwrite the weights."""
-
-    @property
-    def dimension(self) -> int:
-        return 3
-
-    def warm_up(self) -> None:
-        pass  # nothing to load
-
-    def embed_batch(self, texts, side):
-        scale = float((Path(self.model_name) / "weights.txt").read_text())
-        return np.full((len(texts), 3), scale, np.float32)
-
-
 def test_overwritten_local_model_weights_miss_the_cache(tmp_path):
     import os
 
@@ -220,49 +147,27 @@ def test_overwritten_local_model_weights_miss_the_cache(tmp_path):
     (folder / "weights.txt").write_text("1.0")
     cache = DiskCache(tmp_path / "e.sqlite")
     options = EmbedOptions(cache=cache, progress=False)
-    before = FolderModel(str(folder))
+    before = FakeFolderModel(str(folder))
     assert embed(before, ["a text"], "document", options)[0, 0] == 1.0
     (folder / "weights.txt").write_text("2.0")  # same name, same size: only the content and the mtime differ
     os.utime(folder / "weights.txt", ns=(1, 1))
-    after = FolderModel(str(folder))
+    after = FakeFolderModel(str(folder))
     assert after.fingerprint != before.fingerprint and after.fingerprint.startswith(f"{folder}|weights=")
     assert embed(after, ["a text"], "document", options)[0, 0] == 2.0  # not the old weights' vector from the cache
     (folder / ".cache").mkdir()
     (folder / ".cache" / "lock").write_text("tools write here")
-    assert FolderModel(str(folder)).fingerprint == after.fingerprint  # hidden files are not the model
+    assert FakeFolderModel(str(folder)).fingerprint == after.fingerprint  # hidden files are not the model
     assert SentenceTransformerEncoder().fingerprint == "sentence-transformers/all-MiniLM-L6-v2"  # unchanged
     assert SentenceTransformerEncoder("BAAI/bge-small-en-v1.5").fingerprint == "BAAI/bge-small-en-v1.5"
 
 
-class VectorServer(LoopbackHTTP):
-    """An OpenAI-style embeddings endpoint answering every text with [value, 1, 0]."""
-
-    def __init__(self, value: float) -> None:
-        self.hits = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.hits += 1
-                data = [{"object": "embedding", "index": i, "embedding": [value, 1.0, 0.0]}
-                        for i in range(len(body["input"]))]
-                raw = json.dumps({"object": "list", "data": data, "model": body["model"],
-                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self._serve(Handler)
+def vector_server(value: float) -> FakeOpenAIServer:
+    """An embeddings endpoint answering every text with [value, 1, 0]."""
+    return FakeOpenAIServer(embed=lambda text: [value, 1.0, 0.0])
 
 
 def test_embeddings_of_one_server_are_never_served_for_another_with_the_same_model_name(tmp_path):
-    one, two = VectorServer(1.0), VectorServer(2.0)
+    one, two = vector_server(1.0), vector_server(2.0)
     try:
         options = EmbedOptions(cache=DiskCache(tmp_path / "e.sqlite"), progress=False)
         first = embed(OpenAIEncoder("same-name", base_url=one.url), ["text"], "query", options)
@@ -311,3 +216,9 @@ def test_memory_that_held_the_key_is_scrubbed_before_it_is_reused(which):
     out = subprocess.run([sys.executable, "-c", HEAP_PROBE.format(src=src, which=which, key=SECRET)],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"
+
+
+def test_the_shipped_models_short_name_is_the_same_encoder():
+    from qkrag.embed.encoders import make_encoder
+
+    assert make_encoder("all-MiniLM-L6-v2").fingerprint == make_encoder().fingerprint

@@ -9,19 +9,11 @@ import pytest
 
 from qkrag.data import Collection, Corpus
 from qkrag.errors import InputError
-from qkrag.evaluate.metrics import (
-    Bootstrap,
-    EvalResult,
-    bootstrap_ci,
-    compare,
-    evaluate_retriever,
-    evaluate_run,
-    queries_are_documents,
-    expected_calibration_error,
-    plot_results,
-    reliability_diagram,
-    results_table,
-)
+from qkrag.evaluate.metrics import EvalResult, evaluate_retriever, evaluate_run, queries_are_documents
+from qkrag.evaluate.report import plot_results, results_table
+from qkrag.evaluate.calibration import expected_calibration_error, reliability_diagram
+from qkrag.evaluate.compare import compare
+from qkrag.evaluate.stats import Bootstrap, bootstrap_ci
 from qkrag.retrieval.base import Hit
 
 # q1: two relevant docs at ranks 1 and 3; q2: one doc of grade 2 at rank 3; q3: judged but never retrieved.
@@ -226,10 +218,40 @@ def test_reliability_diagram_writes_png(tmp_path) -> None:
 
 
 def test_sign_flip_p_value_one_and_two_sided():
-    from qkrag.evaluate.metrics import sign_flip_p_value
+    from qkrag.evaluate.stats import sign_flip_p_value
 
     up = np.full(12, 0.1)
     assert sign_flip_p_value(up, alternative="greater") < 0.001  # all 12 gain: 1 of 4096 sign patterns is as good
     assert sign_flip_p_value(-up, alternative="greater") > 0.99
     assert sign_flip_p_value(-up) < 0.001  # two-sided: a consistent loss is as extreme as a gain
     assert sign_flip_p_value(np.zeros(5)) == 1.0 and sign_flip_p_value([]) == 1.0
+
+
+def test_reliability_bins_are_the_numbers_behind_the_ece() -> None:
+    from qkrag.evaluate.calibration import reliability_bins
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, 500)
+    y = (rng.uniform(0, 1, 500) < p ** 2).astype(int)
+    bins = reliability_bins(p, y, n_bins=10)
+    assert len(bins) == 10 and sum(b["count"] for b in bins) == 500
+    assert bins[0]["low"] == 0 and bins[-1]["high"] == 1
+    ece = sum(b["count"] / 500 * abs(b["fraction_relevant"] - b["mean_probability"]) for b in bins if b["count"])
+    assert ece == pytest.approx(expected_calibration_error(p, y, 10))
+    empty = reliability_bins([0.05, 1.0], [0, 1], n_bins=4)
+    assert [b["count"] for b in empty] == [1, 0, 0, 1] and empty[1]["fraction_relevant"] is None
+    with pytest.raises(InputError):
+        reliability_bins([0.5], [2])
+
+
+def test_binary_ndcg_agrees_with_pytrec_eval():
+    from qkrag.evaluate.metrics import binary_ndcg, evaluate_run
+
+    rng = np.random.default_rng(3)
+    positions = np.stack([rng.permutation(40)[:10] for _ in range(25)])
+    relevant = [set(map(int, rng.choice(40, size=rng.integers(1, 6), replace=False))) for _ in range(25)]
+    run = {f"q{i}": {f"d{p}": float(10 - r) for r, p in enumerate(row)} for i, row in enumerate(positions)}
+    qrels = {f"q{i}": {f"d{d}": 1 for d in rel} for i, rel in enumerate(relevant)}
+    expected = evaluate_run(qrels, run, ["ndcg@10"]).per_query["ndcg@10"]
+    ours = binary_ndcg(positions, relevant, 10)
+    assert np.allclose(ours, [expected[f"q{i}"] for i in range(25)], atol=1e-9)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections import deque
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.fakes import LoopbackHTTP
+from tests.fakes import FakeOpenAIServer
 from qkrag.llm import prompts
 from qkrag.cache import DiskCache
 from qkrag.errors import InputError, LLMError
@@ -22,98 +19,9 @@ from qkrag.llm.client import LLM, LLMConfig
 SECRET = "sk-test-SECRET-7f3a9c1e5b"
 
 
-class FakeServer(LoopbackHTTP):
-    """Answers POST /v1/chat/completions. `script` holds the behaviours of the next requests (then "ok").
-
-    Behaviours: ok, empty, refusal, garbled, badjson, 500, echo500 (a 500 whose body echoes the request headers,
-    key included, as a careless proxy might), 401, slow (sleeps past the client's timeout).
-    A prompt containing "ALWAYS_REFUSE" is refused every time, whatever the script says.
-    """
-
-    def __init__(self) -> None:
-        self.script: deque[str] = deque()
-        self.requests: list[dict] = []
-        self.auth_headers: list[str] = []
-        self.active = 0
-        self.max_active = 0
-        self.delay = 0.0
-        self.slow_seconds = 3.0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests.append(body)
-                    server.auth_headers.append(self.headers.get("Authorization", ""))
-                    behaviour = server.script.popleft() if server.script else "ok"
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
-                try:
-                    if server.delay:
-                        time.sleep(server.delay)
-                    prompt = body["messages"][-1]["content"]
-                    if "ALWAYS_REFUSE" in prompt:
-                        behaviour = "refusal"
-                    self._respond(behaviour, body, prompt)
-                finally:
-                    with server._lock:
-                        server.active -= 1
-
-            def _respond(self, behaviour, body, prompt):
-                if behaviour == "slow":
-                    time.sleep(server.slow_seconds)
-                    behaviour = "ok"
-                if behaviour in ("500", "echo500", "401"):
-                    code = 401 if behaviour == "401" else 500
-                    detail = dict(self.headers) if behaviour != "500" else {}
-                    return self._send(code, {"error": {"message": f"server fault; headers {detail}", "type": "x"}})
-                if behaviour == "badjson":
-                    raw = b'{"id": "x", "choices": [{"mess'
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                    return None
-                text = {
-                    "ok": f"answer to: {prompt} (t={body.get('temperature')})",
-                    "empty": "",
-                    "refusal": "I'm sorry, but I can't help with that request.",
-                    "garbled": "\ufffd\ufffd ### @@ 12 %% \ufffd",
-                }[behaviour]
-                return self._send(200, {
-                    "id": "chatcmpl-1",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                })
-
-            def _send(self, code, payload):
-                raw = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self._serve(Handler)
-
-    @property
-    def hits(self) -> int:
-        return len(self.requests)
-
-
 @pytest.fixture
 def server():
-    s = FakeServer()
+    s = FakeOpenAIServer()
     yield s
     s.close()
 
@@ -369,42 +277,11 @@ def test_a_cache_passed_in_stays_open_after_close(make_llm, server, tmp_path):
 # ------------------------------------------------------------------------------------------------ hangs
 
 
-class SilentServer:
-    """Accepts connections on 127.0.0.1 and never answers: a hung LLM server."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.listener.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
-        self.accepted: list = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.accepted.append(self.listener.accept()[0])  # held open, never answered
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for conn in self.accepted:
-            conn.close()
-        self.listener.close()
-
-
 @pytest.fixture
 def silent():
-    s = SilentServer()
-    yield s
-    s.close()
+    """A hung LLM server: it reads each request and never answers (until the test ends)."""
+    with FakeOpenAIServer(mode="slow", slow_seconds=60) as s:
+        yield s
 
 
 def test_a_hung_server_fails_after_two_timeouts_whatever_max_retries_says(silent, tmp_path):
@@ -440,7 +317,7 @@ def test_the_llm_timeout_defaults_to_a_minute_and_follows_the_environment(monkey
 
 
 def test_answers_of_one_server_are_never_served_for_another_with_the_same_model_name(server, tmp_path):
-    other = FakeServer()
+    other = FakeOpenAIServer()
     try:
         cache = DiskCache(tmp_path / "shared.sqlite")
         cfg = LLMConfig(model="same-name", base_url=server.url, timeout=2.0, max_retries=0, backoff=0.0)

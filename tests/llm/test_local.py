@@ -14,8 +14,9 @@ import urllib.request
 
 import pytest
 
-from qkrag.llm import local as localllm, prompts
 from qkrag.errors import InputError, LLMError
+from qkrag.llm import local as localllm
+from qkrag.llm import prompts
 from qkrag.llm.client import LLM
 from qkrag.llm.local import LocalLLMServer, ShippedModel
 from tests.fakes import StandInRuntime

@@ -1,5 +1,5 @@
 """qkrag.llm.rewrite: rewriting and aspect encoders, driven through the real `LLM` class against a fake OpenAI-compatible
-server on 127.0.0.1 that answers like a tidy model (and refuses on cue), with the FakeEncoder from conftest."""
+server on 127.0.0.1 that answers like a tidy model (and refuses on cue), with the FakeEncoder from tests/fakes.py."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ import importlib.util
 import json
 import re
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qkrag.analysis.aspects import (aspect_embeddings, aspect_neighbours, load_labelled_corpus, nearest_neighbours,
+                                    neighbour_agreement, pca_2d, plot_aspect_maps, similarity_by_pair_kind)
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, embed
+from qkrag.embed.wrappers import AspectEncoder, RewritingEncoder, make_rewriting_encoder
 from qkrag.errors import IndexMismatchError, InputError, LLMError
 from qkrag.llm.client import LLM, LLMConfig
 from qkrag.llm.prompts import PromptTemplate
-from qkrag.llm.rewrite import (AspectEncoder, RewriteStats, RewritingEncoder, aspect_embeddings, aspect_neighbours,
-                           aspect_texts, clean_output, load_labelled_corpus, make_rewriting_encoder,
-                           nearest_neighbours, neighbour_agreement, pca_2d, plot_aspect_maps, rewrite_texts,
-                           similarity_by_pair_kind)
+from qkrag.llm.rewrite import RewriteStats, aspect_texts, clean_output, rewrite_texts
 
-from tests.fakes import FakeEncoder, LoopbackHTTP
+from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port, last_message
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,40 +54,10 @@ def fake_answer(prompt: str) -> str:
     return match.group(1) if match else "none"
 
 
-class TidyServer(LoopbackHTTP):
-    """Answers POST /v1/chat/completions with `fake_answer(last user message)`; records every request."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                text = fake_answer(body["messages"][-1]["content"])
-                raw = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-        self._serve(Handler)
-
-
 @pytest.fixture
 def server():
-    s = TidyServer()
-    yield s
-    s.close()
+    with FakeOpenAIServer(chat=lambda body: fake_answer(last_message(body))) as s:
+        yield s
 
 
 @pytest.fixture
@@ -184,14 +153,6 @@ def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkey
         main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
     assert info.value.code == 2 and not out.exists()
     assert "cannot connect" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_aspect_none_falls_back_and_is_counted(make_llm):
@@ -442,7 +403,7 @@ def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
 
 
 def test_extractive_aspect_keeps_the_sentence_about_the_aspect(fake_encoder):
-    from qkrag.llm.rewrite import ExtractiveAspectEncoder
+    from qkrag.embed.wrappers import ExtractiveAspectEncoder
 
     text = "Winters are cold with snow and frost. People eat bread, cheese and fish stew. About a million people live there."
     climate = ExtractiveAspectEncoder(fake_encoder, "winters cold snow frost")

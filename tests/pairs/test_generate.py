@@ -12,32 +12,22 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from tests.fakes import FakeEncoder, LoopbackHTTP
 from qkrag.data import Corpus, Document, load_qrels, load_queries
 from qkrag.errors import InputError, LLMError
-from qkrag.pairs.generate import (
-    COLUMNS,
-    GenerateConfig,
-    copy_score,
-    form_summary,
-    generate_from_beir,
-    generate_pairs,
-    ict_candidates,
-    load_pairs,
-    mask_rare_terms,
-    ngram_copy,
-    normalize,
-    rank_positives,
-    rank_summary,
-)
 from qkrag.llm.client import LLM, LLMConfig
+from qkrag.pairs.generate import generate_from_beir, generate_pairs
+from qkrag.text import normalize
+from qkrag.pairs.steer import rank_positives, rank_summary
+from qkrag.pairs.filters import copy_score, form_summary, ict_candidates, mask_rare_terms, ngram_copy
+from qkrag.pairs.config import GenerateConfig
+from qkrag.pairs.store import COLUMNS, load_pairs
+
+from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
 
 TOPICS = [
     ("volcano", "lava magma eruption crater ash basalt"),
@@ -69,80 +59,36 @@ def make_corpus(n: int = len(TOPICS)) -> Corpus:
 # ------------------------------------------------------------------------------------------------ fake LLM server
 
 
-class FakeLLMServer(LoopbackHTTP):
-    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1. Deterministic: the answer is a function of the prompt
-    and the seed. `mode` injects faults: "ok", "empty", "refusal", "garbled", "error500", "hang"."""
+def pair_answer(body: dict) -> str:
+    """What the fake LLM writes (with FakeOpenAIServer): deterministic in the prompt and the seed. A query prompt
+    gets numbered queries made of the passage's words, after a preamble and before a copied first sentence; the
+    judge prompt gets "No"."""
+    user = last_message(body)
+    if "Document:" not in user:  # the judge template
+        return "No"
+    doc = user.split("Document:", 1)[1]
+    n = int(re.search(r"Write (\d+)", user).group(1))
+    rng = random.Random(hashlib.sha256(f"{doc}|{body.get('seed')}".encode()).hexdigest())
+    vocab = sorted(set(re.findall(r"[a-z]+", doc.lower())) - {"the", "and", "in", "is", "to", "a", "with"})
+    lines = ["Here are the queries:"]
+    for j in range(n):
+        lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
+    lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
+    return "\n".join(lines)
 
-    def __init__(self, delay: float = 0.0, mode: str = "ok"):
-        self.delay, self.mode = delay, mode
-        self.requests = 0
-        self._lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
+def llm_server(chat=pair_answer, **options) -> FakeOpenAIServer:
+    return FakeOpenAIServer(chat=chat, **options)
 
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests += 1
-                if server.mode == "hang":
-                    time.sleep(5)
-                if server.delay:
-                    time.sleep(server.delay)
-                if server.mode == "error500":
-                    self._send(500, {"error": {"message": "boom"}})
-                    return
-                text = server.answer(body)
-                self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": text}}],
-                                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._serve(Handler)
-
-    @property
-    def base_url(self) -> str:
-        return self.url
-
-    def answer(self, body: dict) -> str:
-        user = body["messages"][-1]["content"]
-        if self.mode == "empty":
-            return ""
-        if self.mode == "refusal":
-            return "I'm sorry, but I can't help with that."
-        if self.mode == "garbled":
-            return "#### $$$ 1234 ---- ((((("
-        if "Document:" not in user:  # the judge template
-            return "No"
-        doc = user.split("Document:", 1)[1]
-        n = int(re.search(r"Write (\d+)", user).group(1))
-        rng = random.Random(hashlib.sha256(f"{doc}|{body.get('seed')}".encode()).hexdigest())
-        vocab = sorted(set(re.findall(r"[a-z]+", doc.lower())) - {"the", "and", "in", "is", "to", "a", "with"})
-        lines = ["Here are the queries:"]
-        for j in range(n):
-            lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
-        lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
-        return "\n".join(lines)
 
 @pytest.fixture
 def server():
-    s = FakeLLMServer()
-    yield s
-    s.close()
+    with llm_server() as s:
+        yield s
 
 
-def make_llm(server: FakeLLMServer, cache, **overrides) -> LLM:
-    cfg = dict(model="fake-model", base_url=server.base_url, api_key="sk-test", timeout=5.0, max_retries=1,
+def make_llm(server: FakeOpenAIServer, cache, **overrides) -> LLM:
+    cfg = dict(model="fake-model", base_url=server.url, api_key="sk-test", timeout=5.0, max_retries=1,
                backoff=0.0, concurrency=2)
     cfg.update(overrides)
     return LLM(LLMConfig(**cfg), cache=cache)
@@ -243,7 +189,7 @@ def test_pipeline_parses_filters_ranks_and_writes_outputs(server, tmp_path):
     assert set(queries) == set(ds["query_id"]) == set(qrels)
     assert all(qrels[r["query_id"]] == {r["positive_id"]: 1} for r in rows(ds))
     # the title is hidden from the model by default
-    assert server.requests == llm.calls_made > 0
+    assert server.hits == llm.calls_made > 0
     llm.close()
 
 
@@ -253,11 +199,11 @@ def test_rerun_makes_zero_llm_calls_and_same_pairs(server, tmp_path):
     with make_llm(server, tmp_path / "llm.sqlite") as llm:
         first = generate_pairs(corpus, FakeEncoder(64), llm, config, tmp_path / "out")
         assert llm.calls_made > 0
-    sent = server.requests
+    sent = server.hits
     with make_llm(server, tmp_path / "llm.sqlite") as llm:
         second = generate_pairs(corpus, FakeEncoder(64), llm, config, tmp_path / "out")
         assert llm.calls_made == 0
-    assert server.requests == sent
+    assert server.hits == sent
     spent, again = first.stats["llm"], second.stats["llm"]
     assert spent["calls_made"] == sent and spent["cache_hits"] == 0 and spent["skipped"] == 0
     # the re-run reads generation from its journal; only the judge's calls come (free) from the LLM cache
@@ -287,13 +233,7 @@ def test_hard_negatives_skip_positive_and_likely_false_negatives(server, tmp_pat
 
 
 def test_judge_drops_negatives_the_llm_calls_relevant(tmp_path):
-    class YesServer(FakeLLMServer):
-        def answer(self, body):
-            if "Document:" not in body["messages"][-1]["content"]:
-                return "Yes"
-            return super().answer(body)
-
-    s = YesServer()
+    s = llm_server(lambda body: "Yes" if "Document:" not in last_message(body) else pair_answer(body))
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST, judge_negatives=True),
@@ -332,12 +272,11 @@ def test_target_policy_follows_the_target_distribution(server, tmp_path):
 def test_few_shot_examples_reach_the_prompt(tmp_path):
     seen = []
 
-    class Spy(FakeLLMServer):
-        def answer(self, body):
-            seen.append("\n".join(m["content"] for m in body["messages"]))  # the examples are in the system part
-            return super().answer(body) + "\n- Coffee raises alertness."
+    def spy(body):
+        seen.append("\n".join(m["content"] for m in body["messages"]))  # examples: in the system part
+        return pair_answer(body) + "\n- Coffee raises alertness."
 
-    s = Spy()
+    s = llm_server(spy)
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             cfg = GenerateConfig(**FAST, examples=("Coffee raises alertness.", "Sleep loss harms memory."))
@@ -353,11 +292,7 @@ def test_few_shot_examples_reach_the_prompt(tmp_path):
 
 def test_queries_that_borrow_an_examples_terms_are_dropped(tmp_path):
     # "caffeine" is an example's uncommon word and not in the passage: the model took it from the example.
-    class Borrower(FakeLLMServer):
-        def answer(self, body):
-            return "Caffeine changes magma over time.\nMagma temperature is measured with care."
-
-    s = Borrower()
+    s = llm_server(lambda body: "Caffeine changes magma over time.\nMagma temperature is measured with care.")
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             cfg = GenerateConfig(**FAST, examples=("Caffeine raises alertness in adults.",))
@@ -373,12 +308,11 @@ def test_one_request_at_a_time_puts_a_passages_calls_back_to_back(tmp_path):
     # each other (A, A, B, B), not interleave with another passage's (A, B, A, B).
     seen = []
 
-    class Spy(FakeLLMServer):
-        def answer(self, body):
-            seen.append(body["messages"][-1]["content"])
-            return super().answer(body)
+    def spy(body):
+        seen.append(last_message(body))
+        return pair_answer(body)
 
-    s = Spy()
+    s = llm_server(spy)
     try:
         with make_llm(s, tmp_path / "llm.sqlite", concurrency=1) as llm:
             cfg = GenerateConfig(**FAST, candidates=6, per_call=2)  # three calls per passage
@@ -459,7 +393,8 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from tests.fakes import FakeEncoder
     from tests.pairs.test_generate import make_corpus, FAST
-    from qkrag.pairs.generate import GenerateConfig, generate_pairs
+    from qkrag.pairs.generate import generate_pairs
+    from qkrag.pairs.config import GenerateConfig
     from qkrag.llm.client import LLM, LLMConfig
     corpus = make_corpus(36)
     llm = LLM(LLMConfig(model="fake-model", base_url=sys.argv[1], api_key="k", timeout=10, max_retries=1,
@@ -480,9 +415,9 @@ def _child(tmp_path: Path, base_url: str, out: str, cache: str) -> subprocess.Po
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_exactly_the_uninterrupted_pairs(tmp_path):
-    server = FakeLLMServer(delay=0.03)
+    server = llm_server(delay=0.03)
     try:
-        clean = _child(tmp_path, server.base_url, "clean", "clean.sqlite")
+        clean = _child(tmp_path, server.url, "clean", "clean.sqlite")
         assert clean.stdout.readline().strip() == "ready"
         t0 = time.monotonic()
         assert clean.wait(timeout=300) == 0, clean.stderr.read()
@@ -500,7 +435,7 @@ def test_sigkill_at_random_points_then_resume_gives_exactly_the_uninterrupted_pa
         # Two kills when the journal reaches a random length (surely mid-generation), two at random times over a
         # whole run's length (anywhere: startup, generation, ranking, writing the outputs).
         for kill in range(4):
-            child = _child(tmp_path, server.base_url, "killed", "killed.sqlite")
+            child = _child(tmp_path, server.url, "killed", "killed.sqlite")
             assert child.stdout.readline().strip() == "ready"
             if kill < 2:
                 target = rng.randint(lines() + 1, lines() + 12)
@@ -513,7 +448,7 @@ def test_sigkill_at_random_points_then_resume_gives_exactly_the_uninterrupted_pa
             progress.append(lines())
         assert any(0 < p < 36 for p in progress), progress  # some kills landed mid-generation
         assert not (tmp_path / "killed" / "stats.json").exists() or progress[-1] == 36
-        final = _child(tmp_path, server.base_url, "killed", "killed.sqlite")
+        final = _child(tmp_path, server.url, "killed", "killed.sqlite")
         assert final.wait(timeout=300) == 0, final.stderr.read()
         assert rows(load_pairs(tmp_path / "killed")) == expected
         records = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -526,9 +461,9 @@ def test_sigkill_at_random_points_then_resume_gives_exactly_the_uninterrupted_pa
 # ------------------------------------------------------------------------------------------------ LLM faults
 
 
-@pytest.mark.parametrize("mode", ["empty", "refusal", "garbled", "error500"])
+@pytest.mark.parametrize("mode", ["empty", "refusal", "garbled", "500"])
 def test_unusable_output_is_retried_then_a_clear_error_with_nothing_written(tmp_path, mode):
-    s = FakeLLMServer(mode=mode)
+    s = llm_server(mode=mode)
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             with pytest.raises(LLMError, match="failed"):
@@ -546,8 +481,8 @@ def test_unusable_output_is_retried_then_a_clear_error_with_nothing_written(tmp_
 
 
 def test_server_down_is_a_clear_error(tmp_path):
-    s = FakeLLMServer()
-    url = s.base_url
+    s = llm_server()
+    url = s.url
     s.close()
     llm = LLM(LLMConfig(model="m", base_url=url, api_key="k", timeout=2, max_retries=1, backoff=0.0), cache=False)
     with pytest.raises(LLMError, match="server is up"):
@@ -556,7 +491,7 @@ def test_server_down_is_a_clear_error(tmp_path):
 
 
 def test_timeouts_are_retried_then_reported(tmp_path):
-    s = FakeLLMServer(mode="hang")
+    s = llm_server(mode="slow", slow_seconds=5)
     try:
         llm = make_llm(s, False, timeout=0.3, max_retries=1)
         with pytest.raises(LLMError, match="failed"):
@@ -567,14 +502,8 @@ def test_timeouts_are_retried_then_reported(tmp_path):
 
 
 def test_some_failed_calls_are_counted_skips(tmp_path):
-    class Flaky(FakeLLMServer):
-        def answer(self, body):
-            # every passage about a volcano gets a refusal, the rest a normal answer
-            if "volcano" in body["messages"][-1]["content"]:
-                return "I'm sorry, I cannot do that."
-            return super().answer(body)
-
-    s = Flaky()
+    # every passage about a volcano gets a refusal, the rest a normal answer
+    s = llm_server(lambda body: "I'm sorry, I cannot do that." if "volcano" in last_message(body) else pair_answer(body))
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
@@ -612,45 +541,45 @@ def test_end_to_end_with_the_real_local_llm(tmp_path):
 
 
 def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     def cands(*ranks):
-        return [_Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+        return [Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
 
     def pick(target, *ranks):
-        return _steer(cands(*ranks), GenerateConfig(target=target))[0].rank
+        return steer_candidates(cands(*ranks), GenerateConfig(target=target))[0].rank
 
     assert pick((1, 0, 0), 40, 3, 1) == 1
     assert pick((0, 1, 0), 40, 3, 1) == 3
     assert pick((0, 0, 1), 40, 3, 1) == 40
     assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
     assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
-    assert _steer(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
+    assert steer_candidates(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
 
 
 def test_target_steering_meets_the_target_over_all_passages():
     # Half the passages have only a rank-1 candidate, half can give rank 1 or rank 5. Target: half at rank 1. Drawing
     # a bucket per passage gives ~75% rank 1 (the flexible half draws rank 1 half the time); the target is reachable
     # exactly by giving every flexible passage its rank-5 candidate.
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     cands = []
     for p in range(40):
         ranks = (1,) if p % 2 else (1, 5)
-        cands += [_Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
-    chosen = _steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
+        cands += [Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
+    chosen = steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
     assert len(chosen) == 40 and len({c.doc_id for c in chosen}) == 40
     assert sum(c.rank == 1 for c in chosen) == 20
     assert [c.doc_id for c in chosen] == [f"d{p}" for p in range(40)]  # passage order kept
     # two per passage where there are two: all 60 candidates, whatever the target
-    assert len(_steer(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
+    assert len(steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
     # the human default: the 20 flexible passages can't all go hard, so rank 1 ends as near 0.49 as it can
-    hard = sum(c.rank > 1 for c in _steer(cands, GenerateConfig()))
+    hard = sum(c.rank > 1 for c in steer_candidates(cands, GenerateConfig()))
     assert hard == 20
 
 
 def test_off_form_follows_the_examples():
-    from qkrag.pairs.generate import off_form
+    from qkrag.pairs.filters import off_form
 
     claims = ["Egr3 regulates B cells.", "Statins lower LDL."]
     questions = ["what lowers ldl?", "how do statins work?"]
@@ -660,18 +589,18 @@ def test_off_form_follows_the_examples():
 
 
 def test_steering_prefers_the_examples_form_within_a_rank_bucket():
-    from qkrag.pairs.generate import _Candidate, _steer
+    from qkrag.pairs.steer import Candidate, steer_candidates
 
     config = GenerateConfig(target=(1, 0, 0), examples=("A claim.", "Another claim."))
-    cands = [_Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
-             _Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
-             _Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
-    assert _steer(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
-    assert _steer(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
+    cands = [Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
+             Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
+             Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
+    assert steer_candidates(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
+    assert steer_candidates(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
 
 
 def test_sentences_split_tokenised_lower_case_text_too():
-    from qkrag.pairs.generate import sentences
+    from qkrag.text import sentences
 
     cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
     assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
@@ -714,51 +643,51 @@ def test_question_posts_never_become_positives_and_the_sample_counts_answer_pass
     assert unchecked.stats["counts"]["skipped_no_answer"] == 0
 
 
-class Checker(FakeLLMServer):
-    """Answers the answer_check prompt: "no" for a text that mentions a comet or a volcano, else "yes"."""
+def answer_checker() -> tuple[FakeOpenAIServer, list[str]]:
+    """A server answering the answer_check prompt "no" for a text that mentions a comet or a volcano, else "yes";
+    the list collects the texts it was asked about."""
+    checked: list[str] = []
 
-    checks = 0
-
-    def answer(self, body):
-        user = body["messages"][-1]["content"]
+    def chat(body):
+        user = last_message(body)
         if "Does this text state facts?" in user:
-            Checker.checks += 1
             text = user.split("Text:", 1)[1].split("Does this text", 1)[0].lower()
+            checked.append(text)
             return "No." if "comet" in text or "volcano" in text else "Yes"
-        return super().answer(body)
+        return pair_answer(body)
+
+    return llm_server(chat), checked
 
 
 def test_llm_answer_check_samples_only_passages_it_passes_and_is_journaled(tmp_path):
-    s = Checker()
+    s, checked = answer_checker()
     corpus = make_corpus()  # 12 statements: d0 (volcano) and d5 (comet) are judged to carry no answer
     try:
-        Checker.checks = 0
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             cfg = GenerateConfig(**FAST, sample=6, answer_check="llm")
             result = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
         c = result.stats["counts"]
         assert c["passages"] == 6 and not {"d0", "d5"} & set(result.dataset["positive_id"])
         assert c["skipped_no_answer_llm"] >= 1 and c["skipped_no_answer_form"] == 0
-        assert 6 <= Checker.checks < len(corpus)  # oversampled a little, not the whole pool
+        assert 6 <= len(checked) < len(corpus)  # oversampled a little, not the whole pool
         verdicts = [json.loads(line) for line in (tmp_path / "out" / "answer_check.jsonl").read_text().splitlines()]
-        assert len(verdicts) == Checker.checks
-        first = Checker.checks
+        assert len(verdicts) == len(checked)
+        first = len(checked)
         with make_llm(s, tmp_path / "other.sqlite") as llm:  # a fresh cache: only the journal can save the calls
             again = generate_pairs(corpus, FakeEncoder(64), llm, cfg, tmp_path / "out")
-        assert Checker.checks == first and rows(again.dataset) == rows(result.dataset)
+        assert len(checked) == first and rows(again.dataset) == rows(result.dataset)
     finally:
         s.close()
 
 
 def test_both_checks_ask_the_llm_only_about_passages_that_pass_the_form_test(tmp_path):
-    s = Checker()
+    s, checked = answer_checker()
     try:
-        Checker.checks = 0
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             result = generate_pairs(mixed_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST, answer_check="both"),
                                     tmp_path / "out")
         c = result.stats["counts"]
-        assert Checker.checks == len(make_corpus())  # the posts never reach the LLM
+        assert len(checked) == len(make_corpus())  # the posts never reach the LLM
         assert c["skipped_no_answer_form"] == len(POSTS) and c["skipped_no_answer_llm"] == 2
         assert c["skipped_no_answer"] == len(POSTS) + 2 and c["passages"] == len(make_corpus()) - 2
     finally:
@@ -786,14 +715,13 @@ def test_examples_echoed_with_a_word_changed_never_become_queries(tmp_path):
     # against the passage nor the borrowed-terms filter catches the echo; dropping one word breaks the copied run.
     example = "Who did Denver beat in the 2015 AFC Championship game?"
 
-    class Echo(FakeLLMServer):
-        def answer(self, body):
-            return "Who did Denver beat in the AFC Championship game\nWhere was the final of the season played?"
+    def echo(body):
+        return "Who did Denver beat in the AFC Championship game\nWhere was the final of the season played?"
 
     passage = ("The Denver Broncos defeated the New England Patriots 20-18 in the AFC Championship game in 2015, "
                "then won the final at a stadium in Santa Clara.")
     corpus = Corpus((Document("d0", passage),) + make_corpus().documents[1:], "echo")
-    s = Echo()
+    s = llm_server(echo)
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             cfg = GenerateConfig(**FAST, examples=(example, "Which team won the NFC title?"))
@@ -808,26 +736,27 @@ def test_examples_echoed_with_a_word_changed_never_become_queries(tmp_path):
 # ------------------------------------------------------------------------------------------------ failures
 
 
-class Flaky(FakeLLMServer):
-    """Times out on (or garbles) every request about one topic while `broken`; answers normally otherwise."""
+def flaky_server(topic: str = "volcano", fault: str = "hang") -> FakeOpenAIServer:
+    """Times out on (or garbles) every request about one topic while `server.broken`; answers normally otherwise."""
+    server = llm_server()
+    server.broken = True
 
-    def __init__(self, topic: str = "volcano", fault: str = "hang"):
-        self.topic, self.fault, self.broken = topic, fault, True
-        super().__init__()
-
-    def answer(self, body):
-        if self.broken and self.topic in body["messages"][-1]["content"]:
-            if self.fault == "hang":
+    def chat(body):
+        if server.broken and topic in last_message(body):
+            if fault == "hang":
                 time.sleep(1.0)  # the client gives up after 0.3 s
             else:
                 return "#### $$$ 1234 ---- ((((("
-        return super().answer(body)
+        return pair_answer(body)
+
+    server.chat = chat
+    return server
 
 
 def test_calls_that_timed_out_are_retried_by_the_next_run_and_it_ends_with_the_uninterrupted_pairs(tmp_path):
     corpus = make_corpus()
-    healthy = FakeLLMServer()
-    s = Flaky()
+    healthy = llm_server()
+    s = flaky_server()
     try:
         with make_llm(healthy, tmp_path / "clean.sqlite") as llm:
             clean = rows(generate_pairs(corpus, FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "clean")
@@ -860,7 +789,7 @@ def test_calls_that_timed_out_are_retried_by_the_next_run_and_it_ends_with_the_u
 
 
 def test_one_garbled_passage_is_skipped_and_counted_not_fatal(tmp_path):
-    s = Flaky(fault="garbled")
+    s = flaky_server(fault="garbled")
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
@@ -879,7 +808,7 @@ def test_one_garbled_passage_is_skipped_and_counted_not_fatal(tmp_path):
 
 
 def test_http_errors_are_named_as_such(tmp_path):
-    s = FakeLLMServer(mode="error500")
+    s = llm_server(mode="500")
     try:
         with make_llm(s, False) as llm:
             with pytest.raises(LLMError, match=r"HTTP 500 errors.*server is up"):
@@ -892,11 +821,7 @@ def test_http_errors_are_named_as_such(tmp_path):
 
 
 def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path):
-    class Copier(FakeLLMServer):
-        def answer(self, body):  # only two-word lines: the length filter drops them all
-            return "Lava flows.\nHot ash."
-
-    s = Copier()
+    s = llm_server(lambda body: "Lava flows.\nHot ash.")  # only two-word lines: the length filter drops them all
     try:
         with make_llm(s, tmp_path / "llm.sqlite") as llm:
             result = generate_pairs(make_corpus(), FakeEncoder(64), llm, GenerateConfig(**FAST), tmp_path / "out")
@@ -911,6 +836,7 @@ def test_a_run_that_keeps_no_pairs_writes_an_empty_dataset_and_says_why(tmp_path
 
 def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, capsys):
     import qkrag.cli as cli
+
     from tests.fakes import write_beir
 
     monkeypatch.setattr(cli, "_encoder", lambda *a, **k: FakeEncoder(64))

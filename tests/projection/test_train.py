@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from qkrag.evaluate.metrics import expected_calibration_error
+from qkrag.evaluate.calibration import expected_calibration_error
 from qkrag.errors import InputError
 from qkrag.projection.model import QKProjection
 from qkrag.projection.data import Pairs

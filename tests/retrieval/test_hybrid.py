@@ -9,14 +9,15 @@ import pytest
 
 import qkrag.cli as cli
 import qkrag.retrieval.hybrid as hybrid
-from tests.fakes import FakeEncoder, write_beir, write_qrels
-from qkrag.retrieval.baselines import BM25Retriever
 from qkrag.data import Corpus
 from qkrag.errors import IndexMismatchError, InputError
-from qkrag.retrieval.hybrid import (DEFAULT_GRID, FusionConfig, HybridRetriever, bm25_folder, choose_fusion, fuse,
-                          fusion_from_options, open_bm25)
-from qkrag.retrieval.index import IndexConfig
 from qkrag.retrieval.base import Hit
+from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.hybrid import (DEFAULT_GRID, FusionConfig, HybridRetriever, bm25_folder, choose_fusion, fuse,
+                                    fusion_from_options, open_bm25)
+from qkrag.retrieval.index import IndexConfig
+
+from tests.fakes import FakeEncoder, write_beir, write_qrels
 
 
 def hits(*pairs) -> list[Hit]:

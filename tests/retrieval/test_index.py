@@ -2,50 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.fakes import FakeEncoder, FakeOpenAIServer, free_port
 from qkrag.data import Corpus
-from qkrag.embed.encoders import Encoder, EmbedOptions
+from qkrag.embed.encoders import EmbedOptions, Encoder
 from qkrag.errors import IndexMismatchError, InputError, QkragError
 from qkrag.retrieval.index import ChromaIndex, DenseRetriever, ExactIndex, IndexConfig, build_index, recall_at_k
 
 VENV_BIN = Path(sys.executable).parent
 
 
-class HashEncoder(Encoder):
-    """Deterministic bag-of-words vectors: each word adds a fixed random direction, so shared words mean similarity.
-    `delay` seconds per batch makes a build slow enough to kill midway; `log` records every batch it embeds."""
-
-    def __init__(self, dim: int = 32, name: str = "hash", delay: float = 0.0, log: str | None = None):
-        self.name, self.dim, self.delay, self.log = f"{name}-{dim}", dim, delay, log
-
-    @property
-    def dimension(self) -> int:
-        return self.dim
-
-    def _word(self, word: str) -> np.ndarray:
-        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
-        return np.random.default_rng(seed).normal(size=self.dim)
-
-    def embed_batch(self, texts: Sequence[str], side: str) -> np.ndarray:
-        if self.delay:
-            time.sleep(self.delay)
-        if self.log:
-            with open(self.log, "a") as handle:
-                handle.write(f"{len(texts)}\n")
-        return np.stack([sum(self._word(w) for w in t.lower().split()) for t in texts]).astype(np.float32)
+def hash_encoder(dim: int = 32, name: str = "hash", **options) -> FakeEncoder:
+    """The shared fake encoder, named "<name>-<dim>" as an index records it; spread, for rankings without ties."""
+    return FakeEncoder(dim, f"{name}-{dim}", spread=True, **options)
 
 
 WORDS = "apple river stone cloud engine violin forest copper lantern harbor meadow falcon quartz orbit".split()
@@ -80,7 +59,7 @@ def test_config_rejects_unknown_space_and_bad_numbers() -> None:
 
 def test_collection_records_encoder_space_and_hnsw_settings(config: IndexConfig) -> None:
     config.space, config.ef_search, config.M = "ip", 123, 24
-    index = build(tiny_corpus(20), HashEncoder(), config)
+    index = build(tiny_corpus(20), hash_encoder(), config)
     assert index.space == "ip"  # Chroma's default would have been l2
     assert index.hnsw_settings["ef_search"] == 123 and index.hnsw_settings["max_neighbors"] == 24
     meta = index.metadata
@@ -90,12 +69,12 @@ def test_collection_records_encoder_space_and_hnsw_settings(config: IndexConfig)
 
 
 def test_reopening_applies_new_ef_search_but_refuses_another_space(config: IndexConfig) -> None:
-    build(tiny_corpus(10), HashEncoder(), config)
+    build(tiny_corpus(10), hash_encoder(), config)
     config.ef_search = 321
-    assert ChromaIndex.for_encoder(config, HashEncoder(), create=False).hnsw_settings["ef_search"] == 321
+    assert ChromaIndex.for_encoder(config, hash_encoder(), create=False).hnsw_settings["ef_search"] == 321
     config.space = "l2"
     with pytest.raises(IndexMismatchError, match="'cosine'.*another collection name"):
-        ChromaIndex.for_encoder(config, HashEncoder())
+        ChromaIndex.for_encoder(config, hash_encoder())
 
 
 @pytest.mark.slow  # ~5 s: needs a graph big enough for ef_search to matter
@@ -119,7 +98,7 @@ def test_a_new_ef_search_takes_effect_when_the_collection_is_reopened(config: In
 
 def test_opening_a_missing_collection_without_create_says_how_to_build_it(config: IndexConfig) -> None:
     with pytest.raises(InputError, match="does not exist.*qkrag index"):
-        ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+        ChromaIndex.for_encoder(config, hash_encoder(), create=False)
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -128,7 +107,7 @@ def test_opening_a_missing_collection_without_create_says_how_to_build_it(config
 def test_reindexing_is_idempotent(config: IndexConfig, tmp_path: Path) -> None:
     corpus = tiny_corpus(150)
     log = tmp_path / "batches.log"
-    encoder = HashEncoder(log=str(log))
+    encoder = hash_encoder(log=str(log))
     first = build(corpus, encoder, config)
     assert first.count() == 150 and first.last_build.added == 150
     second = build(corpus, encoder, config)
@@ -142,34 +121,34 @@ def test_reindexing_is_idempotent(config: IndexConfig, tmp_path: Path) -> None:
 
 def test_changed_and_removed_documents_are_updated(config: IndexConfig) -> None:
     corpus = tiny_corpus(30)
-    build(corpus, HashEncoder(), config)
+    build(corpus, hash_encoder(), config)
     changed = Corpus.from_texts({**{d.id: d.text for d in corpus.documents[:20]}, "d0": "violin violin violin"})
-    index = build(changed, HashEncoder(), config)
+    index = build(changed, hash_encoder(), config)
     assert index.last_build.updated == 1 and index.last_build.removed == 10 and index.count() == 20
-    assert index.search_vectors(HashEncoder().embed_batch(["violin"], "query"), 1)[0][0].id == "d0"
+    assert index.search_vectors(hash_encoder().embed_batch(["violin"], "query"), 1)[0][0].id == "d0"
 
 
 def test_stored_vectors_round_trip(config: IndexConfig) -> None:
     corpus = tiny_corpus(40)
-    index = build(corpus, HashEncoder(), config)
+    index = build(corpus, hash_encoder(), config)
     ids, vectors = index.get_vectors()
-    expected = HashEncoder().embed_batch([corpus.get(i).content for i in ids], "document")
+    expected = hash_encoder().embed_batch([corpus.get(i).content for i in ids], "document")
     np.testing.assert_allclose(vectors, expected, rtol=1e-6)
 
 
 def test_opening_with_another_encoder_is_refused(config: IndexConfig) -> None:
-    build(tiny_corpus(10), HashEncoder(dim=32), config)
+    build(tiny_corpus(10), hash_encoder(dim=32), config)
     with pytest.raises(IndexMismatchError, match=r"'hash-32'.*'other-32'.*another collection name, or rebuild"):
-        build(tiny_corpus(10), HashEncoder(dim=32, name="other"), config)
+        build(tiny_corpus(10), hash_encoder(dim=32, name="other"), config)
     with pytest.raises(IndexMismatchError, match=r"32-d.*16-d"):
-        ChromaIndex.for_encoder(config, HashEncoder(dim=16, name="hash"))
-    index = ChromaIndex.for_encoder(config, HashEncoder())
+        ChromaIndex.for_encoder(config, hash_encoder(dim=16, name="hash"))
+    index = ChromaIndex.for_encoder(config, hash_encoder())
     with pytest.raises(IndexMismatchError):
-        DenseRetriever(HashEncoder(name="other"), index)
+        DenseRetriever(hash_encoder(name="other"), index)
 
 
 def test_an_incomplete_index_refuses_queries(config: IndexConfig) -> None:
-    index = build(tiny_corpus(10), HashEncoder(), config)
+    index = build(tiny_corpus(10), hash_encoder(), config)
     index.mark_complete(False)
     with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index`"):
         index.query(np.ones((1, 32), np.float32), 3)
@@ -178,10 +157,10 @@ def test_an_incomplete_index_refuses_queries(config: IndexConfig) -> None:
 KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from tests.retrieval.test_index import HashEncoder, tiny_corpus, NO_CACHE
+from tests.retrieval.test_index import hash_encoder, tiny_corpus, NO_CACHE
 from qkrag.retrieval.index import IndexConfig, build_index
 config = IndexConfig(collection="test-docs", path={path!r}, batch_size=100)
-build_index(tiny_corpus(3000), HashEncoder(delay=0.05, log={log!r}), config, NO_CACHE, progress=False)
+build_index(tiny_corpus(3000), hash_encoder(delay=0.05, log={log!r}), config, NO_CACHE, progress=False)
 print("finished")
 """
 
@@ -207,19 +186,19 @@ def test_a_killed_build_is_incomplete_and_resumes_to_exactly_once(tmp_path: Path
     assert child.returncode == -signal.SIGKILL
 
     config = IndexConfig(collection="test-docs", path=path, batch_size=100)
-    index = ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+    index = ChromaIndex.for_encoder(config, hash_encoder(), create=False)
     assert not index.complete
     assert 0 < index.count() < 3000
     with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index` to finish it"):
-        DenseRetriever(HashEncoder(), index).search(["apple river"], 5)
+        DenseRetriever(hash_encoder(), index).search(["apple river"], 5)
     done_before = index.count()
 
-    resumed = build_index(tiny_corpus(3000), HashEncoder(log=str(log)), config, NO_CACHE, progress=False)
+    resumed = build_index(tiny_corpus(3000), hash_encoder(log=str(log)), config, NO_CACHE, progress=False)
     assert resumed.complete and resumed.count() == 3000
     assert resumed.last_build.added == 3000 - done_before and resumed.last_build.unchanged == done_before
     ids = resumed.all_ids()
     assert len(ids) == 3000 and set(ids) == set(tiny_corpus(3000).ids)
-    assert DenseRetriever(HashEncoder(), resumed).search(["apple river"], 5)[0]
+    assert DenseRetriever(hash_encoder(), resumed).search(["apple river"], 5)[0]
 
 
 # ------------------------------------------------------------------------------------------------ searching
@@ -229,7 +208,7 @@ def test_a_killed_build_is_incomplete_and_resumes_to_exactly_once(tmp_path: Path
 def test_chroma_agrees_with_exact_search(config: IndexConfig, space: str) -> None:
     config.space = space  # type: ignore[assignment]
     corpus = tiny_corpus(300)
-    encoder = HashEncoder()
+    encoder = hash_encoder()
     index = build(corpus, encoder, config)
     exact = ExactIndex.from_chroma(index)
     queries = encoder.embed_batch([" ".join(WORDS[i : i + 2]) for i in range(10)], "query")
@@ -258,7 +237,7 @@ def test_similarity_scores_have_the_documented_meaning(config: IndexConfig) -> N
 
 def test_a_sibling_collection_holds_other_vectors_beside_the_raw_one(config: IndexConfig) -> None:
     corpus = tiny_corpus(50)
-    raw = build(corpus, HashEncoder(), config)
+    raw = build(corpus, hash_encoder(), config)
     ids, vectors = raw.get_vectors()
     projected = raw.sibling("test-docs-projected", "hash-32|proj", 8)
     projected.add_vectors(ids, vectors[:, :8] * 2, [corpus.get(i).content for i in ids])
@@ -276,7 +255,7 @@ def test_a_sibling_collection_holds_other_vectors_beside_the_raw_one(config: Ind
 
 def test_dense_retriever_over_chroma_and_exact(config: IndexConfig) -> None:
     corpus = Corpus.from_texts({"a": "copper lantern harbor", "b": "violin forest meadow", "c": "quartz orbit falcon"})
-    encoder = HashEncoder()
+    encoder = hash_encoder()
     chroma = build(corpus, encoder, config)
     exact = ExactIndex(corpus.ids, encoder.embed_batch(corpus.contents, "document"), "cosine",
                        texts=dict(zip(corpus.ids, corpus.contents)))
@@ -308,12 +287,6 @@ def test_exact_index_rejects_misshapen_input() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ real server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 CHROMA_PROCESSES: dict[int, subprocess.Popen] = {}  # port -> the `chroma run` serving it
@@ -352,7 +325,7 @@ def chroma_server(tmp_path: Path):
 def test_server_path_against_a_real_chroma_server(chroma_server: int) -> None:
     config = IndexConfig(collection="served-docs", host="127.0.0.1", port=chroma_server, batch_size=64)
     corpus = tiny_corpus(200)
-    encoder = HashEncoder()
+    encoder = hash_encoder()
     index = build(corpus, encoder, config)
     again = build(corpus, encoder, config)
     assert index.count() == again.count() == 200 and again.last_build.unchanged == 200
@@ -360,12 +333,12 @@ def test_server_path_against_a_real_chroma_server(chroma_server: int) -> None:
     queries = encoder.embed_batch(["apple river", "quartz orbit"], "query")
     assert recall_at_k(again.query(queries, 10)[1], ExactIndex.from_chroma(again).query(queries, 10)[1]) >= 0.95
     with pytest.raises(IndexMismatchError):
-        ChromaIndex.for_encoder(config, HashEncoder(name="other"))
+        ChromaIndex.for_encoder(config, hash_encoder(name="other"))
 
 
 def test_an_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(QkragError, match="cannot reach a Chroma server.*chroma run"):
-        ChromaIndex.for_encoder(IndexConfig(host="127.0.0.1", port=free_port()), HashEncoder())
+        ChromaIndex.for_encoder(IndexConfig(host="127.0.0.1", port=free_port()), hash_encoder())
 
 
 # ------------------------------------------------------------------------------------------------ real model
@@ -396,12 +369,12 @@ def test_default_model_end_to_end(config: IndexConfig) -> None:
 WRITER_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
-from tests.retrieval.test_index import HashEncoder, prefixed_corpus, NO_CACHE
+from tests.retrieval.test_index import hash_encoder, prefixed_corpus, NO_CACHE
 from qkrag.errors import QkragError
 from qkrag.retrieval.index import IndexConfig, build_index
 config = IndexConfig(collection="shared-docs", path={path!r}, batch_size=25, lock_timeout={lock_timeout})
 try:
-    build_index(prefixed_corpus({prefix!r}, 300), HashEncoder(delay={delay}, log={log!r}), config, NO_CACHE,
+    build_index(prefixed_corpus({prefix!r}, 300), hash_encoder(delay={delay}, log={log!r}), config, NO_CACHE,
                 progress=False)
 except QkragError as err:
     print(f"error: {{err}}", file=sys.stderr)
@@ -448,11 +421,11 @@ def test_two_concurrent_builds_into_one_collection_never_mix(tmp_path: Path) -> 
                 p.kill()
     assert first.returncode == 0 and second.returncode == 0, results
     config = IndexConfig(collection="shared-docs", path=tmp_path / "chroma")
-    index = ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+    index = ChromaIndex.for_encoder(config, hash_encoder(), create=False)
     ids = index.all_ids()
     assert index.complete and index.count() == 300 and set(ids) == set(prefixed_corpus("b", 300).ids)
     assert index.metadata["qkrag:count"] == 300
-    assert DenseRetriever(HashEncoder(), index).search(["apple river"], 5)[0]
+    assert DenseRetriever(hash_encoder(), index).search(["apple river"], 5)[0]
 
 
 @pytest.mark.slow
@@ -463,7 +436,7 @@ def test_a_second_writer_that_waits_too_long_fails_with_a_clear_message(tmp_path
         config = IndexConfig(collection="shared-docs", path=tmp_path / "chroma", lock_timeout=0.5)
         with pytest.raises(QkragError, match=rf"shared-docs.*another process \(pid {first.pid}\) is writing it.*"
                                              r"waited 0.5 s.*Fix: let that run finish"):
-            build_index(prefixed_corpus("b", 300), HashEncoder(), config, NO_CACHE, progress=False)
+            build_index(prefixed_corpus("b", 300), hash_encoder(), config, NO_CACHE, progress=False)
     finally:
         first.kill()
         first.wait(30)
@@ -478,15 +451,15 @@ def test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt(config: In
 
     options = EmbedOptions(cache=DiskCache(tmp_path / "emb.sqlite"), progress=False)
     corpus = tiny_corpus(40)
-    build_index(corpus, HashEncoder(), config, options, progress=False)
+    build_index(corpus, hash_encoder(), config, options, progress=False)
     raw = chromadb.PersistentClient(path=str(config.path), settings=chromadb.Settings(anonymized_telemetry=False))
     rogue = raw.get_collection(config.collection, embedding_function=None)
     rogue.upsert(ids=corpus.ids, embeddings=np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32),
                  documents=corpus.contents)
-    again = build_index(corpus, HashEncoder(), config, options, progress=False)
+    again = build_index(corpus, hash_encoder(), config, options, progress=False)
     assert "not what the encoder makes of their texts" in again.last_build.rebuilt
     assert again.complete and again.count() == 40 and again.last_build.added == 40
-    query = HashEncoder().embed_batch([corpus.contents[7]], "query")
+    query = hash_encoder().embed_batch([corpus.contents[7]], "query")
     assert again.query(query, 1)[1][0][0] == "d7"
 
 
@@ -494,11 +467,11 @@ def test_a_collection_with_more_vectors_than_its_build_stored_is_rebuilt(config:
     import chromadb
 
     corpus = tiny_corpus(30)
-    build(corpus, HashEncoder(), config)
+    build(corpus, hash_encoder(), config)
     raw = chromadb.PersistentClient(path=str(config.path), settings=chromadb.Settings(anonymized_telemetry=False))
     raw.get_collection(config.collection, embedding_function=None).add(
         ids=["x1", "x2"], embeddings=np.ones((2, 32), np.float32), documents=["other corpus", "other corpus"])
-    again = build(corpus, HashEncoder(), config)
+    again = build(corpus, hash_encoder(), config)
     assert again.last_build.rebuilt == "it holds 32 vectors where its completed build stored 30"
     assert again.count() == 30 and set(again.all_ids()) == set(corpus.ids)
 
@@ -509,17 +482,17 @@ def test_a_collection_with_corrupt_hnsw_files_is_rebuilt(config: IndexConfig, tm
     from chromadb.api.client import SharedSystemClient
 
     corpus = tiny_corpus(1500)  # enough for Chroma to persist its HNSW graph to files
-    build(corpus, HashEncoder(), config)
+    build(corpus, hash_encoder(), config)
     SharedSystemClient.clear_system_cache()  # as a new process would, read the graph from disk, not from memory
     graphs = list(Path(config.path).glob("*/data_level0.bin"))
     assert graphs, "Chroma kept the graph in memory only: nothing to corrupt"
     for graph in graphs:
         os.truncate(graph, graph.stat().st_size // 3)
         (graph.parent / "header.bin").write_bytes(os.urandom(100))
-    again = build(corpus, HashEncoder(), config)
+    again = build(corpus, hash_encoder(), config)
     assert again.last_build.rebuilt.startswith("reading it failed")
     assert again.complete and again.count() == 1500 and again.last_build.added == 1500
-    query = HashEncoder().embed_batch([corpus.contents[3]], "query")
+    query = hash_encoder().embed_batch([corpus.contents[3]], "query")
     assert again.query(query, 1)[1][0][0] == "d3"
 
 
@@ -528,10 +501,10 @@ def test_a_collection_with_corrupt_hnsw_files_is_rebuilt(config: IndexConfig, tm
 
 def test_source_hash_follows_the_content_not_the_count(config: IndexConfig) -> None:
     corpus = tiny_corpus(20)
-    first = build(corpus, HashEncoder(), config).source_hash
-    assert build(corpus, HashEncoder(), config).source_hash == first  # a re-run changes nothing
+    first = build(corpus, hash_encoder(), config).source_hash
+    assert build(corpus, hash_encoder(), config).source_hash == first  # a re-run changes nothing
     edited = Corpus.from_texts({d.id: (d.text + " violin" if d.id == "d3" else d.text) for d in corpus})
-    assert build(edited, HashEncoder(), config).source_hash != first  # same ids, same count, one text changed
+    assert build(edited, hash_encoder(), config).source_hash != first  # same ids, same count, one text changed
     # A collection qkrag did not build from a corpus: the hash is computed over its ids and vectors.
     other = ChromaIndex.open(IndexConfig(collection="manual-docs", path=config.path), "manual", 2)
     other.add_vectors(["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]]))
@@ -546,7 +519,7 @@ def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: Inde
     """The projection and bench code call `sibling(name, fingerprint, dim, space)` and reuse it when it is complete
     with the right count: after the documents change (same ids, new texts) that must not serve the old vectors."""
     corpus = tiny_corpus(20)
-    raw = build(corpus, HashEncoder(), config)
+    raw = build(corpus, hash_encoder(), config)
 
     def derived(raw: ChromaIndex) -> ChromaIndex:  # what ProjectedRetriever / bench do, unchanged
         sibling = raw.sibling("test-docs-derived", "hash-32|half", 16, "ip")
@@ -561,12 +534,12 @@ def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: Inde
     old = derived(raw)
     assert old.is_current(raw.source_hash)
     edited = Corpus.from_texts({d.id: f"violin quartz {d.id}" for d in corpus})  # same ids, same count
-    raw = build(edited, HashEncoder(), config)
+    raw = build(edited, hash_encoder(), config)
     stale = raw.sibling("test-docs-derived", "hash-32|half", 16, "ip")
     assert not stale.is_current(raw.source_hash) and stale.count() == 0 and not stale.complete
     fresh = derived(raw)
     assert fresh.is_current(raw.source_hash)
-    hit = fresh.search_vectors(HashEncoder().embed_batch(["violin quartz d5"], "query")[:, :16], 1)[0][0]
+    hit = fresh.search_vectors(hash_encoder().embed_batch(["violin quartz d5"], "query")[:, :16], 1)[0][0]
     assert hit.text == edited.get(hit.id).content  # new texts, not the old ones
     assert derived(raw).is_current(raw.source_hash)  # and a re-run reuses it
     # An explicit source hash works too, for vectors derived from something other than this collection.
@@ -583,38 +556,16 @@ def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: Inde
 
 @pytest.fixture
 def silent_port():
-    """A port on 127.0.0.1 that accepts connections and never answers (a hung server, a firewall black hole)."""
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])  # keep it open, say nothing
-            except OSError:
-                pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for conn in held:
-        conn.close()
-    listener.close()
+    """A port on 127.0.0.1 whose server reads each request and never answers (a hung server)."""
+    with FakeOpenAIServer(mode="slow", slow_seconds=60) as hung:
+        yield hung.httpd.server_address[1]
 
 
 def test_a_chroma_address_that_never_answers_fails_within_the_timeout(silent_port: int) -> None:
     config = IndexConfig(collection="hung-docs", host="127.0.0.1", port=silent_port, timeout=1.0)
     started = time.monotonic()
     with pytest.raises(QkragError, match=r"127.0.0.1:\d+: accepts connections but did not answer within 1 s.*Fix"):
-        ChromaIndex.for_encoder(config, HashEncoder(), create=False)
+        ChromaIndex.for_encoder(config, hash_encoder(), create=False)
     assert time.monotonic() - started < 10
 
 
@@ -631,13 +582,51 @@ def test_timeouts_default_to_a_minute_and_follow_the_environment(monkeypatch) ->
 @pytest.mark.slow
 def test_a_chroma_server_that_stops_answering_midway_fails_within_the_timeout(chroma_server: int) -> None:
     config = IndexConfig(collection="served-docs", host="127.0.0.1", port=chroma_server, timeout=2.0)
-    index = build(tiny_corpus(50), HashEncoder(), config)
+    index = build(tiny_corpus(50), hash_encoder(), config)
     server = CHROMA_PROCESSES[chroma_server]
     os.kill(server.pid, signal.SIGSTOP)  # still listening, accepting into its backlog, never answering
     try:
         started = time.monotonic()
         with pytest.raises(QkragError, match=r"did not answer query\(\) within 2 s.*Fix"):
-            index.query(HashEncoder().embed_batch(["apple"], "query"), 3)
+            index.query(hash_encoder().embed_batch(["apple"], "query"), 3)
         assert time.monotonic() - started < 15
     finally:
         os.kill(server.pid, signal.SIGCONT)
+
+
+def test_read_collection_reads_everything_and_writes_nothing(tmp_path):
+    from qkrag.retrieval.index import connect, read_collection
+
+    encoder = hash_encoder()
+    corpus = Corpus.from_texts({"b": "bread rises with yeast", "a": "chains need oil", "c": "cats sit on mats"})
+    config = IndexConfig(collection="tiny", path=tmp_path / "chroma", ef_search=123)
+    build_index(corpus, encoder, config, NO_CACHE)
+
+    def state():
+        return {c.name: (c.metadata, c.count(), c.configuration["hnsw"]) for c in connect(config).list_collections()}
+
+    before = state()
+    ids, vectors, texts, space = read_collection(IndexConfig(collection="tiny", path=tmp_path / "chroma"), encoder)
+    assert ids == ["a", "b", "c"] and texts == {d.id: d.content for d in corpus} and space == "cosine"
+    stored = dict(zip(*ChromaIndex.for_encoder(config, encoder, create=False).get_vectors()))
+    np.testing.assert_allclose(vectors, np.stack([stored[i] for i in ids]))
+    assert state() == before  # ChromaIndex.open would have applied ef_search=100
+    with pytest.raises(InputError, match="does not exist"):
+        read_collection(IndexConfig(collection="nope", path=tmp_path / "chroma"), encoder)
+    with pytest.raises(InputError, match="no Chroma database"):
+        read_collection(IndexConfig(collection="tiny", path=tmp_path / "absent"), encoder)
+    assert not (tmp_path / "absent").exists()
+    with pytest.raises(IndexMismatchError):
+        read_collection(IndexConfig(collection="tiny", path=tmp_path / "chroma"), hash_encoder(dim=8))
+
+
+def test_a_collection_in_another_space_can_be_read(tmp_path, fake_encoder):
+    from qkrag.data import Corpus, Document
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig, build_index
+
+    corpus = Corpus([Document(f"d{i}", f"text number {i} about thing {i % 3}") for i in range(6)], source="mem")
+    build_index(corpus, fake_encoder, IndexConfig(collection="ip-docs", path=tmp_path / "db", space="ip"),
+                progress=False)
+    read = ChromaIndex.for_encoder(IndexConfig(collection="ip-docs", path=tmp_path / "db"), fake_encoder,
+                                   create=False)
+    assert read.space == "ip" and read.count() == 6

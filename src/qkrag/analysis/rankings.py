@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from qkrag.errors import fail
+from qkrag.projection.select import cross_validate, kfold
 from qkrag.retrieval.base import Hit
 
 if TYPE_CHECKING:
-    from qkrag.projection.data import Pairs
-    from qkrag.projection.train import TrainConfig
+    pass
 
 Predicate = Callable[[Hit], bool]
 
@@ -83,50 +83,39 @@ def side_by_side(query: str, columns: Mapping[str, Sequence[Hit]], k: int = 3, w
     return "\n".join([f"query: {query}", header, rule, *rows])
 
 
-def kfold(pairs: Pairs, folds: int = 3, seed: int = 0) -> list[tuple[Pairs, Pairs]]:
-    """(train, validation) for each of `folds` disjoint query folds: every query is held out exactly once, and a
-    query's pairs never straddle a fold."""
-    if not 2 <= folds <= pairs.n_queries:
-        raise fail("kfold folds", f"{folds!r} folds for {pairs.n_queries} queries",
-                   "use between 2 and the number of queries")
-    order = np.random.default_rng(seed).permutation(pairs.n_queries)
-    out = []
-    for held in np.array_split(order, folds):
-        is_val = np.isin(pairs.groups, held)
-        out.append((pairs.subset(np.flatnonzero(~is_val), f"{pairs.source} (fold train)"),
-                    pairs.subset(np.flatnonzero(is_val), f"{pairs.source} (fold validation)")))
-    return out
-
-
-def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant: str = "qk", folds: int = 3,
-                   seed: int = 0) -> dict[str, dict[str, float]]:
-    """Train each named config on every fold and report validation nDCG: `{name: {"ndcg": mean over folds of the
-    selected model, "init_ndcg": the same for the untrained start, "gain": their difference, "best_epoch": the
-    median selected epoch (0 = the untrained start won)}}`. Pick the config with the best mean, then train it on all
-    the pairs (for `best_epoch` epochs): the test split is never looked at.
-
-    Each fold keeps its best trained epoch whatever its p-value (`selection_alpha=1`): a fold has too few queries to
-    test a gain on its own, and whether training helps is what the mean over the folds answers."""
-    import dataclasses
-
-    from qkrag.projection.model import train_projection
-
-    if not configs:
-        raise fail("cross_validate", "no configs given", "pass {name: TrainConfig}")
-    splits = kfold(pairs, folds, seed)
-    out: dict[str, dict[str, float]] = {}
-    for name, config in configs.items():
-        scores, starts, epochs = [], [], []
-        for train, validation in splits:
-            model = train_projection(train, dataclasses.replace(config, selection_alpha=1.0), variant=variant,
-                                     validation=validation)
-            key = f"ndcg@{config.eval_k}"
-            scores.append(model.validation_[key])
-            starts.append(model.validation_[f"init_{key}"])
-            epochs.append(model.validation_["best_epoch"])
-        out[name] = {"ndcg": float(np.mean(scores)), "init_ndcg": float(np.mean(starts)),
-                     "gain": float(np.mean(scores) - np.mean(starts)), "best_epoch": int(np.median(epochs))}
-    return out
-
-
 __all__ = ["changed_queries", "cross_validate", "id_prefix", "kfold", "share_of", "side_by_side"]
+
+
+def compare_rankings(columns: Mapping[str, Sequence[Hit]], base: str, k: int = 10) -> list[dict]:
+    """One query's top-`k` under several retrievers as rows: retriever, rank, rank change against `base` (positive =
+    moved up; None when `base` did not rank the document), the base's score (raw cosine when `base` is cosine),
+    the probability (when a projection scored the hit), id and text. Pass `base` deeper than `k` to place more."""
+    if base not in columns:
+        raise fail("compare_rankings", f"base {base!r} is not one of the columns {list(columns)}",
+                   "name the raw cosine column as base")
+    base_rank = {h.id: r for r, h in enumerate(columns[base], 1)}
+    base_score = {h.id: h.score for h in columns[base]}
+    rows = []
+    for name, hits in columns.items():
+        for rank, hit in enumerate(hits[:k], 1):
+            before = base_rank.get(hit.id)
+            rows.append({"retriever": name, "rank": rank, "rank_change": None if before is None else before - rank,
+                         "cosine": base_score.get(hit.id), "probability": hit.probability, "id": hit.id,
+                         "text": " ".join((hit.text or "").split())})
+    return rows
+
+
+def format_comparison(query: str, rows: Sequence[dict], width: int = 60) -> str:
+    """`compare_rankings` rows as a labelled text table for a terminal."""
+    def num(value, fmt: str) -> str:
+        return "—" if value is None else format(value, fmt)
+
+    name_width = max([9] + [len(r["retriever"]) for r in rows])
+    id_width = max([2] + [len(r["id"]) for r in rows])
+    lines = [f"query: {query}",
+             f"  {'retriever':<{name_width}}  rank  change  cosine  p(rel)  {'id':<{id_width}}  text"]
+    for r in rows:
+        change = "—" if r["rank_change"] is None else ("·" if r["rank_change"] == 0 else f"{r['rank_change']:+d}")
+        lines.append(f"  {r['retriever']:<{name_width}}  {r['rank']:>4}  {change:>6}  {num(r['cosine'], '6.3f'):>6}  "
+                     f"{num(r['probability'], '6.3f'):>6}  {r['id']:<{id_width}}  {r['text'][:width]}")
+    return "\n".join(lines)

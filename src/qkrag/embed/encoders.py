@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, server_identity,
-                    unpack_vector)
+from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, quiet,
+                         server_identity, unpack_vector)
 from qkrag.errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
@@ -69,7 +69,8 @@ class SentenceTransformerEncoder(Encoder):
 
     def __init__(self, model: str | None = None, *, query_prefix: str = "", document_prefix: str = "",
                  batch_size: int = 64, device: str = "cpu", normalize: bool = False):
-        self.model_name = model or DEFAULT_MODEL
+        # the shipped model's short name is the same model: same fingerprint, same caches and indexes
+        self.model_name = DEFAULT_MODEL if model in (None, "", "all-MiniLM-L6-v2") else model
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.batch_size = batch_size
@@ -298,7 +299,7 @@ def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, t
 
     if todo:
         encoder.warm_up()
-    with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=not options.progress or not todo,
+    with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=quiet() or not options.progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from qkrag.cache import content_hash
+from qkrag.cache import content_hash, quiet
 from qkrag.embed.encoders import SentenceTransformerEncoder, resolve_model_path
 from qkrag.errors import fail
 
@@ -45,15 +45,15 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
 
     Batches never hold the same passage twice: a duplicate would be a false in-batch negative.
     """
+    config = config or FinetuneConfig()
+    if len(queries) != len(positives) or not queries:  # before the imports: they cost seconds
+        raise fail("finetune pairs", f"{len(queries)} queries for {len(positives)} positives",
+                   "pass one positive passage per query, and at least one pair")
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from tqdm.auto import tqdm
 
-    config = config or FinetuneConfig()
-    if len(queries) != len(positives) or not queries:
-        raise fail("finetune pairs", f"{len(queries)} queries for {len(positives)} positives",
-                   "pass one positive passage per query, and at least one pair")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     name = base_model or SentenceTransformerEncoder().model_name
@@ -85,7 +85,7 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
-    for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=not config.progress):
+    for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=quiet() or not config.progress):
         features = [prepare([queries[i] for i in batch]), prepare([positives[i] for i in batch])]
         loss = loss_fn(features, torch.empty(0))
         optimizer.zero_grad()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, server_identity
+from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, quiet, server_identity
 from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, scrub_freed_memory
 from qkrag.llm.prompts import Prompt, output_problem
 
@@ -264,7 +264,7 @@ class LLM:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(requests), initial=len(requests) - sum(map(len, todo.values())), desc=desc,
-                   unit="req", disable=not progress, dynamic_ncols=True)
+                   unit="req", disable=quiet() or not progress, dynamic_ncols=True)
         pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(todo)), thread_name_prefix="qkrag-llm")
         try:
             # Set when one request finds the server down or hung: the others of this batch then fail at once instead

@@ -39,24 +39,27 @@ import math
 import os
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qkrag.cache import content_hash
+from qkrag.cache import content_hash, quiet
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import LLMError, fail
-from qkrag.retrieval.base import Space, check_space, similarity
-from qkrag.text import carries_answer, is_question, normalize, sentences, word_overlap, words
+from qkrag.pairs.config import HUMAN_RANK_TARGET, GenerateConfig, draw_examples
+from qkrag.pairs.filters import (borrowed_terms, copy_score, echoes_example, form_summary, ict_candidates,
+                                 mask_rare_terms, ngram_copy, off_form)
+from qkrag.pairs.steer import (Candidate, document_vectors, drop_near_duplicates, hard_negatives, rank_candidates,
+                               rank_positives, rank_summary, steer_candidates)
+from qkrag.pairs.store import ANSWER_JOURNAL, JOURNAL, Journal, write_pairs
+from qkrag.text import carries_answer, is_question, normalize, words
 
 if TYPE_CHECKING:
     import datasets
@@ -64,7 +67,6 @@ if TYPE_CHECKING:
     from qkrag.llm.client import LLM
 
 __all__ = [
-    "COLUMNS",
     "GenerateConfig",
     "GenerationResult",
     "HUMAN_RANK_TARGET",
@@ -76,132 +78,17 @@ __all__ = [
     "generate_from_beir",
     "generate_pairs",
     "ict_candidates",
-    "load_pairs",
     "mask_rare_terms",
     "normalize",
     "rank_positives",
     "rank_summary",
-    "SCHEMA",
 ]
 
-Policy = Literal["target", "hardest", "none"]
-Generator = Literal["llm", "ict"]
-AnswerCheck = Literal["form", "llm", "both", "none"]
 
-#: Share of human SciFact train claims whose passage ranks 1 / 2-10 / 11-100 under all-MiniLM-L6-v2 cosine
-#: (0.46, 0.79 - 0.46, 0.935 - 0.79), renormalised over the top 100: what `policy="target"` aims for by default.
-HUMAN_RANK_TARGET = (0.49, 0.355, 0.155)
-
-JOURNAL = "journal.jsonl"
-ANSWER_JOURNAL = "answer_check.jsonl"  # the LLM's answer-check verdicts, journaled like the queries
 _COUNTS = ("pool", "skipped_no_answer", "skipped_no_answer_form", "skipped_no_answer_llm", "answer_check_failed",
            "passages", "failed_passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate",
            "dropped_copy", "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants",
            "candidates", "off_form", "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
-PAIRS = "pairs.parquet"
-STATS = "stats.json"
-#: The pairs table, column -> type: the one schema the rows, the dataset's features and an empty table all follow.
-SCHEMA: dict[str, Any] = {
-    "query_id": "string", "query": "string", "positive_id": "string", "positive_text": "string",
-    "negative_ids": ["string"], "base_rank": "int64", "positive_score": "float32", "generator": "string",
-    "variant": "string", "prompt_hash": "string", "copy_score": "float32", "title_copy": "float32",
-    "ngram_copy": "float32", "words": "int64", "off_form": "bool", "candidate": "int64",
-}
-COLUMNS = tuple(SCHEMA)
-
-
-@dataclass(frozen=True)
-class GenerateConfig:
-    """What to generate and how hard to make it. Fields that change the LLM requests (prompt, seeds, temperature,
-    passage text) key the journal and the cache; the rest only change the cheap deterministic stages after it."""
-
-    generator: Generator = "llm"
-    # -- which passages ------------------------------------------------------------------------------------------
-    sample: int | None = None  # passages to sample (seeded); None = all of them (or the doc_ids given)
-    seed: int = 0
-    # Only a passage that carries an answer gets queries: "form" = `qkrag.text.carries_answer` (not a question, a
-    # request or boilerplate; cheap, applied to every candidate before sampling), "llm" = ask the LLM
-    # (`answer_check` template, one call per passage checked), "both" = form first, then the LLM; "none" = every
-    # passage. Passages that fail stay in the corpus as negatives.
-    answer_check: AnswerCheck = "form"
-    # -- the LLM stage -------------------------------------------------------------------------------------------
-    candidates: int = 4  # candidate queries sampled per passage ...
-    per_call: int = 2  # ... asked for `per_call` at a time, so ceil(candidates / per_call) calls, each its own seed
-    examples: tuple[str, ...] = ()  # up to 8 user example queries: the prompt imitates their form (few-shot)
-    template: str | None = None  # None: query_few_shot with examples, query_zero_shot without
-    temperature: float = 0.8  # sampled, so calls with different seeds give different candidates
-    max_tokens: int = 160
-    include_title: bool = False  # hiding the title removes the model's favourite thing to copy
-    max_chars: int = 1500  # passage text is cut here: prompt length dominates a small CPU model's time
-    # -- filters -------------------------------------------------------------------------------------------------
-    min_words: int = 3
-    max_words: int = 40
-    max_copy: float = 0.75  # drop a query whose longest run of words copied from the passage is >= this share of it
-    max_title_copy: float = 0.8  # ... or from the title
-    near_duplicate: float = 0.95  # cosine above which two candidates for one passage count as one
-    mask_terms: bool = True  # add a variant of each query without the passage's rare exact terms
-    mask_df: float = 0.002  # a term is rare when at most this share of documents (and at least 1) contain it
-    max_example_overlap: float = 0.6  # drop a query whose content words overlap an example's this much (Jaccard)
-    # -- failures ------------------------------------------------------------------------------------------------
-    max_failed_share: float = 0.5  # stop when more than this share of passages gets no usable LLM output
-    # -- round trip and difficulty -------------------------------------------------------------------------------
-    roundtrip_k: int = 100
-    queries_per_passage: int = 1
-    policy: Policy = "target"
-    target: tuple[float, ...] = HUMAN_RANK_TARGET  # shares for ranks 1, 2-10, 11-roundtrip_k
-    space: Space = "cosine"
-    # -- hard negatives ------------------------------------------------------------------------------------------
-    negatives: int = 4
-    negative_depth: int = 50  # mined from the top of the ranking
-    false_negative_ratio: float = 0.95  # a document scoring >= this share of the positive's score may be relevant
-    judge_negatives: bool = False  # also ask the LLM (`judge` template) and drop negatives it calls relevant
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.generator not in ("llm", "ict"):
-            raise fail("generate config generator", f"{self.generator!r} is not a generator", 'use "llm" or "ict"')
-        if self.answer_check not in ("form", "llm", "both", "none"):
-            raise fail("generate config answer_check", f"{self.answer_check!r} is not a check",
-                       'use "form", "llm", "both" or "none"')
-        for name in ("max_failed_share", "max_example_overlap"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise fail(f"generate config {name}", f"{getattr(self, name)} is not a share", "give a value in [0, 1]")
-        if self.policy not in ("target", "hardest", "none"):
-            raise fail("generate config policy", f"{self.policy!r} is not a policy", 'use "target", "hardest" or "none"')
-        for name in ("candidates", "per_call", "queries_per_passage", "roundtrip_k", "min_words", "max_chars"):
-            if getattr(self, name) < 1:
-                raise fail(f"generate config {name}", f"{getattr(self, name)} is below 1", f"set {name} >= 1")
-        if self.negatives < 0:
-            raise fail("generate config negatives", f"{self.negatives} is negative", "use 0 for no negatives")
-        if self.sample is not None and self.sample < 1:
-            raise fail("generate config sample", f"{self.sample} is below 1", "use None for all passages")
-        if len(self.target) != 3 or min(self.target) < 0 or sum(self.target) <= 0:
-            raise fail("generate config target", f"{self.target} is not three non-negative shares",
-                       "give shares for ranks 1, 2-10 and 11-roundtrip_k, e.g. (0.49, 0.355, 0.155)")
-        if len(self.examples) > 8:
-            raise fail("generate config examples", f"{len(self.examples)} examples given",
-                       "give at most 8: more cost a small model context and add little")
-        check_space(self.space)
-        object.__setattr__(self, "examples", tuple(self.examples))
-
-    @property
-    def calls(self) -> int:
-        return math.ceil(self.candidates / self.per_call)
-
-    @property
-    def template_name(self) -> str:
-        return self.template or ("query_few_shot" if self.examples else "query_zero_shot")
-
-
-def draw_examples(queries: Iterable[str], k: int, seed: int = 0) -> tuple[str, ...]:
-    """`k` example queries drawn (seeded) from a user's own queries, for the few-shot prompt: what `qkrag bench` and
-    the generation benchmark both use, so the same seed gives the same prompts and a rerun hits the LLM cache.
-    Draw them from training queries only: an example that is also a test query leaks it into the pairs."""
-    pool = list(queries)
-    if k <= 0 or not pool:
-        return ()
-    rng = np.random.default_rng(seed)
-    return tuple(pool[i] for i in rng.choice(len(pool), min(k, len(pool)), replace=False))
 
 
 @dataclass
@@ -219,197 +106,12 @@ class GenerationResult:
 # words, normalize, sentences and is_question live in qkrag.text (pure text measures) and are imported above.
 
 
-def copy_score(query: str, passage: str) -> float:
-    """Longest run of consecutive query words found verbatim in `passage`, as a share of the query's words.
-
-    1.0 is a copied sentence or title; a paraphrase scores low even when it shares many single words.
-    """
-    q, p = words(query), words(passage)
-    if not q:
-        return 0.0
-    where: dict[str, list[int]] = {}
-    for i, w in enumerate(p):
-        where.setdefault(w, []).append(i)
-    best, prev = 0, {}  # prev: passage position -> length of the run ending there with the previous query word
-    for w in q:
-        cur = {i: prev.get(i - 1, 0) + 1 for i in where.get(w, ())}
-        if cur:
-            best = max(best, max(cur.values()))
-        prev = cur
-    return best / len(q)
-
-
-def ngram_copy(query: str, passage: str, n: int = 3) -> float:
-    """Share of the query's word n-grams that occur in `passage` (n shrinks for queries shorter than n words)."""
-    q, p = words(query), words(passage)
-    if not q:
-        return 0.0
-    n = min(n, len(q))
-    grams = [tuple(q[i : i + n]) for i in range(len(q) - n + 1)]
-    have = {tuple(p[i : i + n]) for i in range(len(p) - n + 1)}
-    return sum(g in have for g in grams) / len(grams)
-
-
-def mask_rare_terms(query: str, passage: str, doc_freq: Mapping[str, int], max_df: int) -> str | None:
-    """`query` without the words it shares with `passage` that at most `max_df` documents contain, or None when that
-    removes nothing. Those exact rare terms (gene names, drug names, numbers) let cosine match trivially; without
-    them the query has to be matched on meaning, which is what the projection should learn."""
-    passage_words = set(words(passage))
-    kept, dropped = [], 0
-    for token in query.split():
-        core = words(token)
-        if core and all(w in passage_words and doc_freq.get(w, 0) <= max_df for w in core):
-            dropped += 1
-            continue
-        kept.append(token)
-    if not dropped:
-        return None
-    masked = " ".join(kept).strip(" ,;:-")
-    return masked or None
-
-
-def ict_candidates(doc: Document, n: int, seed: int, min_words: int = 5, max_words: int = 40) -> list[tuple[str, str]]:
-    """Inverse Cloze Task: up to `n` (sentence, passage without that sentence) pairs, sentences drawn seeded."""
-    parts = sentences(doc.text)
-    if len(parts) < 2:
-        return []
-    usable = [i for i, s in enumerate(parts) if min_words <= len(words(s)) <= max_words]
-    rng = random.Random(content_hash("ict", seed, doc.id))
-    picked = sorted(rng.sample(usable, min(n, len(usable))))
-    rest = lambda i: " ".join(parts[:i] + parts[i + 1 :])  # noqa: E731
-    return [(parts[i], f"{doc.title} {rest(i)}".strip()) for i in picked]
-
-
 # ------------------------------------------------------------------------------------------------ ranking
-
-def _doc_vectors(encoder: Encoder, corpus: Corpus, progress: bool) -> np.ndarray:
-    return embed(encoder, corpus.contents, "document", EmbedOptions(progress=progress), desc="embed corpus")
-
-
-def _rank(query_vecs: np.ndarray, pos_vecs: np.ndarray, positions: np.ndarray, doc_vecs: np.ndarray, space: Space,
-          depth: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rank of each query's positive among all documents (1 = best), its score, and the top `depth` other documents.
-
-    The positive is scored against its own vector (`pos_vecs`: the document itself, or for ICT the passage without
-    the cut sentence), every other document against the corpus vectors."""
-    import torch
-
-    n = len(query_vecs)
-    depth = min(depth, doc_vecs.shape[0] - 1)
-    ranks, pos_scores = np.zeros(n, np.int64), np.zeros(n, np.float32)
-    top_scores, top_pos = np.zeros((n, depth), np.float32), np.zeros((n, depth), np.int64)
-    for start in range(0, n, batch_size):
-        end = min(n, start + batch_size)
-        scores = similarity(query_vecs[start:end], doc_vecs, space)
-        own = similarity(query_vecs[start:end], pos_vecs[start:end], space).diagonal()
-        rows = torch.arange(end - start)
-        cols = torch.from_numpy(positions[start:end])
-        scores[rows, cols] = -torch.inf
-        ranks[start:end] = ((scores > own[:, None]).sum(1) + 1).numpy()
-        pos_scores[start:end] = own.numpy()
-        if depth > 0:
-            top = torch.topk(scores, depth, dim=1)
-            top_scores[start:end], top_pos[start:end] = top.values.numpy(), top.indices.numpy()
-    return ranks, pos_scores, top_scores, top_pos
-
-
-def rank_positives(encoder: Encoder, corpus: Corpus, queries: Sequence[str], positive_ids: Sequence[str],
-                   space: Space = "cosine", progress: bool = False) -> np.ndarray:
-    """Rank (1 = best) of each query's positive document among the whole corpus under the base encoder: the measure
-    of how hard a pair is, for generated pairs and for human ones alike."""
-    doc_vecs = _doc_vectors(encoder, corpus, progress)
-    q = embed(encoder, list(queries), "query", EmbedOptions(progress=progress))
-    positions = np.array([corpus.position(d) for d in positive_ids], dtype=np.int64)
-    return _rank(q, doc_vecs[positions], positions, doc_vecs, space, depth=0)[0]
-
-
-def rank_summary(ranks: Iterable[int]) -> dict[str, float]:
-    """Share of positives at rank 1, in the top 10 and top 100; median and count."""
-    r = np.asarray(list(ranks), dtype=np.int64)
-    if r.size == 0:
-        return {"n": 0, "rank1": 0.0, "top10": 0.0, "top100": 0.0, "median_rank": 0.0}
-    return {"n": int(r.size), "rank1": float((r == 1).mean()), "top10": float((r <= 10).mean()),
-            "top100": float((r <= 100).mean()), "median_rank": float(np.median(r))}
-
-
-def off_form(query: str, examples: Sequence[str]) -> bool:
-    """True when `query` is a question and (nearly) none of the user's examples are, or the other way round. Small
-    models turn claims into questions half the time; a projection trained on questions then meets claims at test."""
-    if not examples:
-        return False
-    share = sum(map(is_question, examples)) / len(examples)
-    return (share <= 0.25 and is_question(query)) or (share >= 0.75 and not is_question(query))
-
-
-def form_summary(queries: Sequence[str], passages: Sequence[str]) -> dict[str, float]:
-    """How queries look next to their passages: mean length in words, question share, copied word-trigram share,
-    copy score."""
-    if not queries:
-        return {"mean_words": 0.0, "question_share": 0.0, "ngram_copy": 0.0, "copy_score": 0.0}
-    return {"mean_words": float(np.mean([len(words(q)) for q in queries])),
-            "question_share": float(np.mean([is_question(q) for q in queries])),
-            "ngram_copy": float(np.mean([ngram_copy(q, p) for q, p in zip(queries, passages)])),
-            "copy_score": float(np.mean([copy_score(q, p) for q, p in zip(queries, passages)]))}
 
 
 # ------------------------------------------------------------------------------------------------ the journal
 
-class _Journal:
-    """Append-only JSONL of finished passages. Each record is flushed and fsynced before the next passage starts, so
-    after a kill the file holds every finished passage plus at most one torn last line, which `read` drops."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> dict[str, dict]:
-        records: dict[str, dict] = {}
-        if not self.path.exists():
-            return records
-        data = self.path.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # torn last line of a killed run
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise fail(str(self.path), f"line at byte {good_end} is not valid JSON (not the last line, so not a "
-                           "torn write)", "delete the out_dir (or just its journal) and run again") from None
-            records[record["doc_id"] + "\0" + record["fingerprint"]] = record
-            good_end += len(line)
-        if good_end < len(data):  # cut the torn tail so the next append starts on a fresh line
-            with self.path.open("r+b") as handle:
-                handle.truncate(good_end)
-                os.fsync(handle.fileno())
-        return records
-
-    def append(self, records: Iterable[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as handle:
-            for record in records:
-                handle.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-
-
 # ------------------------------------------------------------------------------------------------ the pipeline
-
-@dataclass
-class _Candidate:
-    doc_id: str
-    text: str
-    positive_text: str
-    generator: str
-    variant: str  # "llm", "masked", "ict"
-    prompt_hash: str
-    index: int  # order of generation within the passage: ties break on it
-    copy_score: float = 0.0
-    title_copy: float = 0.0
-    ngram_copy: float = 0.0
-    off_form: bool = False  # a question where the examples are claims, or the other way round
-    rank: int = 0
-    score: float = 0.0
-    row: int = -1  # row in the ranking arrays
 
 
 def _candidate_pool(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None) -> list[str]:
@@ -442,7 +144,7 @@ def _choose_passages(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[s
     want = len(pool) if config.sample is None else min(config.sample, len(pool))
     if config.answer_check in ("llm", "both"):
         assert llm is not None
-        ids = _llm_answer_check(llm, corpus, pool, want, config, _Journal(out / ANSWER_JOURNAL), counts)
+        ids = _llm_answer_check(llm, corpus, pool, want, config, Journal(out / ANSWER_JOURNAL), counts)
     else:
         ids = pool[:want]
     counts["skipped_no_answer"] = counts["skipped_no_answer_form"] + counts["skipped_no_answer_llm"]
@@ -551,7 +253,7 @@ class _Failures:
 # ------------------------------------------------------------------------------------------------ answer check
 
 def _llm_answer_check(llm: LLM, corpus: Corpus, pool: list[str], want: int, config: GenerateConfig,
-                      journal: _Journal, counts: Counter) -> list[str]:
+                      journal: Journal, counts: Counter) -> list[str]:
     """The first `want` passages of `pool` that the LLM says state an answer. It checks a little more than it still
     needs at a time (some will fail), so a sample of N costs about N/(share passing) calls, not one per pool passage."""
     done = journal.read()
@@ -573,7 +275,7 @@ def _llm_answer_check(llm: LLM, corpus: Corpus, pool: list[str], want: int, conf
     return kept
 
 
-def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig, journal: _Journal,
+def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig, journal: Journal,
               done: dict[str, dict], failures: _Failures) -> list[bool | None]:
     """The LLM's yes/no per passage: from the journal, else asked (cache first); new verdicts are journaled."""
     from qkrag.llm import prompts
@@ -598,7 +300,7 @@ def _verdicts(llm: LLM, corpus: Corpus, batch: list[str], config: GenerateConfig
 
 # ------------------------------------------------------------------------------------------------ the LLM stage
 
-def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: _Journal
+def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig, journal: Journal
                ) -> tuple[dict, Counter, _Failures]:
     """Raw LLM outputs per passage, from the journal where it has them, else from the LLM (cache first).
 
@@ -629,7 +331,7 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
     # every call evaluate its whole prompt again.
     chunk = max(1, llm.config.concurrency)
     todo = list(todo_prompts)
-    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=not config.progress,
+    with tqdm(total=len(ids), initial=len(records), desc="generate", unit="passage", disable=quiet() or not config.progress,
               dynamic_ncols=True, smoothing=0.1) as bar:
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
@@ -656,7 +358,7 @@ def _llm_stage(llm: LLM, corpus: Corpus, ids: list[str], config: GenerateConfig,
 
 
 def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records: dict, doc_freq: Counter,
-                counts: Counter) -> list[_Candidate]:
+                counts: Counter) -> list[Candidate]:
     """Parse, filter and deduplicate candidates; add masked variants. Deterministic, in passage order."""
     from qkrag.llm.prompts import parse_candidates
 
@@ -667,7 +369,7 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
     common_df = max(1, int(0.01 * len(corpus)))
     example_terms = {w for e in config.examples for w in words(e) if doc_freq.get(w, 0) <= common_df}
     seen: set[str] = set()
-    out: list[_Candidate] = []
+    out: list[Candidate] = []
     for doc_id in ids:
         doc = corpus.get(doc_id)
         doc_words = set(words(doc.title + " " + doc.content)) if example_terms else set()  # once per passage
@@ -701,7 +403,7 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 if key in seen:
                     counts["dropped_duplicate"] += 1
                     continue
-                c = _Candidate(doc_id, text, positive_text, generator, kind, prompt_hash, index,
+                c = Candidate(doc_id, text, positive_text, generator, kind, prompt_hash, index,
                                copy_score(text, positive_text), copy_score(text, doc.title) if doc.title else 0.0,
                                ngram_copy(text, positive_text))
                 index += 1
@@ -709,10 +411,10 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                                                        and len(words(doc.title)) >= 3):
                     counts["dropped_copy"] += 1
                     continue
-                if kind != "ict" and _echoes_example(text, config):
+                if kind != "ict" and echoes_example(text, config):
                     counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
                     continue
-                if kind != "ict" and example_terms and _borrowed_terms(text, doc_words, example_terms):
+                if kind != "ict" and example_terms and borrowed_terms(text, doc_words, example_terms):
                     counts["dropped_example_terms"] += 1
                     continue
                 c.off_form = off_form(text, config.examples)
@@ -720,125 +422,6 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                 seen.add(key)
                 out.append(c)
     return out
-
-
-def _echoes_example(query: str, config: GenerateConfig) -> bool:
-    """True when `query` is one of the user's examples or nearly: the same words once normalised, a long run copied
-    from one (`copy_score`), or most of one's content words (`word_overlap`). A small model hands the examples back
-    with a word added or dropped ("Who did Denver beat in the AFC Championship game"), which breaks a copied run but
-    not the overlap; such a query is the user's own, not one about the passage."""
-    key = normalize(query)
-    return any(key == normalize(e) or copy_score(query, e) >= config.max_copy
-               or word_overlap(query, e) >= config.max_example_overlap for e in config.examples)
-
-
-def _borrowed_terms(query: str, doc_words: set[str], example_terms: set[str]) -> set[str]:
-    """The query's words that come from the examples' uncommon words and appear nowhere in its passage."""
-    return (set(words(query)) & example_terms) - doc_words
-
-
-def _drop_near_duplicates(cands: list[_Candidate], vecs: np.ndarray, threshold: float, counts: Counter
-                          ) -> tuple[list[_Candidate], np.ndarray]:
-    """Within each passage, drop a candidate whose embedding is nearly that of an earlier one (a reworded twin)."""
-    unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    keep: list[int] = []
-    by_doc: dict[str, list[int]] = {}
-    for i, c in enumerate(cands):
-        kept = by_doc.setdefault(c.doc_id, [])
-        if kept and float((unit[kept] @ unit[i]).max()) >= threshold:
-            counts["dropped_near_duplicate"] += 1
-            continue
-        kept.append(i)
-        keep.append(i)
-    return [cands[i] for i in keep], vecs[keep]
-
-
-def _bucket(rank: int, k: int) -> int:
-    return 0 if rank == 1 else 1 if rank <= min(10, k) else 2
-
-
-def _preference(c: _Candidate, want: int, k: int) -> tuple:
-    """Sort key for filling a slot that wants rank bucket `want`: a candidate in that bucket, else in the bucket
-    nearest to it; within one, the one in the form of the user's examples, then (from a harder bucket the easiest,
-    from an easier bucket the hardest) the least copied."""
-    b = _bucket(c.rank, k)
-    return abs(b - want), c.off_form, 0 if b == want else c.rank if b > want else -c.rank, c.copy_score, c.index
-
-
-def _steer(cands: list[_Candidate], config: GenerateConfig) -> list[_Candidate]:
-    """Per passage, choose which round-tripping candidates become pairs (see `GenerateConfig.policy`)."""
-    by_doc: dict[str, list[_Candidate]] = {}
-    for c in cands:
-        by_doc.setdefault(c.doc_id, []).append(c)
-    groups = {d: sorted(g, key=lambda c: c.index) for d, g in by_doc.items()}
-    q = config.queries_per_passage
-    if config.policy == "none":
-        return [c for g in groups.values() for c in g[:q]]
-    if config.policy == "hardest":
-        return [c for g in groups.values() for c in sorted(g, key=lambda c: (-c.rank, c.index))[:q]]
-    # "target": steer all passages at once. Drawing a bucket per passage falls short of the target whenever a passage
-    # has only easy candidates (it must give rank 1 whatever it drew) while another, with a choice, drew rank 1 too.
-    # So: a quota per bucket over all picks; the passages with the least choice pick first, and every later one
-    # fills the bucket furthest below its quota that it can. Order within equal choice is seeded per passage.
-    k = config.roundtrip_k
-    weights = np.asarray(config.target, dtype=float) / sum(config.target)
-    quota = weights * sum(min(q, len(g)) for g in groups.values())
-    taken = np.zeros(len(weights))
-    left = {d: list(g) for d, g in groups.items()}
-    picked: dict[str, list[_Candidate]] = {d: [] for d in groups}
-    for _ in range(q):
-        todo = [d for d in groups if left[d]]
-        buckets = {d: {_bucket(c.rank, k) for c in left[d]} for d in todo}
-        todo.sort(key=lambda d: (len(buckets[d]), content_hash("steer", config.seed, d)))
-        for d in todo:
-            deficit = quota - taken
-            open_ = [b for b in buckets[d] if deficit[b] > 0]
-            # the neediest bucket this passage can fill; if it can fill none, the one nearest the neediest overall
-            want = max(open_, key=lambda b: (deficit[b], -b)) if open_ else int(np.argmax(deficit))
-            pick = min(left[d], key=lambda c: _preference(c, want, k))
-            left[d].remove(pick)
-            picked[d].append(pick)
-            taken[_bucket(pick.rank, k)] += 1
-    return [c for d in groups for c in picked[d]]
-
-
-def _judge(llm: LLM, queries: list[str], texts: list[str], progress: bool) -> list[bool | None]:
-    from qkrag.llm import prompts
-
-    results = llm.complete_many([prompts.render("judge", query=q, text=t[:1500]) for q, t in zip(queries, texts)],
-                                check=lambda t: prompts.parse_yes_no(t) is not None, on_error="skip",
-                                progress=progress, desc="judge negatives", temperature=0.0, max_tokens=4)
-    return [None if r is None else prompts.parse_yes_no(r.text) for r in results]
-
-
-def _negatives(chosen: list[_Candidate], top_scores: np.ndarray, top_pos: np.ndarray, corpus: Corpus,
-               config: GenerateConfig, llm: LLM | None, counts: Counter) -> list[list[str]]:
-    """Hard negatives from each query's ranking: skip documents scoring within `false_negative_ratio` of the positive
-    (likely unjudged positives) and exact copies of the positive; optionally drop those the LLM judges relevant."""
-    if config.negatives == 0:
-        return [[] for _ in chosen]
-    pools: list[list[str]] = []
-    for c in chosen:
-        limit = c.score - (1 - config.false_negative_ratio) * abs(c.score)
-        own = normalize(corpus.get(c.doc_id).content)
-        pool = []
-        for s, p in zip(top_scores[c.row], top_pos[c.row]):
-            doc = corpus[int(p)]
-            if s >= limit or normalize(doc.content) == own:
-                counts["negatives_skipped_as_false"] += 1
-                continue
-            pool.append(doc.id)
-        pools.append(pool)
-    if not (config.judge_negatives and llm is not None):
-        return [pool[: config.negatives] for pool in pools]
-    # Judge only as many as can be needed: the first negatives + a few spares per pair.
-    want = [pool[: config.negatives + 2] for pool in pools]
-    flat = [(i, d) for i, pool in enumerate(want) for d in pool]
-    verdicts = _judge(llm, [chosen[i].text for i, _ in flat], [corpus.get(d).content for _, d in flat],
-                      config.progress)
-    relevant = {(i, d) for (i, d), v in zip(flat, verdicts) if v}
-    counts["negatives_judged_relevant"] += len(relevant)
-    return [[d for d in pool if (i, d) not in relevant][: config.negatives] for i, pool in enumerate(want)]
 
 
 def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: GenerateConfig | None = None,
@@ -867,7 +450,7 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     failures = None
     if config.generator == "llm":
         assert llm is not None
-        records, llm_counts, failures = _llm_stage(llm, corpus, ids, config, _Journal(out / JOURNAL))
+        records, llm_counts, failures = _llm_stage(llm, corpus, ids, config, Journal(out / JOURNAL))
         counts.update(llm_counts)
     llm_seconds = time.perf_counter() - started
 
@@ -877,25 +460,25 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
             doc_freq.update(set(words(doc.content)))
     cands = _candidates(corpus, ids, config, records, doc_freq, counts)
     chosen, cands, top_scores, top_pos = _rank_and_steer(corpus, encoder, cands, config, counts)
-    negatives = _negatives(chosen, top_scores, top_pos, corpus, config, llm, counts)
+    negatives = hard_negatives(chosen, top_scores, top_pos, corpus, config, llm, counts)
     rows = [_row(c, neg) for c, neg in zip(chosen, negatives)]
     stats = _stats(corpus, encoder, llm, config, counts, records, cands, rows, failures)
     stats["llm"] = None if llm is None else _spent(llm_before, llm.stats())
     stats["seconds"] = {"llm_stage": round(llm_seconds, 2), "total": round(time.perf_counter() - started, 2)}
-    dataset = _write_outputs(out, rows, stats, config.progress)
+    dataset = write_pairs(out, rows, stats, config.progress)
     return GenerationResult(out, dataset, stats)
 
 
-def _rank_and_steer(corpus: Corpus, encoder: Encoder, cands: list[_Candidate], config: GenerateConfig,
-                    counts: Counter) -> tuple[list[_Candidate], list[_Candidate], np.ndarray, np.ndarray]:
+def _rank_and_steer(corpus: Corpus, encoder: Encoder, cands: list[Candidate], config: GenerateConfig,
+                    counts: Counter) -> tuple[list[Candidate], list[Candidate], np.ndarray, np.ndarray]:
     """Embed the candidates, drop near duplicates, rank the corpus for each (the round trip) and steer: the chosen
     candidates, all ranked candidates, and each one's top-scoring other documents (for the negatives)."""
-    doc_vecs = _doc_vectors(encoder, corpus, config.progress)
+    doc_vecs = document_vectors(encoder, corpus, config.progress)
     if not cands:
         return [], [], np.zeros((0, 0)), np.zeros((0, 0))
     qvecs = embed(encoder, [c.text for c in cands], "query", EmbedOptions(progress=config.progress),
                   desc="embed queries")
-    cands, qvecs = _drop_near_duplicates(cands, qvecs, config.near_duplicate, counts)
+    cands, qvecs = drop_near_duplicates(cands, qvecs, config.near_duplicate, counts)
     counts["candidates"] = len(cands)
     positions = np.array([corpus.position(c.doc_id) for c in cands], dtype=np.int64)
     pos_vecs = doc_vecs[positions].copy()
@@ -903,16 +486,16 @@ def _rank_and_steer(corpus: Corpus, encoder: Encoder, cands: list[_Candidate], c
     if own:  # ICT: the positive is the passage without the cut sentence
         pos_vecs[own] = embed(encoder, [cands[i].positive_text for i in own], "document",
                               EmbedOptions(progress=config.progress), desc="embed ICT passages")
-    ranks, scores, top_scores, top_pos = _rank(qvecs, pos_vecs, positions, doc_vecs, config.space,
+    ranks, scores, top_scores, top_pos = rank_candidates(qvecs, pos_vecs, positions, doc_vecs, config.space,
                                                max(config.negative_depth, 1))
     for i, c in enumerate(cands):
         c.rank, c.score, c.row = int(ranks[i]), float(scores[i]), i
     roundtrip = [c for c in cands if c.rank <= config.roundtrip_k]
     counts["roundtrip_kept"] = len(roundtrip)
-    return _steer(roundtrip, config), cands, top_scores, top_pos
+    return steer_candidates(roundtrip, config), cands, top_scores, top_pos
 
 
-def _row(c: _Candidate, negatives: list[str]) -> dict[str, Any]:
+def _row(c: Candidate, negatives: list[str]) -> dict[str, Any]:
     """One pair as a row of `SCHEMA`."""
     return {"query_id": f"gen-{c.doc_id}-{c.index}", "query": c.text, "positive_id": c.doc_id,
             "positive_text": c.positive_text, "negative_ids": negatives, "base_rank": c.rank,
@@ -922,7 +505,7 @@ def _row(c: _Candidate, negatives: list[str]) -> dict[str, Any]:
 
 
 def _stats(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: GenerateConfig, counts: Counter,
-           records: dict, cands: list[_Candidate], rows: list[dict], failures: _Failures | None) -> dict[str, Any]:
+           records: dict, cands: list[Candidate], rows: list[dict], failures: _Failures | None) -> dict[str, Any]:
     ranks = [c.rank for c in cands]
     stats: dict[str, Any] = {
         "generator": "ict" if config.generator == "ict" else llm.config.model,  # type: ignore[union-attr]
@@ -969,76 +552,6 @@ def _spent(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def _features():
-    import datasets
-
-    def feature(kind: Any):
-        return datasets.Sequence(datasets.Value(kind[0])) if isinstance(kind, list) else datasets.Value(kind)
-
-    return datasets.Features({name: feature(kind) for name, kind in SCHEMA.items()})
-
-
-def _write_outputs(out: Path, rows: list[dict], stats: dict, progress: bool) -> datasets.Dataset:
-    """Stage every output in a temporary folder inside `out`, then rename them into place, stats.json last: a
-    reader (and `load_pairs`) trusts the pairs only when stats.json names their row count."""
-    import datasets
-
-    if rows and set(rows[0]) != set(SCHEMA):  # a bug, not an input problem: rows and schema must agree
-        raise AssertionError(f"pair rows have columns {sorted(rows[0])}, the schema {sorted(SCHEMA)}")
-    dataset = datasets.Dataset.from_list(rows, features=_features()) if rows else \
-        datasets.Dataset.from_dict({c: [] for c in SCHEMA}, features=_features())
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
-    bars = datasets.utils.logging.is_progress_bar_enabled()
-    try:
-        if not progress:
-            datasets.utils.logging.disable_progress_bar()
-        dataset.to_parquet(str(staging / PAIRS))
-        with (staging / "gen-queries.jsonl").open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps({"_id": r["query_id"], "text": r["query"],
-                                    "metadata": {"generator": r["generator"], "variant": r["variant"]}},
-                                   ensure_ascii=False) + "\n")
-        with (staging / "gen-qrels.tsv").open("w", encoding="utf-8") as f:
-            f.write("query-id\tcorpus-id\tscore\n")
-            f.writelines(f"{r['query_id']}\t{r['positive_id']}\t1\n" for r in rows)
-        (staging / STATS).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
-            with (staging / name).open("rb") as f:
-                os.fsync(f.fileno())
-        (out / STATS).unlink(missing_ok=True)  # the old completion mark goes first
-        for name in (PAIRS, "gen-queries.jsonl", "gen-qrels.tsv", STATS):
-            os.replace(staging / name, out / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if bars:
-            datasets.utils.logging.enable_progress_bar()
-    return _read_parquet(out / PAIRS)
-
-
-def _read_parquet(path: Path) -> datasets.Dataset:
-    # Straight from the file (features come from its schema metadata), without copying it into the HF cache.
-    import datasets
-    import pyarrow.parquet as pq
-
-    return datasets.Dataset(pq.read_table(str(path)))
-
-
-def load_pairs(out_dir: str | os.PathLike[str]) -> datasets.Dataset:
-    """The pairs a finished `generate_pairs` wrote to `out_dir`, as a `datasets.Dataset`."""
-
-    out = Path(out_dir)
-    if not (out / STATS).exists() or not (out / PAIRS).exists():
-        raise fail(str(out), "holds no finished generation (no stats.json / pairs.parquet)",
-                   "run generate_pairs (qkrag generate) into it; an interrupted run resumes when re-run")
-    expected = json.loads((out / STATS).read_text(encoding="utf-8"))["counts"]["pairs"]
-    dataset = _read_parquet(out / PAIRS)
-    if len(dataset) != expected:
-        raise fail(str(out / PAIRS), f"has {len(dataset)} rows but stats.json says {expected}",
-                   "re-run the generation into this folder to rewrite both")
-    return dataset
 
 
 def generate_from_beir(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, limit: int | None = None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -284,3 +285,35 @@ def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: 
                  encoder.fingerprint, source)
 
 
+
+
+def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options: EmbedOptions | None = None, *,
+                      corpus: Corpus | str | os.PathLike[str] | None = None,
+                      documents: np.ndarray | None = None) -> tuple[Pairs, Corpus]:
+    """Training pairs from a pairs folder (`qkrag generate --out`), with the corpus their ids point into: `corpus`
+    when given, else the one the folder records. Refuses another encoder than the generation's."""
+    from qkrag.data import Corpus, load_corpus
+    from qkrag.pairs.store import check_encoder, load_pairs, recorded_corpus
+
+    check_encoder(folder, encoder.fingerprint)
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(recorded_corpus(folder, corpus))
+    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents,
+                              source=str(folder)), corpus
+
+
+def load_training_pairs(source: str | os.PathLike[str], encoder: Encoder, *, split: str = "train",
+                        corpus: Corpus | str | os.PathLike[str] | None = None, documents: np.ndarray | None = None
+                        ) -> tuple[Pairs, Corpus, Callable[[str], str]]:
+    """What `qkrag train SOURCE` trains on: the pairs of a pairs folder, or the judged `split` of a BEIR folder; with
+    the corpus and how to get a pair's query text from its query id (a teacher needs the text)."""
+    from qkrag.data import Corpus, load_beir, require_folder
+    from qkrag.pairs.store import is_pairs_folder
+
+    require_folder(source, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
+    if is_pairs_folder(source):
+        pairs, corpus = pairs_from_folder(source, encoder, corpus=corpus, documents=documents)
+        return pairs, corpus, str  # generated pairs are keyed by their query text
+    collection = load_beir(source, split, corpus=corpus if isinstance(corpus, Corpus) else None)
+    return pairs_from_collection(collection, encoder, documents=documents), collection.corpus, \
+        collection.queries.__getitem__

@@ -97,7 +97,7 @@ def _embedding_function_class() -> type:
     global _EF_CLASS
     if _EF_CLASS is not None:
         return _EF_CLASS
-    from chromadb.api.types import Documents, Embeddings, EmbeddingFunction
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
     from chromadb.utils.embedding_functions import register_embedding_function
 
     class ProjectedEmbeddingFunction(EmbeddingFunction[Documents]):

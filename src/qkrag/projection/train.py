@@ -1,7 +1,7 @@
 """Training a projection: losses, batching, hard-negative mining, early stopping, model selection, calibration.
 
-The recipe, and why (field notes on SciFact with all-MiniLM-L6-v2; a naive logistic loss against random negatives
-made ranking *worse* than raw cosine, 0.645 -> 0.61-0.63):
+The recipe, and why (a naive logistic loss against random negatives made ranking worse than raw cosine on SciFact;
+the figures are in benchmarks/results/projection_bench.md):
 
 - a softmax (InfoNCE) loss ranks the positive above in-batch positives of other queries, mined hard negatives (raw
   top-N minus known positives: what the raw model confuses) and random negatives; ranking is what we are judged on;
@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qkrag.cache import quiet
 from qkrag.errors import fail
-from qkrag.evaluate.metrics import binary_ndcg, sign_flip_p_value
+from qkrag.evaluate.metrics import binary_ndcg
+from qkrag.evaluate.stats import sign_flip_p_value
 from qkrag.retrieval.base import exact_search
 
 if TYPE_CHECKING:
@@ -40,8 +42,8 @@ if TYPE_CHECKING:
 @dataclass
 class TrainConfig:
     """How to train a projection. Defaults: the best of benchmarks/projection_bench.py's grid on a SciFact validation
-    split (lr 3e-4, λ 1e-2; best epoch 15 of 20 on 735 pairs; with more pairs an epoch has more steps, so 10 epochs
-    plus early stopping is the default). Tune on validation, never on test."""
+    split (its results say which and by how much), with 10 epochs plus early stopping. Tune on validation, never on
+    test."""
 
     epochs: int = 10
     batch_size: int = 32
@@ -58,6 +60,8 @@ class TrainConfig:
     distill_weight: float = 1.0  # weight of the distillation term when loss="both"
     teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
     patience: int = 3  # epochs without validation gain before stopping
+    select: bool = True  # early stopping and selection against the start; False keeps the last epoch (the epoch
+    # count was chosen elsewhere, e.g. by cross-validation)
     selection_alpha: float = 0.05  # keep a trained map only if it beats the start on validation at this p (1: any gain)
     calibrate: bool = True  # Platt-fit s, b on validation pairs after training
     calibration_depth: int = 10  # calibrate on each validation query's top-N by the projection plus its positives
@@ -116,7 +120,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch
                       temperature: float) -> torch.Tensor:
     """KL(teacher || student) over each row's valid candidates: the student's softmax over the candidates is pulled
     toward the teacher's softmax(teacher / temperature). Soft labels instead of binary ones: a mined "negative" the
-    teacher scores close to the positive is not pushed away (GPL: 59.6 -> 66.4 nDCG@10 on SciFact)."""
+    teacher scores close to the positive is not pushed away (the GPL paper's finding: soft labels beat hard ones)."""
     import torch
 
     neg_inf = torch.tensor(float("-inf"))
@@ -290,15 +294,33 @@ def fit_maps(pairs: Pairs, validation: Pairs | None, config: TrainConfig, shape:
         init, best, history = trainer.run(validation)
     finally:
         torch.set_num_threads(threads)
-    best, selected, p_gain = _select(init, best, config, "identity" if trainer.r == trainer.d else f"pca-{trainer.r}")
+    if config.select:
+        best, selected, p_gain = _select(init, best, config, "identity" if trainer.r == trainer.d else f"pca-{trainer.r}")
+    else:
+        selected, p_gain = f"trained (epoch {best['epoch']}, the last: no selection)", 1.0
     Q, K = best["state"]
     s, b, calibrated = _calibrate(Q, K, validation, trainer.scale_and_bias(), config)
-    summary = {f"ndcg@{config.eval_k}": round(best["ndcg"], 5), f"init_ndcg@{config.eval_k}": history[0]["val_ndcg"],
+    summary = _too_few(len(best["scores"]), config)
+    summary.update({f"ndcg@{config.eval_k}": round(best["ndcg"], 5), f"init_ndcg@{config.eval_k}": history[0]["val_ndcg"],
                "n_queries": len(best["scores"]), "n_pairs": len(validation), "best_epoch": best["epoch"],
                "gain_p_value": round(p_gain, 5), "calibrated": calibrated,
-               "train_seconds": history[-1]["seconds"]}
+               "train_seconds": history[-1]["seconds"]})
     return Fitted(Q, K, s, b, history, selected, summary, pairs.encoder, data_hash,
                   sorted(seen) if pairs.doc_ids is not None else None)
+
+
+#: Below this many validation queries, one split cannot tell a real gain from luck (the sign-flip test rarely reaches
+#: p <= 0.05), so the start is kept almost always: the run says so and points to cross-validation.
+MIN_VALIDATION_QUERIES = 30
+
+
+def _too_few(n_queries: int, config: TrainConfig) -> dict[str, str]:
+    if n_queries >= MIN_VALIDATION_QUERIES:
+        return {}
+    message = (f"only {n_queries} validation queries: too few to tell a gain from luck, so the start is kept unless "
+               f"the gain is near certain; use cross-validation (qkrag train --cv 5, or train_with_cv) or a larger "
+               f"validation set (--validation)")
+    return {"warning": message}
 
 
 def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> tuple[Pairs, Pairs]:
@@ -434,14 +456,14 @@ class _Trainer:
         init = best = scored(0)
         history = [{"epoch": 0, "loss": None, "val_ndcg": round(best["ndcg"], 5), "seconds": 0.0}]
         stale, steps = 0, config.epochs * math.ceil(len(self.pairs) / config.batch_size)
-        with tqdm(total=steps, desc=f"train {self.shape.name}", unit="step", disable=not config.progress,
+        with tqdm(total=steps, desc=f"train {self.shape.name}", unit="step", disable=quiet() or not config.progress,
                   dynamic_ncols=True) as bar:
             for epoch in range(1, config.epochs + 1):
                 loss, now = self.epoch(bar), scored(epoch)
                 history.append({"epoch": epoch, "loss": round(loss, 5), "val_ndcg": round(now["ndcg"], 5),
                                 "seconds": round(time.perf_counter() - started, 2)})
                 bar.set_postfix(loss=f"{loss:.4f}", val_ndcg=f"{now['ndcg']:.4f}")
-                best, stale = (now, 0) if now["ndcg"] > best["ndcg"] else (best, stale + 1)
+                best, stale = (now, 0) if now["ndcg"] > best["ndcg"] or not config.select else (best, stale + 1)
                 if stale > config.patience:
                     break
         history[-1]["seconds"] = round(time.perf_counter() - started, 2)

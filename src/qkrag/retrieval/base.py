@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
-import torch
 
 from qkrag.errors import fail
 
@@ -41,17 +40,29 @@ def check_space(space: str) -> Space:
     return space  # type: ignore[return-value]
 
 
-def similarity(queries: np.ndarray, documents: np.ndarray, space: Space) -> torch.Tensor:
-    """Query-by-document similarity matrix, higher is better: cosine, dot product, or minus squared L2."""
-    q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    d = torch.from_numpy(np.ascontiguousarray(documents, dtype=np.float32))
+def similarity(queries: np.ndarray, documents: np.ndarray, space: Space) -> np.ndarray:
+    """Query-by-document similarity matrix, higher is better: cosine, dot product, or minus squared L2. numpy, not
+    torch: metrics and search must not pay torch's import for one matrix product."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    d = np.ascontiguousarray(documents, dtype=np.float32)
     if space == "cosine":
-        q = torch.nn.functional.normalize(q, dim=1)
-        d = torch.nn.functional.normalize(d, dim=1)
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     scores = q @ d.T
     if space == "l2":  # -(|q|² - 2 q·d + |d|²): same ranking as Chroma's squared L2
-        scores = 2 * scores - (q * q).sum(1, keepdim=True) - (d * d).sum(1)[None, :]
+        scores = 2 * scores - (q * q).sum(1, keepdims=True) - (d * d).sum(1)[None, :]
     return scores
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, positions) of each row's k best, best first; ties go to the lower position, so results are stable."""
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else \
+        np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    values = np.take_along_axis(scores, part, 1)
+    order = np.lexsort((part, -values), axis=1)
+    positions = np.take_along_axis(part, order, 1).astype(np.int64)
+    return np.take_along_axis(scores, positions, 1), positions
 
 
 def exact_search(queries: np.ndarray, documents: np.ndarray, k: int, space: Space = "cosine",
@@ -68,10 +79,9 @@ def exact_search(queries: np.ndarray, documents: np.ndarray, k: int, space: Spac
     k = min(k, documents.shape[0])
     all_scores, all_pos = [], []
     for start in range(0, queries.shape[0], batch_size):
-        scores = similarity(queries[start : start + batch_size], documents, space)
-        top = torch.topk(scores, k, dim=1)
-        all_scores.append(top.values.numpy())
-        all_pos.append(top.indices.numpy())
+        scores, positions = top_k(similarity(queries[start : start + batch_size], documents, space), k)
+        all_scores.append(scores)
+        all_pos.append(positions)
     if not all_scores:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
     return np.concatenate(all_scores), np.concatenate(all_pos)

@@ -28,7 +28,8 @@ import numpy as np
 from qkrag.retrieval.baselines import BM25Retriever
 from qkrag.data import Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
-from qkrag.evaluate.metrics import Bootstrap, evaluate_run, queries_are_documents
+from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
+from qkrag.evaluate.stats import Bootstrap
 from qkrag.retrieval.index import ChromaIndex, IndexConfig
 from qkrag.retrieval.base import Hit, Retriever, to_run
 

@@ -27,6 +27,7 @@ and never answers fails in seconds with a message, instead of hanging.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -40,7 +41,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.atomic import file_lock
-from qkrag.cache import default_cache_dir, default_timeout
+from qkrag.cache import default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 
@@ -233,7 +234,8 @@ class ChromaIndex:
             collection = client.get_collection(config.collection, embedding_function=None)
         except NotFoundError:
             if not create:
-                raise fail(where, "does not exist", "build it first with `qkrag index`, or check the name and path")
+                raise fail(where, "does not exist", f"build it first with `qkrag index`, or use one that exists: "
+                           f"{', '.join(collection_names(client)) or 'none here'}")
             try:
                 collection = client.create_collection(
                     config.collection, configuration={"hnsw": config.hnsw()}, embedding_function=None,
@@ -244,6 +246,8 @@ class ChromaIndex:
                            ) from None
             return cls(client, collection, config)
         index = cls(client, collection, config)
+        if not create and index.space != config.space:  # reading: any space serves; scores come back in its terms
+            index = cls(client, collection, dataclasses.replace(config, space=index.space))
         index._check(fingerprint, dimension, where)
         # ef_search is the one HNSW setting Chroma lets us change; done before the first query, it applies at once.
         if index.hnsw_settings.get("ef_search") != config.ef_search:
@@ -568,6 +572,12 @@ def _sample_mismatch(texts: Sequence[str | None], vectors: np.ndarray, encoder: 
     return ""
 
 
+def collection_names(client: Any) -> list[str]:
+    """The collections a Chroma client holds, qkrag's derived (projected) ones included, sorted."""
+    names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    return sorted(names)
+
+
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
                 progress: bool = True, prune: bool = True) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
@@ -643,14 +653,14 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    quiet = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
+    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
     step = index.config.batch_size
-    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=not progress or not todo,
+    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):
             batch = todo[start : start + step]
             batch_texts = [texts[i] for i in batch]
-            vectors = embed(encoder, batch_texts, "document", quiet)
+            vectors = embed(encoder, batch_texts, "document", silent)
             index.add_vectors([ids[i] for i in batch], vectors, batch_texts)
             bar.update(len(batch))
 
@@ -747,5 +757,33 @@ class DenseRetriever:
         return hits
 
 
+def read_collection(config: IndexConfig, encoder: Any) -> tuple[list[str], np.ndarray, dict[str, str], Space]:
+    """Everything a qkrag collection holds: (ids sorted, vectors in that order, {id: stored text}, its space), read
+    without writing anything. Unlike `ChromaIndex.open` it creates no collection or folder and changes no setting
+    (open applies `ef_search`), so a tool that only looks (`qkrag serve`) leaves the index exactly as it was.
+    Raises InputError when there is no database or collection, IndexMismatchError when `encoder` did not build it."""
+    from dataclasses import replace
+
+    from chromadb.errors import NotFoundError
+
+    if not config.host and not Path(config.path).is_dir():
+        raise fail(f"--path {config.path}", "no Chroma database there",
+                   "pass the folder `qkrag index` wrote (default .qkrag/chroma), or index first")
+    client = connect(config)
+    where = f"{config.location} collection {config.collection!r}"
+    try:
+        collection = client.get_collection(config.collection, embedding_function=None)
+    except NotFoundError:
+        raise fail(where, "does not exist", "check the name and the path, or build it with `qkrag index`") from None
+    index = ChromaIndex(client, collection, config)
+    index = ChromaIndex(client, collection, replace(config, space=index.space))  # any space is fine for reading
+    index._check(encoder.fingerprint, encoder.dimension, where)
+    ids, vectors = index.get_vectors()
+    order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+    ids = [ids[i] for i in order]
+    texts = index.stored_texts(ids)
+    return ids, vectors[order], {i: texts.get(i) or "" for i in ids}, index.space
+
+
 __all__ = ["BuildStats", "ChromaIndex", "DenseRetriever", "ExactIndex", "IndexConfig", "build_index",
-           "connect", "corpus_hash", "recall_at_k"]
+           "connect", "corpus_hash", "read_collection", "recall_at_k"]

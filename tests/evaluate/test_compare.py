@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qkrag.evaluate.metrics import evaluate_run, leakage_audit, question_share, seen_novel
+from qkrag.evaluate.metrics import evaluate_run, question_share
+from qkrag.evaluate.compare import leakage_audit, seen_novel
 from qkrag.projection.data import Pairs
 from qkrag.retrieval.base import Hit
 
