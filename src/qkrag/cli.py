@@ -35,6 +35,10 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
+LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM "
+                  "(qwen2.5-coder-1.5b-instruct-q4_k_m, ...; `qkrag doctor` lists them).")
+
+
 def _options(
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", help="Seconds any network call may take (Chroma server, LLM, embeddings API) before it fails "
@@ -472,7 +476,7 @@ def generate(
         help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -633,7 +637,7 @@ def bench(
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of the methods.")] = None,

@@ -1,4 +1,4 @@
-"""The embedded local LLM: llama.cpp's server, run in this process by xllamacpp, on a GGUF model shipped in pip packages.
+"""The embedded local LLM: llama.cpp's server, run in this process by xllamacpp, on a GGUF model from pip packages.
 
     >>> from qkrag.llm.local import default_llm
     >>> with default_llm() as llm:          # loads the model (a second or two), stops serving on exit
