@@ -34,11 +34,11 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM "
                   "(qwen2.5-coder-1.5b-instruct-q4_k_m, ...; `qkrag doctor` lists them).")
 
 
+@app.callback()
 def _options(
     timeout: Annotated[Optional[float], typer.Option(
         "--timeout", help="Seconds any network call may take (Chroma server, LLM, embeddings API) before it fails "
