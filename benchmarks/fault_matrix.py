@@ -199,6 +199,7 @@ class Matrix:
         else:
             verdict = "clear error" if first.startswith("error: ") else "unclear error"
         def tidy(text: str) -> str:  # the temporary work folder's path says nothing; a leaked key is marked, not kept
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a non-UTF-8 argument stays readable
             return text.replace(str(self.work), "WORK").replace(PLANTED, "<LEAKED PLANTED KEY>")
 
         self.rows.append({"fault": fault, "command": tidy("qkrag " + " ".join(run.argv)), "exit code": run.code,
@@ -343,7 +344,7 @@ def index_faults(m: Matrix, emb: Embeddings) -> None:
     emb.delay = 1.0  # 8 requests of 256 texts: the first build takes ~8 s, so the second starts in the middle of it
     started = time.monotonic()
     argv_a = ["index", str(a), "-c", "shared", "--path", "db2", *model]
-    argv_b = ["index", str(b), "-c", "shared", "--path", "db2", *model]
+    argv_b = ["index", str(b), "-c", "shared", "--path", "db2", "--replace", *model]  # another corpus: on purpose
     hits = emb.hits
     first = m.start(argv_a)
     while emb.hits < hits + 1 and first.poll() is None:  # the first has loaded, holds the lock and is embedding
@@ -379,6 +380,51 @@ def index_faults(m: Matrix, emb: Embeddings) -> None:
     m.record("search after the rebuild", search, "success", lambda: "d" in search.out)
 
 
+def pipeline_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    """The faults of generate, train, bench and eval: wrong folders, wrong encoders, too little data, bad flags."""
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    beir = m.work / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(docs.read_text())
+    ids = sorted(ids_of(docs))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"w{i} apple"}) + "\n"
+                                                for i in range(10)))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{ids[i]}\t1\n" for i in range(10)))
+    down = f"http://127.0.0.1:{closed_port()}/v1"
+    m.record("LLM down: generate", m.run(["generate", str(docs), "--out", "pairs-down", "--llm-base-url", down,
+                                          *model], QKRAG_LLM_MODEL="m"), "error")
+    proj = m.work / "proj"
+    proj.mkdir()
+    (proj / "model.safetensors").write_bytes(b"weights")
+    m.record("generate --out into a folder holding a projection",
+             m.run(["generate", str(docs), "--generator", "ict", "--out", str(proj), *model]), "error")
+    m.record("train on a folder that does not exist", m.run(["train", "no-such-pairs", "--out", "p1", *model]), "error")
+    run = m.run(["generate", str(beir), "--generator", "ict", "--out", "pairs-ict", *model])
+    m.record("generate (ICT) with an encoder: its pairs folder is written", run, "success",
+             lambda: (m.work / "pairs-ict" / "stats.json").exists())
+    other = ["--model", "openai:other", "--embed-base-url", emb.url]
+    m.record("train with another encoder than the generation's",
+             m.run(["train", "pairs-ict", "--out", "p2", *other]), "error")
+    (m.work / "pairs-broken").mkdir()
+    (m.work / "pairs-broken" / "stats.json").write_text("{broken")
+    m.record("train on a pairs folder with a broken stats.json",
+             m.run(["train", "pairs-broken", "--out", "p3", *model]), "error")
+    no_queries = m.work / "beir-no-queries"
+    (no_queries / "qrels").mkdir(parents=True)
+    (no_queries / "corpus.jsonl").write_text(docs.read_text())
+    (no_queries / "qrels" / "test.tsv").write_text((beir / "qrels" / "test.tsv").read_text())
+    m.record("eval a BEIR folder without queries.jsonl", m.run(["eval", str(no_queries), *model]), "error")
+    m.record("eval with an unknown --baseline", m.run(["eval", str(beir), "--baseline", "colbert", *model]), "error")
+    m.record("a query argument that is not UTF-8",
+             m.run(["search", b"caf\xe9".decode("utf-8", "surrogateescape"), "-c", "docs", "--path", "db", *model]),
+             "error")
+    m.record("bench with a sample too small to hold out validation pairs",
+             m.run(["bench", str(beir), "--sample", "5", "--out", "bench-small", *model]), "error")
+    m.record("index another corpus into a collection that holds one",
+             m.run(["index", str(m.work / "a.jsonl"), "-c", "big", "--path", "db3", *model]), "error")
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 NOT_HERE = """Faults not in this matrix, and where they are checked instead: stale derived collections (projected,
@@ -387,7 +433,8 @@ emptied_not_reused`; a collection whose vectors do not match its texts,
 `tests/test_index.py::test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt`; an overwritten local model
 folder, `tests/test_embed.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma server that stops
 answering midway (SIGSTOP), `tests/test_index.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_
-timeout`. Faults owned by other commands' code (generate, train, bench, eval) are not run here yet.
+timeout`; generate killed midway and resumed to exactly the pairs of an uninterrupted run,
+`tests/pairs/test_generate.py`.
 """
 
 
@@ -419,6 +466,7 @@ def main() -> None:
             input_faults(m)
             cache_faults(m, docs, emb)
             index_faults(m, emb)
+            pipeline_faults(m, docs, emb)
         finally:
             emb.close()
         leaked = leaks(m)

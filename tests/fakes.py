@@ -1,22 +1,31 @@
 """The fakes every test shares, in one place (write no other): the fake encoders (FakeEncoder, and FakeFolderModel
 for the real class's folder fingerprint), the one fake OpenAI-compatible server (FakeOpenAIServer: chat completions,
-embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, and where the
-optional shared data lives."""
+embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, where the
+optional shared data lives, a tiny topic corpus (make_corpus), a random evaluation result of chosen quality
+(random_result), and the tidy fake LLM the rewriting tests share (fake_answer, with the fixtures `server` and
+`make_llm` that a test module imports)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
+import re
 import socket
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from qkrag.data import Corpus, Document
 from qkrag.embed.encoders import Encoder, SentenceTransformerEncoder
+from qkrag.evaluate.metrics import EvalResult, evaluate_run
+from qkrag.llm.client import LLM, LLMConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -90,14 +99,17 @@ class FakeOpenAIServer:
       Behaviours: ok, empty, refusal, garbled (completion texts); badjson (a torn body); 500; 401 and echo500
       (errors whose body echoes the request headers, key included, as a careless proxy does); slow (sleeps
       `slow_seconds`, then answers ok; a large `slow_seconds` makes a hung server).
-    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer;
-    `active`/`max_active` count requests in flight."""
+    GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer:
+    seconds, or (low, high) for a random delay seeded by the request body (a fleet's uneven latency, the same for the
+    same request whatever the timing); `active`/`max_active` count requests in flight, `arrivals` their
+    time.monotonic(). Rate limits: behaviour "429" answers 429 with `Retry-After: retry_after`, and with `limit` every
+    request beyond `limit` in flight gets that (`rejected` counts them)."""
 
     TEXTS = {"empty": "", "refusal": "I'm sorry, but I can't help with that request.",
              "garbled": "\ufffd\ufffd #### $$$ 1234 ---- ((((( \ufffd"}
 
-    def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float = 0.0, slow_seconds: float = 3.0,
-                 port: int = 0):
+    def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float | tuple[float, float] = 0.0,
+                 slow_seconds: float = 3.0, port: int = 0, limit: int | None = None, retry_after: str = "0.2"):
         self.chat = chat or (lambda body: f"answer to: {last_message(body)} (t={body.get('temperature')})")
         self.embed = embed or (lambda text: [float(len(text)), 1.0, 0.0])
         self.mode, self.delay, self.slow_seconds = mode, delay, slow_seconds
@@ -105,7 +117,9 @@ class FakeOpenAIServer:
         self.requests: list[dict] = []
         self.paths: list[str] = []
         self.auth_headers: list[str] = []
-        self.active = self.max_active = 0
+        self.active = self.max_active = self.rejected = 0
+        self.limit, self.retry_after = limit, retry_after
+        self.arrivals: list[float] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -143,17 +157,27 @@ class FakeOpenAIServer:
                 reply_json(self, 200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
 
             def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw or b"{}")
                 with server._lock:
                     server.requests.append(body)
                     server.paths.append(self.path)
                     server.auth_headers.append(self.headers.get("Authorization", ""))
+                    server.arrivals.append(time.monotonic())
                     behaviour = server.script.popleft() if server.script else server.mode
-                    server.active += 1
-                    server.max_active = max(server.max_active, server.active)
+                    if behaviour == "429" or (server.limit is not None and server.active >= server.limit):
+                        server.rejected += 1
+                        behaviour = "429"
+                    else:
+                        server.active += 1
+                        server.max_active = max(server.max_active, server.active)
+                if behaviour == "429":
+                    return reply_raw(self, 429, b'{"error": {"message": "slow down"}}',
+                                     {"Retry-After": server.retry_after})
                 try:
                     if server.delay:
-                        time.sleep(server.delay)
+                        low, high = server.delay if isinstance(server.delay, tuple) else (server.delay,) * 2
+                        time.sleep(random.Random(hashlib.sha256(raw).digest()).uniform(low, high))
                     server._respond(self, behaviour, body)
                 finally:
                     with server._lock:
@@ -202,8 +226,10 @@ def reply_json(handler, status: int, payload: dict) -> None:
     reply_raw(handler, status, json.dumps(payload).encode())
 
 
-def reply_raw(handler, status: int, raw: bytes) -> None:
+def reply_raw(handler, status: int, raw: bytes, headers: dict[str, str] | None = None) -> None:
     handler.send_response(status)
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(raw)))
     handler.end_headers()
@@ -264,3 +290,100 @@ class StandInRuntime:
 
     def __del__(self):
         self.server.close()
+
+
+# ------------------------------------------------------------------------------------------------ a topic corpus
+
+TOPICS = [
+    ("volcano", "lava magma eruption crater ash basalt"),
+    ("coral", "reef polyp bleaching ocean algae symbiosis"),
+    ("insulin", "pancreas glucose diabetes hormone beta cells"),
+    ("glacier", "ice melt moraine crevasse snow valley"),
+    ("bee", "pollen hive honey nectar queen swarm"),
+    ("comet", "nucleus tail orbit dust coma perihelion"),
+    ("vaccine", "antibody immune antigen booster dose adjuvant"),
+    ("wheat", "grain gluten harvest flour crop field"),
+    ("neuron", "axon synapse dendrite signal myelin brain"),
+    ("tide", "moon gravity coast ebb flood harbour"),
+    ("yeast", "ferment sugar bread dough carbon dioxide"),
+    ("laser", "photon beam mirror coherent light pump"),
+]
+
+
+def make_corpus(n: int = len(TOPICS)) -> Corpus:
+    """A small corpus of distinct topics, three sentences a passage, each with its own title."""
+    docs = []
+    for i in range(n):
+        topic, vocab = TOPICS[i % len(TOPICS)]
+        w = vocab.split()
+        text = (f"The {topic} is studied with care. Researchers measured {w[0]} and {w[1]} in {topic} {i} samples. "
+                f"They found that {w[2]} changes {w[3]} over time. A second study linked {w[4]} to {w[5]} strongly.")
+        docs.append(Document(f"d{i}", text, title=f"{topic.title()} report {i}"))
+    return Corpus(tuple(docs), "tiny-topics")
+
+
+# ------------------------------------------------------------------------------------------------ evaluation results
+
+
+def random_result(n: int, seed: int, shift: float = 0.0) -> EvalResult:
+    rng = np.random.default_rng(seed)
+    qrels = {f"q{i}": {"rel": 1} for i in range(n)}
+    # the relevant doc lands at a random rank among 10; `shift` moves it up for a better system
+    ranks = np.clip(rng.integers(1, 11, n) - np.round(shift * rng.random(n) * 10).astype(int), 1, 10)
+    run = {f"q{i}": {("rel" if j == ranks[i] else f"x{j}"): 1.0 / j for j in range(1, 11)} for i in range(n)}
+    return evaluate_run(qrels, run)
+
+
+# ------------------------------------------------------------------------------------------------ a tidy fake LLM
+# For rewriting and aspect tests (tests/llm/test_rewrite.py, tests/embed/test_wrappers.py,
+# tests/analysis/test_aspects.py). A test module takes the fixtures by importing them:
+#     from tests.fakes import make_tidy_llm, tidy_llm_server  # noqa: F401 (the fixtures `make_llm` and `server`)
+
+
+def passage_of(prompt: str) -> str:
+    return prompt.split("Text:", 1)[1].strip() if "Text:" in prompt else prompt
+
+
+NOISE = {"hey", "lol", "omg", "cheers", "haha", "dude", "dear", "sir", "madam", "kindly", "yours", "faithfully",
+         "regards"}
+TYPOS = {"teh": "the", "rainn": "rain", "bred": "bread"}
+
+
+def fake_answer(prompt: str) -> str:
+    """What the fake model writes. Rewrites: the passage's content words, lower case, with markup, greetings,
+    sign-offs, slang (NOISE) and typos (TYPOS) removed, behind a preamble. Aspects: the passage's "<aspect>: ..."
+    clause, or "none". Passages containing REFUSE are refused; BLANK gets a preamble and nothing after it."""
+    text = passage_of(prompt)
+    if "REFUSE" in text:
+        return "I'm sorry, but I can't help with that request."
+    if "BLANK" in text:
+        return "Here is the rewritten text:"
+    if prompt.startswith("Rewrite"):
+        words = [TYPOS.get(w, w) for w in re.findall(r"[a-z]+", re.sub(r"<[^>]+>", " ", text).lower())]
+        return "Here is the rewritten text:\n\n" + " ".join(w for w in words if w not in NOISE)
+    question = re.split(r"[?.]", prompt, maxsplit=1)[0].lower()
+    aspect = "climate" if "climate" in question else "cuisine" if "cuisine" in question else "size"
+    match = re.search(rf"{aspect}: ([^.]*)", text)
+    return match.group(1) if match else "none"
+
+
+@pytest.fixture(name="server")
+def tidy_llm_server():
+    with FakeOpenAIServer(chat=lambda body: fake_answer(last_message(body))) as s:
+        yield s
+
+
+@pytest.fixture(name="make_llm")
+def make_tidy_llm(server, tmp_path):
+    """LLM clients on the tidy fake model's server, closed after the test."""
+    made: list[LLM] = []
+
+    def make(**overrides) -> LLM:
+        cfg = LLMConfig(model="fake-model", base_url=server.url, timeout=5.0, max_retries=1, backoff=0.0, concurrency=2)
+        llm = LLM(replace(cfg, **overrides), cache=tmp_path / "llm.sqlite")
+        made.append(llm)
+        return llm
+
+    yield make
+    for llm in made:
+        llm.close()

@@ -158,3 +158,51 @@ def test_public_api_names_resolve():
     missing = [name for name in qkrag.__all__ if not hasattr(qkrag, name)]
     assert missing == []
     assert qkrag.QKProjection.__module__ == "qkrag.projection.model"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def missing_test_modules(src: Path = SRC / "qkrag", tests: Path = TESTS) -> list[str]:
+    """Source modules without a test module at the mirrored path: qkrag/<package path>/<module>.py is tested in
+    tests/<package path>/test_<module>.py (a top-level module in tests/test_<module>.py). Package __init__ files are
+    no modules of their own, and the serve app's static assets are no Python."""
+    out = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        relative = path.relative_to(src)
+        mirrored = tests / relative.parent / f"test_{relative.name}"
+        if not mirrored.is_file():
+            out.append(f"{relative} has no {mirrored.relative_to(tests.parent)}")
+    return out
+
+
+def test_every_module_has_a_mirrored_test_module():
+    assert missing_test_modules() == []
+
+
+def test_mirror_check_can_fail(tmp_path):
+    src, tests = tmp_path / "qkrag", tmp_path / "tests"
+    for name in ("__init__.py", "top.py", "stage/__init__.py", "stage/done.py", "stage/missed.py", "lone.py"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text("")
+    for name in ("test_top.py", "stage/test_done.py", "test_missed.py", "stage/test_lone.py"):
+        (tests / name).parent.mkdir(parents=True, exist_ok=True)
+        (tests / name).write_text("")
+    # a test in the wrong place (stage/missed.py tested at the top, lone.py inside stage) does not count
+    assert missing_test_modules(src, tests) == ["lone.py has no tests/test_lone.py",
+                                                "stage/missed.py has no tests/stage/test_missed.py"]
+
+
+def test_commands_named_in_messages_exist():
+    """An error that points to a command must point to one that exists."""
+    import re
+
+    from qkrag.cli import app
+
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    named = set()
+    for path in (SRC / "qkrag").rglob("*.py"):
+        named |= set(re.findall(r"`qkrag ([a-z]+)", path.read_text()))
+    assert named - commands == set()

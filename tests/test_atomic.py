@@ -127,3 +127,16 @@ def test_atomic_folder_replaces_a_whole_folder_or_leaves_it_untouched(tmp_path: 
         (tmp / "three").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["three"]  # the old content went, not merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index"] and target.stat().st_mode & 0o777 == 0o755
+
+
+def test_an_output_folder_of_another_kind_is_refused(tmp_path):
+    from qkrag.atomic import folder_kind, output_folder
+    from qkrag.errors import InputError
+
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "model.safetensors").write_bytes(b"x")
+    assert folder_kind(tmp_path / "proj") == "projection"
+    with pytest.raises(InputError, match="holds a projection; writing a pairs folder into it"):
+        output_folder(tmp_path / "proj", "--out", "pairs folder")
+    assert output_folder(tmp_path / "proj", "--out", "projection") == tmp_path / "proj"
+    assert output_folder(tmp_path / "new", "--out", "pairs folder").is_dir()

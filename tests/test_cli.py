@@ -15,7 +15,7 @@ import pytest
 
 import qkrag.cli as cli
 
-from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, last_message, write_beir, write_qrels
+from tests.fakes import TINY_DOCS, FakeEncoder, FakeOpenAIServer, free_port, last_message, write_beir, write_qrels
 
 DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and theme{i % 3}. It also covers "
                f"matter{i % 11} in some depth with examples. Finally it mentions item{i} and detail{i % 13} briefly."
@@ -405,3 +405,96 @@ def test_query_and_document_prefixes_reach_the_real_model(capsys, tiny_beir, tmp
     plain = top_hits(capsys, "why does bread rise", "--path", tmp_path / "db", "-c", "plain")
     assert prefixed[0][0] == plain[0][0] == "d4"
     assert abs(prefixed[0][1] - plain[0][1]) > 1e-3  # the prefixes changed the texts the model saw
+
+
+def test_cli_rewrite_with_the_llm_down_fails_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from qkrag.cli import main
+
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "rain in spring"}) + "\n")
+    monkeypatch.setenv("QKRAG_LLM_MODEL", "fake-model")
+    out = tmp_path / "plain.jsonl"
+    with pytest.raises(SystemExit) as info:
+        main(["rewrite", str(corpus), "--out", str(out), "--llm-base-url", f"http://127.0.0.1:{free_port()}/v1"])
+    assert info.value.code == 2 and not out.exists()
+    assert "cannot connect" in capsys.readouterr().err
+
+
+def test_an_argument_that_is_not_utf8_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    out = subprocess.run([sys.executable, "-m", "qkrag.cli", "search", b"caf\xe9".decode("utf-8", "surrogateescape")],
+                         capture_output=True, text=True, env={"PYTHONPATH": src, "LANG": "C.UTF-8"}, cwd=tmp_path)
+    assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_eval_baseline_per_query_and_trec_run_file(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "eval", beir, "--baseline", "bm25", "--per-query", "--run-file", tmp_path / "run.txt",
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["baseline"] == "bm25" and -1 <= result["delta_ndcg@10"] <= 1 and 0 <= result["p_ndcg@10"] <= 1
+    assert set(result["per_query_ndcg@10"]) == set(result_queries(beir))
+    first = (tmp_path / "run.txt").read_text().splitlines()[0].split()
+    assert first[1] == "Q0" and first[3] == "1" and first[5] == "qkrag-exact"
+
+
+def result_queries(beir):
+    return {line.split("\t")[0] for line in (beir / "qrels" / "test.tsv").read_text().splitlines()[1:]}
+
+
+def test_train_cv_says_why_and_a_small_validation_warns(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--epochs", "2")
+    assert code == 0, err
+    assert "selected:" in out and "warning: only 3 validation queries" in out
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--cv", "3", "--out", tmp_path / "cv",
+                         "--epochs", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert "3-fold CV over 30 queries" in summary["selected"] and "warning" not in summary
+    code, _, err = run(capsys, "train", beir, "--cv", "3", "--validation", beir, "--out", tmp_path / "x")
+    assert code == 2 and "two ways to validate" in err
+
+
+def test_old_flag_spellings_work_with_a_notice(capsys, beir):
+    code, _, err = run(capsys, "eval", beir, "--base-url", "http://127.0.0.1:9/v1", "--json")
+    assert code == 0 and "notice: --base-url is now spelled --embed-base-url" in err
+    code, _, err = run(capsys, "eval", beir, "--base-url", "http://a/v1", "--embed-base-url", "http://b/v1")
+    assert code == 2 and "the same setting twice" in err
+
+
+def test_search_compare_labels_its_columns(capsys, beir, tmp_path):
+    db = tmp_path / "db"
+    assert run(capsys, "index", beir, "-c", "mini", "--path", db, "--hybrid")[0] == 0
+    code, out, err = run(capsys, "search", "topic3 subject1", "-c", "mini", "--path", db, "--hybrid", "--compare",
+                         "-k", "3")
+    assert code == 0, err
+    assert "retriever" in out and "change" in out and "cosine" in out and "p(rel)" in out and "hybrid" in out
+    code, _, err = run(capsys, "search", "x", "-c", "mini", "--path", db, "--compare")
+    assert code == 2 and "nothing to compare" in err
+    code, _, err = run(capsys, "search", "x", "-c", "nope", "--path", db)
+    assert code == 2 and "use one that exists: mini" in err
+
+
+def test_quiet_turns_progress_bars_off(capsys, beir, monkeypatch):
+    import os
+
+    for key in ("QKRAG_QUIET", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
+                "HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        monkeypatch.setenv(key, "")  # recorded, so the teardown restores what was there before
+    assert run(capsys, "--quiet", "eval", beir, "--json")[0] == 0
+    assert os.environ.get("QKRAG_QUIET") == "1" and os.environ.get("TQDM_DISABLE") == "1"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--engine", "spark"], "is not an engine"),
+    (["--ray-address", "auto"], "add --engine ray"),
+    (["--backend", "tensorrt"], "is not a backend"),
+    (["--backend", "onnx-int8"], "local sentence-transformers models"),  # the fake encoder is not one
+])
+def test_index_scale_options_fail_in_one_line(capsys, beir, tmp_path, args, words):
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "c", *args)
+    assert code != 0 and words in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

@@ -102,3 +102,16 @@ def test_small_helpers():
     assert normalize('  "How does  Insulin work?" ') == "how does insulin work"
     assert is_question("why? ") and not is_question("Why not.")
     assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]
+
+
+def test_normalize_folds_case_punctuation_and_spacing():
+    assert normalize('  "How does  Insulin work?" ') == normalize("how does insulin work")
+
+
+def test_sentences_split_tokenised_lower_case_text_too():
+    from qkrag.text import sentences
+
+    cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
+    assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
+                                         "an experimental study was made , e.g. at two angles .", "done ."]
+    assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]

@@ -46,12 +46,30 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text)
 
 
-def output_folder(path: str | os.PathLike[str], what: str) -> Path:
+#: What each kind of qkrag output leaves at the top of its folder (file names owned by pairs.store, projection.model,
+#: bench and Chroma): enough to tell that a folder holds another kind of run before writing into it.
+KIND_MARKERS = {"pairs folder": ("pairs.parquet", "journal.jsonl"), "projection": ("model.safetensors",),
+                "bench report": ("bench.json",), "BEIR collection": ("corpus.jsonl",),
+                "Chroma database": ("chroma.sqlite3",)}
+
+
+def folder_kind(path: str | os.PathLike[str]) -> str | None:
+    """Which kind of qkrag output (or input) `path` holds, by the files at its top; None for anything else."""
+    path = Path(path)
+    return next((kind for kind, names in KIND_MARKERS.items() if any((path / n).exists() for n in names)), None)
+
+
+def output_folder(path: str | os.PathLike[str], what: str, kind: str | None = None) -> Path:
     """Create the output folder `path` (and its parents) now, before any expensive work, so a path that is a file or
-    cannot be written fails in a second rather than after minutes of training or LLM calls."""
+    cannot be written fails in a second rather than after minutes of training or LLM calls. With `kind` (a key of
+    KIND_MARKERS), refuse a folder that holds another kind of run: writing there would mix the two."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise fail(f"{what} {path}", "is a file, not a folder", "pass a folder path (it is created when missing)")
+    found = folder_kind(path) if kind and path.is_dir() else None
+    if found and found != kind:
+        raise fail(f"{what} {path}", f"holds a {found}; writing a {kind} into it would mix the two",
+                   f"choose an empty folder, or one that holds a {kind}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = tempfile.NamedTemporaryFile(dir=path, prefix=".qkrag-write-check-")

@@ -70,6 +70,9 @@ Model = Annotated[Optional[str], typer.Option(
 EmbedURL = Annotated[Optional[str], typer.Option(
     "--embed-base-url", help="OpenAI-compatible embeddings server (else $OPENAI_BASE_URL when --model is openai:...).")]
 OldEmbedURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --embed-base-url.")]
+RewriteAspect = Annotated[Optional[str], typer.Option(
+    "--aspect", help='Write one aspect of each item instead of a rewrite: a built-in name (climate, cuisine, size) or '
+    'a template with {text}, e.g. "Climate of {text}", answered by the LLM.')]
 OldLLMURL = Annotated[Optional[str], typer.Option("--base-url", hidden=True, help="Old spelling of --llm-base-url.")]
 QueryPrefix = Annotated[str, typer.Option("--query-prefix", help='Text put before every query, e.g. "query: " (e5).')]
 DocPrefix = Annotated[str, typer.Option("--doc-prefix", help='Text put before every document, e.g. "passage: ".')]
@@ -101,6 +104,13 @@ Hybrid = Annotated[bool, typer.Option(
     "dense hits (RRF unless --fusion-weight).")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
+Engine = Annotated[str, typer.Option(
+    "--engine", help="Where documents are embedded: local (this process) or ray (a local Ray, or --ray-address).")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="With --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local Ray.")]
+Backend = Annotated[str, typer.Option(
+    "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
+    "vectors, so its own collection).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
 
@@ -127,6 +137,24 @@ def _encoder(model: str | None, base_url: str | None, query_prefix: str = "", do
     from qkrag.embed.encoders import make_encoder
 
     return make_encoder(model, base_url=base_url, query_prefix=query_prefix, document_prefix=doc_prefix)
+
+
+def _backend(encoder, backend: str):
+    """`encoder` on the runtime `backend`: search and eval must embed queries the way the index embedded documents."""
+    if backend == "torch":
+        return encoder
+    from qkrag.embed.onnx import with_backend
+
+    return with_backend(encoder, backend)
+
+
+def _scaled(encoder, backend: str, engine: str, ray_address: str | None):
+    """`encoder` on the runtime `backend` (torch, onnx-int8), and the embedding options for `engine` (local, ray)."""
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.embed.onnx import with_backend
+    from qkrag.embed.ray import engine_for
+
+    return with_backend(encoder, backend), EmbedOptions(engine=engine_for(engine, ray_address))
 
 
 def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str | None, llm_base_url: str | None):
@@ -196,6 +224,10 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")
+    ] = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -219,12 +251,17 @@ def index(
     from qkrag.data import load_corpus
     from qkrag.retrieval.index import build_index
 
+    from qkrag.atomic import output_folder
+
     corpus = load_corpus(data, skip_empty=skip_empty)
+    if host is None:
+        output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
     with ExitStack() as stack:
-        encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                            rewrite, max_words, aspect, llm_base_url)
-        built = build_index(corpus, encoder, config)
+        encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
+                                   backend, engine, ray_address)
+        encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
+        built = build_index(corpus, encoder, config, options=options, replace=replace)
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build)}
     if projection:
@@ -269,6 +306,7 @@ def search(
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
         "cosine, cosine score, probability.")] = False,
+    backend: Backend = "torch",
     json_out: Json = False,
 ) -> None:
     """Search a Chroma index built by `qkrag index`: top-k ids, scores and texts.
@@ -295,8 +333,8 @@ def search(
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
-    encoder = _with_llm(stack, _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
-                        rewrite, max_words, aspect, llm_base_url)
+    encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
+                                                 doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
@@ -371,6 +409,7 @@ def eval_(
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.")] = False,
+    backend: Backend = "torch",
     run_file: Annotated[Optional[Path], typer.Option(
         "--run-file", help="Write the ranking as a TREC run file (for trec_eval or ranx).")] = None,
     json_out: Json = False,
@@ -392,8 +431,8 @@ def eval_(
     from qkrag.retrieval.factory import check_kind
 
     check_kind(retriever)
-    encoder = None if retriever == "bm25" else _encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
-                                                        doc_prefix)
+    encoder = None if retriever == "bm25" else _backend(
+        _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix), backend)
     config = _index_config(collection or _default_collection(data), path, host, port, "cosine", ef_search, hnsw_m)
     ev = evaluate_folder(data, split=split, retriever=retriever, encoder=encoder, projection=projection,
                          baseline=baseline, k=k, config=config, fusion=fusion, fusion_weight=fusion_weight,
@@ -430,7 +469,7 @@ def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
     max_words: Annotated[int, typer.Option("--max-words", help="Length limit of each rewrite.")] = 60,
-    aspect: Aspect = None,
+    aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
@@ -477,6 +516,8 @@ def generate(
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
+        "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
         "--candidates", help="Candidate queries sampled per passage (default 4); more = more to steer with, slower.")] = None,
     per_passage: Annotated[Optional[int], typer.Option(
@@ -515,7 +556,7 @@ def generate(
     from qkrag.pairs.store import summary_lines
 
     llm_base_url = _llm_url(llm_base_url, base_url)
-    output_folder(out, "--out")  # before any LLM call
+    output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
     shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
@@ -529,7 +570,7 @@ def generate(
     else:
         from qkrag.llm.local import open_llm
 
-        with open_llm(llm_base_url, llm_model) as llm:
+        with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
     if json_out:
         _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
@@ -590,7 +631,7 @@ def train(
     from qkrag.projection.train import TrainConfig
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
-    output_folder(out, "--out")  # before any training
+    output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {"epochs": epochs, "learning_rate": learning_rate}
@@ -660,7 +701,7 @@ def bench(
     from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, Bench, BenchConfig
 
-    output_folder(out, "--out")
+    output_folder(out, "--out", "bench report")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
                          generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
@@ -746,6 +787,7 @@ def serve(
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; library errors become one line on stderr and exit code 2 (no traceback)."""
     try:
+        _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
         typer.echo(f"error: {err}", err=True)
@@ -758,6 +800,18 @@ def main(argv: list[str] | None = None) -> None:
             err.show()  # type: ignore[attr-defined]
             sys.exit(err.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _check_arguments(argv: list[str]) -> None:
+    """Arguments that are not UTF-8 reach Python as lone surrogates, which fail deep inside (hashing, JSON)."""
+    for i, arg in enumerate(argv, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as err:
+            byte = ord(arg[err.start]) - 0xDC00
+            raise QkragError(f"argument {i} ({arg.encode('utf-8', 'backslashreplace').decode()}): is not UTF-8 text "
+                             f"(byte 0x{byte:02x}). Fix: pass UTF-8 (check the terminal's locale, e.g. LANG=C.UTF-8)"
+                             ) from None
 
 
 def _click_exceptions() -> tuple[type[Exception], ...]:

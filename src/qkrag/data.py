@@ -196,7 +196,10 @@ def _load_hf(path: Path | str) -> Iterable[Mapping]:
                    "give a BEIR folder, a .jsonl/.csv/.tsv file, a .parquet/.arrow file, or a save_to_disk folder")
     else:
         try:
-            ds = datasets.load_dataset(str(path))
+            from qkrag.cache import default_cache_dir
+
+            # its Arrow copy goes under QKRAG_CACHE_DIR with qkrag's other caches, not ~/.cache/huggingface
+            ds = datasets.load_dataset(str(path), cache_dir=str(default_cache_dir() / "datasets"))
         except Exception as err:  # offline, unknown name, ...: say which
             raise fail(str(path), f"no such file, and loading it as a Hugging Face hub dataset failed ({err})",
                        "check the path, or the dataset name and your network") from None

@@ -1,14 +1,15 @@
-"""The leakage audit (seen/novel queries), document-disjoint validation splits, and the question share."""
+"""qkrag.evaluate.compare: paired comparisons of two runs (difference, interval, sign-flip p-value) and the leakage
+audit (seen/novel queries, and the result subsets it rests on)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from qkrag.evaluate.metrics import evaluate_run, question_share
-from qkrag.evaluate.compare import leakage_audit, seen_novel
-from qkrag.projection.data import Pairs
-from qkrag.retrieval.base import Hit
+from qkrag.errors import InputError
+from qkrag.evaluate.compare import compare, leakage_audit, seen_novel
+from qkrag.evaluate.metrics import evaluate_run
+
+from tests.fakes import random_result
 
 QRELS = {"q1": {"a": 1}, "q2": {"b": 1, "c": 1}, "q3": {"d": 1}, "q4": {"e": 1, "x": 0}}
 
@@ -38,35 +39,33 @@ def test_leakage_audit_with_no_seen_queries_reports_none():
     assert audit["n_seen"] == 0 and audit["ndcg@10_seen"] is None and audit["n_novel"] == 4
 
 
+def test_compare_identical_runs_is_no_difference() -> None:
+    a = random_result(200, 0)
+    c = compare(a, a)
+    assert c.difference == 0.0 and c.ci == (0.0, 0.0)
+    assert c.p_value == pytest.approx(1.0)
+    assert not c.significant
+
+
+def test_compare_detects_a_real_difference_and_not_a_fake_one() -> None:
+    base, better = random_result(200, 0), random_result(200, 0, shift=0.5)
+    c = compare(better, base)
+    assert c.difference > 0.05 and c.ci[0] > 0 and c.p_value < 0.01
+    assert compare(base, better).difference == pytest.approx(-c.difference)
+    # two systems of the same quality (different noise): usually not significant; check over several seeds
+    p_values = [compare(random_result(200, s), random_result(200, 100 + s)).p_value for s in range(10)]
+    assert sum(p < 0.05 for p in p_values) <= 2
+    assert compare(better, base, "mrr@10").metric == "mrr@10"
+
+
+def test_compare_refuses_different_query_sets() -> None:
+    with pytest.raises(InputError, match="different queries"):
+        compare(random_result(10, 0), random_result(12, 0))
+
+
 def test_subset_recomputes_means_and_intervals():
     result = evaluate_run(QRELS, {"q1": {"a": 1.0}, "q3": {"d": 1.0}})
     part = result.subset(["q1", "q2"])
     assert part.n_queries == 2 and part["ndcg@10"] == pytest.approx(0.5)
     found = result.subset(["q1", "q3"])
     assert found.ci["ndcg@10"] == (1.0, 1.0) and result.ci["ndcg@10"] != (1.0, 1.0)
-
-
-def test_question_share_counts_question_documents_in_the_top_k():
-    hits = [[Hit("p1", 1), Hit("a", 0.9), Hit("p2", 0.8), Hit("b", 0.7), Hit("c", 0.6)], [Hit("a", 1)]]
-    share = question_share(hits, {"p1": True, "p2": True, "a": False}, depth=5)
-    assert share == pytest.approx((2 / 5 + 0) / 2)
-
-
-def _pairs() -> Pairs:
-    rng = np.random.default_rng(0)
-    docs = rng.normal(size=(40, 8)).astype(np.float32)
-    positives = np.arange(60) % 40
-    queries = docs[positives] + 0.1 * rng.normal(size=(60, 8)).astype(np.float32)
-    return Pairs(queries, positives, docs, query_ids=tuple(f"q{i}" for i in range(60)),
-                 doc_ids=tuple(f"d{i}" for i in range(40)))
-
-
-def test_a_document_split_keeps_validation_documents_out_of_training():
-    train, val = _pairs().split(0.2, seed=1, by="document")
-    assert set(train.positive_ids()).isdisjoint(val.positive_ids())
-    assert len(train) + len(val) == 60 and len(val) > 0
-
-
-def test_a_query_split_may_share_documents():
-    train, val = _pairs().split(0.2, seed=1, by="query")
-    assert not set(train.positive_ids()).isdisjoint(val.positive_ids())  # why the document split exists

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -346,3 +347,81 @@ def test_the_embedded_server_keys_its_cache_as_before(tmp_path):
     remote = LLM(LLMConfig(model="qwen", base_url="http://127.0.0.1:41234/v1"), cache=False)
     assert remote.cache_scope == "http://127.0.0.1:41234/v1" and remote._request("hi", {}).key != \
         embedded._request("hi", {}).key
+
+
+# ------------------------------------------------------------------------------------------------ a fleet (issue 16)
+
+
+def _echo(body: dict) -> str:
+    return "answer to " + body["messages"][-1]["content"]
+
+
+def _fleet_llm(fleet, tmp_path, name: str, **overrides) -> LLM:
+    cfg = dict(model="fleet-model", base_url=fleet.url, api_key="sk-test", timeout=10.0, max_retries=0, backoff=0.0)
+    return LLM(LLMConfig(**{**cfg, **overrides}), cache=tmp_path / f"{name}.sqlite")
+
+
+def test_concurrency_puts_that_many_requests_in_flight_and_keeps_the_order(tmp_path):
+    prompts_ = [f"question {i}" for i in range(40)]
+    answers = {}
+    for concurrency in (1, 8):
+        fleet = FakeOpenAIServer(chat=_echo, delay=(0.01, 0.08))
+        try:
+            with _fleet_llm(fleet, tmp_path, f"c{concurrency}", concurrency=concurrency) as llm:
+                answers[concurrency] = [c.text for c in llm.complete_many(prompts_, progress=False)]
+            if concurrency == 1:
+                assert fleet.max_active == 1
+            else:  # overlap, never more than asked: the server saw several requests at once
+                assert 2 <= fleet.max_active <= 8, fleet.max_active
+            assert fleet.hits == len(prompts_)
+        finally:
+            fleet.close()
+    assert answers[1] == answers[8] == [_echo({"messages": [{"content": p}]}) for p in prompts_]
+
+
+def test_a_rate_limited_fleet_is_waited_out_without_using_up_retries(tmp_path):
+    fleet = FakeOpenAIServer(chat=_echo, delay=(0.01, 0.08), limit=2, retry_after="0.05")  # 429 for a 3rd in flight
+    try:
+        with _fleet_llm(fleet, tmp_path, "limited", concurrency=8) as llm:  # max_retries=0: no retry to spend
+            out = llm.complete_many([f"q{i}" for i in range(24)], progress=False)
+        assert all(c is not None for c in out) and fleet.rejected > 0
+        assert llm.rate_limited == fleet.rejected and llm.retries == 0
+        assert fleet.max_active <= 2
+    finally:
+        fleet.close()
+
+
+def test_retry_after_pauses_every_worker_not_just_the_one_told(tmp_path):
+    fleet = FakeOpenAIServer(chat=_echo, retry_after="0.6")
+    fleet.script.append("429")  # the first request is told to wait
+    try:
+        with _fleet_llm(fleet, tmp_path, "pause", concurrency=4) as llm:
+            first = threading.Thread(target=llm.complete, args=("told to wait",))
+            first.start()
+            deadline = time.monotonic() + 30
+            while llm.rate_limited == 0:  # counted once the pause is set
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            other = llm.complete("another worker")  # another thread's request, sent during the pause
+            first.join(30)
+        assert other.text == "answer to another worker"
+        rejected_at = fleet.arrivals[0]
+        assert all(t - rejected_at >= 0.55 for t in fleet.arrivals[1:]), [t - rejected_at for t in fleet.arrivals]
+    finally:
+        fleet.close()
+
+
+@pytest.mark.parametrize("headers, seconds", [({"retry-after": "3"}, 3.0), ({"retry-after-ms": "250"}, 0.25),
+                                              ({"retry-after": "soon"}, None), ({}, None)])
+def test_retry_after_reads_seconds_and_milliseconds(headers, seconds):
+    from qkrag.llm.client import retry_after
+
+    class Response:
+        def __init__(self):
+            self.headers = headers
+
+    class RateLimited(Exception):
+        status_code = 429
+        response = Response()
+
+    assert retry_after(RateLimited()) == seconds

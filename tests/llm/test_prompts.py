@@ -177,3 +177,9 @@ def test_parse_candidates_max_words_drops_pasted_passages():
     text = "short query about statins\n" + pasted
     assert prompts.parse_candidates(text, max_words=25) == ["short query about statins"]
     assert len(prompts.parse_candidates(text)) == 2
+
+
+def test_extractive_aspect_built_in_names_have_descriptions():
+    from qkrag.llm.prompts import aspect_description
+
+    assert "temperature" in aspect_description("climate") and aspect_description("my own words") == "my own words"

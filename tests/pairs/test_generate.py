@@ -22,39 +22,10 @@ from qkrag.errors import InputError, LLMError
 from qkrag.llm.client import LLM, LLMConfig
 from qkrag.pairs.generate import generate_from_beir, generate_pairs
 from qkrag.text import normalize
-from qkrag.pairs.steer import rank_positives, rank_summary
-from qkrag.pairs.filters import copy_score, form_summary, ict_candidates, mask_rare_terms, ngram_copy
 from qkrag.pairs.config import GenerateConfig
 from qkrag.pairs.store import COLUMNS, load_pairs
 
-from tests.fakes import FakeEncoder, FakeOpenAIServer, last_message
-
-TOPICS = [
-    ("volcano", "lava magma eruption crater ash basalt"),
-    ("coral", "reef polyp bleaching ocean algae symbiosis"),
-    ("insulin", "pancreas glucose diabetes hormone beta cells"),
-    ("glacier", "ice melt moraine crevasse snow valley"),
-    ("bee", "pollen hive honey nectar queen swarm"),
-    ("comet", "nucleus tail orbit dust coma perihelion"),
-    ("vaccine", "antibody immune antigen booster dose adjuvant"),
-    ("wheat", "grain gluten harvest flour crop field"),
-    ("neuron", "axon synapse dendrite signal myelin brain"),
-    ("tide", "moon gravity coast ebb flood harbour"),
-    ("yeast", "ferment sugar bread dough carbon dioxide"),
-    ("laser", "photon beam mirror coherent light pump"),
-]
-
-
-def make_corpus(n: int = len(TOPICS)) -> Corpus:
-    docs = []
-    for i in range(n):
-        topic, vocab = TOPICS[i % len(TOPICS)]
-        w = vocab.split()
-        text = (f"The {topic} is studied with care. Researchers measured {w[0]} and {w[1]} in {topic} {i} samples. "
-                f"They found that {w[2]} changes {w[3]} over time. A second study linked {w[4]} to {w[5]} strongly.")
-        docs.append(Document(f"d{i}", text, title=f"{topic.title()} report {i}"))
-    return Corpus(tuple(docs), "tiny-topics")
-
+from tests.fakes import TOPICS, FakeEncoder, FakeOpenAIServer, last_message, make_corpus
 
 # ------------------------------------------------------------------------------------------------ fake LLM server
 
@@ -99,59 +70,6 @@ FAST = dict(progress=False, negative_depth=6, negatives=2, roundtrip_k=5)
 
 def rows(ds) -> list[dict]:
     return [dict(r) for r in ds]
-
-
-# ------------------------------------------------------------------------------------------------ text measures
-
-
-def test_copy_score_measures_longest_copied_run():
-    passage = "Insulin is made by beta cells of the pancreas and lowers blood glucose."
-    assert copy_score("insulin is made by beta cells", passage) == 1.0
-    assert copy_score("which organ makes insulin", passage) == pytest.approx(1 / 4)
-    assert copy_score("what lowers blood glucose levels", passage) == pytest.approx(3 / 5)
-    assert copy_score("", passage) == 0.0
-    assert ngram_copy("beta cells of the pancreas", passage) == 1.0
-    assert ngram_copy("cells that regulate sugar", passage) == 0.0
-
-
-def test_normalize_folds_case_punctuation_and_spacing():
-    assert normalize('  "How does  Insulin work?" ') == normalize("how does insulin work")
-
-
-def test_mask_rare_terms_drops_only_rare_passage_terms():
-    df = {"insulin": 1, "beta": 2, "cells": 40, "how": 90, "work": 50}
-    assert mask_rare_terms("how do insulin beta cells work", "insulin beta cells work", df, max_df=2) == \
-        "how do cells work"
-    assert mask_rare_terms("how do cells work", "insulin beta cells work", df, max_df=2) is None
-
-
-def test_ict_cuts_a_sentence_out_of_the_passage():
-    doc = make_corpus()[0]
-    pairs = ict_candidates(doc, n=2, seed=0)
-    assert len(pairs) == 2
-    for sentence, rest in pairs:
-        assert sentence in doc.text and sentence not in rest
-        assert rest.startswith(doc.title)
-    assert ict_candidates(doc, n=2, seed=0) == pairs  # seeded
-    assert ict_candidates(Document("x", "Only one sentence here."), n=2, seed=0) == []
-
-
-def test_rank_helpers(fake_encoder):
-    corpus = make_corpus()
-    ranks = rank_positives(fake_encoder, corpus, [corpus[0].content, corpus[3].content], ["d0", "d3"])
-    assert list(ranks) == [1, 1]
-    s = rank_summary([1, 1, 5, 50, 500])
-    assert (s["rank1"], s["top10"], s["top100"], s["n"]) == (0.4, 0.6, 0.8, 5)
-    f = form_summary(["a b c", "d e"], ["a b c", "x y"])
-    assert f["mean_words"] == 2.5 and f["ngram_copy"] == 0.5
-
-
-def test_config_rejects_bad_values():
-    with pytest.raises(InputError, match="policy"):
-        GenerateConfig(policy="easiest")
-    with pytest.raises(InputError, match="at most 8"):
-        GenerateConfig(examples=tuple(f"q{i}" for i in range(9)))
-    assert GenerateConfig(candidates=5, per_call=2).calls == 3
 
 
 # ------------------------------------------------------------------------------------------------ the pipeline
@@ -540,74 +458,6 @@ def test_end_to_end_with_the_real_local_llm(tmp_path):
     assert rows(again.dataset) == rows(ds)
 
 
-def test_target_steering_picks_the_candidate_in_the_drawn_bucket():
-    from qkrag.pairs.steer import Candidate, steer_candidates
-
-    def cands(*ranks):
-        return [Candidate("d0", f"q{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
-
-    def pick(target, *ranks):
-        return steer_candidates(cands(*ranks), GenerateConfig(target=target))[0].rank
-
-    assert pick((1, 0, 0), 40, 3, 1) == 1
-    assert pick((0, 1, 0), 40, 3, 1) == 3
-    assert pick((0, 0, 1), 40, 3, 1) == 40
-    assert pick((0, 0, 1), 1, 3, 7) == 7  # nothing that hard: the hardest there is
-    assert pick((1, 0, 0), 90, 12, 30) == 12  # nothing that easy: the easiest there is
-    assert steer_candidates(cands(5, 9), GenerateConfig(policy="hardest"))[0].rank == 9
-
-
-def test_target_steering_meets_the_target_over_all_passages():
-    # Half the passages have only a rank-1 candidate, half can give rank 1 or rank 5. Target: half at rank 1. Drawing
-    # a bucket per passage gives ~75% rank 1 (the flexible half draws rank 1 half the time); the target is reachable
-    # exactly by giving every flexible passage its rank-5 candidate.
-    from qkrag.pairs.steer import Candidate, steer_candidates
-
-    cands = []
-    for p in range(40):
-        ranks = (1,) if p % 2 else (1, 5)
-        cands += [Candidate(f"d{p}", f"q{p}-{r}", "p", "m", "llm", "", i, rank=r) for i, r in enumerate(ranks)]
-    chosen = steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0)))
-    assert len(chosen) == 40 and len({c.doc_id for c in chosen}) == 40
-    assert sum(c.rank == 1 for c in chosen) == 20
-    assert [c.doc_id for c in chosen] == [f"d{p}" for p in range(40)]  # passage order kept
-    # two per passage where there are two: all 60 candidates, whatever the target
-    assert len(steer_candidates(cands, GenerateConfig(target=(0.5, 0.5, 0.0), queries_per_passage=2))) == 60
-    # the human default: the 20 flexible passages can't all go hard, so rank 1 ends as near 0.49 as it can
-    hard = sum(c.rank > 1 for c in steer_candidates(cands, GenerateConfig()))
-    assert hard == 20
-
-
-def test_off_form_follows_the_examples():
-    from qkrag.pairs.filters import off_form
-
-    claims = ["Egr3 regulates B cells.", "Statins lower LDL."]
-    questions = ["what lowers ldl?", "how do statins work?"]
-    assert off_form("Does Egr3 regulate B cells?", claims) and not off_form("Egr3 regulates T cells.", claims)
-    assert off_form("Statins lower LDL.", questions) and not off_form("why do statins work?", questions)
-    assert not off_form("anything?", []) and not off_form("anything?", claims + questions)  # no clear form: no say
-
-
-def test_steering_prefers_the_examples_form_within_a_rank_bucket():
-    from qkrag.pairs.steer import Candidate, steer_candidates
-
-    config = GenerateConfig(target=(1, 0, 0), examples=("A claim.", "Another claim."))
-    cands = [Candidate("d0", "Is it so?", "p", "m", "llm", "", 0, rank=1, off_form=True),
-             Candidate("d0", "It is so.", "p", "m", "llm", "", 1, rank=1, copy_score=0.5),
-             Candidate("d0", "It is not so.", "p", "m", "llm", "", 2, rank=4)]
-    assert steer_candidates(cands, config)[0].text == "It is so."  # in form beats less copied; the rank bucket beats both
-    assert steer_candidates(cands, GenerateConfig(target=(0, 1, 0), examples=config.examples))[0].text == "It is not so."
-
-
-def test_sentences_split_tokenised_lower_case_text_too():
-    from qkrag.text import sentences
-
-    cranfield_like = "a study of a wing in a slipstream . an experimental study was made , e.g. at two angles . done ."
-    assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
-                                         "an experimental study was made , e.g. at two angles .", "done ."]
-    assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]
-
-
 # ------------------------------------------------------------------------------------------------ answer check
 
 POSTS = [
@@ -854,3 +704,56 @@ def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, cap
         cli.main(["generate", str(folder), "--generator", "ict", "--answer-check", "maybe", "--out",
                   str(tmp_path / "x")])
     assert "answer_check" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ a fleet (issue 16)
+
+FLEET_CHILD = CHILD.replace("concurrency=2", "concurrency=int(sys.argv[4])")
+
+
+def _fleet_child(tmp_path: Path, base_url: str, out: str, cache: str, concurrency: int) -> subprocess.Popen:
+    script = tmp_path / "fleet_child.py"
+    script.write_text(FLEET_CHILD.format(tests=str(Path(__file__).resolve().parents[2])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[2]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, str(script), base_url, str(tmp_path / out), str(tmp_path / cache),
+                             str(concurrency)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_concurrency_8_against_a_fleet_killed_midway_resumes_to_the_pairs_of_one_at_a_time(tmp_path):
+    """A fleet answering after random delays: 8 requests in flight (the server saw more than one at once, one at a
+    time saw one), and a run at concurrency 8 killed twice mid-generation resumes to exactly the pairs of an
+    uninterrupted run at concurrency 1."""
+    fleet = llm_server(delay=(0.005, 0.05))
+    try:
+        one = _fleet_child(tmp_path, fleet.url, "one", "one.sqlite", 1)
+        assert one.wait(timeout=300) == 0, one.stderr.read()
+        assert fleet.max_active == 1
+        expected = rows(load_pairs(tmp_path / "one"))
+        assert len(expected) > 10
+
+        journal = tmp_path / "eight" / "journal.jsonl"
+
+        def lines() -> int:
+            return len(journal.read_bytes().splitlines()) if journal.exists() else 0
+
+        fleet.max_active, progress = 0, []
+        for target in (6, 20):  # passages journaled when killed: surely mid-generation (36 in all)
+            child = _fleet_child(tmp_path, fleet.url, "eight", "eight.sqlite", 8)
+            assert child.stdout.readline().strip() == "ready"
+            while lines() < target and child.poll() is None:
+                time.sleep(0.002)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            progress.append(lines())
+        assert any(0 < p < 36 for p in progress), progress
+        assert fleet.max_active > 1  # requests overlapped
+        final = _fleet_child(tmp_path, fleet.url, "eight", "eight.sqlite", 8)
+        assert final.wait(timeout=300) == 0, final.stderr.read()
+        assert rows(load_pairs(tmp_path / "eight")) == expected
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert sorted(r["doc_id"] for r in records) == sorted({r["doc_id"] for r in records})  # each passage once
+        assert len(records) == 36
+    finally:
+        fleet.close()

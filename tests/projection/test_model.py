@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from tests.fakes import FakeEncoder
 from qkrag.data import load_beir
 from qkrag.errors import IndexMismatchError, InputError
 from qkrag.projection.model import QKProjection, QueryAdapter, SymmetricProjection
-from qkrag.projection.data import Pairs, pairs_from_collection, pairs_from_dataset
+from qkrag.projection.data import Pairs, pairs_from_collection
 from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.projection.train import TrainConfig
 from qkrag.retrieval.base import exact_search
@@ -206,16 +205,6 @@ def test_load_refuses_a_folder_that_is_not_a_projection(tmp_path, trained):
 # --------------------------------------------------------------------------------------------------------- errors
 
 
-def test_empty_pairs_are_refused():
-    with pytest.raises(InputError, match="no pairs.*Fix:"):
-        Pairs(np.zeros((0, 8), np.float32), np.zeros(0, np.int64), np.ones((3, 8), np.float32))
-
-
-def test_positive_outside_the_documents_is_refused():
-    with pytest.raises(InputError, match=r"pair #1: positive row 5 is outside the 3 documents"):
-        Pairs(np.ones((2, 8), np.float32), np.array([0, 5]), np.ones((3, 8), np.float32))
-
-
 def test_dimension_mismatch_is_an_index_mismatch(trained):
     with pytest.raises(IndexMismatchError, match="dimension 16, expected 32.*Fix:"):
         trained.transform_queries(np.ones((2, 16), np.float32))
@@ -236,36 +225,6 @@ def test_bad_hyperparameters_quote_the_value(planted):
         QKProjection().transform_queries(np.ones((1, 32), np.float32))
 
 
-# ------------------------------------------------------------------------------------------- building the data
-
-
-def test_pairs_from_collection(tiny_beir, fake_encoder):
-    collection = load_beir(tiny_beir, "test")
-    pairs = pairs_from_collection(collection, fake_encoder)
-    assert len(pairs) == 3 and pairs.documents.shape == (5, 32) and pairs.encoder == "fake-encoder"
-    assert [pairs.doc_ids[p] for p in pairs.positives] == ["d1", "d2", "d4"]
-    assert pairs.query_ids == ("q1", "q2", "q3")
-
-
-def test_pairs_from_dataset_and_unknown_ids(tiny_beir, fake_encoder):
-    import datasets
-
-    corpus = load_beir(tiny_beir).corpus
-    rows = {"query": ["cat on a mat", "cat on a mat", "rising bread"], "positive_id": ["d1", "d5", "d4"],
-            "negative_ids": [["d2"], [], ["d1", "d3"]]}
-    pairs = pairs_from_dataset(datasets.Dataset.from_dict(rows), corpus, fake_encoder)
-    assert len(pairs) == 3 and pairs.n_queries == 2
-    assert pairs.negatives.tolist() == [[1, -1], [-1, -1], [0, 2]]
-    rows["positive_id"][2] = "d99"
-    with pytest.raises(InputError, match=r"row 2: positive_id 'd99' is not in the corpus.*Fix:"):
-        pairs_from_dataset(datasets.Dataset.from_dict(rows), corpus, fake_encoder)
-    rows["positive_id"][2], rows["negative_ids"][0] = "d4", ["nope"]
-    with pytest.raises(InputError, match=r"row 0: negative id 'nope'"):
-        pairs_from_dataset(datasets.Dataset.from_dict(rows), corpus, fake_encoder)
-    with pytest.raises(InputError, match="no pairs"):
-        pairs_from_dataset(datasets.Dataset.from_dict({"query": [], "positive_id": []}), corpus, fake_encoder)
-
-
 def test_split_keeps_queries_whole_and_is_seeded(planted):
     a_train, a_val = planted.train.split(0.2, seed=1)
     b_train, b_val = planted.train.split(0.2, seed=1)
@@ -274,86 +233,7 @@ def test_split_keeps_queries_whole_and_is_seeded(planted):
     assert a_val.n_queries == 60 and len(a_train) + len(a_val) == len(planted.train)
 
 
-# -------------------------------------------------------------------------------------------------------- serving
-
-
-def _served(fake_encoder, texts: dict[str, str]):
-    from qkrag.embed.encoders import EmbedOptions, embed
-
-    vectors = embed(fake_encoder, list(texts.values()), "document", EmbedOptions(progress=False))
-    rng = np.random.default_rng(0)
-    projection = QKProjection.identity(32, fake_encoder.fingerprint, scale=5.0, bias=-1.0)
-    projection._set_weights(np.eye(32, dtype=np.float32) + 0.3 * rng.normal(size=(32, 32)).astype(np.float32),
-                            np.eye(32, dtype=np.float32) + 0.3 * rng.normal(size=(32, 32)).astype(np.float32), 5.0,
-                            -1.0)
-    return vectors, projection
-
-
-def _expected(projection, fake_encoder, ids, vectors, queries, k):
-    from qkrag.embed.encoders import EmbedOptions, embed
-
-    qv = embed(fake_encoder, queries, "query", EmbedOptions(progress=False))
-    logits = projection.score_matrix(qv, vectors)
-    order = np.argsort(-logits, 1, kind="stable")[:, :k]
-    return [[ids[j] for j in row] for row in order], logits
-
-
-def test_projected_retriever_full_mode_in_memory(fake_encoder):
-    from qkrag.retrieval.index import ExactIndex
-    from qkrag.retrieval.projected import ProjectedRetriever
-    from tests.fakes import TINY_DOCS
-
-    ids = list(TINY_DOCS)
-    vectors, projection = _served(fake_encoder, TINY_DOCS)
-    retriever = ProjectedRetriever(fake_encoder, projection, ExactIndex(ids, vectors, "cosine", TINY_DOCS))
-    queries = ["where did the cat sit", "why does bread rise"]
-    hits = retriever.search(queries, k=3)
-    expected, logits = _expected(projection, fake_encoder, ids, vectors, queries, 3)
-    assert [[h.id for h in row] for row in hits] == expected
-    top = hits[0][0]
-    assert top.score == pytest.approx(logits[0].max(), abs=1e-4)
-    assert top.probability == pytest.approx(1 / (1 + np.exp(-logits[0].max())), abs=1e-5)
-    assert top.text == TINY_DOCS[top.id]
-
-
-def test_projected_retriever_rerank_mode_reorders_raw_candidates(fake_encoder):
-    from qkrag.retrieval.projected import ProjectedRetriever
-    from tests.fakes import TINY_DOCS
-
-    ids = list(TINY_DOCS)
-    vectors, projection = _served(fake_encoder, TINY_DOCS)
-    retriever = ProjectedRetriever(fake_encoder, projection, (ids, vectors), mode="rerank", depth=5)
-    queries = ["where did the cat sit"]
-    expected, _ = _expected(projection, fake_encoder, ids, vectors, queries, 5)
-    assert [h.id for h in retriever.search(queries, k=5)[0]] == expected[0]
-    with pytest.raises(InputError, match="'fast' is not a serving mode"):
-        ProjectedRetriever(fake_encoder, projection, (ids, vectors), mode="fast")
-
-
-def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedding(fake_encoder, tmp_path):
-    from qkrag.retrieval.index import ChromaIndex, IndexConfig
-    from qkrag.retrieval.projected import ProjectedRetriever
-    from tests.fakes import TINY_DOCS
-
-    ids = list(TINY_DOCS)
-    vectors, projection = _served(fake_encoder, TINY_DOCS)
-    raw = ChromaIndex.for_encoder(IndexConfig(collection="raw-docs", path=tmp_path / "chroma"), fake_encoder)
-    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
-    raw.mark_complete()
-    embedded_before = fake_encoder.texts_embedded
-    retriever = ProjectedRetriever(fake_encoder, projection, raw)
-    assert fake_encoder.texts_embedded == embedded_before  # documents came from the index, not the encoder
-    assert retriever.index.space == "ip" and retriever.index.count() == len(ids)
-    queries = ["where did the cat sit", "how do plants make sugar from sunlight"]
-    expected, _ = _expected(projection, fake_encoder, ids, vectors, queries, 3)
-    hits = retriever.search(queries, k=3)
-    assert [[h.id for h in row] for row in hits] == expected
-    assert all(0 < h.probability < 1 and h.text == TINY_DOCS[h.id] for row in hits for h in row)
-    again = ProjectedRetriever(fake_encoder, projection, raw)  # reuses the complete projected collection
-    assert again.index.name == retriever.index.name
-    other = FakeEncoder(fake_encoder.dimension, name="another-encoder")  # same dimension, another identity
-    with pytest.raises(IndexMismatchError):
-        ProjectedRetriever(other, projection, raw)
+# ------------------------------------------------------------------------------------------------------ real data
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from qkrag.evaluate.calibration import expected_calibration_error
 from qkrag.errors import InputError
 from qkrag.projection.model import QKProjection
 from qkrag.projection.data import Pairs
-from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.projection.train import (TrainConfig, canonical_rows, hits_for_calibration, info_nce_loss, initial_maps,
                                     make_batches, mine_hard_negatives, platt_scale)
 from qkrag.projection.model import train_projection
@@ -55,12 +54,6 @@ def test_info_nce_ignores_masked_columns():
     row1 = -np.log(np.e / (1 + np.e + 1))
     reference = (row0 + row1) / 2
     assert float(masked) == pytest.approx(float(reference), rel=1e-6)
-
-
-def test_binary_ndcg():
-    assert binary_ndcg(np.array([[3, 1, 2]]), [{3}], 3).mean() == 1.0
-    assert binary_ndcg(np.array([[1, 3, 2]]), [{3}], 3).mean() == pytest.approx(1 / np.log2(3))
-    assert binary_ndcg(np.array([[1, 2, 4]]), [{3}], 3).mean() == 0.0
 
 
 def test_initial_maps_identity_or_orthonormal_pca():

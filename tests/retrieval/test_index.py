@@ -630,3 +630,18 @@ def test_a_collection_in_another_space_can_be_read(tmp_path, fake_encoder):
     read = ChromaIndex.for_encoder(IndexConfig(collection="ip-docs", path=tmp_path / "db"), fake_encoder,
                                    create=False)
     assert read.space == "ip" and read.count() == 6
+
+
+def test_indexing_another_corpus_into_a_collection_is_refused_unless_replace(tmp_path, fake_encoder):
+    from qkrag.data import Corpus, Document
+    from qkrag.errors import InputError
+    from qkrag.retrieval.index import IndexConfig, build_index
+
+    config = IndexConfig(collection="docs", path=tmp_path / "db")
+    first = Corpus([Document(f"a{i}", f"apple text {i}") for i in range(6)], source="a")
+    other = Corpus([Document(f"b{i}", f"river text {i}") for i in range(6)], source="b")
+    build_index(first, fake_encoder, config, progress=False)
+    with pytest.raises(InputError, match="holds 6 documents of another corpus"):
+        build_index(other, fake_encoder, config, progress=False)
+    assert build_index(first, fake_encoder, config, progress=False).count() == 6  # untouched
+    assert build_index(other, fake_encoder, config, progress=False, replace=True).last_build.removed == 6

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -247,6 +247,7 @@ class EmbedOptions:
     batch_size: int = 256
     progress: bool = True
     cache: DiskCache | None | Literal["default"] = "default"
+    engine: Any = None  # where cache misses are embedded: None here, or e.g. qkrag.embed.ray.RayEngine (`embed_into`)
 
 
 _default_cache: DiskCache | None = None
@@ -297,6 +298,8 @@ def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, t
     """Embed the texts at positions `todo` in batches into `out`, writing each batch to the cache."""
     from tqdm.auto import tqdm
 
+    if todo and options.engine is not None:  # same cache, same contract, embedded elsewhere
+        return options.engine.embed_into(out, todo, encoder, texts, keys, side, cache)
     if todo:
         encoder.warm_up()
     with tqdm(total=len(todo), desc=desc or f"embed {side}s", unit="text", disable=quiet() or not options.progress or not todo,

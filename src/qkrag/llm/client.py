@@ -14,7 +14,9 @@ server. What this layer adds over a bare client:
 * retries with exponential backoff on connection errors, timeouts, 429 and 5xx, and on unusable output (empty,
   refusal, garbled, or failing the caller's `check`); after the last try an `LLMError`, or for `complete_many` with
   `on_error="skip"` a counted skip (`None` in the results);
-* bounded concurrency with a thread pool and a tqdm bar; token and cost accounting.
+* bounded concurrency with a thread pool and a tqdm bar (`concurrency` requests in flight: a fleet behind one
+  OpenAI-compatible endpoint, e.g. vLLM, takes many); a 429/503 with `Retry-After` pauses every worker of this
+  client until then, not just the one that got it; token and cost accounting.
 
 The API key is a secret: it is excluded from reprs, never logged, never part of a cache key or file, and scrubbed
 from every error message (a misbehaving server may echo request headers into its error body).
@@ -41,7 +43,7 @@ from qkrag.llm.prompts import Prompt, output_problem
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
     import openai
 
-__all__ = ["Completion", "LLM", "LLMConfig", "Usage", "PromptLike"]
+__all__ = ["Completion", "LLM", "LLMConfig", "Usage", "PromptLike", "retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,11 @@ class LLM:
         self._on_close = on_close
         self._client: openai.OpenAI | None = None
         self._lock = threading.Lock()
+        self._paused_until = 0.0  # time.monotonic() before which no request is sent (a server's Retry-After)
         self.calls_made = 0  # HTTP requests sent, retries included
         self.cache_hits = 0
         self.retries = 0
+        self.rate_limited = 0  # 429/503 answers with a Retry-After, waited out and sent again
         self.skipped = 0  # requests given up on under on_error="skip"
         self.usage = Usage(cost=0.0 if self._priced else None)
 
@@ -302,6 +306,7 @@ class LLM:
             "calls_made": self.calls_made,
             "cache_hits": self.cache_hits,
             "retries": self.retries,
+            "rate_limited": self.rate_limited,
             "skipped": self.skipped,
             "prompt_tokens": u.prompt_tokens,
             "completion_tokens": u.completion_tokens,
@@ -386,6 +391,7 @@ class LLM:
                 last_problem = f"unusable output ({exc})"
             except Exception as exc:  # noqa: BLE001 - sorted into retryable / fatal just below
                 retryable, last_problem = self._classify(exc)
+                self._pause_for(retry_after(exc))
                 timeouts += last_problem.startswith("timed out")
                 if timeouts >= _TIMEOUT_TRIES:
                     break
@@ -413,11 +419,37 @@ class LLM:
             exc=LLMUnavailableError if down else LLMError,
         )
 
+    def _pause_for(self, seconds: float | None) -> None:
+        """A server asked for `seconds` of quiet (Retry-After): no worker of this client sends before then."""
+        if seconds:
+            with self._lock:
+                self._paused_until = max(self._paused_until, time.monotonic() + min(seconds, MAX_RETRY_AFTER))
+
+    def _post(self, request: _Request, params: dict[str, Any]) -> Any:
+        """One chat completion request, sent when no Retry-After pause is running. A 429/503 that says how long to
+        wait (Retry-After) is waited out and sent again, up to RATE_LIMIT_WAITS times, without using up a retry: a
+        busy fleet is not a faulty one. Anything else is raised for `_run` to sort."""
+        for waits in range(RATE_LIMIT_WAITS + 1):
+            with self._lock:
+                pause = self._paused_until - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            with self._lock:
+                self.calls_made += 1
+                self.usage.requests += 1
+            try:
+                return self.client.chat.completions.create(model=request.model, messages=request.messages, **params)
+            except Exception as exc:  # noqa: BLE001 - only a rate limit with Retry-After is handled here
+                seconds = retry_after(exc)
+                if seconds is None or waits == RATE_LIMIT_WAITS:
+                    raise
+                self._pause_for(seconds)
+                with self._lock:
+                    self.rate_limited += 1
+        raise AssertionError("unreachable")
+
     def _send(self, request: _Request, params: dict[str, Any], attempt: int) -> Completion:
-        with self._lock:
-            self.calls_made += 1
-            self.usage.requests += 1
-        response = self.client.chat.completions.create(model=request.model, messages=request.messages, **params)
+        response = self._post(request, params)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -485,6 +517,34 @@ class LLM:
         if status in (400, 422):
             return "check the request parameters and that the prompt fits the model's context"
         return "see the message above; this error is not retried"
+
+
+#: How many Retry-After answers one request waits out before it counts as a failed try.
+RATE_LIMIT_WAITS = 20
+#: The longest Retry-After honoured, in seconds: a server asking for more is waited on this long, then tried again.
+MAX_RETRY_AFTER = 120.0
+
+
+def retry_after(exc: Exception) -> float | None:
+    """Seconds a 429/503 response asks the client to wait (`Retry-After: 5`, an HTTP date, or `retry-after-ms`),
+    None when it does not say."""
+    from email.utils import parsedate_to_datetime
+
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None or getattr(exc, "status_code", None) not in (429, 503):
+        return None
+    try:
+        if (ms := headers.get("retry-after-ms")) is not None:
+            return max(0.0, float(ms) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        if value.strip().replace(".", "", 1).isdigit():
+            return float(value)
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

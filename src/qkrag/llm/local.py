@@ -384,13 +384,15 @@ def default_llm(
         raise
 
 
-def open_llm(base_url: str | None = None, model: str | None = None, timeout: float | None = None) -> LLM:
+def open_llm(base_url: str | None = None, model: str | None = None, timeout: float | None = None,
+             concurrency: int | None = None) -> LLM:
     """The LLM a command asked for: an OpenAI-compatible server at `base_url`, else at $OPENAI_BASE_URL (model, key
     and the rest from the environment, see `LLMConfig.from_env`), else the embedded model `model` (a name from
     `SHIPPED_MODELS`, default `DEFAULT_MODEL`), started now and stopped when the returned LLM is closed (use it as a
     context manager). A key alone ($OPENAI_API_KEY) does not choose a server: sending a corpus to a paid API takes a
     URL someone set on purpose. `timeout`: seconds per request (default $QKRAG_TIMEOUT, else 60 s for a server, 120 s
-    for the embedded one)."""
+    for the embedded one). `concurrency`: requests in flight to a server (default LLMConfig's); the embedded model
+    serves as many as it has slots (`LocalLLMServer(slots=...)`), whatever is asked."""
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     if base_url:
         overrides: dict[str, Any] = {"base_url": base_url}
@@ -398,5 +400,7 @@ def open_llm(base_url: str | None = None, model: str | None = None, timeout: flo
             overrides["model"] = model
         if timeout:
             overrides["timeout"] = timeout
+        if concurrency:
+            overrides["concurrency"] = concurrency
         return LLM(LLMConfig.from_env(**overrides))
     return default_llm(model=shipped_model(model or DEFAULT_MODEL).name, **({"timeout": timeout} if timeout else {}))

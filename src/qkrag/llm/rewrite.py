@@ -230,6 +230,9 @@ def rewrite_corpus(corpus: Corpus, llm: LLM, out: str | os.PathLike[str], *, asp
 
     from qkrag.atomic import atomic_open
 
+    if aspect and aspect.startswith("extract:"):
+        raise fail(f"--aspect {aspect}", "extracts sentences at embedding time, with no LLM text to write",
+                   f"use it where texts are embedded: `qkrag index CORPUS --aspect {aspect}`")
     docs = list(corpus)[:limit] if limit else list(corpus)
     stats = RewriteStats()
     texts = [d.content for d in docs]

@@ -63,7 +63,7 @@ class Pairs:
         queries = np.asarray(self.queries, dtype=np.float32)
         if queries.size == 0:
             raise fail(self.source, "contains no pairs", "give at least a few (query, positive document) pairs; "
-                       "generate them with `qkrag pairs` or use a collection's train split")
+                       "generate them with `qkrag generate` or use a collection's train split")
         queries = check_vectors(f"{self.source} (query vectors)", queries, documents.shape[1])
         n = queries.shape[0]
         positives = np.asarray(self.positives)

@@ -479,6 +479,22 @@ class ChromaIndex:
         return [[Hit(str(i), float(s), t) for s, i, t in zip(srow, irow, trow) if i is not None]
                 for srow, irow, trow in zip(scores, ids, docs)]
 
+    def iter_vectors(self, *, texts: bool = False, step: int | None = None
+                     ) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
+        """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch, at most PAGE): memory
+        bounded by one page, whatever the collection's size. `texts` are None unless asked for."""
+        step = step or min(self._step, PAGE)
+        include = ["embeddings", "documents"] if texts else ["embeddings"]
+        offset = 0
+        while True:
+            got = self.collection.get(include=include, limit=step, offset=offset)
+            if len(got["ids"]):
+                docs = got["documents"] if texts else [None] * len(got["ids"])
+                yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
+            offset += len(got["ids"])
+            if len(got["ids"]) < step:
+                return
+
     def get_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every stored (id, vector), float32 (n, dimension): a later stage projects them without re-embedding."""
         ids: list[str] = []
@@ -494,6 +510,10 @@ class ChromaIndex:
         vectors = np.concatenate(blocks) if blocks else np.zeros((0, self.dimension), np.float32)
         return ids, vectors
 
+
+#: Vectors per page when a collection is read through: a page of 1,024 384-d vectors arrives from a server as ~8 MB
+#: of JSON and becomes Python floats before numpy, a few tens of MB in flight (benchmarks/results/scale_bench_chroma).
+PAGE = 1024
 
 #: Results one Chroma query request may ask for (queries x k): below SQLite's 32,766 variables per statement.
 QUERY_VARIABLES = 16_000
@@ -579,7 +599,7 @@ def collection_names(client: Any) -> list[str]:
 
 
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,
-                progress: bool = True, prune: bool = True) -> ChromaIndex:
+                progress: bool = True, prune: bool = True, replace: bool = False) -> ChromaIndex:
     """Embed `corpus` with `encoder` and store it in Chroma; idempotent and resumable.
 
     The collection's writer lock is held throughout (a concurrent build waits, see `ChromaIndex.writing`). A
@@ -588,7 +608,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
     already stored with the same text are skipped (a re-run embeds and writes nothing); missing ones and ones whose
     text changed are embedded (through the embedding cache, `options` is `EmbedOptions`) and upserted batch by
     batch; with `prune`, ids no longer in the corpus are deleted. Then the collection is marked complete, with its
-    count and content hash recorded. `index.last_build` says what was done.
+    count and content hash recorded. `index.last_build` says what was done. A collection that holds mostly other
+    documents (another corpus) is refused unless `replace`: pruning would silently delete them.
     """
     config = config or IndexConfig()
     with file_lock(config.lock_path, config.lock_timeout, f"{config.location} collection {config.collection!r}"):
@@ -598,6 +619,8 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
             index.delete()
             index = ChromaIndex.for_encoder(config, encoder)
             stats.rebuilt = problem
+        if prune and not replace:
+            _refuse_another_corpus(index, corpus)
         index.mark_complete(False)
         _fill(index, corpus, encoder, options, stats, progress=progress, prune=prune)
         stored = index.count()
@@ -609,6 +632,15 @@ def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, op
         index.mark_complete(True, content_hash=content, count=stored)
     index.last_build = stats
     return index
+
+
+def _refuse_another_corpus(index: ChromaIndex, corpus: Any) -> None:
+    stored = index.all_ids()
+    shared = len(set(stored) & set(corpus.ids))
+    if stored and shared * 2 < len(stored):
+        raise fail(f"{index.config.location} collection {index.name!r}", f"holds {len(stored)} documents of another "
+                   f"corpus ({shared} of their ids are in this one); indexing would delete the others",
+                   "index into another --collection, or pass --replace to replace its documents")
 
 
 def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, progress: bool = True) -> ChromaIndex:
@@ -653,8 +685,9 @@ def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: Bu
 
     # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
-    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache)
-    step = index.config.batch_size
+    silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache, engine=options.engine)
+    # An engine (Ray) takes large chunks, so its actor pool stays busy; each chunk is written as it comes back.
+    step = getattr(options.engine, "chunk", None) or index.config.batch_size
     with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), step):

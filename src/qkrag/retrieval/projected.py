@@ -72,10 +72,9 @@ class ProjectedRetriever:
             return projected
         with projected.writing():
             projected.mark_complete(False)
-            ids, vectors = raw.get_vectors()
-            texts = raw.stored_texts(ids)
-            projected.add_vectors(ids, self.projection.transform_documents(vectors),
-                                  [texts.get(i) or "" for i in ids])
+            # Page by page (ChromaIndex.iter_vectors): memory bounded by one page, not the corpus.
+            for ids, vectors, texts in raw.iter_vectors(texts=True):
+                projected.add_vectors(ids, self.projection.transform_documents(vectors), [t or "" for t in texts])
             projected.mark_complete(True)
         return projected
 

@@ -1,0 +1,131 @@
+"""qkrag.retrieval.projected: ProjectedRetriever serves a projection in full and rerank mode, in memory and on Chroma,
+ranking exactly as the projection's scores do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkrag.errors import IndexMismatchError, InputError
+from qkrag.projection.model import QKProjection
+
+from tests.fakes import FakeEncoder
+
+
+def _served(fake_encoder, texts: dict[str, str]):
+    from qkrag.embed.encoders import EmbedOptions, embed
+
+    vectors = embed(fake_encoder, list(texts.values()), "document", EmbedOptions(progress=False))
+    rng = np.random.default_rng(0)
+    projection = QKProjection.identity(32, fake_encoder.fingerprint, scale=5.0, bias=-1.0)
+    projection._set_weights(np.eye(32, dtype=np.float32) + 0.3 * rng.normal(size=(32, 32)).astype(np.float32),
+                            np.eye(32, dtype=np.float32) + 0.3 * rng.normal(size=(32, 32)).astype(np.float32), 5.0,
+                            -1.0)
+    return vectors, projection
+
+
+def _expected(projection, fake_encoder, ids, vectors, queries, k):
+    from qkrag.embed.encoders import EmbedOptions, embed
+
+    qv = embed(fake_encoder, queries, "query", EmbedOptions(progress=False))
+    logits = projection.score_matrix(qv, vectors)
+    order = np.argsort(-logits, 1, kind="stable")[:, :k]
+    return [[ids[j] for j in row] for row in order], logits
+
+
+def test_projected_retriever_full_mode_in_memory(fake_encoder):
+    from qkrag.retrieval.index import ExactIndex
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    retriever = ProjectedRetriever(fake_encoder, projection, ExactIndex(ids, vectors, "cosine", TINY_DOCS))
+    queries = ["where did the cat sit", "why does bread rise"]
+    hits = retriever.search(queries, k=3)
+    expected, logits = _expected(projection, fake_encoder, ids, vectors, queries, 3)
+    assert [[h.id for h in row] for row in hits] == expected
+    top = hits[0][0]
+    assert top.score == pytest.approx(logits[0].max(), abs=1e-4)
+    assert top.probability == pytest.approx(1 / (1 + np.exp(-logits[0].max())), abs=1e-5)
+    assert top.text == TINY_DOCS[top.id]
+
+
+def test_projected_retriever_rerank_mode_reorders_raw_candidates(fake_encoder):
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    retriever = ProjectedRetriever(fake_encoder, projection, (ids, vectors), mode="rerank", depth=5)
+    queries = ["where did the cat sit"]
+    expected, _ = _expected(projection, fake_encoder, ids, vectors, queries, 5)
+    assert [h.id for h in retriever.search(queries, k=5)[0]] == expected[0]
+    with pytest.raises(InputError, match="'fast' is not a serving mode"):
+        ProjectedRetriever(fake_encoder, projection, (ids, vectors), mode="fast")
+
+
+def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedding(fake_encoder, tmp_path):
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    raw = ChromaIndex.for_encoder(IndexConfig(collection="raw-docs", path=tmp_path / "chroma"), fake_encoder)
+    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
+    raw.mark_complete()
+    embedded_before = fake_encoder.texts_embedded
+    retriever = ProjectedRetriever(fake_encoder, projection, raw)
+    assert fake_encoder.texts_embedded == embedded_before  # documents came from the index, not the encoder
+    assert retriever.index.space == "ip" and retriever.index.count() == len(ids)
+    queries = ["where did the cat sit", "how do plants make sugar from sunlight"]
+    expected, _ = _expected(projection, fake_encoder, ids, vectors, queries, 3)
+    hits = retriever.search(queries, k=3)
+    assert [[h.id for h in row] for row in hits] == expected
+    assert all(0 < h.probability < 1 and h.text == TINY_DOCS[h.id] for row in hits for h in row)
+    again = ProjectedRetriever(fake_encoder, projection, raw)  # reuses the complete projected collection
+    assert again.index.name == retriever.index.name
+    other = FakeEncoder(fake_encoder.dimension, name="another-encoder")  # same dimension, another identity
+    with pytest.raises(IndexMismatchError):
+        ProjectedRetriever(other, projection, raw)
+
+
+def test_projected_collection_is_built_page_by_page_never_all_at_once(fake_encoder, tmp_path, monkeypatch):
+    """Issue 16: the projected collection is filled from pages of stored vectors (bounded memory); no call reads the
+    whole raw collection, and the result is the one an all-at-once build gives."""
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    config = IndexConfig(collection="raw-docs", path=tmp_path / "chroma", batch_size=3)  # pages of 3: several pages
+    raw = ChromaIndex.for_encoder(config, fake_encoder)
+    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
+    raw.mark_complete(True, content_hash="tiny-docs", count=len(ids))
+    events = []
+    real_get, real_add = raw.collection.get, ChromaIndex.add_vectors
+
+    def paged_get(*args, **kwargs):
+        got = real_get(*args, **kwargs)
+        if "embeddings" in (kwargs.get("include") or []):
+            assert kwargs.get("limit") == 3  # every read of vectors is one bounded page
+            events.append(("read", len(got["ids"])))
+        return got
+
+    def add(index, page_ids, *args, **kwargs):
+        events.append(("write", len(page_ids)))
+        return real_add(index, page_ids, *args, **kwargs)
+
+    monkeypatch.setattr(raw.collection, "get", paged_get)
+    monkeypatch.setattr(ChromaIndex, "add_vectors", add)
+    retriever = ProjectedRetriever(fake_encoder, projection, raw)
+    reads = [n for kind, n in events if kind == "read"]
+    assert sum(reads) == len(ids) and len(reads) >= 2
+    # Each page is written before the next is read: never more than one page of vectors held at once.
+    assert all(a[0] != b[0] for a, b in zip(events, events[1:]) if a[1] and b[1]), events
+    got_ids, got_vectors = retriever.index.get_vectors()
+    order = [got_ids.index(i) for i in ids]
+    np.testing.assert_allclose(got_vectors[order], projection.transform_documents(vectors), atol=1e-6)
+    assert retriever.index.stored_texts(ids) == TINY_DOCS
