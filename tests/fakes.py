@@ -274,6 +274,24 @@ TINY_QUERIES = {"q1": "where did the cat sit", "q2": "how do plants make sugar f
 TINY_QRELS = {"q1": ["d1"], "q2": ["d2"], "q3": ["d4"]}
 
 
+class StandInRuntime:
+    """What xllamacpp.Server is to `qkrag.llm.local.LocalLLMServer`: an OpenAI-compatible server on a free port of
+    127.0.0.1 (`listening_address`), started on construction, stopped when the object is dropped. Every chat answer
+    is `reply`. Put it in place with `monkeypatch.setattr(LocalLLMServer, "open_runtime", ...)`."""
+
+    reply = "stand-in says hi"
+
+    def __init__(self, model_path: Path):
+        reply = self.reply
+        # held, not inherited: the server's handler refers to the server, and that cycle would keep it up until gc
+        self.server = FakeOpenAIServer(chat=lambda body: reply)
+        self.model_path = model_path
+        self.listening_address = self.server.url.removesuffix("/v1")
+
+    def __del__(self):
+        self.server.close()
+
+
 # ------------------------------------------------------------------------------------------------ a topic corpus
 
 TOPICS = [

@@ -34,6 +34,10 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
+LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM "
+                  "(qwen2.5-coder-1.5b-instruct-q4_k_m, ...; `qkrag doctor` lists them).")
+
+
 @app.callback()
 def _options(
     timeout: Annotated[Optional[float], typer.Option(
@@ -518,7 +522,7 @@ def generate(
         help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Model name on that server.")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
         "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
@@ -681,7 +685,7 @@ def bench(
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of the methods.")] = None,
@@ -748,6 +752,21 @@ def export_(
     else:
         for key, value in result.items():
             typer.echo(f"{key:>12}: {value}")
+
+
+@app.command()
+def doctor(
+    llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.")] = True,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Shipped model to check (default: the "
+                                                     "default one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Versions, shipped model files and their checksums, the cache folder and its size, and whether the embedded LLM
+    answers."""
+    from qkrag.doctor import diagnose, render
+
+    report = diagnose(check_llm=llm, model=llm_model)
+    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
 
 
 # ------------------------------------------------------------------------------------------------ serve

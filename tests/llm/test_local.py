@@ -9,8 +9,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -19,42 +19,15 @@ from qkrag.llm import local as localllm
 from qkrag.llm import prompts
 from qkrag.llm.client import LLM
 from qkrag.llm.local import LocalLLMServer, ShippedModel
+from tests.fakes import StandInRuntime
 
 
-def _alive(pid: int) -> bool:
+def _refused(base_url: str) -> bool:
+    """Whether nothing listens at `base_url` any more."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _children(marker: str) -> list[int]:
-    """Live child processes of this one whose command line contains `marker` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == os.getpid() and marker in cmdline and _alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
-
-
-def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
+        urllib.request.urlopen(base_url + "/models", timeout=5).close()
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ConnectionRefusedError)
     return False
 
 
@@ -127,9 +100,9 @@ def test_unknown_model_name():
         LocalLLMServer("gpt-5")
 
 
-def test_missing_llama_cpp_says_how_to_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # what find_spec reports for an absent package
-    with pytest.raises(LLMError, match=r"llama-cpp-python.*Fix: pip install 'qkrag\[llm\]'"):
+def test_missing_runtime_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)  # what find_spec reports for an absent package
+    with pytest.raises(LLMError, match=r"xllamacpp.*Fix: pip install 'qkrag\[llm\]' \(a prebuilt wheel"):
         LocalLLMServer(cache_dir=tmp_path).start()
 
 
@@ -155,120 +128,92 @@ def test_gguf_metadata_reader(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Server lifecycle, with stand-in server processes (the real one is in the end-to-end test below)
+# Server lifecycle, with a stand-in runtime (the real one is in the end-to-end tests below)
 # ---------------------------------------------------------------------------------------------------------------------
-
-# The tests' fake OpenAI-compatible server (tests/fakes.py), run as a process on the port LocalLLMServer chose.
-STAND_IN = textwrap.dedent(
-    f"""
-    import sys, threading
-    sys.path[:0] = [{str(Path(__file__).resolve().parents[2])!r}, {str(Path(__file__).resolve().parents[2] / "src")!r}]
-    from tests.fakes import FakeOpenAIServer
-    FakeOpenAIServer(chat=lambda body: "stand-in says hi", port=int(sys.argv[1]))
-    print("stand-in server listening", flush=True)
-    threading.Event().wait()
-    """
-)
 
 
 @pytest.fixture
 def stand_in(monkeypatch, tmp_path):
-    """Make LocalLLMServer run `script` (with the port as argv[1]) instead of llama_cpp.server."""
-    monkeypatch.setattr(localllm, "_check_llama_cpp", lambda: None)
-    monkeypatch.setattr(localllm, "model_file", lambda name, cache_dir=None: tmp_path / "model.gguf")
+    """LocalLLMServer with the stand-in runtime and no model file; returns the list of runtimes it opened."""
+    opened = []
 
-    def use(script: str) -> None:
-        path = tmp_path / "server.py"
-        path.write_text(script)
-        monkeypatch.setattr(LocalLLMServer, "command", lambda self, model_path: [sys.executable, str(path), str(self.port)])
+    def open_runtime(self, model_path):
+        opened.append(model_path)
+        return StandInRuntime(model_path)
 
-    use(STAND_IN)
-    return use
+    monkeypatch.setattr(localllm, "check_runtime", lambda: None)
+    monkeypatch.setattr(localllm, "model_file", lambda name, cache_dir=None: tmp_path / f"{name}.gguf")
+    monkeypatch.setattr(LocalLLMServer, "open_runtime", open_runtime)
+    return opened
 
 
 def test_server_starts_answers_and_stops(stand_in, tmp_path):
     with LocalLLMServer() as server:
-        pid = server.pid
-        assert server.running and server.base_url.startswith("http://127.0.0.1:")
+        url = server.base_url
+        assert server.running and url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         llm = LLM(server.config(), cache=False)
         assert llm.complete("hi").text == "stand-in says hi"
-        assert server.config().concurrency == 1
+        assert server.config().concurrency == 1 and server.config().cache_scope == ""
         llm.close()
-    assert not server.running
-    assert _wait_gone(pid)
+    assert not server.running and _refused(url)
+    assert stand_in == [tmp_path / f"{localllm.DEFAULT_MODEL}.gguf"]
 
 
 def test_server_stops_on_exception(stand_in):
     with pytest.raises(RuntimeError, match="boom"), LocalLLMServer() as server:
-        pid = server.pid
+        url = server.base_url
         raise RuntimeError("boom")
-    assert _wait_gone(pid)
+    assert _refused(url)
 
 
 def test_default_llm_close_stops_server(stand_in, tmp_path):
     llm = localllm.default_llm(cache=tmp_path / "llm.sqlite", max_tokens=32)
-    (pid,) = _children("server.py")
     assert llm.config.max_tokens == 32 and llm.complete("x").text == "stand-in says hi"
+    url = llm.config.base_url
     llm.close()
-    assert _wait_gone(pid)
+    assert _refused(url)
 
 
-def test_server_that_exits_reports_its_output(stand_in):
-    stand_in("import sys\nprint('error: failed to load model: bad magic', file=sys.stderr)\nsys.exit(3)\n")
-    with pytest.raises(LLMError, match=r"(?s)exited with code 3.*bad magic"):
-        LocalLLMServer().start()
+def test_a_model_the_runtime_cannot_load_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(localllm, "model_file", lambda name, cache_dir=None: tmp_path / "broken.gguf")
 
+    def refuse(self, model_path):
+        raise RuntimeError("Failed to init server, please check the input params.")
 
-def test_server_that_never_answers_times_out_and_is_killed(stand_in, tmp_path):
-    stand_in("import time\nprint('loading forever', flush=True)\ntime.sleep(120)\n")
-    server = LocalLLMServer(startup_timeout=1.5)
-    t0 = time.monotonic()
-    with pytest.raises(LLMError, match=r"(?s)did not answer.*within 1.5 s.*loading forever.*startup_timeout"):
+    monkeypatch.setattr(LocalLLMServer, "open_runtime", refuse)
+    monkeypatch.setattr(localllm, "check_runtime", lambda: None)
+    server = LocalLLMServer()
+    with pytest.raises(LLMError, match=r"(?s)broken.gguf.*could not load it: Failed to init.*Fix: check free memory"):
         server.start()
-    assert time.monotonic() - t0 < 15
-    assert server.pid is None and not server.running
+    assert not server.running
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
-def test_no_orphan_when_the_parent_is_killed(tmp_path):
-    """SIGKILL skips every finaliser; the kernel's parent-death signal must still stop the server."""
-    script = tmp_path / "server.py"
-    script.write_text(STAND_IN)
-    parent = textwrap.dedent(
-        f"""
-        import sys, time
-        from pathlib import Path
-        from qkrag.llm import local as localllm
-        localllm._check_llama_cpp = lambda: None
-        localllm.model_file = lambda name, cache_dir=None: Path("model.gguf")
-        localllm.LocalLLMServer.command = lambda self, p: [sys.executable, {str(script)!r}, str(self.port)]
-        server = localllm.LocalLLMServer().start()
-        print(server.pid, flush=True)
-        time.sleep(60)
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
-    try:
-        child = int(proc.stdout.readline())
-        assert _alive(child)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert _wait_gone(child), "the server outlived its parent"
-    finally:
-        proc.kill()
+def test_slots_set_the_concurrency(stand_in):
+    with LocalLLMServer(slots=3) as server:
+        assert server.config().concurrency == 3
+    with pytest.raises(InputError, match="slots"):
+        LocalLLMServer(slots=0)
+
+
+def test_open_llm_picks_a_shipped_model_by_name(stand_in, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with localllm.open_llm(model="smollm2-135m-instruct-q4_1") as llm:
+        assert llm.config.model == "smollm2-135m-instruct-q4_1"
+    with pytest.raises(LLMError, match=r"no such shipped model.*qwen2.5-coder-1.5b"):
+        localllm.open_llm(model="gpt-5")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# End to end: the real llama.cpp server and the shipped model
+# End to end: the real runtime (xllamacpp) and the shipped model
 # ---------------------------------------------------------------------------------------------------------------------
 
-needs_llama = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                 reason="llama-cpp-python is not installed: pip install 'qkrag[llm]'")
+needs_runtime = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None,
+                                   reason="xllamacpp is not installed: pip install 'qkrag[llm]'")
 
 
 @pytest.mark.slow
 @pytest.mark.llm
-@needs_llama
+@needs_runtime
 def test_shipped_default_model_is_what_it_claims():
     meta = localllm.read_gguf_metadata(localllm.model_file())
     assert meta["general.architecture"] == "qwen2"
@@ -279,7 +224,7 @@ def test_shipped_default_model_is_what_it_claims():
 
 @pytest.mark.slow
 @pytest.mark.llm
-@needs_llama
+@needs_runtime
 def test_real_local_server_end_to_end(tmp_path):
     abstract = (
         "Vitamin D supplementation and fracture risk. In a randomized trial of 2,686 adults aged 65 to 85, "
@@ -288,7 +233,7 @@ def test_real_local_server_end_to_end(tmp_path):
     )
     prompt = prompts.render("query_zero_shot", text=abstract, n=3)
     with localllm.default_llm(cache=tmp_path / "llm.sqlite", max_tokens=96) as llm:
-        (server_pid,) = _children("llama_cpp.server")
+        url = llm.config.base_url
         out = llm.complete(prompt)
         queries = prompts.parse_candidates(out.text)
         assert queries, out.text
@@ -301,7 +246,33 @@ def test_real_local_server_end_to_end(tmp_path):
         calls = llm.calls_made
         again = llm.complete(prompt)
         assert again.cached and again.text == out.text and llm.calls_made == calls
-    assert _wait_gone(server_pid)
+    assert _refused(url)
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+@needs_runtime
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL semantics")
+def test_no_server_outlives_a_killed_qkrag():
+    """SIGKILL skips every finaliser; the server lives in the process, so it must go with it, port and all."""
+    parent = textwrap.dedent(
+        """
+        import time
+        from qkrag.llm.local import LocalLLMServer
+        server = LocalLLMServer().start()
+        print(server.base_url, flush=True)
+        time.sleep(120)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and not _refused(url)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert _refused(url), "the server outlived qkrag"
+    finally:
+        proc.kill()
 
 
 def test_threads_come_from_the_argument_then_the_environment(monkeypatch):
@@ -326,10 +297,10 @@ def test_open_llm_takes_the_url_from_the_argument_then_the_environment(monkeypat
     assert localllm.open_llm("http://127.0.0.1:8/v1").config.base_url == "http://127.0.0.1:8/v1"
 
 
-def test_timeouts_are_settable_and_default_from_the_environment(monkeypatch):
+def test_timeouts_are_settable_and_default_from_the_environment(monkeypatch, stand_in):
     monkeypatch.delenv("QKRAG_TIMEOUT", raising=False)
     monkeypatch.setenv("QKRAG_LLM_MODEL", "m")
-    server = LocalLLMServer(port=9)
+    server = LocalLLMServer().start()
     assert server.config().timeout == 120.0  # the embedded CPU model is slow; a remote server gets 60 s
     assert localllm.open_llm("http://127.0.0.1:9/v1").config.timeout == 60.0
     assert localllm.open_llm("http://127.0.0.1:9/v1", timeout=3).config.timeout == 3
@@ -339,8 +310,10 @@ def test_timeouts_are_settable_and_default_from_the_environment(monkeypatch):
     monkeypatch.setattr(localllm, "default_llm", lambda **k: seen.update(k))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     localllm.open_llm(timeout=4)
-    assert seen == {"timeout": 4}
+    assert seen == {"model": localllm.DEFAULT_MODEL, "timeout": 4}
+    server.stop()
 
 
-def test_the_embedded_server_config_keys_the_cache_on_the_model_not_its_port():
-    assert LocalLLMServer(port=9).config().cache_scope == ""
+def test_the_embedded_server_config_keys_the_cache_on_the_model_not_its_port(stand_in):
+    with LocalLLMServer() as server:
+        assert server.config().cache_scope == ""

@@ -103,7 +103,10 @@ def test_few_shot_examples_are_capped_deduped_and_required():
     with pytest.raises(InputError, match="zero_shot"):
         prompts.few_shot_examples(["", "  "])
     p = prompts.render("query_few_shot", text="doc", n=3, examples=block)
-    assert "- query 7" in p.messages[-1]["content"] and "own words" in p.messages[-1]["content"]
+    assert "- query 7" in p.messages[0]["content"] and "own words" in p.messages[-1]["content"]
+    # the examples are the system part, the same for every passage: a prefix the runtime evaluates once
+    other = prompts.render("query_few_shot", text="another passage", n=3, examples=block)
+    assert other.messages[0] == p.messages[0] and "another passage" in other.messages[-1]["content"]
 
 
 MESSY = """Sure! Here are 5 queries:

