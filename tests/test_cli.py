@@ -498,3 +498,13 @@ def test_index_scale_options_fail_in_one_line(capsys, beir, tmp_path, args, word
     code, out, err = run(capsys, "index", beir, "--path", tmp_path / "c", *args)
     assert code != 0 and words in err and "Traceback" not in err
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_help_shows_flags_and_real_defaults():
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(cli.app, ["eval", "--help"], env={"COLUMNS": "200"}).output
+    flags = [line for line in out.splitlines() if "<bool>" in line and "--help" not in line]  # --help is typer's
+    assert flags == [] and "--per-query" in out
+    out = CliRunner().invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"}).output
+    assert "default: 400" in out and "default: 0]" not in out

@@ -44,8 +44,8 @@ def _options(
         "--timeout", help="Seconds any network call may take (Chroma server, LLM, embeddings API) before it fails "
         "with a message; default $QKRAG_TIMEOUT, else 60.")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
-                                          help="Print qkrag's version and exit.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; results only.")] = False,
+                                          help="Print qkrag's version and exit.", metavar="")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; results only.", metavar="")] = False,
 ) -> None:
     """Retrieval beyond raw cosine: learn what relevance means for your corpus."""
     if timeout is not None:
@@ -88,14 +88,14 @@ EfSearch = Annotated[int, typer.Option("--ef-search", help="HNSW ef_search (high
 M = Annotated[int, typer.Option("--hnsw-m", help="HNSW M, links per node; fixed when a collection is created.")]
 Projection = Annotated[Optional[Path], typer.Option(
     "--projection", "-p", help="A trained projection folder (from qkrag train): score by σ(q·k).")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.", metavar="")]
 Replace = Annotated[bool, typer.Option(
-    "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).")]
+    "--replace", help="Let this corpus replace a collection that holds another one (its documents are deleted).", metavar="")]
 Adopt = Annotated[bool, typer.Option(
     "--adopt", help="Take over an existing collection of this encoder's vectors that qkrag did not create (checked on "
-    "a sample) instead of refusing it; its documents outside the corpus are kept.")]
+    "a sample) instead of refusing it; its documents outside the corpus are kept.", metavar="")]
 Rewrite = Annotated[bool, typer.Option(
-    "--rewrite", help="Have the LLM rewrite each document in plain English (content only) before embedding (cached).")]
+    "--rewrite", help="Have the LLM rewrite each document in plain English (content only) before embedding (cached).", metavar="")]
 MaxWords = Annotated[Optional[int], typer.Option("--max-words", help="Length limit of a rewrite (implies --rewrite).")]
 Aspect = Annotated[Optional[str], typer.Option(
     "--aspect", help='Embed one aspect of each item: a built-in name (climate, cuisine, size) or a template with '
@@ -106,7 +106,7 @@ LLMURL = Annotated[Optional[str], typer.Option(
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
-    "dense hits (RRF unless --fusion-weight).")]
+    "dense hits (RRF unless --fusion-weight).", metavar="")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 Engine = Annotated[str, typer.Option(
@@ -117,7 +117,7 @@ Backend = Annotated[str, typer.Option(
     "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
     "vectors, so its own collection).")]
 SkipEmpty = Annotated[bool, typer.Option(
-    "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.")]
+    "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.", metavar="")]
 
 
 def _renamed(new: str, new_value: str | None, old: str, old_value: str | None) -> str | None:
@@ -312,7 +312,7 @@ def search(
     fusion_weight: FusionWeight = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
-        "cosine, cosine score, probability.")] = False,
+        "cosine, cosine score, probability.", metavar="")] = False,
     backend: Backend = "torch",
     json_out: Json = False,
 ) -> None:
@@ -415,7 +415,7 @@ def eval_(
         "evaluated split is another; else rrf).")] = "auto",
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
-    per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.")] = False,
+    per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.", metavar="")] = False,
     backend: Backend = "torch",
     run_file: Annotated[Optional[Path], typer.Option(
         "--run-file", help="Write the ranking as a TREC run file (for trec_eval or ranx).")] = None,
@@ -481,7 +481,7 @@ def rewrite_(
     llm_base_url: LLMURL = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
-        "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.")] = False,
+        "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.", metavar="")] = False,
     json_out: Json = False,
 ) -> None:
     """Rewrite a corpus with the LLM (plain English, content only) or extract one aspect; cached, so a re-run is free.
@@ -536,7 +536,7 @@ def generate(
         "--roundtrip-k", help="Keep a query only if its passage ranks in the top k (default 100).")] = None,
     negatives: Annotated[Optional[int], typer.Option("--negatives", help="Hard negatives per pair (default 4).")] = None,
     judge_negatives: Annotated[bool, typer.Option(
-        "--judge-negatives", help="Also ask the LLM to judge each hard negative; drop those it calls relevant.")] = False,
+        "--judge-negatives", help="Also ask the LLM to judge each hard negative; drop those it calls relevant.", metavar="")] = False,
     answer_check: Annotated[Optional[str], typer.Option(
         "--answer-check", help="Which passages get queries: form (default: skip questions, requests and boilerplate), "
         "llm (ask the LLM), both, or none. Skipped passages stay in the corpus as negatives.")] = None,
@@ -756,10 +756,10 @@ def export_(
 
 @app.command()
 def doctor(
-    llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.")] = True,
+    llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.", metavar="")] = True,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Shipped model to check (default: the "
                                                      "default one).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.", metavar="")] = False,
 ) -> None:
     """Versions, shipped model files and their checksums, the cache folder and its size, and whether the embedded LLM
     answers."""
