@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh llm
-exec .venv/bin/qkrag bench data/demo --out runs/demo --sample 80 --candidates 2 "$@"
+exec .venv/bin/qkrag bench data/demo --out runs/demo --sample 60 --candidates 2 "$@"
