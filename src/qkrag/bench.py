@@ -197,7 +197,8 @@ class Bench:
 
         from qkrag.embed.encoders import embed
         from qkrag.retrieval.baselines import BM25Retriever
-        from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
+        from qkrag.retrieval.factory import make_retriever
+        from qkrag.retrieval.index import IndexConfig, build_index
 
         self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
         chroma = IndexConfig(collection=f"{self.test.name or 'bench'}-raw"[:63], path=cfg.out / "chroma")
@@ -207,7 +208,7 @@ class Bench:
         t0 = time.perf_counter()
         self.bm25 = BM25Retriever(self.corpus)
         bm25_seconds = time.perf_counter() - t0
-        self.cosine_retriever = DenseRetriever(encoder, self.raw_index)
+        self.cosine_retriever = make_retriever(encoder, self.raw_index)
 
         if "bm25" in methods:
             self._evaluate("bm25", self.bm25.search, bm25_seconds, "bm25s, index time as train time")
@@ -342,7 +343,7 @@ class Bench:
         serve it. Notes name every loss's validation figure and what model selection decided."""
         from qkrag.projection.model import train_projection
         from qkrag.projection.train import TrainConfig
-        from qkrag.retrieval.projected import ProjectedRetriever
+        from qkrag.retrieval.factory import make_retriever
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
@@ -362,7 +363,7 @@ class Bench:
         notes = (f"{len(pairs)} pairs ({len(fit_part)} train, {len(val_part)} validation, split by document); "
                  f"loss {best} (validation nDCG@10: {scores}; start {val.get('init_ndcg@10', float('nan')):.3f}); "
                  f"selected {projection.selected_}")
-        trained = Trained(ProjectedRetriever(self.encoder, projection, self.raw_index), pairs.positive_ids(),
+        trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
                           _as_queries(val_part, text_of))
         trained.seconds, trained.notes = seconds, notes
         return trained

@@ -29,7 +29,8 @@ from qkrag.evaluate.stats import Bootstrap
 from qkrag.retrieval.base import Hit, to_run
 from qkrag.retrieval.baselines import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
-from qkrag.retrieval.index import DenseRetriever, ExactIndex
+from qkrag.retrieval.factory import make_retriever
+from qkrag.retrieval.index import ExactIndex
 from qkrag.text import question_form
 
 log = logging.getLogger("qkrag.serve")
@@ -97,14 +98,12 @@ class Source:
 
 def _load_projection(source: Source, encoder: Encoder, projection: str | Path | None) -> None:
     from qkrag.projection.model import QKProjection
-    from qkrag.retrieval.projected import ProjectedRetriever
-
     if projection is None:
         return
     source.projection_path = str(projection)
     try:
         model = QKProjection.load(projection, encoder)
-        source.projected = ProjectedRetriever(encoder, model, source.raw)
+        source.projected = make_retriever(encoder, source.raw, projection=model)
     except QkragError as err:  # another encoder's projection, a corrupt folder: the other columns still work
         source.projection_error = str(err)
 
@@ -131,7 +130,7 @@ def load_folder(folder: str | Path, encoder: Encoder, projection: str | Path | N
         vectors = embed(encoder, corpus.contents, "document", _QUIET)
         raw = ExactIndex(corpus.ids, vectors, "cosine", {d.id: d.content for d in corpus}, encoder.fingerprint)
         source = _finish(Source(name, encoder, corpus, collection, raw), encoder, projection)
-        dense = source.projected or DenseRetriever(encoder, raw)
+        dense = source.projected or make_retriever(encoder, raw)
         source.fusion, source.fusion_note = fusion_for_split(dense, source.bm25, folder, collection.split,
                                                              corpus=corpus)
         return source
