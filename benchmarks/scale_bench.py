@@ -190,6 +190,11 @@ def fill(port: int, n: int) -> dict:
         size = min(page, n - start)
         ids = [f"d{i}" for i in range(start, start + size)]
         index.add_vectors(ids, unit(rng.standard_normal((size, DIM), dtype=np.float32)), [f"doc {i}" for i in ids])
+        done = start + size
+        if done % (page * 25) < page or done == n:  # a progress line about every 100k vectors, with an estimate
+            rate = done / (time.perf_counter() - t0)
+            print(f"added {done:,}/{n:,} ({rate:.0f}/s, ~{(n - done) / rate / 60:.0f} min left)", file=sys.stderr,
+                  flush=True)
     seconds = time.perf_counter() - t0
     index.mark_complete(True, content_hash=f"synthetic-{n}", count=n)
     return {"add_seconds": seconds, "add_per_s": n / seconds}
