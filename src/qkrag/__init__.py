@@ -36,7 +36,7 @@ _PUBLIC = {
     "qkrag.retrieval.index": ("IndexConfig", "build_index", "ChromaIndex", "DenseRetriever"),
     "qkrag.retrieval.factory": ("make_retriever",),
     "qkrag.retrieval.projected": ("ProjectedRetriever",),
-    "qkrag.retrieval.baselines": ("BM25Retriever",),
+    "qkrag.retrieval.bm25": ("BM25Retriever", "build_bm25"),
     "qkrag.retrieval.hybrid": ("HybridRetriever", "FusionConfig"),
     "qkrag.evaluate.metrics": ("evaluate_retriever", "evaluate_run", "EvalResult"),
     "qkrag.evaluate.run": ("evaluate_folder",),

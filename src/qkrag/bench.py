@@ -196,7 +196,7 @@ class Bench:
         self.encoder = encoder = self._encoder()
 
         from qkrag.embed.encoders import embed
-        from qkrag.retrieval.baselines import BM25Retriever
+        from qkrag.retrieval.bm25 import BM25Retriever
         from qkrag.retrieval.factory import make_retriever
         from qkrag.retrieval.index import IndexConfig, build_index
 

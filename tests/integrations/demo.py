@@ -31,7 +31,7 @@ def build_demo(root: Path) -> Demo:
     from qkrag.data import load_beir
     from qkrag.embed.encoders import make_encoder
     from qkrag.retrieval.projected import ProjectedRetriever
-    from qkrag.retrieval.baselines import BM25Retriever
+    from qkrag.retrieval.bm25 import BM25Retriever
     from qkrag.retrieval.hybrid import HybridRetriever
     from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
 

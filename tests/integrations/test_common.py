@@ -27,7 +27,7 @@ def test_sides_give_qkrag_logits_and_probabilities(fake_encoder, tmp_path):
 
 def test_every_hybrid_hit_gets_the_projections_probability(fake_encoder):
     from qkrag.data import Corpus, Document
-    from qkrag.retrieval.baselines import BM25Retriever
+    from qkrag.retrieval.bm25 import BM25Retriever
     from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
     from qkrag.retrieval.index import ExactIndex
     from qkrag.retrieval.projected import ProjectedRetriever

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qkrag.retrieval.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.baselines import CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.data import Corpus, load_beir
 from qkrag.embed.encoders import EmbedOptions
 from qkrag.errors import InputError
@@ -23,40 +24,6 @@ DOCS = {
 @pytest.fixture
 def corpus() -> Corpus:
     return Corpus.from_texts(DOCS)
-
-
-def test_bm25_ranks_the_matching_document_first(corpus) -> None:
-    bm25 = BM25Retriever(corpus)
-    hits = bm25.search(["why does bread rise", "oiling a bicycle chain", "how do plants make sugar"], k=3)
-    assert [row[0].id for row in hits] == ["bread", "bikes", "plants"]
-    assert hits[0][0].text == DOCS["bread"]
-    assert all(row[i].score >= row[i + 1].score for row in hits for i in range(len(row) - 1))
-
-
-def test_bm25_stems_when_pystemmer_is_there(corpus) -> None:
-    pytest.importorskip("Stemmer")
-    bm25 = BM25Retriever(corpus)
-    assert bm25.stemmed
-    assert bm25.search(["rising breads"], k=1)[0][0].id == "bread"  # rises/rising, bread/breads share a stem
-    assert BM25Retriever(corpus, stemmer=None).search(["rising breads"], k=1) == [[]]
-
-
-def test_bm25_queries_without_known_words_get_no_hits(corpus) -> None:
-    bm25 = BM25Retriever(corpus)
-    hits = bm25.search(["the of and", "zebra quantum", "cat"], k=10)
-    assert hits[0] == [] and hits[1] == []
-    assert [h.id for h in hits[2]] == ["cat"]  # only documents sharing a term, not zero-scored filler
-    assert len(bm25.search(["carbon dioxide"], k=100)[0]) == 2  # k above the corpus size is fine
-
-
-def test_bm25_bad_input(corpus) -> None:
-    with pytest.raises(InputError, match="one string"):
-        BM25Retriever(corpus).search("bread")
-    with pytest.raises(InputError, match="k1="):
-        BM25Retriever(corpus, k1=-1)
-    with pytest.raises(InputError, match="Snowball"):
-        pytest.importorskip("Stemmer")
-        BM25Retriever(corpus, stemmer="klingon")
 
 
 def test_centered_cosine_removes_the_common_direction() -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from qkrag.data import load_beir
 from qkrag.errors import InputError
-from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.factory import check_kind, dense_index, make_retriever, retriever_for_folder
 from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
 from qkrag.retrieval.index import DenseRetriever, ExactIndex

@@ -10,9 +10,9 @@ import pytest
 import qkrag.cli as cli
 import qkrag.retrieval.hybrid as hybrid
 from qkrag.data import Corpus
-from qkrag.errors import IndexMismatchError, InputError
+from qkrag.errors import InputError
 from qkrag.retrieval.base import Hit
-from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import (DEFAULT_GRID, FusionConfig, HybridRetriever, bm25_folder, choose_fusion, fuse,
                                     fusion_from_options, open_bm25)
 from qkrag.retrieval.index import IndexConfig
@@ -188,34 +188,6 @@ DOCS = {f"d{i}": f"Topic{i % 7} passage number {i} is about subject{i % 5} and t
 QUERIES = ["topic3 subject1", "matter7 theme2", "passage number 12", "the of and"]
 
 
-def test_bm25_save_load_round_trip_gives_identical_hits(tmp_path):
-    corpus = Corpus.from_texts(DOCS)
-    built = BM25Retriever(corpus, k1=1.5, b=0.6)
-    assert built.save(tmp_path / "bm25") == tmp_path / "bm25"
-    loaded = BM25Retriever.load(tmp_path / "bm25", corpus)
-    assert loaded.search(QUERIES, k=5) == built.search(QUERIES, k=5)
-    assert (loaded.k1, loaded.b, loaded.method, loaded.stopwords, loaded.stemmed) == (1.5, 0.6, "lucene", "en",
-                                                                                       built.stemmed)
-    manifest = json.loads((tmp_path / "bm25" / BM25Retriever.MANIFEST).read_text())
-    assert manifest["settings"]["stemmer"] == built.stemmer_name and manifest["documents"] == 30
-    # saving again replaces the folder atomically and leaves no temporary folder behind
-    built.save(tmp_path / "bm25")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25"]
-
-
-def test_bm25_load_refuses_other_documents(tmp_path):
-    corpus = Corpus.from_texts(DOCS)
-    BM25Retriever(corpus).save(tmp_path / "bm25")
-    changed = Corpus.from_texts({**DOCS, "d3": "a different text entirely"})
-    with pytest.raises(IndexMismatchError, match="other documents.*Fix: rebuild it"):
-        BM25Retriever.load(tmp_path / "bm25", changed)
-    reordered = Corpus.from_texts(dict(reversed(list(DOCS.items()))))
-    with pytest.raises(IndexMismatchError):
-        BM25Retriever.load(tmp_path / "bm25", reordered)  # positions would name the wrong documents
-    with pytest.raises(InputError, match="holds no saved BM25 index"):
-        BM25Retriever.load(tmp_path / "nowhere", corpus)
-
-
 def test_open_bm25_loads_a_match_and_rebuilds_a_mismatch(tmp_path, monkeypatch):
     corpus = Corpus.from_texts(DOCS)
     first = open_bm25(corpus, tmp_path / "bm25")
@@ -326,3 +298,30 @@ def test_cli_eval_hybrid_on_the_demo_data_with_the_real_encoder(capsys):
     assert result["fusion_chosen_on"] == "train" and 0.0 < result["ndcg@10"] <= 1.0
     exact = json.loads(run(capsys, "eval", demo, "--retriever", "exact", "--split", "test", "--json")[1])
     assert result["ndcg@10"] >= exact["ndcg@10"] - 0.05  # fusion should not fall far below its own dense arm
+
+
+def test_collection_bm25_is_keyed_by_the_collection_and_streams_its_texts(capsys, beir, fake_model, tmp_path,
+                                                                          monkeypatch):
+    from qkrag.retrieval import hybrid
+    from qkrag.retrieval.bm25 import saved_source
+    from qkrag.retrieval.index import ChromaIndex
+
+    db = tmp_path / "chroma"
+    assert run(capsys, "index", beir, "--path", db, "-c", "mini", "--hybrid")[0] == 0
+    index = ChromaIndex.for_encoder(IndexConfig(collection="mini", path=db), fake_model)
+    assert saved_source(db / "bm25" / "mini") == index.source_hash
+    # current: served from disk (memory-mapped), neither the texts nor a rebuild are read
+    with monkeypatch.context() as patch:
+        patch.setattr(hybrid, "collection_corpus", lambda *a: pytest.fail("read the whole collection"))
+        patch.setattr(hybrid, "build_bm25", lambda *a, **k: pytest.fail("rebuilt a current index"))
+        lexical = hybrid.collection_bm25(index)
+        hit = lexical.search(["topic3 subject1"], k=1)[0][0]
+        assert hit.text == index.stored_texts([hit.id])[hit.id]  # texts looked up in the collection
+    # the collection changes: `index --hybrid` rebuilds from the stored texts, and the new document is found
+    with (beir / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "extra", "title": "", "text": "zebra crossing"}) + "\n")
+    code, _, err = run(capsys, "index", beir, "--path", db, "-c", "mini", "--hybrid")
+    assert code == 0, err
+    index = ChromaIndex.for_encoder(IndexConfig(collection="mini", path=db), fake_model)
+    assert saved_source(db / "bm25" / "mini") == index.source_hash
+    assert hybrid.collection_bm25(index).search(["zebra"], k=1)[0][0].id == "extra"

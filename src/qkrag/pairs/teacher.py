@@ -26,7 +26,7 @@ def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = No
     """The offline teacher: exact cosine over `corpus` (its `documents` vectors when given, else embedded through
     the cache) fused with BM25 by reciprocal rank fusion, which needs no weight chosen on data."""
     from qkrag.embed.encoders import embed
-    from qkrag.retrieval.baselines import BM25Retriever
+    from qkrag.retrieval.bm25 import BM25Retriever
     from qkrag.retrieval.hybrid import HybridRetriever
     from qkrag.retrieval.index import DenseRetriever, ExactIndex
 

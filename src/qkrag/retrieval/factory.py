@@ -82,7 +82,7 @@ def retriever_for_folder(kind: str, corpus: Corpus, encoder: Encoder | None, *, 
                          fusion_weight: float | None = None) -> tuple[Retriever, dict[str, str]]:
     """The retriever `qkrag eval` measures on `split` of BEIR folder `data`, and facts to report about it (the fusion
     and where it was chosen). `index` reuses raw vectors already built; else they are built for `kind`."""
-    from qkrag.retrieval.baselines import BM25Retriever
+    from qkrag.retrieval.bm25 import BM25Retriever
 
     check_kind(kind)
     if kind != "hybrid" and (fusion != "auto" or fusion_weight is not None):

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.bm25 import BM25Retriever, build_bm25, saved_source
 from qkrag.data import Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
 from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
@@ -302,19 +302,33 @@ def collection_corpus(index: ChromaIndex) -> Corpus:
 
 
 def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
-    """The BM25 index persisted for a Chroma collection, checked against the collection's documents.
+    """The BM25 index persisted for a Chroma collection, keyed by the collection's content hash.
 
-    build=True (what `qkrag index --hybrid` does) builds or refreshes it; build=False only loads it, and fails
-    with a clear message when there is none.
+    build=True (what `qkrag index --hybrid` does) builds it when it is missing or was built on other contents,
+    streaming the stored texts page by page (`build_bm25`: memory bounded by the vocabulary and one chunk);
+    build=False only loads it, and fails with a clear message when there is none or it is stale. The score matrix
+    is memory-mapped and hits fetch their texts from the collection, so serving does not hold the corpus either.
     """
     folder = bm25_folder(index.config)
-    corpus = collection_corpus(index)
-    if build:
-        return open_bm25(corpus, folder)
-    if not (folder / BM25Retriever.MANIFEST).exists():
-        raise fail(f"collection {index.name!r}", f"has no BM25 index (looked in {folder})",
+    key, saved = index.source_hash, saved_source(folder)
+    exists = (folder / BM25Retriever.MANIFEST).exists()
+    if saved != key and not build:
+        if exists and saved is None:  # saved before the source key was recorded: check it against the texts
+            return BM25Retriever.load(folder, collection_corpus(index))
+        raise fail(f"collection {index.name!r}", (f"has a BM25 index of other documents than it holds now (in {folder})" if exists
+                    else f"has no BM25 index (looked in {folder})"),
                    "build it with `qkrag index DATA --hybrid` (same --collection/--path/--host)")
-    return BM25Retriever.load(folder, corpus)
+    if saved != key:
+        build_bm25(_stored_documents(index), folder, source=key)
+    return BM25Retriever.load(folder, mmap=True, texts=index.stored_texts)
+
+
+def _stored_documents(index: ChromaIndex):
+    for doc_id, text in index.iter_texts():
+        if not text:
+            raise fail(f"collection {index.name!r}", f"document {doc_id!r} has no stored text",
+                       "rebuild it with `qkrag index` (it stores every document's text)")
+        yield doc_id, text
 
 
 __all__ = ["DEFAULT_GRID", "FusionConfig", "HybridRetriever", "bm25_folder", "choose_fusion", "choose_fusion_on",

@@ -495,6 +495,17 @@ class ChromaIndex:
             if len(got["ids"]) < step:
                 return
 
+    def iter_texts(self, step: int | None = None) -> Iterator[tuple[str, str | None]]:
+        """Every stored (id, text), read a page at a time (no vectors): what a streamed BM25 build reads."""
+        step = step or min(self._step, PAGE)
+        offset = 0
+        while True:
+            got = self.collection.get(include=["documents"], limit=step, offset=offset)
+            yield from zip(got["ids"], got["documents"] or [None] * len(got["ids"]))
+            offset += len(got["ids"])
+            if len(got["ids"]) < step:
+                return
+
     def get_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every stored (id, vector), float32 (n, dimension): a later stage projects them without re-embedding."""
         ids: list[str] = []

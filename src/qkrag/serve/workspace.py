@@ -27,7 +27,7 @@ from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_e
 from qkrag.evaluate.compare import compare
 from qkrag.evaluate.stats import Bootstrap
 from qkrag.retrieval.base import Hit, to_run
-from qkrag.retrieval.baselines import BM25Retriever
+from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
 from qkrag.retrieval.factory import make_retriever
 from qkrag.retrieval.index import ExactIndex
