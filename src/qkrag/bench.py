@@ -89,7 +89,7 @@ class Trained:
 
     retriever: Any
     positives: list[str]  # document ids that were positives in training
-    validation: tuple[list[str], list[str], dict[str, dict[str, int]]]  # held-out (ids, texts, qrels)
+    validation: tuple[list[str], list[str], dict[str, dict[str, int]]] | None  # held-out (ids, texts, qrels)
     seconds: float = 0.0
     notes: str = ""
 
@@ -339,32 +339,35 @@ class Bench:
         self._write()
 
     def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
-        """Train a projection per loss on the same document-disjoint split, keep the best on validation, and
-        serve it. Notes name every loss's validation figure and what model selection decided."""
-        from qkrag.projection.model import train_projection
-        from qkrag.projection.train import TrainConfig
+        """Train a projection per loss and keep the best, then serve it. Selection is on a document-disjoint
+        validation split when it holds at least MIN_VALIDATION_QUERIES queries; on fewer, one split is a handful of
+        votes, so every loss is judged by 5-fold cross-validation over all pairs (`train_with_cv`) instead. Notes
+        name every loss's figure and what model selection decided."""
+        from qkrag.projection.train import MIN_VALIDATION_QUERIES, TrainConfig
         from qkrag.retrieval.factory import make_retriever
 
         variant = "query_adapter" if method == "query_adapter" else "qk"
         fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
+        by_cv = val_part.n_queries < MIN_VALIDATION_QUERIES
         t0 = time.perf_counter()
+        train_on = pairs if by_cv else fit_part
         if "distill" in losses or "both" in losses:
-            fit_part = self._with_teacher(fit_part, text_of)
-        tried = {}
-        for loss in losses:
-            config = TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss)
-            tried[loss] = train_projection(fit_part, config, variant=variant, validation=val_part)
-        best = max(tried, key=lambda k: (tried[k].validation_.get("ndcg@10", 0.0), -list(tried).index(k)))
+            train_on = self._with_teacher(train_on, text_of)
+        configs = {loss: TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss) for loss in losses}
+        tried = _fit_each(configs, train_on, None if by_cv else val_part, variant)
+        best = max(tried, key=lambda k: (_selection_score(tried[k]), -list(tried).index(k)))
         projection = tried[best]
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
-        val = projection.validation_
-        scores = ", ".join(f"{k} {p.validation_.get('ndcg@10', float('nan')):.3f}" for k, p in tried.items())
-        notes = (f"{len(pairs)} pairs ({len(fit_part)} train, {len(val_part)} validation, split by document); "
-                 f"loss {best} (validation nDCG@10: {scores}; start {val.get('init_ndcg@10', float('nan')):.3f}); "
-                 f"selected {projection.selected_}")
+        scores = ", ".join(f"{k} {_selection_score(p):.3f}" for k, p in tried.items())
+        split = (f"{pairs.n_queries} queries, 5-fold CV: {val_part.n_queries} held out would be under "
+                 f"{MIN_VALIDATION_QUERIES}" if by_cv else f"{len(fit_part)} train, {len(val_part)} validation, "
+                 f"split by document")
+        notes = (f"{len(pairs)} pairs ({split}); loss {best} (held-out nDCG@10: {scores}); selected "
+                 f"{projection.selected_}")
+        # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
         trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
-                          _as_queries(val_part, text_of))
+                          None if by_cv else _as_queries(val_part, text_of))
         trained.seconds, trained.notes = seconds, notes
         return trained
 
@@ -511,6 +514,23 @@ class Bench:
             plot_score_histograms(calibrated, out / "bench-scores.png")
             name, (p, y) = next(iter(calibrated.items()))
             reliability_diagram(p, y, out / "bench-reliability.png", title=f"{name}: reliability")
+
+
+def _fit_each(configs: dict, pairs, validation, variant: str) -> dict:
+    """One projection per config: selected on `validation` pairs, or by 5-fold CV over `pairs` when it is None."""
+    from qkrag.projection.model import train_projection
+    from qkrag.projection.select import train_with_cv
+
+    if validation is None:
+        return {name: train_with_cv(pairs, config, variant=variant) for name, config in configs.items()}
+    return {name: train_projection(pairs, config, variant=variant, validation=validation)
+            for name, config in configs.items()}
+
+
+def _selection_score(projection) -> float:
+    """The held-out nDCG@10 a projection was selected on: its CV mean when cross-validated, else its validation's."""
+    val = projection.validation_
+    return float(val["cv"]["ndcg"]) if "cv" in val else float(val.get("ndcg@10", 0.0))
 
 
 def _part(extra: dict[str, Any], part: str) -> str:
