@@ -366,7 +366,7 @@ def _write_ids(spill: _Spill, path: Path, block: int = 100_000) -> None:
 
 def build_bm25(documents: Iterable[tuple[str, str]], folder: str | os.PathLike[str], *, k1: float = 1.2,
                b: float = 0.75, method: BM25Method = "lucene", stopwords: str | list[str] | None = "en",
-               stemmer: str | None = "auto", chunk: int = 20_000, source: str | None = None,
+               stemmer: str | None = "auto", chunk: int = 10_000, source: str | None = None,
                progress: Callable[[int], None] | None = None) -> Path:
     """Build the BM25 index of `documents` ((id, text) pairs, read once, in order) into `folder`, in memory bounded
     by the vocabulary and one `chunk` of documents. The same scores as `BM25Retriever(corpus)`, and the same folder
