@@ -94,9 +94,10 @@ def summary() -> str:
                    f"synthetic pairs the answer (bake-01) ranks {example['qk_synthetic']['bake-01']} and the forum post "
                    f"(post-01) {example['qk_synthetic']['post-01']}: the answer is "
                    f"{'above' if above else 'still below'} the post"
-                   + ("" if above else " (model selection kept the "
+                   + ("" if above else " (model selection: "
                       + syn.get("notes", "").split("; selected ")[-1].split(" (audit")[0].replace(" (", ": ", 1)
-                      .removesuffix(")") + ")")
+                      .removesuffix(")") + f"; test nDCG@10 {syn.get('ndcg@10', float('nan')):.3f} against cosine's "
+                      f"{_rows(demo).get('cosine', {}).get('ndcg@10', float('nan')):.3f})")
                    + ".")
     return "\n\n".join(out)
 
