@@ -198,3 +198,60 @@ def test_messages_name_what_is_wrong(tmp_path):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     with pytest.raises(InputError, match="BEIR folder without queries.jsonl"):
         load_beir(beir)
+
+
+# ------------------------------------------------------------------------------------------------ CorpusFile
+def write_corpus(path, rows, bom=False):
+    text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.replace("\n", "\n\n", 1).encode("utf-8"))
+    return path
+
+
+ROWS = [{"_id": "d1", "title": "Bread", "text": "Yeast makes dough rise."},
+        {"_id": "dé", "text": "Ünïcode text, and a \"quote\"."},
+        {"_id": "d3", "title": "", "text": "Plain."},
+        {"_id": "d4", "text": "Last one."}]
+
+
+def test_corpus_file_reads_what_load_corpus_reads_without_holding_the_texts(tmp_path):
+    from qkrag.data import CorpusFile, FileTexts, open_corpus
+
+    path = write_corpus(tmp_path / "corpus.jsonl", ROWS, bom=True)  # a BOM and a blank line: offsets must hold
+    whole, lazy = load_corpus(path), CorpusFile(tmp_path)  # a folder holding corpus.jsonl works too
+    assert lazy.ids == whole.ids and len(lazy) == 4 and isinstance(lazy.contents, FileTexts)
+    assert list(lazy.contents) == whole.contents
+    assert lazy.contents[1] == whole.contents[1] and lazy.contents[-1] == whole.contents[-1]
+    assert lazy.contents[1:3] == whole.contents[1:3] and lazy.contents[5:9] == []
+    with pytest.raises(IndexError):
+        lazy.contents[4]
+    assert isinstance(open_corpus(path), CorpusFile)
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("id,text\na,hello\n")
+    assert isinstance(open_corpus(csv_path), Corpus)  # other formats are read whole
+
+
+def test_corpus_file_refuses_what_load_corpus_refuses(tmp_path):
+    from qkrag.data import CorpusFile
+
+    with pytest.raises(InputError, match="duplicate document id 'd1'"):
+        CorpusFile(write_corpus(tmp_path / "dup.jsonl", [*ROWS, ROWS[0]]))
+    empty = [*ROWS, {"_id": "e", "text": "  "}]
+    with pytest.raises(InputError, match="'e' has empty text.*skip_empty"):
+        CorpusFile(write_corpus(tmp_path / "empty.jsonl", empty))
+    assert CorpusFile(tmp_path / "empty.jsonl", skip_empty=True).skipped == ("e",)
+    with pytest.raises(InputError, match="contains no documents"):
+        CorpusFile(write_corpus(tmp_path / "none.jsonl", [{"_id": "e", "text": ""}]), skip_empty=True)
+    with pytest.raises(InputError, match="not valid JSON"):
+        (tmp_path / "bad.jsonl").write_text('{"_id": "a", "text": "x"}\n{oops\n')
+        CorpusFile(tmp_path / "bad.jsonl")
+
+
+def test_corpus_file_notices_a_file_that_changed_after_its_scan(tmp_path):
+    from qkrag.data import CorpusFile
+
+    path = write_corpus(tmp_path / "corpus.jsonl", ROWS)
+    lazy = CorpusFile(path)
+    write_corpus(path, [{"_id": "x", "text": "something else entirely"}, *ROWS])
+    with pytest.raises(InputError, match="changed while it was being read.*run it again"):
+        lazy.contents[:2]
+

@@ -251,13 +251,13 @@ def index(
     """
     from contextlib import ExitStack
 
-    from qkrag.data import load_corpus
+    from qkrag.data import open_corpus
     from qkrag.integrations.chroma import attach
     from qkrag.retrieval.index import adopt_collection, build_index
 
     from qkrag.atomic import output_folder
 
-    corpus = load_corpus(data, skip_empty=skip_empty)
+    corpus = open_corpus(data, skip_empty=skip_empty)  # a JSONL corpus stays on disk: memory holds its ids
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)

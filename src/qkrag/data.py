@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qkrag.errors import fail
+from qkrag.errors import QkragError, fail
 
 ID_FIELDS = ("_id", "id", "doc_id", "docid", "query_id", "qid")
 TEXT_FIELDS = ("text", "contents", "content", "passage", "query")
@@ -131,19 +131,25 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 raise _not_utf8(f"{path}:{lineno}", err) from None
 
 
+def _parsed(path: Path, lineno: int, line: str) -> Iterator[dict]:
+    """The JSON object on one line of a JSONL file (nothing for a blank line)."""
+    if not line.strip():
+        return
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise fail(f"{path}:{lineno}", f"not valid JSON ({err.msg} at column {err.colno})",
+                   "fix or delete that line; each line must be one JSON object") from None
+    if not isinstance(row, dict):
+        raise fail(f"{path}:{lineno}", f"expected a JSON object, got {type(row).__name__}",
+                   'write one object per line, e.g. {"_id": "d1", "text": "..."}')
+    yield row
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     for lineno, line in _decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise fail(f"{path}:{lineno}", f"not valid JSON ({err.msg} at column {err.colno})",
-                       "fix or delete that line; each line must be one JSON object") from None
-        if not isinstance(row, dict):
-            raise fail(f"{path}:{lineno}", f"expected a JSON object, got {type(row).__name__}",
-                       'write one object per line, e.g. {"_id": "d1", "text": "..."}')
-        yield lineno, row
+        for row in _parsed(path, lineno, line):
+            yield lineno, row
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
@@ -229,26 +235,123 @@ def _unreadable(path: Path, kind: str, err: Exception) -> Exception:
                 "looks like this), or convert it to JSONL")
 
 
+def _document(where: str, row: Mapping) -> Document:
+    return Document(_pick(row, ID_FIELDS, where, "id"), _pick(row, TEXT_FIELDS, where, "text"),
+                    str(row.get("title") or ""))
+
+
+def _corpus_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / "corpus.jsonl" if p.is_dir() and (p / "corpus.jsonl").exists() else p
+
+
 def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
     """Documents from a BEIR folder, a JSONL/CSV/TSV file, or a Hugging Face dataset.
 
     A document with empty text is an error, unless `skip_empty`: then it is left out and its id is listed in
     `corpus.skipped` (Cranfield has two such documents; one is even judged relevant, and stays a miss)."""
-    p = Path(path)
-    if p.is_dir() and (p / "corpus.jsonl").exists():
-        p = p / "corpus.jsonl"
+    p = _corpus_path(path)
     docs, skipped = [], []
     for where, row in _rows(p):
-        doc_id = _pick(row, ID_FIELDS, where, "id")
-        text = _pick(row, TEXT_FIELDS, where, "text")
-        doc = Document(doc_id, text, str(row.get("title") or ""))
+        doc = _document(where, row)
         if skip_empty and not doc.content.strip():
-            skipped.append(doc_id)
+            skipped.append(doc.id)
             continue
         docs.append(doc)
     if not docs:
         raise fail(str(p), "contains no documents", "point qkrag at a non-empty corpus")
     return Corpus(tuple(docs), str(p), tuple(skipped))
+
+
+class CorpusFile:
+    """A JSONL corpus (or a BEIR folder's corpus.jsonl) read on demand, for corpora too big to hold: one scan checks
+    every line as `load_corpus` does (ids unique, text present, valid JSON) and keeps only the ids and each
+    document's byte offset; `contents` reads texts back from the file when asked, a slice at a time. What `qkrag
+    index` uses, so the process holds ids (~100 bytes a document) and one chunk of texts, never the corpus."""
+
+    def __init__(self, path: str | Path, *, skip_empty: bool = False):
+        self.source = str(_corpus_path(path))
+        self.ids: list[str] = []
+        self.offsets: list[int] = []
+        skipped: list[str] = []
+        positions: dict[str, int] = {}
+        for where, offset, row in self._scan():
+            doc = _document(where, row)
+            if not doc.content.strip():
+                if skip_empty:
+                    skipped.append(doc.id)
+                    continue
+                Corpus((doc,), where)  # raises the same error as load_corpus
+            if doc.id in positions:
+                raise fail(self.source, f"duplicate document id {doc.id!r} (documents {positions[doc.id] + 1} and "
+                           f"{len(self.ids) + 1})", "give every document a unique id, or drop the duplicate rows")
+            positions[doc.id] = len(self.ids)
+            self.ids.append(doc.id)
+            self.offsets.append(offset)
+        if not self.ids:
+            raise fail(self.source, "contains no documents", "point qkrag at a non-empty corpus")
+        self.skipped = tuple(skipped)
+        self.contents = FileTexts(self)
+
+    def _scan(self) -> Iterator[tuple[str, int, dict]]:
+        path = Path(self.source)
+        if path.suffix not in (".jsonl", ".json"):
+            raise fail(self.source, "is not a JSONL corpus", "use load_corpus for CSV, parquet or datasets folders")
+        offset = 0
+        with path.open("rb") as handle:
+            for lineno, raw in enumerate(handle, 1):
+                start, offset = offset, offset + len(raw)
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise _not_utf8(f"{path}:{lineno}", err) from None
+                for row in _parsed(path, lineno, line):
+                    yield f"{path}:{lineno}", start, row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def open_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus | CorpusFile:
+    """The corpus at `path` for indexing: a `CorpusFile` (texts stay on disk) for JSONL and BEIR folders, else
+    `load_corpus` (CSV, parquet and datasets folders are read whole)."""
+    if _corpus_path(path).suffix in (".jsonl", ".json"):
+        return CorpusFile(path, skip_empty=skip_empty)
+    return load_corpus(path, skip_empty=skip_empty)
+
+
+class FileTexts(Sequence[str]):
+    """The documents' contents (title + text) of a `CorpusFile`, read from the file by position; a slice reads its
+    documents in one pass. Refuses a file that changed since it was scanned."""
+
+    def __init__(self, corpus: CorpusFile):
+        self._corpus = corpus
+
+    def __len__(self) -> int:
+        return len(self._corpus.ids)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        positions = range(len(self))[i]  # an int, or a range for a slice (IndexError as a list gives)
+        with open(self._corpus.source, "rb") as handle:
+            if isinstance(positions, int):
+                return self._read(positions, handle)
+            return [self._read(j, handle) for j in positions]
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self), 1024):
+            yield from self[start:start + 1024]
+
+    def _read(self, position: int, handle) -> str:
+        corpus = self._corpus
+        handle.seek(corpus.offsets[position])
+        try:
+            doc = _document(corpus.source, json.loads(handle.readline().decode("utf-8-sig")))
+        except (ValueError, QkragError):  # not JSON, not UTF-8, no id or text any more
+            doc = None
+        if doc is None or doc.id != corpus.ids[position]:
+            raise fail(corpus.source, "changed while it was being read (a document is not where it was)",
+                       "leave the corpus file alone until the command finishes, then run it again")
+        return doc.content
 
 
 def load_queries(path: str | Path) -> dict[str, str]:

@@ -645,3 +645,19 @@ def test_indexing_another_corpus_into_a_collection_is_refused_unless_replace(tmp
         build_index(other, fake_encoder, config, progress=False)
     assert build_index(first, fake_encoder, config, progress=False).count() == 6  # untouched
     assert build_index(other, fake_encoder, config, progress=False, replace=True).last_build.removed == 6
+
+
+def test_build_index_from_a_corpus_file_records_the_same_content_hash(tmp_path, fake_encoder):
+    from qkrag.data import CorpusFile, load_corpus
+    from qkrag.retrieval.index import IndexConfig, build_index
+    from tests.test_data import ROWS, write_corpus
+
+    path = write_corpus(tmp_path / "corpus.jsonl", [*ROWS, *({"_id": f"n{i}", "text": f"doc {i}"} for i in range(40))])
+    config = IndexConfig(collection="whole", path=tmp_path / "db", batch_size=8)
+    whole = build_index(load_corpus(path), fake_encoder, config, progress=False)
+    recorded = whole.metadata["qkrag:content_hash"]
+    again = build_index(CorpusFile(path), fake_encoder, config, progress=False)
+    assert again.metadata["qkrag:content_hash"] == recorded and vars(again.last_build)["unchanged"] == 44
+    other = build_index(CorpusFile(path), fake_encoder,
+                        IndexConfig(collection="streamed", path=tmp_path / "db", batch_size=8), progress=False)
+    assert other.metadata["qkrag:content_hash"] == recorded and vars(other.last_build)["added"] == 44

@@ -552,8 +552,10 @@ def _hash_pairs(fingerprint: str, pairs: Iterable[tuple[str, str | bytes]]) -> s
 
 
 def corpus_hash(fingerprint: str, ids: Sequence[str], texts: Sequence[str]) -> str:
-    """The content hash `build_index` records: the encoder fingerprint and every (id, text), in id order."""
-    return _hash_pairs(fingerprint, sorted(zip(ids, texts)))
+    """The content hash `build_index` records: the encoder fingerprint and every (id, text), in id order. The texts
+    are read one at a time in that order (ids are unique), so a `CorpusFile`'s never sit in memory together."""
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    return _hash_pairs(fingerprint, ((ids[i], texts[i]) for i in order))
 
 
 def _health_problem(index: ChromaIndex, encoder: Any, options: Any) -> str:
@@ -676,37 +678,49 @@ def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, prog
 
 def _fill(index: ChromaIndex, corpus: Any, encoder: Any, options: Any, stats: BuildStats, *, progress: bool,
           prune: bool) -> None:
-    """Embed and upsert what is missing or changed, prune what is gone; counts go to `stats`."""
+    """Embed and upsert what is missing or changed, prune what is gone; counts go to `stats`. The corpus is compared
+    with the collection a page at a time, and what changed is embedded and written a chunk at a time, so memory
+    holds one chunk of texts whatever the corpus size (a `CorpusFile` reads them from disk)."""
     from tqdm.auto import tqdm
 
-    from qkrag.embed.encoders import EmbedOptions, embed
+    from qkrag.embed.encoders import EmbedOptions
 
     ids, texts = corpus.ids, corpus.contents
-    stored = index.stored_texts(ids)
-    todo = [i for i, (doc_id, text) in enumerate(zip(ids, texts)) if stored.get(doc_id, None) != text]
-    stats.unchanged = len(ids) - len(todo)
-    stats.updated = sum(1 for i in todo if ids[i] in stored)
-    stats.added = len(todo) - stats.updated
-
     if prune:
         wanted = set(ids)
         stale = [doc_id for doc_id in index.all_ids() if doc_id not in wanted]
         index.remove(stale)
         stats.removed = len(stale)
-
-    # The outer bar counts documents indexed; the embedding bar inside is silenced so there is one bar, not two.
+    # The bar counts documents checked; the embedding bar inside is silenced so there is one bar, not two.
     options = options or EmbedOptions()
     silent = EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache, engine=options.engine)
     # An engine (Ray) takes large chunks, so its actor pool stays busy; each chunk is written as it comes back.
     step = getattr(options.engine, "chunk", None) or index.config.batch_size
-    with tqdm(total=len(todo), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress or not todo,
+    page = min(index.config.batch_size, PAGE)
+    todo: list[tuple[str, str]] = []
+    with tqdm(total=len(ids), desc=f"index {index.name}", unit="doc", disable=quiet() or not progress,
               dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), step):
-            batch = todo[start : start + step]
-            batch_texts = [texts[i] for i in batch]
-            vectors = embed(encoder, batch_texts, "document", silent)
-            index.add_vectors([ids[i] for i in batch], vectors, batch_texts)
-            bar.update(len(batch))
+        for start in range(0, len(ids), page):
+            page_ids, page_texts = ids[start : start + page], texts[start : start + page]
+            stored = index.stored_texts(page_ids)
+            changed = [(d, t) for d, t in zip(page_ids, page_texts) if stored.get(d, None) != t]
+            stats.unchanged += len(page_ids) - len(changed)
+            stats.updated += sum(1 for d, _ in changed if d in stored)
+            stats.added += sum(1 for d, _ in changed if d not in stored)
+            todo += changed
+            if len(todo) >= step or start + page >= len(ids):
+                _write(index, encoder, todo, silent, step)
+                todo = []
+            bar.update(len(page_ids))
+
+
+def _write(index: ChromaIndex, encoder: Any, todo: list[tuple[str, str]], options: Any, step: int) -> None:
+    from qkrag.embed.encoders import embed
+
+    for start in range(0, len(todo), step):
+        batch = todo[start : start + step]
+        vectors = embed(encoder, [t for _, t in batch], "document", options)
+        index.add_vectors([d for d, _ in batch], vectors, [t for _, t in batch])
 
 
 @dataclass
