@@ -13,15 +13,21 @@
           (`BM25Retriever(corpus)`, corpus in memory) against the streamed one (`build_bm25` from a generator, loaded
           memory-mapped): seconds, peak RSS, peak anonymous memory (file pages of the memory-mapped output excluded),
           and the same 50 queries' top 10 from both (they must agree).
-          python benchmarks/scale_bench.py bm25 --sizes 100000 400000
+          python benchmarks/scale_bench.py bm25 --sizes 100000 500000
+  index   `build_index` of N synthetic 2 KB documents from a JSONL file into a Chroma server, each size and mode in a
+          fresh process: the corpus loaded whole (`load_corpus`) against read on demand (`CorpusFile`, what `qkrag
+          index` does): peak memory of the indexing process. A 16-d stand-in encoder keeps Chroma's work small.
+          python benchmarks/scale_bench.py index --sizes 20000 80000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+import zlib
 import time
 from pathlib import Path
 
@@ -370,10 +376,86 @@ def save_bm25(args, rows: list[dict]) -> None:
     print(body)
 
 
+# ------------------------------------------------------------------------------------------------------------- index
+INDEX_SCRIPT = """
+import json, sys
+sys.path.insert(0, {bench!r})
+from scale_bench import index_child
+print(json.dumps(index_child({mode!r}, {path!r}, {port}, {n})))
+"""
+
+
+class TinyEncoder(SyntheticEncoder):
+    """A 16-d stand-in encoder, seeded by each text: Chroma's share of the work stays small, the texts are the load."""
+
+    name = fingerprint = cache_key = "synthetic-16"
+    dimension = 16
+
+    def embed_batch(self, texts, side):
+        return unit(np.stack([np.random.default_rng(zlib.crc32(t.encode())).standard_normal(16) for t in texts])
+                    .astype(np.float32))
+
+
+def write_corpus_file(path: Path, n: int) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        for doc_id, text in synthetic_documents(n):
+            out.write(json.dumps({"_id": doc_id, "text": (text + " ") * 3}) + "\n")  # ~2 KB a document
+
+
+def index_child(mode: str, path: str, port: int, n: int) -> dict:
+    import resource
+
+    from qkrag.data import CorpusFile, load_corpus
+    from qkrag.embed.encoders import EmbedOptions
+    from qkrag.retrieval.index import IndexConfig, build_index
+
+    anon = AnonPeak()
+    t0 = time.perf_counter()
+    corpus = load_corpus(path) if mode == "load_corpus" else CorpusFile(path)
+    config = IndexConfig(collection=f"{mode.replace('_', '-')}-{n}", host="127.0.0.1", port=port, timeout=600)
+    built = build_index(corpus, TinyEncoder(), config, EmbedOptions(cache=None, progress=False), progress=False)
+    return {"mode": mode, "documents": n, "stored": built.count(), "seconds": time.perf_counter() - t0,
+            "peak_anon_mb": anon.stop(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "content_hash": built.metadata["qkrag:content_hash"]}
+
+
+def part_index(args) -> None:
+    import subprocess
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        port = args.port + 1
+        server = start_chroma(Path(tmp) / "db", port)
+        try:
+            for n in args.sizes:
+                corpus = Path(tmp) / f"corpus-{n}.jsonl"
+                write_corpus_file(corpus, n)
+                for mode in ("load_corpus", "CorpusFile"):
+                    script = INDEX_SCRIPT.format(bench=str(Path(__file__).parent), mode=mode, path=str(corpus),
+                                                 port=port, n=n)
+                    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+                    rows.append({**json.loads(child.stdout.strip().splitlines()[-1]), "uptime": load(),
+                                 "corpus_mb": corpus.stat().st_size / 1024**2})
+                    print(rows[-1], flush=True)
+        finally:
+            server.terminate()
+            server.wait(60)
+    same = all(a["content_hash"] == b["content_hash"] for a, b in zip(rows[::2], rows[1::2]))
+    result = {"sizes": args.sizes, "rows": rows, "same_content_hash": same}
+    body = markdown_table(rows, ["documents", "mode", "corpus_mb", "seconds", "peak_anon_mb", "peak_rss_mb"])
+    body += (f"\n\n`build_index` into a Chroma server on loopback, each row a fresh process. load_corpus: the corpus "
+             f"read whole into memory first; CorpusFile: what `qkrag index` does for JSONL/BEIR (ids and offsets in "
+             f"memory, texts read back a page at a time). peak_anon_mb: sampled RssAnon (heap); peak_rss_mb: "
+             f"ru_maxrss. Both modes record the same content hash: {same}. Shared 2-core machine; uptime per row "
+             f"in the JSON.")
+    save("scale_bench_index", result, body)
+    print(body)
+
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["onnx", "ray", "chroma", "bm25"])
+    parser.add_argument("part", choices=["onnx", "ray", "chroma", "bm25", "index"])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
@@ -383,7 +465,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", default=None, help="where the Chroma server keeps its files (a temp folder)")
     args = parser.parse_args()
-    {"onnx": part_onnx, "ray": part_ray, "chroma": part_chroma, "bm25": part_bm25}[args.part](args)
+    {"onnx": part_onnx, "ray": part_ray, "chroma": part_chroma, "bm25": part_bm25, "index": part_index}[args.part](args)
 
 
 if __name__ == "__main__":
