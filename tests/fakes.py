@@ -259,6 +259,15 @@ def write_qrels(folder: Path, qrels: dict[str, list[str]], split: str) -> Path:
     return folder
 
 
+#: Five one-line documents on unrelated topics, keyed by topic: the baselines' and BM25's unit-test corpus.
+TOPIC_DOCS = {
+    "cat": "The cat sat on the warm mat by the fire.",
+    "plants": "Photosynthesis: plants turn sunlight, water and carbon dioxide into sugar.",
+    "bikes": "Bicycle chains need oil every few hundred kilometres.",
+    "bread": "Bread rises because yeast produces carbon dioxide gas.",
+    "heat": "A heat pump moves heat instead of making it.",
+}
+
 TINY_DOCS = {
     "d1": "The cat sat on the warm mat by the fire.",
     "d2": "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",

@@ -9,16 +9,11 @@ from qkrag.retrieval.baselines import CenteredCosine, ExactDenseRetriever, White
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.data import Corpus, load_beir
 from qkrag.embed.encoders import EmbedOptions
+from tests.fakes import TOPIC_DOCS
 from qkrag.errors import InputError
 from qkrag.evaluate.metrics import evaluate_retriever
 
-DOCS = {
-    "cat": "The cat sat on the warm mat by the fire.",
-    "plants": "Photosynthesis: plants turn sunlight, water and carbon dioxide into sugar.",
-    "bikes": "Bicycle chains need oil every few hundred kilometres.",
-    "bread": "Bread rises because yeast produces carbon dioxide gas.",
-    "heat": "A heat pump moves heat instead of making it.",
-}
+DOCS = TOPIC_DOCS
 
 
 @pytest.fixture

@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from qkrag.data import Corpus
+from tests.fakes import TOPIC_DOCS
 from qkrag.errors import IndexMismatchError, InputError
 from qkrag.retrieval.bm25 import BM25Retriever, CorpusDigest, build_bm25, saved_source
 
-DOCS = {
-    "cat": "The cat sat on the warm mat by the fire.",
-    "plants": "Photosynthesis: plants turn sunlight, water and carbon dioxide into sugar.",
-    "bikes": "Bicycle chains need oil every few hundred kilometres.",
-    "bread": "Bread rises because yeast produces carbon dioxide gas.",
-    "heat": "A heat pump moves heat instead of making it.",
-}
+DOCS = TOPIC_DOCS
 
 
 @pytest.fixture
