@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -544,7 +545,8 @@ def _hash_pairs(fingerprint: str, pairs: Iterable[tuple[str, str | bytes]]) -> s
     """SHA-256 over the fingerprint and (id, content) pairs, streamed (a corpus need not fit in one JSON string).
     Lengths are hashed before each part, so no two different sequences hash alike by shifting a boundary."""
     digest = hashlib.sha256()
-    for part in (fingerprint, *(x for pair in pairs for x in pair)):
+    # a generator, not `(fingerprint, *parts)`: unpacking would hold every text at once
+    for part in itertools.chain([fingerprint], (x for pair in pairs for x in pair)):
         raw = part if isinstance(part, bytes) else part.encode("utf-8")
         digest.update(len(raw).to_bytes(8, "little"))
         digest.update(raw)
