@@ -9,9 +9,10 @@ from qkrag.retrieval.baselines import CenteredCosine, ExactDenseRetriever, White
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.data import Corpus, load_beir
 from qkrag.embed.encoders import EmbedOptions
-from tests.fakes import TOPIC_DOCS
 from qkrag.errors import InputError
 from qkrag.evaluate.metrics import evaluate_retriever
+
+from tests.fakes import TOPIC_DOCS
 
 DOCS = TOPIC_DOCS
 

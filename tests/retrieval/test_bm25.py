@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from qkrag.data import Corpus
-from tests.fakes import TOPIC_DOCS
 from qkrag.errors import IndexMismatchError, InputError
 from qkrag.retrieval.bm25 import BM25Retriever, CorpusDigest, build_bm25, saved_source
+
+from tests.fakes import TOPIC_DOCS
 
 DOCS = TOPIC_DOCS
 
