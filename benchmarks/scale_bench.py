@@ -135,19 +135,28 @@ def part_ray(args) -> None:
 # ------------------------------------------------------------------------------------------------------------ chroma
 DIM = 384
 BUILD_SCRIPT = """
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {bench!r})
-from scale_bench import SyntheticEncoder, raw_index
+from scale_bench import SyntheticEncoder, raw_index, status_mb
 from qkrag.projection.model import QKProjection
 from qkrag.retrieval.projected import ProjectedRetriever
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = status_mb("VmHWM")
 raw = raw_index({port}, {n})
 t0 = time.perf_counter()
 retriever = ProjectedRetriever(SyntheticEncoder(), QKProjection.identity({dim}, "synthetic-{dim}"), raw)
 seconds = time.perf_counter() - t0
-print(json.dumps({{"seconds": seconds, "count": retriever.index.count(), "rss_before_mb": before / 1024,
-                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+print(json.dumps({{"seconds": seconds, "count": retriever.index.count(), "rss_before_mb": before,
+                   "peak_rss_mb": status_mb("VmHWM")}}))
 """
+
+
+def status_mb(field: str) -> float:
+    """A field of /proc/self/status in MB. VmHWM is this process's own peak RSS: unlike ru_maxrss, which Linux
+    carries over from the parent through fork and exec, so a child of a big parent reports the parent's size."""
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 class SyntheticEncoder:
@@ -262,14 +271,16 @@ def save_chroma(args, rows: list[dict]) -> None:
     columns = ["vectors", "add_per_s", "projection_per_s", "projection_build_peak_rss_mb", "rss_before_build_mb",
                "server_rss_mb", "raw_p50_ms", "raw_p95_ms", "projected_p50_ms", "projected_p95_ms"]
     peak = max(r["projection_build_peak_rss_mb"] for r in rows)
+    growth = [r["projection_build_peak_rss_mb"] - r["rss_before_build_mb"] for r in rows]
     result = {"sizes": [r["vectors"] for r in rows], "dimension": DIM, "rows": rows, "queries": args.queries,
               "goal": "projection build peak RSS independent of corpus size, <= 1024 MB",
-              "met": peak <= 1024 and (len(rows) < 2 or peak - min(r["projection_build_peak_rss_mb"] for r in rows) < 100)}
+              # what the build itself adds (peak minus the process after imports) must not grow with the corpus
+              "met": peak <= 1024 and (len(rows) < 2 or max(growth) - min(growth) < 100)}
     body = markdown_table(rows, columns)
     body += (f"\n\nSynthetic unit {DIM}-d vectors into one `chroma run` server on loopback (HNSW M=32, "
              f"ef_construction=200, ef_search=400: qkrag's defaults). The projected collection (identity {DIM}x{DIM} "
              f"Q/K projection) is built in a separate process by `ProjectedRetriever`, page by page; its peak RSS "
-             f"(ru_maxrss, whole process, imports included) is the memory figure, `rss_before_build_mb` the same "
+             f"(VmHWM, whole process, imports included) is the memory figure, `rss_before_build_mb` the same "
              f"process after imports. Query latency: {args.queries} single queries, k=10, over HTTP. Shared 2-core "
              f"machine (see uptime in the JSON).")
     save("scale_bench_chroma", result, body)
