@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qkrag.errors import fail
+from qkrag.integrations.common import Sides
 
 NAME = "qkrag"
 LEGACY_NAME = "qkrag_projection"  # collections configured before the portable config: {"projection": path, "model"}
@@ -149,56 +149,45 @@ class QkragEmbedding:
         self._encoder = encoder if isinstance(encoder, Encoder) else None
         settings = encoder_settings or {"model": encoder if isinstance(encoder, str) else None}
         self._settings = settings if self._encoder is None else encoder_config(self._encoder)
-        self._ready = False
+        self._sides: Sides | None = None
 
     @property
     def projected(self) -> bool:
         return self._projection is not None or self._sha is not None
 
-    def _load(self) -> None:
-        """Load the encoder and the projection (first use only) and check they belong together."""
-        if self._ready:
-            return
-        from qkrag.embed.encoders import make_encoder
-        from qkrag.projection.model import QKProjection
+    def _load(self) -> Sides:
+        """The encoder (rebuilt from its settings) and the projection (found by its hash), on first use only; `Sides`
+        checks they belong together and embeds both sides."""
+        if self._sides is None:
+            from qkrag.embed.encoders import make_encoder
+            from qkrag.projection.model import QKProjection
 
-        if self._encoder is None:
-            s = dict(self._settings or {})
-            self._encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
-                                         query_prefix=s.get("query_prefix") or "",
-                                         document_prefix=s.get("document_prefix") or "")
-        if self._projection is None and self._sha is not None:
-            folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
-                find_projection(self._sha, self._hint)
-            self._projection = QKProjection.load(folder)
-        if self._projection is not None:
-            self._projection.check_encoder(self._encoder.fingerprint, self._encoder.dimension, "projection")
-        self._ready = True
+            encoder, projection = self._encoder, self._projection
+            if encoder is None:
+                s = dict(self._settings or {})
+                encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
+                                       query_prefix=s.get("query_prefix") or "",
+                                       document_prefix=s.get("document_prefix") or "")
+            if projection is None and self._sha is not None:
+                folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
+                    find_projection(self._sha, self._hint)
+                projection = QKProjection.load(folder)
+            self._sides = Sides(encoder, projection)
+        return self._sides
 
     @property
     def encoder(self) -> Any:
-        self._load()
-        return self._encoder
+        return self._load().encoder
 
     @property
     def projection(self) -> Any:
-        self._load()
-        return self._projection
-
-    def _embed(self, input: Sequence[str], side: str) -> np.ndarray:
-        from qkrag.embed.encoders import EmbedOptions, embed
-
-        return embed(self.encoder, list(input), side, EmbedOptions(progress=False))  # type: ignore[arg-type]
+        return self._load().projection
 
     def __call__(self, input: list[str]) -> list[np.ndarray]:
-        vectors = self._embed(input, "document")
-        p = self.projection
-        return list(p.transform_documents(vectors) if p is not None else vectors)
+        return list(self._load().documents(input))
 
     def embed_query(self, input: list[str]) -> list[np.ndarray]:
-        vectors = self._embed(input, "query")
-        p = self.projection
-        return list(p.scale_ * p.transform_queries(vectors) if p is not None else vectors)
+        return list(self._load().queries(input))
 
     def probability(self, distances: Any) -> np.ndarray:
         """σ(logit) from Chroma `ip` distances (1 − dot) of a projected collection."""
