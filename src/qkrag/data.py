@@ -35,6 +35,17 @@ class Document:
         return f"{self.title} {self.text}".strip()
 
 
+def _check_document(source: str, doc: Document, positions: Mapping[str, int], i: int) -> None:
+    """Refuse document `i` of `source` when its id was seen (`positions`: id -> index) or its text is empty."""
+    if doc.id in positions:
+        raise fail(source, f"duplicate document id {doc.id!r} (rows {positions[doc.id] + 1} and {i + 1})",
+                   "give every document a unique id, or drop the duplicate rows")
+    if not doc.content.strip():
+        raise fail(source, f"document {doc.id!r} has empty text",
+                   "remove the document or give it text (or load with skip_empty=True / --skip-empty to "
+                   "leave empty documents out); empty documents cannot be embedded")
+
+
 @dataclass(frozen=True)
 class Corpus(Sequence[Document]):
     """An ordered, validated collection of documents with O(1) lookup by id."""
@@ -47,13 +58,7 @@ class Corpus(Sequence[Document]):
     def __post_init__(self) -> None:
         positions: dict[str, int] = {}
         for i, doc in enumerate(self.documents):
-            if doc.id in positions:
-                raise fail(self.source, f"duplicate document id {doc.id!r} (rows {positions[doc.id] + 1} and {i + 1})",
-                           "give every document a unique id, or drop the duplicate rows")
-            if not doc.content.strip():
-                raise fail(self.source, f"document {doc.id!r} has empty text",
-                           "remove the document or give it text (or load with skip_empty=True / --skip-empty to "
-                           "leave empty documents out); empty documents cannot be embedded")
+            _check_document(self.source, doc, positions, i)
             positions[doc.id] = i
         object.__setattr__(self, "_positions", positions)
 
@@ -277,14 +282,10 @@ class CorpusFile:
         positions: dict[str, int] = {}
         for where, offset, row in self._scan():
             doc = _document(where, row)
-            if not doc.content.strip():
-                if skip_empty:
-                    skipped.append(doc.id)
-                    continue
-                Corpus((doc,), where)  # raises the same error as load_corpus
-            if doc.id in positions:
-                raise fail(self.source, f"duplicate document id {doc.id!r} (documents {positions[doc.id] + 1} and "
-                           f"{len(self.ids) + 1})", "give every document a unique id, or drop the duplicate rows")
+            if skip_empty and not doc.content.strip():
+                skipped.append(doc.id)
+                continue
+            _check_document(self.source, doc, positions, len(self.ids))
             positions[doc.id] = len(self.ids)
             self.ids.append(doc.id)
             self.offsets.append(offset)
