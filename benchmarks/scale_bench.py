@@ -319,9 +319,7 @@ class AnonPeak:
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            for line in open("/proc/self/status"):
-                if line.startswith("RssAnon:"):
-                    self.peak = max(self.peak, int(line.split()[1]) / 1024)
+            self.peak = max(self.peak, status_mb("RssAnon"))
 
     def stop(self) -> float:
         self._stop.set()

@@ -56,6 +56,11 @@ def english_stemmer(stemmer: str | None):
                    f"use one of {sorted(Stemmer.algorithms())}") from None
 
 
+def stemmer_name(asked: str | None, stemmer) -> str | None:
+    """The Snowball algorithm `english_stemmer(asked)` resolved to ("auto" -> "english"), None when it gave none."""
+    return ("english" if asked == "auto" else asked) if stemmer is not None else None
+
+
 def check_settings(k1: float, b: float, method: str) -> None:
     if k1 < 0 or not 0 <= b <= 1:
         raise fail("BM25", f"k1={k1}, b={b} out of range", "use k1 >= 0 and 0 <= b <= 1")
@@ -122,7 +127,7 @@ class BM25Retriever:
         self._stemmer = english_stemmer(stemmer)
         self.stemmed = self._stemmer is not None
         # The algorithm actually used ("auto" resolved): what `save` records, so a load tokenises queries the same way.
-        self.stemmer_name = ("english" if stemmer == "auto" else stemmer) if self.stemmed else None
+        self.stemmer_name = stemmer_name(stemmer, self._stemmer)
         self.progress = progress
 
     # ------------------------------------------------------------------------------------------------ persistence
@@ -378,8 +383,7 @@ def build_bm25(documents: Iterable[tuple[str, str]], folder: str | os.PathLike[s
     if chunk < 1:
         raise fail("build_bm25 chunk", f"{chunk!r}", "pass a positive number of documents per chunk")
     stem = english_stemmer(stemmer)
-    settings = {"k1": k1, "b": b, "method": method, "stopwords": stopwords,
-                "stemmer": ("english" if stemmer == "auto" else stemmer) if stem is not None else None}
+    settings = {"k1": k1, "b": b, "method": method, "stopwords": stopwords, "stemmer": stemmer_name(stemmer, stem)}
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
         spill = _Spill(tmp / "spill")
