@@ -336,6 +336,29 @@ def test_server_path_against_a_real_chroma_server(chroma_server: int) -> None:
         ChromaIndex.for_encoder(config, hash_encoder(name="other"))
 
 
+@pytest.mark.slow
+def test_paged_server_reads_and_writes_leave_no_http_body_for_the_collector(chroma_server: int) -> None:
+    # chromadb's HTTP client leaves each request/response in a reference cycle that holds its body; with the
+    # collector off, only ChromaIndex's own release can free them, so any left here would pile up page by page.
+    import gc
+
+    import httpx
+
+    config = IndexConfig(collection="paged", host="127.0.0.1", port=chroma_server, batch_size=16)
+    index = build(tiny_corpus(100), hash_encoder(), config)
+    gc.collect()
+    gc.disable()
+    try:
+        index.add_vectors([f"x{i}" for i in range(40)], hash_encoder().embed_batch(["new"] * 40, "document"))
+        pages = list(index.iter_vectors(texts=True))
+        texts = list(index.iter_texts())
+        left = [o for o in gc.get_objects() if isinstance(o, (httpx.Request, httpx.Response))]
+    finally:
+        gc.enable()
+    assert len(pages) == 9 and sum(len(ids) for ids, _, _ in pages) == len(texts) == 140
+    assert left == []
+
+
 def test_an_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(QkragError, match="cannot reach a Chroma server.*chroma run"):
         ChromaIndex.for_encoder(IndexConfig(host="127.0.0.1", port=free_port()), hash_encoder())

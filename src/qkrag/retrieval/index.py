@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import hashlib
 import itertools
 import os
@@ -391,6 +392,22 @@ class ChromaIndex:
             self._max_batch = int(self.client.get_max_batch_size())
         return max(1, min(self.config.batch_size, self._max_batch))
 
+    def _page(self, **request: Any) -> Any:
+        """One page of `collection.get`, its HTTP body freed before the page is used."""
+        got = self.collection.get(**request)
+        self._free_http_bodies()
+        return got
+
+    def _free_http_bodies(self) -> None:
+        """Free the bodies of the HTTP requests just made. Why: chromadb's HTTP client leaves every request and
+        response in a reference cycle of httpx objects that holds the whole body (MBs of JSON for a page of vectors),
+        which only a full garbage collection frees; left to the collector's own pace, such bodies piled up and a
+        projection build's memory grew with the collection (benchmarks/results/scale_bench_chroma). Only paged reads
+        and batched writes call it: a full collection costs milliseconds, too much per query. An embedded client
+        makes no HTTP requests, so it pays nothing."""
+        if self.config.host:
+            gc.collect()
+
     def _slices(self, n: int) -> list[slice]:
         return [slice(start, start + self._step) for start in range(0, n, self._step)]
 
@@ -408,12 +425,13 @@ class ChromaIndex:
         for part in self._slices(len(ids)):
             self.collection.upsert(ids=list(ids[part]), embeddings=vectors[part],
                                    documents=list(texts[part]) if texts is not None else None)
+            self._free_http_bodies()
 
     def stored_texts(self, ids: Sequence[str]) -> dict[str, str | None]:
         """{id: stored text} for the ids present (absent ids are left out)."""
         out: dict[str, str | None] = {}
         for part in self._slices(len(ids)):
-            got = self.collection.get(ids=list(ids[part]), include=["documents"])
+            got = self._page(ids=list(ids[part]), include=["documents"])
             out.update(zip(got["ids"], got["documents"] or [None] * len(got["ids"])))
         return out
 
@@ -421,7 +439,7 @@ class ChromaIndex:
         ids: list[str] = []
         step = self._step
         while True:
-            got = self.collection.get(include=[], limit=step, offset=len(ids))["ids"]
+            got = self._page(include=[], limit=step, offset=len(ids))["ids"]
             ids.extend(got)
             if len(got) < step:
                 return ids
@@ -488,7 +506,7 @@ class ChromaIndex:
         include = ["embeddings", "documents"] if texts else ["embeddings"]
         offset = 0
         while True:
-            got = self.collection.get(include=include, limit=step, offset=offset)
+            got = self._page(include=include, limit=step, offset=offset)
             if len(got["ids"]):
                 docs = got["documents"] if texts else [None] * len(got["ids"])
                 yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
@@ -501,7 +519,7 @@ class ChromaIndex:
         step = step or min(self._step, PAGE)
         offset = 0
         while True:
-            got = self.collection.get(include=["documents"], limit=step, offset=offset)
+            got = self._page(include=["documents"], limit=step, offset=offset)
             yield from zip(got["ids"], got["documents"] or [None] * len(got["ids"]))
             offset += len(got["ids"])
             if len(got["ids"]) < step:
@@ -513,7 +531,7 @@ class ChromaIndex:
         blocks: list[np.ndarray] = []
         step = self._step
         while True:
-            got = self.collection.get(include=["embeddings"], limit=step, offset=len(ids))
+            got = self._page(include=["embeddings"], limit=step, offset=len(ids))
             ids.extend(got["ids"])
             if len(got["ids"]):
                 blocks.append(np.asarray(got["embeddings"], dtype=np.float32))
