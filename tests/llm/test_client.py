@@ -179,12 +179,10 @@ def test_complete_many_raise(make_llm, server):
 def test_complete_many_bounded_concurrency(make_llm, server):
     server.delay = 0.2
     llm = make_llm(concurrency=3)
-    t0 = time.monotonic()
     out = llm.complete_many([f"q{i}" for i in range(9)], progress=False)
-    elapsed = time.monotonic() - t0
     assert all(out) and server.hits == 9
+    # the server saw three requests at once, never more: parallel and bounded, measured without a clock
     assert server.max_active == 3
-    assert elapsed < 9 * 0.2  # ran in parallel
 
 
 def test_complete_many_progress_bar_counts(make_llm, server, capsys):
