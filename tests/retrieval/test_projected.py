@@ -129,3 +129,44 @@ def test_projected_collection_is_built_page_by_page_never_all_at_once(fake_encod
     order = [got_ids.index(i) for i in ids]
     np.testing.assert_allclose(got_vectors[order], projection.transform_documents(vectors), atol=1e-6)
     assert retriever.index.stored_texts(ids) == TINY_DOCS
+
+
+def test_rerank_mode_on_chroma_fetches_only_the_candidates_vectors(fake_encoder, tmp_path, monkeypatch):
+    """Rerank mode over a Chroma collection ranks as the in-memory one does, and never reads the whole collection:
+    each search fetches the stored vectors of its own candidates."""
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, projection = _served(fake_encoder, TINY_DOCS)
+    raw = ChromaIndex.for_encoder(IndexConfig(collection="raw-docs", path=tmp_path / "chroma"), fake_encoder)
+    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
+    raw.mark_complete()
+    fetched = []
+    real_vectors_for = ChromaIndex.vectors_for
+    monkeypatch.setattr(ChromaIndex, "get_vectors", lambda self: pytest.fail("read the whole collection"))
+    monkeypatch.setattr(ChromaIndex, "vectors_for", lambda self, wanted: fetched.append(len(wanted))
+                        or real_vectors_for(self, wanted))
+    queries = ["where did the cat sit", "why does bread rise"]
+    served = ProjectedRetriever(fake_encoder, projection, raw, mode="rerank", depth=2).search(queries, k=2)
+    in_memory = ProjectedRetriever(fake_encoder, projection, (ids, vectors), mode="rerank", depth=2).search(queries, 2)
+    assert [[(h.id, round(h.score, 4)) for h in row] for row in served] == \
+        [[(h.id, round(h.score, 4)) for h in row] for row in in_memory]
+    assert all(h.text == TINY_DOCS[h.id] for row in served for h in row)
+    assert fetched and max(fetched) <= 2 * 2 < len(ids)  # the candidates of two queries, not the collection
+
+
+def test_vectors_for_returns_the_stored_vectors_in_the_order_asked(fake_encoder, tmp_path):
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors, _ = _served(fake_encoder, TINY_DOCS)
+    raw = ChromaIndex.for_encoder(IndexConfig(collection="raw", path=tmp_path / "chroma", batch_size=2), fake_encoder)
+    raw.add_vectors(ids, vectors)
+    asked = ids[::-1][:5]
+    np.testing.assert_allclose(raw.vectors_for(asked), vectors[[ids.index(i) for i in asked]], atol=1e-6)
+    assert raw.vectors_for([]).shape == (0, 32)
+    with pytest.raises(IndexMismatchError, match="holds no vector for id 'gone'"):
+        raw.vectors_for([ids[0], "gone"])

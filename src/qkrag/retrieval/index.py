@@ -435,6 +435,20 @@ class ChromaIndex:
             out.update(zip(got["ids"], got["documents"] or [None] * len(got["ids"])))
         return out
 
+    def vectors_for(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of `ids`, float32 (len(ids), dimension), in the order asked; an id not stored is an
+        `IndexMismatchError` naming it."""
+        found: dict[str, np.ndarray] = {}
+        for part in self._slices(len(ids)):  # a search's candidates: small bodies, left to the collector as queries'
+            got = self.collection.get(ids=list(ids[part]), include=["embeddings"])
+            found.update(zip(got["ids"], np.asarray(got["embeddings"], dtype=np.float32).reshape(-1, self.dimension)))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise fail(f"collection {self.name!r}", f"holds no vector for id {missing[0]!r} "
+                       f"({len(missing)} missing)", "rebuild the index: it changed while being read",
+                       exc=IndexMismatchError)
+        return np.stack([found[i] for i in ids]) if ids else np.zeros((0, self.dimension), np.float32)
+
     def all_ids(self) -> list[str]:
         ids: list[str] = []
         step = self._step

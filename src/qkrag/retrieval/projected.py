@@ -24,7 +24,8 @@ class ProjectedRetriever:
     collection in `ip` space filled from the vectors already stored in the raw collection (never re-embedded, built
     once and reused while the projection is the same); for an `ExactIndex` or `(ids, vectors)`, in memory. Queries go
     through Q. mode="rerank": the raw index's top `depth` by cosine, rescored by the projection (no second index; a
-    trained projection then only reorders what raw search found).
+    trained projection then only reorders what raw search found; on Chroma, each search fetches its candidates' stored
+    vectors, so nothing is held per document).
     """
 
     def __init__(self, encoder: Encoder, projection: Projection, index: Any, mode: str = "full", *,
@@ -43,13 +44,14 @@ class ProjectedRetriever:
                        "serve with the encoder that built the index", IndexMismatchError)
         self.encoder, self.projection, self.raw, self.mode, self.depth = encoder, projection, index, mode, depth
         self.options = options
+        self._row: dict[str, int] = {}
+        self._keys: np.ndarray | None = None  # K·v of every document, for rerank mode over an in-memory index
         if mode == "full":
             self.index = (self._projected_collection(index) if isinstance(index, ChromaIndex)
                           else self._projected_exact(index))
-        else:
-            ids, vectors = index.get_vectors() if isinstance(index, ChromaIndex) else (list(index.ids), index.vectors)
-            self._row = {i: r for r, i in enumerate(ids)}
-            self._keys = projection.transform_documents(vectors)  # K·v of every document, for rescoring
+        elif not isinstance(index, ChromaIndex):  # in memory already: project every document once
+            self._row = {i: r for r, i in enumerate(index.ids)}
+            self._keys = projection.transform_documents(index.vectors)
 
     def projection_id(self) -> str:
         """A short hash of the weights: names the projected collection, so a new projection never reuses a stale one."""
@@ -94,14 +96,24 @@ class ProjectedRetriever:
             return [[Hit(h.id, float(p.scale_ * h.score + p.bias_), h.text, float(p.probability(h.score)))
                      for h in row] for row in hits]
         candidates = self.raw.search_vectors(vectors, max(k, self.depth))
+        row_of, keys = self._candidate_keys(candidates)
         q = p.transform_queries(vectors)
         out = []
         for qi, row in enumerate(candidates):
-            dots = self._keys[[self._row[h.id] for h in row]] @ q[qi]
+            dots = keys[[row_of[h.id] for h in row]] @ q[qi]
             order = np.argsort(-dots, kind="stable")[:k]
             out.append([Hit(row[j].id, float(p.scale_ * dots[j] + p.bias_), row[j].text,
                             float(p.probability(dots[j]))) for j in order])
         return out
+
+    def _candidate_keys(self, candidates: list[list[Any]]) -> tuple[dict[str, int], np.ndarray]:
+        """({id: row}, K·v rows) covering the candidates. A Chroma collection's stored vectors are fetched for these
+        candidates only, so rerank mode needs neither memory for the whole collection nor a full read to start."""
+        if self._keys is not None:
+            return self._row, self._keys
+        wanted = list(dict.fromkeys(h.id for row in candidates for h in row))
+        vectors = self.raw.vectors_for(wanted)
+        return {i: r for r, i in enumerate(wanted)}, self.projection.transform_documents(vectors)
 
     def search(self, queries: Sequence[str], k: int = 10) -> list[list[Any]]:
         if not queries:
