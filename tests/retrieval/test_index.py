@@ -536,6 +536,12 @@ def test_source_hash_follows_the_content_not_the_count(config: IndexConfig) -> N
     other.add_vectors(["b"], np.array([[0.5, 0.5]]))
     other.mark_complete()
     assert other.source_hash != before
+    # Read page by page, never all at once; the same content added in another order, read in other pages, hashes alike.
+    same = ChromaIndex.open(IndexConfig(collection="same-docs", path=config.path, batch_size=1), "manual", 2)
+    same.add_vectors(["b", "a"], np.array([[0.5, 0.5], [1.0, 0.0]]))
+    same.mark_complete()
+    same.get_vectors = lambda: pytest.fail("read every vector at once")
+    assert same.source_hash == other.source_hash
 
 
 def test_a_sibling_derived_from_other_content_is_emptied_not_reused(config: IndexConfig) -> None:

@@ -293,13 +293,14 @@ class ChromaIndex:
     def source_hash(self) -> str:
         """A content hash of what this collection holds, for keying what is derived from it. `build_index` records
         one when it completes (encoder fingerprint + every id and text); otherwise it is computed over the stored ids
-        and vectors (one full read). Any write clears the recorded one."""
+        and vectors, read a page at a time: memory holds an id and a 32-byte digest per vector, never the vectors.
+        Any write clears the recorded one."""
         recorded = self.metadata.get(_META + "content_hash")
         if recorded and self.complete:
             return str(recorded)
-        ids, vectors = self.get_vectors()
-        order = np.argsort(np.asarray(ids, dtype=object), kind="stable") if ids else []
-        return _hash_pairs(self.fingerprint, ((ids[i], vectors[i].tobytes()) for i in order))
+        digests = {doc_id: hashlib.sha256(vector.tobytes()).digest()
+                   for ids, vectors, _ in self.iter_vectors() for doc_id, vector in zip(ids, vectors)}
+        return _hash_pairs(self.fingerprint, ((doc_id, digests[doc_id]) for doc_id in sorted(digests)))
 
     @contextmanager
     def writing(self) -> Iterator[ChromaIndex]:
