@@ -412,8 +412,6 @@ def write_corpus_file(path: Path, n: int) -> None:
 
 
 def index_child(mode: str, path: str, port: int, n: int) -> dict:
-    import resource
-
     from qkrag.data import CorpusFile, load_corpus
     from qkrag.embed.encoders import EmbedOptions
     from qkrag.retrieval.index import IndexConfig, build_index
@@ -424,8 +422,7 @@ def index_child(mode: str, path: str, port: int, n: int) -> dict:
     config = IndexConfig(collection=f"{mode.replace('_', '-')}-{n}", host="127.0.0.1", port=port, timeout=600)
     built = build_index(corpus, TinyEncoder(), config, EmbedOptions(cache=None, progress=False), progress=False)
     return {"mode": mode, "documents": n, "stored": built.count(), "seconds": time.perf_counter() - t0,
-            "peak_anon_mb": anon.stop(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "content_hash": built.metadata["qkrag:content_hash"]}
+            "peak_anon_mb": anon.stop(), "peak_rss_mb": status_mb("VmHWM"), "content_hash": built.metadata["qkrag:content_hash"]}
 
 
 def part_index(args) -> None:
@@ -455,7 +452,7 @@ def part_index(args) -> None:
     body += (f"\n\n`build_index` into a Chroma server on loopback, each row a fresh process. load_corpus: the corpus "
              f"read whole into memory first; CorpusFile: what `qkrag index` does for JSONL/BEIR (ids and offsets in "
              f"memory, texts read back a page at a time). peak_anon_mb: sampled RssAnon (heap); peak_rss_mb: "
-             f"ru_maxrss. Both modes record the same content hash: {same}. Shared 2-core machine; uptime per row "
+             f"VmHWM (the child's own peak). Both modes record the same content hash: {same}. Shared 2-core machine; uptime per row "
              f"in the JSON.")
     save("scale_bench_index", result, body)
     print(body)
