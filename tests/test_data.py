@@ -225,9 +225,43 @@ def test_corpus_file_reads_what_load_corpus_reads_without_holding_the_texts(tmp_
     with pytest.raises(IndexError):
         lazy.contents[4]
     assert isinstance(open_corpus(path), CorpusFile)
+
+
+def test_open_corpus_leaves_csv_and_parquet_texts_on_disk_through_a_jsonl_copy(tmp_path):
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qkrag.data import CorpusFile, open_corpus
+
     csv_path = tmp_path / "c.csv"
-    csv_path.write_text("id,text\na,hello\n")
-    assert isinstance(open_corpus(csv_path), Corpus)  # other formats are read whole
+    csv_path.write_text('id,title,text\na,,hello\nb,Multi,"two\nlines, quoted"\n')
+    parquet_path = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS), parquet_path, row_group_size=2)
+    for source in (csv_path, parquet_path):
+        whole, lazy = load_corpus(source), open_corpus(source)
+        assert isinstance(lazy, CorpusFile) and lazy.source == str(source) and lazy.path != source
+        assert lazy.ids == whole.ids and list(lazy.contents) == whole.contents
+    again = open_corpus(csv_path)
+    assert again.path == open_corpus(csv_path).path  # the copy is reused while the source stays as it was
+    csv_path.write_text("id,text\na,hello again\n")
+    os.utime(csv_path, ns=(1, 1))  # a different modification time, whatever the clock's resolution
+    assert list(open_corpus(csv_path).contents) == ["hello again"]  # an edited source gets a new copy
+
+
+def test_open_corpus_names_the_original_file_of_a_copy_in_its_errors(tmp_path):
+    from qkrag.data import open_corpus
+
+    (tmp_path / "dup.csv").write_text("id,text\na,x\nb,y\na,z\n")
+    with pytest.raises(InputError, match=r"dup\.csv.*duplicate document id 'a'"):
+        open_corpus(tmp_path / "dup.csv")
+    (tmp_path / "notext.csv").write_text("id,body\na,x\n")
+    with pytest.raises(InputError, match=r"notext\.csv:2.*no text field"):
+        open_corpus(tmp_path / "notext.csv")
+    from qkrag.cache import default_cache_dir
+
+    assert not list((default_cache_dir() / "corpora").glob(".*"))  # the refused copy left no half-written file
 
 
 def test_corpus_file_refuses_what_load_corpus_refuses(tmp_path):

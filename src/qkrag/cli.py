@@ -257,7 +257,7 @@ def index(
 
     from qkrag.atomic import output_folder
 
-    corpus = open_corpus(data, skip_empty=skip_empty)  # a JSONL corpus stays on disk: memory holds its ids
+    corpus = open_corpus(data, skip_empty=skip_empty)  # texts stay on disk: memory holds the ids
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)

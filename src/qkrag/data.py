@@ -221,16 +221,16 @@ def _load_hf(path: Path | str) -> Iterable[Mapping]:
 
 
 def _read_parquet(path: Path) -> Iterator[dict]:
-    """Rows of a parquet file, read with pyarrow directly: `datasets` would first copy the whole file into its own
-    cache under ~/.cache/huggingface, outside QKRAG_CACHE_DIR."""
+    """Rows of a parquet file, read with pyarrow directly (`datasets` would first copy the whole file into its own
+    cache under ~/.cache/huggingface, outside QKRAG_CACHE_DIR), a batch at a time: never the whole table."""
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        for batch in batches:
+            yield from batch.to_pylist()
     except Exception as err:  # ArrowInvalid for a torn or non-parquet file, OSError for an unreadable one
         raise _unreadable(path, "a parquet file", err) from None
-    for batch in table.to_batches():
-        yield from batch.to_pylist()
 
 
 def _unreadable(path: Path, kind: str, err: Exception) -> Exception:
@@ -274,8 +274,9 @@ class CorpusFile:
     document's byte offset; `contents` reads texts back from the file when asked, a slice at a time. What `qkrag
     index` uses, so the process holds ids (~100 bytes a document) and one chunk of texts, never the corpus."""
 
-    def __init__(self, path: str | Path, *, skip_empty: bool = False):
-        self.source = str(_corpus_path(path))
+    def __init__(self, path: str | Path, *, skip_empty: bool = False, source: str | None = None):
+        self.path = _corpus_path(path)  # what is read; `source` is what messages name (the original of a copy)
+        self.source = source or str(self.path)
         self.ids: list[str] = []
         self.offsets: list[int] = []
         skipped: list[str] = []
@@ -295,7 +296,7 @@ class CorpusFile:
         self.contents = FileTexts(self)
 
     def _scan(self) -> Iterator[tuple[str, int, dict]]:
-        path = Path(self.source)
+        path = self.path
         if path.suffix not in (".jsonl", ".json"):
             raise fail(self.source, "is not a JSONL corpus", "use load_corpus for CSV, parquet or datasets folders")
         offset = 0
@@ -314,11 +315,34 @@ class CorpusFile:
 
 
 def open_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus | CorpusFile:
-    """The corpus at `path` for indexing: a `CorpusFile` (texts stay on disk) for JSONL and BEIR folders, else
-    `load_corpus` (CSV, parquet and datasets folders are read whole)."""
-    if _corpus_path(path).suffix in (".jsonl", ".json"):
-        return CorpusFile(path, skip_empty=skip_empty)
-    return load_corpus(path, skip_empty=skip_empty)
+    """The corpus at `path` for indexing, its texts left on disk: a `CorpusFile` over a JSONL file or a BEIR
+    folder's corpus.jsonl, or over a JSONL copy of a CSV/TSV, parquet or arrow file or a datasets folder
+    (`jsonl_copy`). Only a hub dataset name is loaded whole (`load_corpus`)."""
+    p = _corpus_path(path)
+    if p.suffix in (".jsonl", ".json"):
+        return CorpusFile(p, skip_empty=skip_empty)
+    if not p.exists():
+        return load_corpus(path, skip_empty=skip_empty)
+    return CorpusFile(jsonl_copy(p), skip_empty=skip_empty, source=str(p))
+
+
+def jsonl_copy(path: Path) -> Path:
+    """A JSONL copy (`_id`, `title`, `text`) of a CSV/TSV, parquet or arrow corpus or a datasets folder, written a
+    row at a time and atomically under the cache's `corpora/`, keyed by the source's path and its files' sizes and
+    modification times: reused while the source stays as it was, remade when it changes. A row without an id or
+    text is refused here, with its place in the original; `CorpusFile` checks the rest."""
+    from qkrag.atomic import atomic_open
+    from qkrag.cache import content_hash, default_cache_dir
+
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    stats = [(str(f.relative_to(path)) if path.is_dir() else "", f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    copy = default_cache_dir() / "corpora" / f"{content_hash(str(path.resolve()), stats)[:32]}.jsonl"
+    if not copy.exists():
+        with atomic_open(copy) as out:
+            for where, row in _rows(path):
+                doc = _document(where, row)
+                out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n")
+    return copy
 
 
 class FileTexts(Sequence[str]):
@@ -333,7 +357,7 @@ class FileTexts(Sequence[str]):
 
     def __getitem__(self, i):  # type: ignore[override]
         positions = range(len(self))[i]  # an int, or a range for a slice (IndexError as a list gives)
-        with open(self._corpus.source, "rb") as handle:
+        with open(self._corpus.path, "rb") as handle:
             if isinstance(positions, int):
                 return self._read(positions, handle)
             return [self._read(j, handle) for j in positions]
@@ -350,7 +374,7 @@ class FileTexts(Sequence[str]):
         except (ValueError, QkragError):  # not JSON, not UTF-8, no id or text any more
             doc = None
         if doc is None or doc.id != corpus.ids[position]:
-            raise fail(corpus.source, "changed while it was being read (a document is not where it was)",
+            raise fail(str(corpus.path), "changed while it was being read (a document is not where it was)",
                        "leave the corpus file alone until the command finishes, then run it again")
         return doc.content
 
