@@ -402,12 +402,13 @@ class ChromaIndex:
     def _free_http_bodies(self) -> None:
         """Free the bodies of the HTTP requests just made. Why: chromadb's HTTP client leaves every request and
         response in a reference cycle of httpx objects that holds the whole body (MBs of JSON for a page of vectors),
-        which only a full garbage collection frees; left to the collector's own pace, such bodies piled up and a
-        projection build's memory grew with the collection (benchmarks/results/scale_bench_chroma). Only paged reads
-        and batched writes call it: a full collection costs milliseconds, too much per query. An embedded client
-        makes no HTTP requests, so it pays nothing."""
+        which only the cycle collector frees; left to its own pace, such bodies piled up and a projection build's
+        memory grew with the collection (benchmarks/results/scale_bench_chroma). Collecting the young generations
+        suffices (the cycle was made by this request) and scans only new objects; a full collection scans every object
+        in the process, slow once torch is imported (docs/scale.md has both costs). Paged reads and batched writes
+        call it, not queries. An embedded client makes no HTTP requests."""
         if self.config.host:
-            gc.collect()
+            gc.collect(1)
 
     def _slices(self, n: int) -> list[slice]:
         return [slice(start, start + self._step) for start in range(0, n, self._step)]
