@@ -17,7 +17,12 @@
   index   `build_index` of N synthetic 2 KB documents from a JSONL file into a Chroma server, each size and mode in a
           fresh process: the corpus loaded whole (`load_corpus`) against read on demand (`CorpusFile`, what `qkrag
           index` does): peak memory of the indexing process. A 16-d stand-in encoder keeps Chroma's work small.
-          python benchmarks/scale_bench.py index --sizes 20000 80000
+          python benchmarks/scale_bench.py index --sizes 50000 200000
+  pages   why `ChromaIndex` frees each page's HTTP bodies: a collection of N synthetic vectors on a Chroma server, read
+          through `iter_vectors` in a fresh process that imported sentence-transformers (torch: the heap of a process
+          serving a real encoder), with the release off, young-generation (what qkrag does) and full: growth of the
+          peak RSS over the read, and the time spent collecting.
+          python benchmarks/scale_bench.py pages --sizes 16000 64000
 """
 
 from __future__ import annotations
@@ -458,10 +463,74 @@ def part_index(args) -> None:
     print(body)
 
 
+# ------------------------------------------------------------------------------------------------------------- pages
+PAGES_SCRIPT = """
+import json, sys
+sys.path.insert(0, {bench!r})
+from scale_bench import pages_child
+print(json.dumps(pages_child({mode!r}, {port}, {n})))
+"""
+RELEASES = ("off", "young", "full")
+
+
+def pages_child(mode: str, port: int, n: int) -> dict:
+    import gc
+    import importlib
+
+    importlib.import_module("sentence_transformers")  # and torch: the heap of a process that serves a real encoder
+    from qkrag.retrieval.index import ChromaIndex
+
+    spent = [0.0]
+
+    def release(self) -> None:  # stands in for ChromaIndex's own (young) release, timed, or for none
+        t0 = time.perf_counter()
+        if mode != "off":
+            gc.collect(1 if mode == "young" else 2)
+        spent[0] += time.perf_counter() - t0
+
+    ChromaIndex._free_http_bodies = release
+    raw = raw_index(port, n)
+    gc.collect()
+    before, objects = status_mb("VmRSS"), len(gc.get_objects())
+    t0 = time.perf_counter()
+    pages = sum(1 for _ in raw.iter_vectors(texts=True))
+    return {"release": mode, "vectors": n, "pages": pages, "read_seconds": time.perf_counter() - t0,
+            "gc_ms_per_page": 1000 * spent[0] / pages, "rss_before_mb": before,
+            "peak_growth_mb": status_mb("VmHWM") - before, "tracked_objects": objects}
+
+
+def part_pages(args) -> None:
+    import subprocess
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        server = start_chroma(Path(tmp) / "db", args.port)
+        try:
+            for n in args.sizes:
+                fill(args.port, n)
+            for mode in RELEASES:
+                for n in args.sizes:
+                    script = PAGES_SCRIPT.format(bench=str(Path(__file__).parent), mode=mode, port=args.port, n=n)
+                    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+                    rows.append({**json.loads(child.stdout.strip().splitlines()[-1]), "uptime": load()})
+                    print(rows[-1], flush=True)
+        finally:
+            server.terminate()
+            server.wait(60)
+    body = markdown_table(rows, ["release", "vectors", "pages", "read_seconds", "gc_ms_per_page", "rss_before_mb",
+                                 "peak_growth_mb", "tracked_objects"])
+    body += ("\n\nEach row a fresh process that imported sentence-transformers, reading a collection of synthetic "
+             f"{DIM}-d vectors (with texts) through `ChromaIndex.iter_vectors` from a `chroma run` server on loopback, "
+             "in pages of 1,024. release: what is run after each page's request: nothing, `gc.collect(1)` (young "
+             "generations: what qkrag does) or `gc.collect(2)` (full). peak_growth_mb: VmHWM at the end minus RSS "
+             "before the read. Shared 2-core machine; uptime per row in the JSON.")
+    save("scale_bench_pages", {"sizes": args.sizes, "rows": rows}, body)
+    print(body)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["onnx", "ray", "chroma", "bm25", "index"])
+    parser.add_argument("part", choices=["onnx", "ray", "chroma", "bm25", "index", "pages"])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"))
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
@@ -471,7 +540,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", default=None, help="where the Chroma server keeps its files (a temp folder)")
     args = parser.parse_args()
-    {"onnx": part_onnx, "ray": part_ray, "chroma": part_chroma, "bm25": part_bm25, "index": part_index}[args.part](args)
+    parts = {"onnx": part_onnx, "ray": part_ray, "chroma": part_chroma, "bm25": part_bm25, "index": part_index,
+             "pages": part_pages}
+    parts[args.part](args)
 
 
 if __name__ == "__main__":
