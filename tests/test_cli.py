@@ -122,6 +122,19 @@ def test_index_and_search_with_and_without_projection(capsys, beir, tmp_path):
     assert code == 2 and "error:" in err
 
 
+def test_index_a_parquet_corpus_then_search_it(capsys, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": f"p{i}", "text": f"topic{i} subject{i % 3} words"}
+                                         for i in range(12)]), corpus, row_group_size=5)
+    code, out, err = run(capsys, "index", corpus, "--path", tmp_path / "db", "-c", "pq-docs", "--json")
+    assert code == 0 and json.loads(out)["documents"] == 12, err
+    code, out, _ = run(capsys, "search", "topic7 subject1", "--path", tmp_path / "db", "-c", "pq-docs", "-k", "2", "--json")
+    assert code == 0 and json.loads(out)[0]["hits"][0]["text"] == "topic7 subject1 words"
+
+
 def test_generate_ict_then_train_on_the_pairs(capsys, beir, tmp_path):
     code, out, _ = run(capsys, "generate", beir, "--generator", "ict", "--limit", "20", "--out", tmp_path / "pairs",
                        "--json")
