@@ -399,6 +399,18 @@ class ChromaIndex:
         self._free_http_bodies()
         return got
 
+    def _pages(self, include: list[str], step: int) -> Iterator[Any]:
+        """Every stored record as non-empty `collection.get` pages of `step`, read by offset, each freed of its HTTP
+        body: the one paging loop behind all_ids, iter_vectors, iter_texts and get_vectors."""
+        offset = 0
+        while True:
+            got = self._page(include=include, limit=step, offset=offset)
+            if len(got["ids"]):
+                yield got
+            offset += len(got["ids"])
+            if len(got["ids"]) < step:
+                return
+
     def _free_http_bodies(self) -> None:
         """Free the bodies of the HTTP requests just made. Why: chromadb's HTTP client leaves every request and
         response in a reference cycle of httpx objects that holds the whole body (MBs of JSON for a page of vectors),
@@ -452,13 +464,7 @@ class ChromaIndex:
         return np.stack([found[i] for i in ids]) if ids else np.zeros((0, self.dimension), np.float32)
 
     def all_ids(self) -> list[str]:
-        ids: list[str] = []
-        step = self._step
-        while True:
-            got = self._page(include=[], limit=step, offset=len(ids))["ids"]
-            ids.extend(got)
-            if len(got) < step:
-                return ids
+        return [doc_id for got in self._pages([], self._step) for doc_id in got["ids"]]
 
     def remove(self, ids: Sequence[str]) -> None:
         if len(ids):
@@ -518,41 +524,23 @@ class ChromaIndex:
                      ) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
         """Every stored (ids, vectors, texts) in pages of `step` (default: the write batch, at most PAGE): memory
         bounded by one page, whatever the collection's size. `texts` are None unless asked for."""
-        step = step or min(self._step, PAGE)
         include = ["embeddings", "documents"] if texts else ["embeddings"]
-        offset = 0
-        while True:
-            got = self._page(include=include, limit=step, offset=offset)
-            if len(got["ids"]):
-                docs = got["documents"] if texts else [None] * len(got["ids"])
-                yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
-            offset += len(got["ids"])
-            if len(got["ids"]) < step:
-                return
+        for got in self._pages(include, step or min(self._step, PAGE)):
+            docs = got["documents"] if texts else [None] * len(got["ids"])
+            yield list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), list(docs)
 
     def iter_texts(self, step: int | None = None) -> Iterator[tuple[str, str | None]]:
         """Every stored (id, text), read a page at a time (no vectors): what a streamed BM25 build reads."""
-        step = step or min(self._step, PAGE)
-        offset = 0
-        while True:
-            got = self._page(include=["documents"], limit=step, offset=offset)
+        for got in self._pages(["documents"], step or min(self._step, PAGE)):
             yield from zip(got["ids"], got["documents"] or [None] * len(got["ids"]))
-            offset += len(got["ids"])
-            if len(got["ids"]) < step:
-                return
 
     def get_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every stored (id, vector), float32 (n, dimension): a later stage projects them without re-embedding."""
         ids: list[str] = []
         blocks: list[np.ndarray] = []
-        step = self._step
-        while True:
-            got = self._page(include=["embeddings"], limit=step, offset=len(ids))
+        for got in self._pages(["embeddings"], self._step):
             ids.extend(got["ids"])
-            if len(got["ids"]):
-                blocks.append(np.asarray(got["embeddings"], dtype=np.float32))
-            if len(got["ids"]) < step:
-                break
+            blocks.append(np.asarray(got["embeddings"], dtype=np.float32))
         vectors = np.concatenate(blocks) if blocks else np.zeros((0, self.dimension), np.float32)
         return ids, vectors
 
