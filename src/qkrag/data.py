@@ -298,7 +298,7 @@ class CorpusFile:
     def _scan(self) -> Iterator[tuple[str, int, dict]]:
         path = self.path
         if path.suffix not in (".jsonl", ".json"):
-            raise fail(self.source, "is not a JSONL corpus", "use load_corpus for CSV, parquet or datasets folders")
+            raise fail(self.source, "is not a JSONL corpus", "use open_corpus for CSV, parquet or datasets folders")
         offset = 0
         with path.open("rb") as handle:
             for lineno, raw in enumerate(handle, 1):
