@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -188,21 +189,28 @@ def raw_index(port: int, n: int):
     return ChromaIndex.open(config, SyntheticEncoder.fingerprint, DIM)
 
 
-def start_chroma(path: Path, port: int):
+@contextlib.contextmanager
+def chroma_server(path: Path, port: int):
+    """A `chroma run` on 127.0.0.1:`port` storing in `path`, up before the block runs and stopped after it."""
     import subprocess
     import urllib.request
 
     server = subprocess.Popen([str(Path(sys.executable).parent / "chroma"), "run", "--path", str(path), "--host",
                                "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise SystemExit("chroma run did not come up")
+    try:
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("chroma run did not come up")
+        yield server
+    finally:
+        server.terminate()
+        server.wait(60)
 
 
 def fill(port: int, n: int) -> dict:
@@ -245,8 +253,7 @@ def part_chroma(args) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        server = start_chroma(Path(tmp) / "db", args.port)
-        try:
+        with chroma_server(Path(tmp) / "db", args.port) as server:
             for n in args.sizes:
                 row = {"vectors": n, **fill(args.port, n), "uptime_after_add": load()}
                 script = BUILD_SCRIPT.format(bench=str(Path(__file__).parent), port=args.port, n=n, dim=DIM)
@@ -267,9 +274,6 @@ def part_chroma(args) -> None:
                 rows.append(row)
                 print(row, flush=True)
                 save_chroma(args, rows)
-        finally:
-            server.terminate()
-            server.wait(60)
 
 
 def save_chroma(args, rows: list[dict]) -> None:
@@ -436,8 +440,7 @@ def part_index(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         port = args.port + 1
-        server = start_chroma(Path(tmp) / "db", port)
-        try:
+        with chroma_server(Path(tmp) / "db", port):
             for n in args.sizes:
                 corpus = Path(tmp) / f"corpus-{n}.jsonl"
                 write_corpus_file(corpus, n)
@@ -448,9 +451,6 @@ def part_index(args) -> None:
                     rows.append({**json.loads(child.stdout.strip().splitlines()[-1]), "uptime": load(),
                                  "corpus_mb": corpus.stat().st_size / 1024**2})
                     print(rows[-1], flush=True)
-        finally:
-            server.terminate()
-            server.wait(60)
     same = all(a["content_hash"] == b["content_hash"] for a, b in zip(rows[::2], rows[1::2]))
     result = {"sizes": args.sizes, "rows": rows, "same_content_hash": same}
     body = markdown_table(rows, ["documents", "mode", "corpus_mb", "seconds", "peak_anon_mb", "peak_rss_mb"])
@@ -504,8 +504,7 @@ def part_pages(args) -> None:
 
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        server = start_chroma(Path(tmp) / "db", args.port)
-        try:
+        with chroma_server(Path(tmp) / "db", args.port):
             for n in args.sizes:
                 fill(args.port, n)
             for mode in RELEASES:
@@ -514,9 +513,6 @@ def part_pages(args) -> None:
                     child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
                     rows.append({**json.loads(child.stdout.strip().splitlines()[-1]), "uptime": load()})
                     print(rows[-1], flush=True)
-        finally:
-            server.terminate()
-            server.wait(60)
     body = markdown_table(rows, ["release", "vectors", "pages", "read_seconds", "gc_ms_per_page", "rss_before_mb",
                                  "peak_growth_mb", "tracked_objects"])
     body += ("\n\nEach row a fresh process that imported sentence-transformers, reading a collection of synthetic "
