@@ -24,7 +24,7 @@ from qkrag.atomic import write_json, write_text
 from qkrag.data import load_beir
 from qkrag.evaluate.metrics import evaluate_run
 from qkrag.projection.export import export_projection
-from qkrag.retrieval.base import exact_search
+from qkrag.ranking import exact_search
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -35,7 +35,7 @@ from qkrag.evaluate.metrics import evaluate_run
 from qkrag.projection.data import Pairs, pairs_from_collection
 from qkrag.projection.model import QKProjection, QueryAdapter
 from qkrag.projection.train import TrainConfig
-from qkrag.retrieval.base import exact_search
+from qkrag.ranking import exact_search
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

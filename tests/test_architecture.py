@@ -89,6 +89,66 @@ def test_cycle_finder_can_fail():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+# The stage order of docs/architecture.md, lowest first. A module may import its own layer and the layers below it,
+# never one above, lazy imports included. The vocabulary is what every stage speaks (errors, caches, atomic writes,
+# text, corpora, hits and exact search); evaluate holds the measures, which need nothing but the vocabulary, so every
+# stage can measure itself; the top layer composes the stages (the main job and evaluation chain, CLI, page, doctor,
+# the notebooks' analyses) and the package root, whose lazy re-exports reach everything.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("vocabulary", ("qkrag.errors", "qkrag.cache", "qkrag.atomic", "qkrag.text", "qkrag.data", "qkrag.ranking")),
+    ("llm", ("qkrag.llm",)),
+    ("embed", ("qkrag.embed",)),
+    ("evaluate", ("qkrag.evaluate",)),
+    ("pairs", ("qkrag.pairs",)),
+    ("projection", ("qkrag.projection",)),
+    ("retrieval", ("qkrag.retrieval",)),
+    ("integrations", ("qkrag.integrations",)),
+    ("apps", ("qkrag.bench", "qkrag.serve", "qkrag.analysis", "qkrag.cli", "qkrag.doctor", "qkrag")),
+]
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest prefix that names `module` or a package above it."""
+    best, length = None, -1
+    for i, (_, prefixes) in enumerate(LAYERS):
+        for p in prefixes:
+            below = module.startswith(p + ".") and p != "qkrag"  # the root names itself only
+            if (module == p or below) and len(p) > length:
+                best, length = i, len(p)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer of LAYERS: add it to the stage order")
+    return best
+
+
+def upward_imports(mods: dict[str, ast.Module]) -> list[str]:
+    """Every import, top-level or lazy, from a module into a layer above its own. `from qkrag import __version__`
+    is the one name any layer may take from the package root."""
+    known = set(mods)
+    found = []
+    for m, tree in mods.items():
+        for target, names in imported(m, tree, known):
+            if target == "qkrag" and names == ["__version__"]:
+                continue
+            if layer_of(target) > layer_of(m):
+                found.append(f"{m} ({LAYERS[layer_of(m)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})")
+    return sorted(set(found))
+
+
+def test_stages_import_only_earlier_stages():
+    assert upward_imports(modules()) == []
+
+
+def test_stage_order_check_can_fail():
+    mods = modules()
+    mods["qkrag.pairs.planted"] = ast.parse("def late():\n    from qkrag.retrieval.index import ChromaIndex\n")
+    mods["qkrag.ranking"] = ast.parse("import qkrag.projection.model\n")
+    found = upward_imports(mods)
+    assert "qkrag.pairs.planted (pairs) imports qkrag.retrieval.index (retrieval)" in found  # a lazy import
+    assert "qkrag.ranking (vocabulary) imports qkrag.projection.model (projection)" in found
+    with pytest.raises(AssertionError, match="no layer"):
+        layer_of("qkrag.unplaced")
+
+
 def own_names(tree: ast.Module) -> set[str]:
     """Names a module defines: its functions and methods, and the attributes it assigns (self.x = ...)."""
     names = set()
@@ -144,7 +204,7 @@ def test_import_qkrag_does_not_load_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("module", ["qkrag.evaluate.metrics", "qkrag.retrieval.base", "qkrag.data"])
+@pytest.mark.parametrize("module", ["qkrag.evaluate.metrics", "qkrag.ranking", "qkrag.data"])
 def test_light_modules_do_not_load_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},

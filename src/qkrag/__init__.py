@@ -39,7 +39,7 @@ _PUBLIC = {
     "qkrag.retrieval.bm25": ("BM25Retriever", "build_bm25"),
     "qkrag.retrieval.hybrid": ("HybridRetriever", "FusionConfig"),
     "qkrag.evaluate.metrics": ("evaluate_retriever", "evaluate_run", "EvalResult"),
-    "qkrag.evaluate.run": ("evaluate_folder",),
+    "qkrag.bench.chain": ("evaluate_folder",),
     "qkrag.evaluate.compare": ("compare",),
     "qkrag.llm.client": ("LLM", "LLMConfig"),
     "qkrag.llm.local": ("default_llm", "open_llm"),

@@ -434,7 +434,7 @@ def eval_(
       qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
     from qkrag.evaluate.report import results_table
-    from qkrag.evaluate.run import evaluate_folder, write_trec_run
+    from qkrag.bench.chain import evaluate_folder, write_trec_run
     from qkrag.retrieval.factory import check_kind
 
     check_kind(retriever)
@@ -651,7 +651,8 @@ def train(
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
                                    documents=pairs.documents)[0]
     if loss != "infonce":
-        from qkrag.pairs.teacher import default_teacher, hybrid_teacher
+        from qkrag.projection.teacher import hybrid_teacher
+        from qkrag.retrieval.factory import default_teacher
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))

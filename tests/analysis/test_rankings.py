@@ -5,10 +5,10 @@ from qkrag.errors import InputError
 from qkrag.analysis.rankings import changed_queries, id_prefix, share_of, side_by_side
 from qkrag.projection.select import cross_validate, kfold
 from qkrag.projection.data import Pairs
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.projection.train import TrainConfig
-from qkrag.retrieval.base import exact_search
+from qkrag.ranking import exact_search
 
 POST = id_prefix("post-")
 

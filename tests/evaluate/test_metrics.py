@@ -11,7 +11,7 @@ import pytest
 from qkrag.data import Collection, Corpus
 from qkrag.errors import InputError
 from qkrag.evaluate.metrics import binary_ndcg, evaluate_retriever, evaluate_run, queries_are_documents, question_share
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 
 from tests.fakes import random_result
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from qkrag import cli
+from qkrag.embed.encoders import EmbedOptions, embed
+from qkrag.errors import IndexMismatchError
 from tests.fakes import random_projection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +133,41 @@ def test_adopt_takes_over_a_users_collection_of_the_same_encoder(tmp_path, capsy
     assert out["embedding_function"].startswith("qkrag")
     meta = client.get_collection("mine", embedding_function=None).metadata
     assert meta["owner"] == "me" and meta["qkrag:encoder"] == encoder.fingerprint
+
+
+def test_chroma_embedding_function_gives_qkrag_logits(fake_encoder, tmp_path):
+    import chromadb
+
+    from qkrag.integrations.chroma import chroma_embedding_function, embedding_function_class
+
+    projection = random_projection(32, fake_encoder.fingerprint)
+    fn = chroma_embedding_function(projection, fake_encoder)
+    assert isinstance(fn, embedding_function_class())
+    docs = ["the cat sat on the mat", "bread rises with yeast", "heat pumps move heat"]
+    queries = ["where did the cat sit", "why does bread rise"]
+    dv = embed(fake_encoder, docs, "document", EmbedOptions(progress=False))
+    qv = embed(fake_encoder, queries, "query", EmbedOptions(progress=False))
+    dots = np.asarray(fn.embed_query(queries)) @ np.asarray(fn(docs)).T
+    np.testing.assert_allclose(dots + projection.bias_, projection.score_matrix(qv, dv), atol=1e-5)
+
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"))  # own store: no clash with other tests
+    collection = client.create_collection("qkrag-export-test", embedding_function=fn, configuration={"hnsw": {"space": "ip"}})
+    collection.add(ids=["a", "b", "c"], documents=docs)
+    result = collection.query(query_texts=queries, n_results=3, include=["distances"])
+    best = np.argsort(-projection.score_matrix(qv, dv), 1)
+    assert result["ids"] == [[["a", "b", "c"][j] for j in row] for row in best]
+    np.testing.assert_allclose(fn.probability(result["distances"][0]),
+                               np.sort(projection.predict_proba_matrix(qv, dv)[0])[::-1], atol=1e-4)
+
+
+def test_chroma_embedding_function_from_a_saved_folder_and_mismatch(fake_encoder, tmp_path):
+    from qkrag.integrations.chroma import chroma_embedding_function
+
+    random_projection(32, fake_encoder.fingerprint).save(tmp_path / "p")
+    fn = chroma_embedding_function(tmp_path / "p", fake_encoder)
+    config = fn.get_config()
+    assert str(tmp_path) not in json.dumps(config)  # portable: the weights' hash and the folder's name, no path
+    assert config["projection_hint"] == "p" and len(config["projection_sha256"]) == 64
+    random_projection(32, "another-encoder").save(tmp_path / "q")
+    with pytest.raises(IndexMismatchError, match="another-encoder"):
+        chroma_embedding_function(tmp_path / "q", fake_encoder)(["a document"])  # checked on first use

@@ -13,7 +13,7 @@ from qkrag.projection.model import QKProjection, QueryAdapter, SymmetricProjecti
 from qkrag.projection.data import Pairs, pairs_from_collection
 from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.projection.train import TrainConfig
-from qkrag.retrieval.base import exact_search
+from qkrag.ranking import exact_search
 
 FAST = TrainConfig(epochs=6, learning_rate=3e-3, init_weight=0.0, random_negatives=64, progress=False)
 

@@ -11,7 +11,7 @@ import qkrag.cli as cli
 import qkrag.retrieval.hybrid as hybrid
 from qkrag.data import Corpus
 from qkrag.errors import InputError
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import (DEFAULT_GRID, FusionConfig, HybridRetriever, bm25_folder, choose_fusion, fuse,
                                     fusion_from_options, open_bm25)

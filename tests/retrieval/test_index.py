@@ -271,7 +271,7 @@ def test_dense_retriever_over_chroma_and_exact(config: IndexConfig) -> None:
 
 @pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
 def test_exact_index_is_exact_search(space: str) -> None:
-    from qkrag.retrieval.base import exact_search
+    from qkrag.ranking import exact_search
 
     rng = np.random.default_rng(1)
     docs, queries = rng.normal(size=(200, 16)) * rng.uniform(0.1, 5, size=(200, 1)), rng.normal(size=(7, 16))

@@ -12,7 +12,7 @@ from qkrag.errors import InputError
 from qkrag.evaluate.metrics import evaluate_retriever, evaluate_run
 from qkrag.projection.model import QKProjection
 from qkrag.retrieval.projected import ProjectedRetriever
-from qkrag.retrieval.base import to_run
+from qkrag.ranking import to_run
 from qkrag.retrieval.index import ExactIndex
 from qkrag.serve.workspace import COLUMNS, collection_report, load_folder, load_pairs_view, run_query
 from tests.fakes import write_beir

@@ -45,7 +45,7 @@ def load_labelled_corpus(path: str | Path, fields: Sequence[str], limit: int | N
 
 def nearest_neighbours(vectors: np.ndarray, ids: Sequence[str], k: int = 5) -> dict[str, list[str]]:
     """Each item's `k` nearest other items by cosine, best first (the item itself excluded)."""
-    from qkrag.retrieval.base import similarity
+    from qkrag.ranking import similarity
 
     if len(ids) != len(vectors):
         raise fail("nearest_neighbours", f"{len(ids)} ids for {len(vectors)} vectors", "pass one id per vector")
@@ -66,7 +66,7 @@ def neighbour_agreement(vectors: np.ndarray, labels: Sequence[str]) -> float:
 def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: Sequence[str]) -> dict[str, float]:
     """Mean cosine over pairs of items by kind: same content in another style, same style with other content, and
     neither. Raw embeddings that match on style score the second kind high; a good rewrite scores the first."""
-    from qkrag.retrieval.base import similarity
+    from qkrag.ranking import similarity
 
     scores = similarity(vectors, vectors, "cosine")
     kinds: dict[str, list[float]] = {"same content, other style": [], "same style, other content": [], "unrelated": []}

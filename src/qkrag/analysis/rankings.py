@@ -17,7 +17,7 @@ import numpy as np
 
 from qkrag.errors import fail
 from qkrag.projection.select import cross_validate, kfold
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 
 if TYPE_CHECKING:
     pass

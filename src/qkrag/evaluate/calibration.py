@@ -11,7 +11,7 @@ import numpy as np
 from qkrag.data import Qrels
 from qkrag.errors import fail
 from qkrag.evaluate.report import figure, save_png
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 
 
 def _check_probabilities(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:

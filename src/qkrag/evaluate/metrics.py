@@ -23,7 +23,7 @@ import numpy as np
 
 from qkrag.data import Collection, Qrels
 from qkrag.errors import fail
-from qkrag.retrieval.base import Hit, Retriever, Run, to_run
+from qkrag.ranking import Hit, Retriever, Run, to_run
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10", "map")
 PRIMARY_METRIC = "ndcg@10"

@@ -264,3 +264,9 @@ def attached(index: Any) -> dict[str, Any] | None:
     """The qkrag embedding function config stored on a collection, or None."""
     config = (index.collection.configuration_json or {}).get("embedding_function") or {}
     return config.get("config") if config.get("name") in (NAME, LEGACY_NAME) else None
+
+
+def chroma_embedding_function(projection: Any, encoder: Any = None):
+    """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v; the
+    projection is a `Projection` or its folder, the encoder a name or an `Encoder` (default: the projection's)."""
+    return embedding_function_class()(projection, encoder)

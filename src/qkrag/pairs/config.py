@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from qkrag.errors import fail
-from qkrag.retrieval.base import Space, check_space
+from qkrag.ranking import Space, check_space
 
 if TYPE_CHECKING:
     pass

@@ -14,7 +14,7 @@ import numpy as np
 from qkrag.cache import content_hash
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
-from qkrag.retrieval.base import Space, similarity, top_k
+from qkrag.ranking import Space, similarity, top_k
 from qkrag.text import normalize
 
 if TYPE_CHECKING:

@@ -163,25 +163,3 @@ probability = 1 / (1 + np.exp(-(q @ d.T + {info['bias']:.6g})))
 
 `qkrag_projection.json` holds the same figures in machine-readable form.
 """
-
-
-# ------------------------------------------------------------------------------------------------------------ chroma
-# The Chroma embedding function lives in qkrag.integrations.chroma (registered with Chroma on `import qkrag`); these
-# names stay for code that imported them from here.
-
-
-def chroma_embedding_function(projection: Projection | str | os.PathLike[str] | None,
-                              encoder: Encoder | str | None = None):
-    """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v
-    (see `qkrag.integrations.chroma.QkragEmbeddingFunction`)."""
-    from qkrag.integrations.chroma import embedding_function_class
-
-    return embedding_function_class()(projection, encoder)
-
-
-def __getattr__(name: str):  # `from qkrag.projection.export import ProjectedEmbeddingFunction` builds the class on demand
-    if name == "ProjectedEmbeddingFunction":
-        from qkrag.integrations.chroma import embedding_function_class
-
-        return embedding_function_class()
-    raise AttributeError(name)

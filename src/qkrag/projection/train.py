@@ -31,7 +31,7 @@ from qkrag.cache import quiet
 from qkrag.errors import fail
 from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.evaluate.stats import sign_flip_p_value
-from qkrag.retrieval.base import exact_search
+from qkrag.ranking import exact_search
 
 if TYPE_CHECKING:
     import torch
@@ -328,7 +328,7 @@ def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) 
         pairs, validation = pairs.split(config.validation_fraction, config.seed, by=config.holdout)
     if config.loss != "infonce" and pairs.teacher_rows is None:
         raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
-                   "attach a teacher (qkrag.pairs.teacher.hybrid_teacher) or use loss='infonce'")
+                   "attach a teacher (qkrag.projection.teacher.hybrid_teacher) or use loss='infonce'")
     if validation.documents.shape != pairs.documents.shape or not np.array_equal(validation.documents,
                                                                                  pairs.documents):
         raise fail(validation.source, "validation pairs point into another document matrix than the training pairs",

@@ -32,7 +32,7 @@ from qkrag.atomic import atomic_folder, write_json
 from qkrag.cache import content_hash
 from qkrag.data import Corpus
 from qkrag.errors import IndexMismatchError, fail
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 
 BM25Method = Literal["lucene", "robertson", "atire", "bm25l", "bm25+"]
 #: Looks up stored texts by id (e.g. `ChromaIndex.stored_texts`), for hits of an index loaded without its corpus.

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from qkrag.data import Corpus
     from qkrag.embed.encoders import Encoder
     from qkrag.projection.model import Projection
-    from qkrag.retrieval.base import Retriever
+    from qkrag.ranking import Retriever
     from qkrag.retrieval.hybrid import FusionConfig
     from qkrag.retrieval.index import IndexConfig
 
@@ -105,3 +105,16 @@ def retriever_for_folder(kind: str, corpus: Corpus, encoder: Encoder | None, *, 
     from qkrag.retrieval.hybrid import HybridRetriever
 
     return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
+
+
+def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = None) -> Any:
+    """The offline teacher: exact cosine over `corpus` (its `documents` vectors when given, else embedded through
+    the cache) fused with BM25 by reciprocal rank fusion, which needs no weight chosen on data."""
+    from qkrag.embed.encoders import embed
+    from qkrag.retrieval.bm25 import BM25Retriever
+    from qkrag.retrieval.hybrid import HybridRetriever
+    from qkrag.retrieval.index import DenseRetriever, ExactIndex
+
+    vectors = documents if documents is not None else embed(encoder, corpus.contents, "document")
+    dense = DenseRetriever(encoder, ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint))
+    return HybridRetriever(dense, BM25Retriever(corpus))

@@ -31,7 +31,7 @@ from qkrag.errors import IndexMismatchError, fail
 from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
 from qkrag.evaluate.stats import Bootstrap
 from qkrag.retrieval.index import ChromaIndex, IndexConfig
-from qkrag.retrieval.base import Hit, Retriever, to_run
+from qkrag.ranking import Hit, Retriever, to_run
 
 FusionMethod = Literal["rrf", "convex"]
 Normalization = Literal["zscore", "minmax"]

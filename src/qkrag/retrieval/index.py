@@ -45,7 +45,7 @@ from qkrag import __version__
 from qkrag.atomic import file_lock
 from qkrag.cache import default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
-from qkrag.retrieval.base import Hit, Space, check_space, exact_search
+from qkrag.ranking import Hit, Space, check_space, exact_search
 
 # Chroma's own defaults, for the record and the benchmark; ours (IndexConfig) are higher, measured in index_bench.
 CHROMA_DEFAULT_HNSW = {"ef_search": 100, "ef_construction": 100, "M": 16}

@@ -88,7 +88,7 @@ class ProjectedRetriever:
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Any]]:
         """Hits for raw query vectors (skips embedding): what `search` does after the encoder."""
-        from qkrag.retrieval.base import Hit
+        from qkrag.ranking import Hit
 
         p = self.projection
         if self.mode == "full":

@@ -26,7 +26,7 @@ from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
 from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error, reliability_bins
 from qkrag.evaluate.compare import compare
 from qkrag.evaluate.stats import Bootstrap
-from qkrag.retrieval.base import Hit, to_run
+from qkrag.ranking import Hit, to_run
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
 from qkrag.retrieval.factory import make_retriever

@@ -27,7 +27,7 @@ from typing import Any
 from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
-from qkrag.retrieval.base import Hit
+from qkrag.ranking import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
            "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
@@ -163,7 +163,7 @@ class Bench:
     def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "") -> Row:
         from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
         from qkrag.evaluate.metrics import evaluate_run, queries_are_documents, question_share
-        from qkrag.retrieval.base import to_run
+        from qkrag.ranking import to_run
 
         qids = list(self.test.queries)
         hits, latency = _timed_search(search, [self.test.queries[q] for q in qids], 100)
@@ -373,7 +373,7 @@ class Bench:
 
     def _with_teacher(self, pairs, text_of: Callable[[str], str]):
         """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
-        from qkrag.pairs.teacher import hybrid_teacher
+        from qkrag.projection.teacher import hybrid_teacher
         from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
 
         teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))

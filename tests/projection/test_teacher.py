@@ -8,8 +8,8 @@ import torch
 
 from qkrag.errors import InputError
 from qkrag.projection.data import Pairs
-from qkrag.retrieval.base import Hit
-from qkrag.pairs.teacher import hybrid_teacher
+from qkrag.ranking import Hit
+from qkrag.projection.teacher import hybrid_teacher
 from qkrag.projection.train import TrainConfig, distillation_loss
 from qkrag.projection.model import train_projection
 

@@ -20,7 +20,7 @@ from qkrag.errors import fail
 if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
     from qkrag.evaluate.metrics import EvalResult
-    from qkrag.retrieval.base import Hit, Run
+    from qkrag.ranking import Hit, Run
     from qkrag.retrieval.index import IndexConfig
 
 BASELINES = ("cosine", "bm25", "hybrid")
@@ -92,7 +92,7 @@ def _base_kind(retriever: str, baseline: str | None) -> str:
 
 def _measure(searcher, collection, k: int, name: str) -> tuple[EvalResult, Run, list[list[Hit]]]:
     from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
-    from qkrag.retrieval.base import to_run
+    from qkrag.ranking import to_run
 
     query_ids = list(collection.queries)
     hits = searcher.search([collection.queries[q] for q in query_ids], k)

@@ -1,4 +1,4 @@
-"""qkrag.retrieval.base: the similarity spaces, exact top-k search (the ground truth for every index) and runs."""
+"""qkrag.ranking: the similarity spaces, exact top-k search (the ground truth for every index) and runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qkrag.errors import InputError
-from qkrag.retrieval.base import SPACES, Hit, check_space, exact_search, similarity, to_run, top_k
+from qkrag.ranking import SPACES, Hit, check_space, exact_search, similarity, to_run, top_k
 
 
 def vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:

@@ -3,8 +3,9 @@
 Binary labels over mined hard negatives say "the generated positive is relevant, everything else is not"; but a mined
 "negative" near the top is often relevant in fact, and pushing it away teaches the projection the wrong thing. GPL
 (Wang et al. 2022) measured this on SciFact: the same hard negatives with binary labels 59.6 nDCG@10, with a teacher's
-soft labels 66.4. The teacher here must run offline on 2 cores, so by default it is hybrid retrieval (BM25 fused with
-the dense ranking): no training, and on most collections better than either arm alone.
+soft labels 66.4. The teacher must run offline on 2 cores, so the default one (`qkrag.retrieval.factory.default_teacher`) is hybrid
+retrieval, BM25 fused with the dense ranking: no training, and on most collections better than either arm alone.
+This module only reads a teacher's rankings, so any retriever can teach.
 
     pairs -> each query searched by the teacher (top `depth`) -> per-query z-scored scores -> Pairs.with_teacher
 
@@ -20,19 +21,6 @@ import numpy as np
 
 from qkrag.errors import fail
 from qkrag.projection.data import Pairs
-
-
-def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = None) -> Any:
-    """The offline teacher: exact cosine over `corpus` (its `documents` vectors when given, else embedded through
-    the cache) fused with BM25 by reciprocal rank fusion, which needs no weight chosen on data."""
-    from qkrag.embed.encoders import embed
-    from qkrag.retrieval.bm25 import BM25Retriever
-    from qkrag.retrieval.hybrid import HybridRetriever
-    from qkrag.retrieval.index import DenseRetriever, ExactIndex
-
-    vectors = documents if documents is not None else embed(encoder, corpus.contents, "document")
-    dense = DenseRetriever(encoder, ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint))
-    return HybridRetriever(dense, BM25Retriever(corpus))
 
 
 def hybrid_teacher(pairs: Pairs, texts: Sequence[str], teacher: Any, depth: int = 30) -> Pairs:

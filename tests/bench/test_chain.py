@@ -3,7 +3,7 @@
 import pytest
 
 from qkrag.errors import InputError
-from qkrag.evaluate.run import evaluate_folder, write_trec_run
+from qkrag.bench.chain import evaluate_folder, write_trec_run
 
 
 def test_a_baseline_gives_the_paired_difference(tiny_beir, fake_encoder):

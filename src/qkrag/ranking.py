@@ -1,4 +1,5 @@
-"""What every retriever returns, and the exact search that serves as ground truth.
+"""The ranking vocabulary every stage speaks: what a retriever returns, and the exact search that serves as ground
+truth. It sits below the stages, so pair mining, training and evaluation rank without importing a retriever.
 
 A retriever maps query texts to ranked `Hit`s. Scores are always "higher is better" similarities users can read
 (cosine in [-1, 1], a dot product, or a probability), never a backend's distance. A `Run` is the
