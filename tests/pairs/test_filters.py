@@ -47,3 +47,34 @@ def test_off_form_follows_the_examples():
     assert off_form("Does Egr3 regulate B cells?", claims) and not off_form("Egr3 regulates T cells.", claims)
     assert off_form("Statins lower LDL.", questions) and not off_form("why do statins work?", questions)
     assert not off_form("anything?", []) and not off_form("anything?", claims + questions)  # no clear form: no say
+
+
+def test_filters_table_drives_generation_and_its_counts(monkeypatch, tmp_path):
+    """A row added to FILTERS is run on every candidate and counted as dropped_<name>, with no other change."""
+    from qkrag.pairs import filters
+    from qkrag.pairs.config import GenerateConfig
+    from qkrag.pairs.generate import generate_pairs
+    from tests.fakes import FakeEncoder
+
+    corpus = make_corpus()
+    config = GenerateConfig(generator="ict", sample=None, candidates=2, negatives=2, progress=False)
+    kept = generate_pairs(corpus, FakeEncoder(64), None, config, tmp_path / "a").stats["counts"]
+    assert kept["candidates"] > 2 and "dropped_odd_length" not in kept
+    planted = filters.PairFilter("odd_length", lambda c: len(c.text) % 2 == 1)
+    monkeypatch.setattr(filters, "FILTERS", filters.FILTERS + (planted,))
+    result = generate_pairs(corpus, FakeEncoder(64), None, config, tmp_path / "b")
+    counts = result.stats["counts"]
+    assert counts["dropped_odd_length"] > 0 and counts["candidates"] < kept["candidates"]
+    assert result.dataset["query"] and all(len(q) % 2 == 0 for q in result.dataset["query"])
+
+
+def test_first_drop_names_the_first_filter_of_its_phase():
+    from qkrag.pairs.config import GenerateConfig
+    from qkrag.pairs.filters import Seen, first_drop
+
+    config = GenerateConfig(min_words=3, max_words=40)
+    short = Seen("too short", "llm", "", "a passage", frozenset(), frozenset(), config)
+    assert first_drop(short, before_dedupe=True) == "length"
+    copied = Seen("a passage about bread rising in a warm kitchen", "llm", "", "a passage about bread rising in a "
+                  "warm kitchen overnight", frozenset(), frozenset(), config)
+    assert first_drop(copied, before_dedupe=True) is None and first_drop(copied, before_dedupe=False) == "copy"

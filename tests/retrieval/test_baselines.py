@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qkrag.rankinglines import CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.baselines import CenteredCosine, ExactDenseRetriever, Whitening
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.data import Corpus, load_beir
 from qkrag.embed.encoders import EmbedOptions

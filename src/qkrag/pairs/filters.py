@@ -1,11 +1,16 @@
-"""Text measures the generation filters with: how much a query copies its passage (`copy_score`, `ngram_copy`),
-rare-term masking (`mask_rare_terms`), the LLM-free Inverse Cloze Task candidates (`ict_candidates`), and the form of
-queries against the examples they should imitate (`off_form`, `form_summary`)."""
+"""The generation filters, and the text measures they use: how much a query copies its passage (`copy_score`,
+`ngram_copy`), rare-term masking (`mask_rare_terms`), the LLM-free Inverse Cloze Task candidates (`ict_candidates`),
+and the form of queries against the examples they should imitate (`off_form`, `form_summary`).
+
+`FILTERS` is the one table of filters: generation runs them in order on every candidate query and counts each drop
+as `dropped_<name>` in the pairs folder's stats, which the report and the web page list as they find them. A new
+filter is a function here and a row of the table (plus its threshold in `GenerateConfig`)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,9 +21,6 @@ from qkrag.text import is_question, normalize, sentences, word_overlap, words
 
 if TYPE_CHECKING:
     from qkrag.pairs.config import GenerateConfig
-    pass
-
-
 
 
 def copy_score(query: str, passage: str) -> float:
@@ -115,3 +117,62 @@ def echoes_example(query: str, config: GenerateConfig) -> bool:
 def borrowed_terms(query: str, doc_words: set[str], example_terms: set[str]) -> set[str]:
     """The query's words that come from the examples' uncommon words and appear nowhere in its passage."""
     return (set(words(query)) & example_terms) - doc_words
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a filter sees of one candidate query: its text and kind ("llm", "masked" or "ict"), the passage it was
+    written from, and the example words that are rare in this corpus."""
+
+    text: str
+    kind: str
+    title: str
+    positive_text: str
+    doc_words: frozenset[str]
+    example_terms: frozenset[str]
+    config: GenerateConfig
+
+
+@dataclass(frozen=True)
+class PairFilter:
+    """One row of `FILTERS`: a candidate is dropped (and counted as `dropped_<name>`) when `drops` says so.
+    `before_dedupe` filters run before duplicates are removed, so a dropped text never hides a later good copy."""
+
+    name: str
+    drops: Callable[[Seen], bool]
+    before_dedupe: bool = False
+
+
+def bad_length(c: Seen) -> bool:
+    return not c.config.min_words <= len(words(c.text)) <= c.config.max_words
+
+
+def copies_passage(c: Seen) -> bool:
+    """A long run copied from the passage, or most of a title of three words or more: matched by any encoder."""
+    return copy_score(c.text, c.positive_text) >= c.config.max_copy or bool(
+        c.title and len(words(c.title)) >= 3 and copy_score(c.text, c.title) >= c.config.max_title_copy)
+
+
+def copies_example(c: Seen) -> bool:
+    """Small models echo the few-shot examples back (ICT sentences cannot)."""
+    return c.kind != "ict" and echoes_example(c.text, c.config)
+
+
+def borrows_example_terms(c: Seen) -> bool:
+    """A query that uses an example's rare word its passage lacks took it from the example: such a pair is wrong,
+    not hard (e.g. "Egr3 suppresses p53" for a passage on MDMX when an example was about Egr3)."""
+    return c.kind != "ict" and bool(c.example_terms) and bool(borrowed_terms(c.text, set(c.doc_words),
+                                                                             set(c.example_terms)))
+
+
+FILTERS: tuple[PairFilter, ...] = (
+    PairFilter("length", bad_length, before_dedupe=True),
+    PairFilter("copy", copies_passage),
+    PairFilter("example_copy", copies_example),
+    PairFilter("example_terms", borrows_example_terms),
+)
+
+
+def first_drop(c: Seen, before_dedupe: bool) -> str | None:
+    """The name of the first filter of that phase that drops `c`, or None when it passes them all."""
+    return next((f.name for f in FILTERS if f.before_dedupe == before_dedupe and f.drops(c)), None)

@@ -53,42 +53,26 @@ from qkrag.cache import content_hash, quiet
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import LLMError, fail
-from qkrag.pairs.config import HUMAN_RANK_TARGET, GenerateConfig, draw_examples
-from qkrag.pairs.filters import (borrowed_terms, copy_score, echoes_example, form_summary, ict_candidates,
-                                 mask_rare_terms, ngram_copy, off_form)
+from qkrag.pairs.config import GenerateConfig, draw_examples
+from qkrag.pairs.filters import (FILTERS, Seen, copy_score, first_drop, form_summary, ict_candidates, mask_rare_terms,
+                                 ngram_copy, off_form)
 from qkrag.pairs.steer import (Candidate, document_vectors, drop_near_duplicates, hard_negatives, rank_candidates,
-                               rank_positives, rank_summary, steer_candidates)
+                               rank_summary, steer_candidates)
 from qkrag.pairs.store import ANSWER_JOURNAL, JOURNAL, Journal, write_pairs
-from qkrag.text import carries_answer, is_question, normalize, words
+from qkrag.text import carries_answer, normalize, words
 
 if TYPE_CHECKING:
     import datasets
 
     from qkrag.llm.client import LLM
 
-__all__ = [
-    "GenerateConfig",
-    "GenerationResult",
-    "HUMAN_RANK_TARGET",
-    "copy_score",
-    "draw_examples",
-    "form_summary",
-    "is_question",
-    "off_form",
-    "generate_from_beir",
-    "generate_pairs",
-    "ict_candidates",
-    "mask_rare_terms",
-    "normalize",
-    "rank_positives",
-    "rank_summary",
-]
+__all__ = ["GenerateConfig", "GenerationResult", "draw_examples", "generate_from_beir", "generate_pairs"]
 
 
 _COUNTS = ("pool", "skipped_no_answer", "skipped_no_answer_form", "skipped_no_answer_llm", "answer_check_failed",
-           "passages", "failed_passages", "failed_calls", "parsed", "dropped_length", "dropped_duplicate",
-           "dropped_copy", "dropped_example_copy", "dropped_example_terms", "dropped_near_duplicate", "masked_variants",
-           "candidates", "off_form", "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
+           "passages", "failed_passages", "failed_calls", "parsed", *(f"dropped_{f.name}" for f in FILTERS),
+           "dropped_duplicate", "dropped_near_duplicate", "masked_variants", "candidates", "off_form",
+           "roundtrip_kept", "negatives_skipped_as_false", "negatives_judged_relevant")
 
 
 @dataclass
@@ -99,19 +83,6 @@ class GenerationResult:
 
     def __len__(self) -> int:
         return len(self.dataset)
-
-
-# ------------------------------------------------------------------------------------------------ text measures
-
-# words, normalize, sentences and is_question live in qkrag.text (pure text measures) and are imported above.
-
-
-# ------------------------------------------------------------------------------------------------ ranking
-
-
-# ------------------------------------------------------------------------------------------------ the journal
-
-# ------------------------------------------------------------------------------------------------ the pipeline
 
 
 def _candidate_pool(corpus: Corpus, config: GenerateConfig, doc_ids: Sequence[str] | None) -> list[str]:
@@ -367,12 +338,12 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
     # that uses one its passage lacks took it from an example, e.g. "Egr3 suppresses p53" for a passage on MDMX when
     # an example was about Egr3. Such a pair is wrong, not hard.
     common_df = max(1, int(0.01 * len(corpus)))
-    example_terms = {w for e in config.examples for w in words(e) if doc_freq.get(w, 0) <= common_df}
+    example_terms = frozenset(w for e in config.examples for w in words(e) if doc_freq.get(w, 0) <= common_df)
     seen: set[str] = set()
     out: list[Candidate] = []
     for doc_id in ids:
         doc = corpus.get(doc_id)
-        doc_words = set(words(doc.title + " " + doc.content)) if example_terms else set()  # once per passage
+        doc_words = frozenset(words(doc.title + " " + doc.content)) if example_terms else frozenset()  # once a passage
         raw: list[tuple[str, str, str]] = []  # (query, positive text, variant)
         if config.generator == "ict":
             for query, rest in ict_candidates(doc, config.candidates, config.seed, max(5, config.min_words),
@@ -395,9 +366,9 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                     variants.append((masked, "masked"))
                     counts["masked_variants"] += 1
             for text, kind in variants:
-                n_words = len(words(text))
-                if not config.min_words <= n_words <= config.max_words:
-                    counts["dropped_length"] += 1
+                seen_as = Seen(text, kind, doc.title, positive_text, doc_words, example_terms, config)
+                if dropped := first_drop(seen_as, before_dedupe=True):
+                    counts[f"dropped_{dropped}"] += 1
                     continue
                 key = normalize(text)
                 if key in seen:
@@ -407,15 +378,8 @@ def _candidates(corpus: Corpus, ids: list[str], config: GenerateConfig, records:
                                copy_score(text, positive_text), copy_score(text, doc.title) if doc.title else 0.0,
                                ngram_copy(text, positive_text))
                 index += 1
-                if c.copy_score >= config.max_copy or (doc.title and c.title_copy >= config.max_title_copy
-                                                       and len(words(doc.title)) >= 3):
-                    counts["dropped_copy"] += 1
-                    continue
-                if kind != "ict" and echoes_example(text, config):
-                    counts["dropped_example_copy"] += 1  # small models echo the few-shot examples back
-                    continue
-                if kind != "ict" and example_terms and borrowed_terms(text, doc_words, example_terms):
-                    counts["dropped_example_terms"] += 1
+                if dropped := first_drop(seen_as, before_dedupe=False):
+                    counts[f"dropped_{dropped}"] += 1
                     continue
                 c.off_form = off_form(text, config.examples)
                 counts["off_form"] += c.off_form
