@@ -17,7 +17,8 @@ from pathlib import Path
 
 from _common import save
 
-from qkrag.retrieval.baselines import BM25Retriever, CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.baselines import CenteredCosine, ExactDenseRetriever, Whitening
+from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.data import Collection, Corpus, Document, load_qrels, load_queries
 from qkrag.embed.encoders import EmbedOptions
 from qkrag.evaluate.metrics import EvalResult, evaluate_retriever, queries_are_documents

@@ -18,8 +18,8 @@ from tests.fakes import make_tidy_llm, tidy_llm_server  # noqa: F401 (the fixtur
 
 
 def test_an_llm_that_is_down_stores_nothing_and_a_later_run_rewrites(make_llm, server, tmp_path):
-    """`index --rewrite` with the LLM down used to store the original texts under the rewriting encoder's name, and
-    a later run with the LLM up kept them. Now the build fails, and the next one rewrites every text."""
+    """`index --rewrite` with the LLM down stores nothing under the rewriting encoder's name: the build fails, and the
+    next one, with the LLM up, rewrites every text."""
     from qkrag.retrieval.index import IndexConfig, build_index
 
     corpus = Corpus.from_texts({"a": "Hey, teh rainn falls in spring lol", "b": "<p>Bread needs yeast</p>"})

@@ -347,7 +347,7 @@ def test_the_embedded_server_keys_its_cache_as_before(tmp_path):
         embedded._request("hi", {}).key
 
 
-# ------------------------------------------------------------------------------------------------ a fleet (issue 16)
+# ------------------------------------------------------------------------------------------------ a fleet
 
 
 def _echo(body: dict) -> str:

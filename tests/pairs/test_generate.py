@@ -706,7 +706,7 @@ def test_cli_answer_check_option_reaches_the_pipeline(tmp_path, monkeypatch, cap
     assert "answer_check" in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------------------ a fleet (issue 16)
+# ------------------------------------------------------------------------------------------------ a fleet
 
 FLEET_CHILD = CHILD.replace("concurrency=2", "concurrency=int(sys.argv[4])")
 

@@ -92,7 +92,7 @@ def test_projected_retriever_on_chroma_projects_stored_vectors_without_re_embedd
 
 
 def test_projected_collection_is_built_page_by_page_never_all_at_once(fake_encoder, tmp_path, monkeypatch):
-    """Issue 16: the projected collection is filled from pages of stored vectors (bounded memory); no call reads the
+    """The projected collection is filled from pages of stored vectors (bounded memory); no call reads the
     whole raw collection, and the result is the one an all-at-once build gives."""
     from qkrag.retrieval.projected import ProjectedRetriever
     from qkrag.retrieval.index import ChromaIndex, IndexConfig

@@ -35,7 +35,8 @@ MIN_FUSION_QUERIES = 30  # fewer validation queries than this: too few to choose
 LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
 MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
-SECONDS_PER_CALL = 4.0  # the embedded 0.5B model on 2 free cores (benchmarks/results/generate_bench.md): estimates only
+SECONDS_PER_CALL = 4.0  # an LLM call of the embedded 0.5B model on 2 free cores, for the plan's time estimate only
+# (benchmarks/results/generate_bench.md has the measured rate)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Stage 1, embed: turn texts into vectors, query side and document side kept apart.
+"""Turn texts into vectors, query side and document side kept apart.
 
 A backend is anything with a `name`, a `dimension` and one method, `embed_batch(texts, side)`. `embed()` adds what
 every backend needs: batching, a progress bar, and a content-hash cache on disk so that a re-run embeds nothing twice.

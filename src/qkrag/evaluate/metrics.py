@@ -1,4 +1,4 @@
-"""Stage 5, evaluate: IR metrics with confidence intervals, paired comparisons, and calibration.
+"""IR metrics with confidence intervals, paired comparisons, and calibration.
 
 Metrics come from `pytrec_eval` (trec_eval's C code), the library BEIR and MTEB use, so a number here reproduces a
 published one; nothing in this module re-implements a metric. What this module adds around it:

@@ -1,4 +1,4 @@
-"""Stage 2, generate: synthetic (query, passage) pairs that are worth training on.
+"""Synthetic (query, passage) pairs that are worth training on.
 
 Easy pairs teach nothing. A small model asked for queries copies the title or the first sentence, and 90% of its
 queries then retrieve their own passage at rank 1 under raw cosine - a projection trained on them learns nothing the

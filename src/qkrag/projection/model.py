@@ -1,4 +1,4 @@
-"""Stage 3, the projection: a small learned map that turns frozen embeddings into a calibrated relevance score.
+"""The projection: a small learned map that turns frozen embeddings into a calibrated relevance score.
 
     q = Q·v(query),   k = K·v(document),   P(relevant) = σ(s·q·k + b)
 

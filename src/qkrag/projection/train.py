@@ -68,8 +68,8 @@ class TrainConfig:
     eval_k: int = 10  # nDCG@k on validation
     seed: int = 0
     progress: bool = True
-    threads: int | None = 1  # torch threads while training; None = torch's default. The matrices are small, so
-    # one thread wins, and on a busy machine extra threads spin and wait (measured: 60 s vs 2.6 s on a loaded 2-core box)
+    threads: int | None = 1  # torch threads while training; None = torch's default. The matrices are small, so one
+    # thread wins, and on a busy machine extra threads spin and wait (benchmarks/results/projection_bench.md)
 
     def check(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,

@@ -18,7 +18,6 @@ from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed, make_encoder
 from qkrag.errors import fail
 from qkrag.ranking import Hit, Space, check_space
-from qkrag.retrieval.bm25 import BM25Method, BM25Retriever  # noqa: F401  (re-exported: where it used to live)
 from qkrag.retrieval.index import ExactIndex
 
 

@@ -1,4 +1,4 @@
-"""Stage 4, index: BM25, the lexical baseline and the hybrid's second arm. This module owns the saved BM25 folder.
+"""BM25, the lexical baseline and the hybrid's second arm. This module owns the saved BM25 folder.
 
 Two ways to build one index, with the same scores (tests/retrieval/test_bm25.py checks every BM25 variant):
 - `BM25Retriever(corpus)`: in memory through `bm25s` (sparse matrices, fast on CPU). What benchmarks and small

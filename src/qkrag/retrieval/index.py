@@ -1,4 +1,4 @@
-"""Stage 4, index: document vectors in Chroma (approximate, HNSW) or in memory (exact), behind one `query` shape.
+"""Document vectors in Chroma (approximate, HNSW) or in memory (exact), behind one `query` shape.
 
 Chroma has three traps this module closes:
 - its default distance is squared L2, fixed at creation, and `get_or_create_collection` silently keeps an old
@@ -68,8 +68,8 @@ class IndexConfig:
     host: str | None = None
     port: int = 8000
     space: Space = "cosine"
-    # Measured in benchmarks/results/index_bench.md: recall@10 vs exact 1.000 on SciFact/MiniLM and 0.989 on random
-    # 384-d vectors (Chroma's defaults 100/100/16: 0.997 and 0.507), ~5 ms a query on 2 cores.
+    # HNSW settings chosen for near-exact recall where Chroma's defaults lose much of it on unclustered vectors; the
+    # recall and latency of both are in benchmarks/results/index_bench.md.
     ef_search: int = 400
     ef_construction: int = 200
     M: int = 32
@@ -545,8 +545,8 @@ class ChromaIndex:
         return ids, vectors
 
 
-#: Vectors per page when a collection is read through: a page of 1,024 384-d vectors arrives from a server as ~8 MB
-#: of JSON and becomes Python floats before numpy, a few tens of MB in flight (benchmarks/results/scale_bench_chroma).
+#: Vectors per page when a collection is read through: a page arrives from a server as JSON and becomes Python floats
+#: before numpy, so the page size bounds the memory in flight (benchmarks/results/scale_bench_chroma.md).
 PAGE = 1024
 
 #: Results one Chroma query request may ask for (queries x k): below SQLite's 32,766 variables per statement.
@@ -766,8 +766,8 @@ class ExactIndex:
             raise fail("ExactIndex", f"{len(self.ids)} ids for vectors of shape {self.vectors.shape}",
                        "pass one 1-d vector per id")
         self._ids = np.asarray(list(self.ids), dtype=object)
-        # Cosine = dot product of unit vectors: normalize the documents once here, not on every query
-        # (exact_search would re-normalize the whole matrix per call: 23 ms instead of 0.5 ms per SciFact query).
+        # Cosine = dot product of unit vectors: normalize the documents once here, not on every query (exact_search
+        # would re-normalize the whole matrix on every call).
         self._searched = _unit(self.vectors) if self.space == "cosine" else self.vectors
 
     @classmethod
