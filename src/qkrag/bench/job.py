@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from qkrag.atomic import write_json, write_text
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
+from qkrag.bench import report
+from qkrag.bench.report import Row
 from qkrag.ranking import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
@@ -62,26 +63,6 @@ class BenchConfig:
     finetune_epochs: int = 1
     skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
-
-
-@dataclass
-class Row:
-    method: str
-    result: Any  # EvalResult
-    train_seconds: float = 0.0
-    latency_ms: float = 0.0
-    ece: float | None = None
-    notes: str = ""
-    comparison: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)  # leakage audit, question share, base comparison
-    calibration: Any = None  # (probabilities, labels) of the hits a user reads, for rows that output σ; not saved
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"method": self.method, **self.result.to_dict(), "train_seconds": round(self.train_seconds, 2),
-               "latency_ms": round(self.latency_ms, 3), "ece": self.ece, "notes": self.notes}
-        out.update({f"vs_cosine_{k}": v for k, v in self.comparison.items()})
-        out.update(self.extra)
-        return out
 
 
 @dataclass
@@ -454,29 +435,6 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ report
 
-    def table(self) -> str:
-        """The markdown table: every row's figures, then its leakage audit and notes."""
-        qs = self.question_docs is not None
-        head = ("| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | Δ vs hybrid (p) | seen: nDCG@10 "
-                "(Δ vs base, n) | novel: nDCG@10 (Δ vs base, n) | " + ("questions in top 5 | " if qs else "")
-                + "ECE | train s | ms/query |")
-        lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
-        for row in self.rows:
-            r, x = row.result, row.extra
-            lo, hi = r.ci["ndcg@10"]
-            delta = f"{row.comparison['delta']:+.3f} ({row.comparison['p_value']:.3g})" if row.comparison else "—"
-            vs_h = f"{x['vs_hybrid_delta']:+.3f} ({x['vs_hybrid_p_value']:.3g})" if "vs_hybrid_delta" in x else "—"
-            cells = [row.method, f"{r['ndcg@10']:.3f} [{lo:.3f}, {hi:.3f}]", f"{r['recall@100']:.3f}",
-                     f"{r['mrr@10']:.3f}", delta, vs_h, _part(x, "seen"), _part(x, "novel")]
-            if qs:
-                cells.append(f"{x['question_share@5']:.3f}")
-            cells += [f"{row.ece:.3f}" if row.ece is not None else "—", f"{row.train_seconds:.1f}",
-                      f"{row.latency_ms:.2f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        notes = [f"- **{row.method}**: {row.notes}" + (f" (audit base: {row.extra['audit_base']})"
-                                                        if "audit_base" in row.extra else "") for row in self.rows]
-        return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes)
-
     def to_dict(self) -> dict[str, Any]:
         cfg = asdict(self.config)
         cfg = {k: str(v) if isinstance(v, Path) else v for k, v in cfg.items()}
@@ -484,37 +442,16 @@ class Bench:
                 "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
 
     def header(self) -> str:
-        """What the table is about: data, encoder, generator, version, date; enough to reproduce and to read it."""
-        from datetime import datetime, timezone
+        cfg = self.config
+        encoder = getattr(getattr(self, "encoder", None), "fingerprint", cfg.model or "default")
+        return report.header(f"{cfg.data} (split {cfg.split}: {len(self.test.queries)} queries, {len(self.corpus)} "
+                             "documents)", encoder, self.info.get("generation", {}), cfg.sample, cfg.generator)
 
-        from qkrag import __version__
-
-        cfg, gen = self.config, self.info.get("generation", {})
-        facts = {"data": f"{cfg.data} (split {cfg.split}: {len(self.test.queries)} queries, {len(self.corpus)} "
-                         f"documents)",
-                 "encoder": getattr(getattr(self, "encoder", None), "fingerprint", cfg.model or "default"),
-                 "pairs": (f"{gen.get('counts', {}).get('pairs', '?')} from {cfg.sample} sampled passages, generator "
-                           f"{gen.get('generator', cfg.generator)}") if gen else "none generated",
-                 "qkrag": __version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                 "rows": "nDCG@10 with 95% bootstrap CI; Δ: paired difference, p: paired sign-flip test"}
-        return "\n".join(f"- {k}: {v}" for k, v in facts.items())
+    def table(self) -> str:
+        return report.table(self.rows, questions=self.question_docs is not None)
 
     def _write(self) -> None:
-        from qkrag.evaluate.calibration import reliability_diagram
-        from qkrag.evaluate.report import plot_deltas, plot_results, plot_score_histograms
-
-        out = self.config.out
-        write_json(out / "bench.json", self.to_dict())
-        write_text(out / "bench.md", f"# qkrag bench\n\n{self.header()}\n\n{self.table()}\n")
-        plot_results({r.method: r.result for r in self.rows}, out / "bench.png", metrics=["ndcg@10", "recall@100"])
-        deltas = {r.method: (r.comparison["delta"], *r.comparison["delta_ci"]) for r in self.rows if r.comparison}
-        if deltas:
-            plot_deltas(deltas, out / "bench-delta.png")
-        calibrated = {r.method: r.calibration for r in self.rows if r.calibration is not None}
-        if calibrated:
-            plot_score_histograms(calibrated, out / "bench-scores.png")
-            name, (p, y) = next(iter(calibrated.items()))
-            reliability_diagram(p, y, out / "bench-reliability.png", title=f"{name}: reliability")
+        report.write(self.config.out, self.to_dict(), self.header(), self.table(), self.rows)
 
 
 def _fit_each(configs: dict, pairs, validation, variant: str) -> dict:
@@ -532,16 +469,6 @@ def _selection_score(projection) -> float:
     """The held-out nDCG@10 a projection was selected on: its CV mean when cross-validated, else its validation's."""
     val = projection.validation_
     return float(val["cv"]["ndcg"]) if "cv" in val else float(val.get("ndcg@10", 0.0))
-
-
-def _part(extra: dict[str, Any], part: str) -> str:
-    """A seen/novel cell: score (Δ vs the row's base, number of queries), or — where the row was not trained."""
-    if f"n_{part}" not in extra:
-        return "—"
-    if extra.get(f"ndcg@10_{part}") is None:
-        return f"— (n={extra[f'n_{part}']})"
-    return (f"{extra[f'ndcg@10_{part}']:.3f} ({extra[f'delta_ndcg@10_{part}']:+.3f}, p {extra[f'p_ndcg@10_{part}']:.2g},"
-            f" n={extra[f'n_{part}']})")
 
 
 def _as_queries(pairs, text_of: Callable[[str], str]) -> tuple[list[str], list[str], dict[str, dict[str, int]]]:
