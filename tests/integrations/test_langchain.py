@@ -155,14 +155,15 @@ def _threshold(probabilities: list[list[float]]) -> float:
 
 
 @pytest.mark.slow
-def test_inmemory_vector_store_ranks_like_qkrag_search(trained_demo):
+def test_inmemory_vector_store_ranks_like_qkrag_search(demo_cache):
+    demo = demo_cache
     from langchain_core.vectorstores import InMemoryVectorStore
 
-    embeddings = QkragEmbeddings(projection=trained_demo.projection_dir)
+    embeddings = QkragEmbeddings(demo.encoder, demo.projection_dir)
     store = InMemoryVectorStore(embeddings)
-    store.add_texts(trained_demo.texts, ids=trained_demo.ids)
+    store.add_texts(demo.texts, ids=demo.ids)
     relevance = embeddings.relevance_score_fn("cosine_similarity")
-    for query, expected, sigma in zip(trained_demo.queries, trained_demo.expected, trained_demo.probabilities):
+    for query, expected, sigma in zip(demo.queries, demo.expected, demo.probabilities):
         found = store.similarity_search_with_score(query, k=10)
         assert [doc.id for doc, _ in found] == expected, query
         np.testing.assert_allclose([relevance(score) for _, score in found], sigma, atol=1e-4)
@@ -170,18 +171,19 @@ def test_inmemory_vector_store_ranks_like_qkrag_search(trained_demo):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space", ["cosine", "l2", "ip"])
-def test_langchain_chroma_ranks_like_qkrag_search_in_every_space(trained_demo, tmp_path, space):
+def test_langchain_chroma_ranks_like_qkrag_search_in_every_space(demo_cache, tmp_path, space):
     """The natural route: langchain-chroma in any space, scores and `score_threshold` in σ."""
+    demo = demo_cache
     import chromadb
     from langchain_chroma import Chroma
 
-    embeddings = QkragEmbeddings(projection=trained_demo.projection_dir)
+    embeddings = QkragEmbeddings(demo.encoder, demo.projection_dir)
     client = chromadb.PersistentClient(str(tmp_path / "chroma"), chromadb.Settings(anonymized_telemetry=False))
     store = Chroma(f"lc-{space}", embeddings, client=client, collection_configuration={"hnsw": {"space": space}},
                    relevance_score_fn=embeddings.relevance_score_fn(space))
-    store.add_texts(trained_demo.texts, ids=trained_demo.ids)
-    threshold = _threshold(trained_demo.probabilities)
-    for query, expected, sigma in zip(trained_demo.queries, trained_demo.expected, trained_demo.probabilities):
+    store.add_texts(demo.texts, ids=demo.ids)
+    threshold = _threshold(demo.probabilities)
+    for query, expected, sigma in zip(demo.queries, demo.expected, demo.probabilities):
         found = store.similarity_search_with_relevance_scores(query, k=10)
         assert [doc.id for doc, _ in found] == expected, query
         np.testing.assert_allclose([score for _, score in found], sigma, atol=1e-4)
@@ -189,24 +191,26 @@ def test_langchain_chroma_ranks_like_qkrag_search_in_every_space(trained_demo, t
         assert [doc.id for doc, _ in kept] == [i for i, p in zip(expected, sigma) if p >= threshold], query
     retriever = store.as_retriever(search_type="similarity_score_threshold",
                                    search_kwargs={"k": 10, "score_threshold": threshold})
-    query, expected, sigma = trained_demo.queries[0], trained_demo.expected[0], trained_demo.probabilities[0]
+    query, expected, sigma = demo.queries[0], demo.expected[0], demo.probabilities[0]
     assert [d.id for d in retriever.invoke(query)] == [i for i, p in zip(expected, sigma) if p >= threshold]
 
 
 @pytest.mark.slow
-def test_a_document_beyond_the_bound_fails_clearly(trained_demo):
+def test_a_document_beyond_the_bound_fails_clearly(demo_cache):
+    demo = demo_cache
     from qkrag.errors import InputError
 
-    embeddings = QkragEmbeddings(projection=trained_demo.projection_dir, max_norm=0.5)  # MiniLM's vectors have norm 1
+    embeddings = QkragEmbeddings(demo.encoder, demo.projection_dir, max_norm=0.5)  # MiniLM's vectors have norm 1
     with pytest.raises(InputError, match=r"document vector\(s\).*exceed the bound"):
-        embeddings.embed_documents(trained_demo.texts[:3])
+        embeddings.embed_documents(demo.texts[:3])
 
 
 @pytest.mark.slow
-def test_from_collection_ranks_like_qkrag_search(trained_demo):
-    retriever = QkragRetriever.from_collection(trained_demo.collection, path=trained_demo.chroma, k=10)
-    for query, expected, sigma in zip(trained_demo.queries[:10], trained_demo.expected, trained_demo.probabilities):
+def test_from_collection_ranks_like_qkrag_search(demo_cache):
+    demo = demo_cache
+    retriever = QkragRetriever.from_collection(demo.collection, path=demo.chroma, k=10)
+    for query, expected, sigma in zip(demo.queries[:10], demo.expected, demo.probabilities):
         docs = retriever.invoke(query)
         assert [d.id for d in docs] == expected
         np.testing.assert_allclose([d.metadata["relevance_score"] for d in docs], sigma, atol=1e-6)
-    assert len(retriever.invoke(trained_demo.queries[0], k=3)) == 3
+    assert len(retriever.invoke(demo.queries[0], k=3)) == 3
