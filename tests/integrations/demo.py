@@ -5,7 +5,11 @@ wraps: raw cosine, projected, and hybrid (projected + BM25).
 The projection is made for the test, not trained: on the demo, training (README quickstart) keeps the identity, under
 which the post stays first whichever route a query takes, so a wrapper that sent queries through the document route
 would pass unnoticed. This one moves only the query side (Q = I + c·(a − p)·q̂ᵀ, K = I), so qkrag ranks the answer
-first and the document route (K·v for the query) still ranks the post first: routing shows in the ranking."""
+first and the document route (K·v for the query) still ranks the post first: routing shows in the ranking.
+
+`build_trained_demo` is the vector-store reference: a projection trained on the demo's train split (K moves, so |K·v|
+varies between documents), indexed and searched through the qkrag CLI, whose top 10 for every test query each store
+must reproduce. DEMO is the one place that names the demo folder."""
 
 from __future__ import annotations
 
