@@ -171,3 +171,21 @@ def test_chroma_embedding_function_from_a_saved_folder_and_mismatch(fake_encoder
     random_projection(32, "another-encoder").save(tmp_path / "q")
     with pytest.raises(IndexMismatchError, match="another-encoder"):
         chroma_embedding_function(tmp_path / "q", fake_encoder)(["a document"])  # checked on first use
+
+
+def test_the_embedding_function_named_in_the_docs_imports_and_gives_probabilities(tmp_path, fake_encoder):
+    """`from qkrag.integrations.chroma import QkragEmbeddingFunction`, as docs/integrations.md says; its
+    `probability` turns Chroma `ip` distances (1 − dot) into σ(s·q·k + b)."""
+    from chromadb.api.types import EmbeddingFunction
+
+    from qkrag.integrations.chroma import QkragEmbeddingFunction
+
+    projection = random_projection(32, fake_encoder.fingerprint)
+    projection.save(tmp_path / "p")
+    function = QkragEmbeddingFunction(tmp_path / "p", fake_encoder)
+    assert isinstance(function, EmbeddingFunction)
+    docs = ["bread rises with yeast", "the cat sat on the mat"]
+    distances = 1 - np.asarray(function(docs)) @ np.asarray(function.embed_query(["why does bread rise"])[0])
+    expected = projection.predict_proba_matrix(fake_encoder.embed_batch(["why does bread rise"], "query"),
+                                               fake_encoder.embed_batch(docs, "document"))[0]
+    np.testing.assert_allclose(function.probability(distances), expected, atol=1e-5)

@@ -47,3 +47,26 @@ def test_every_hybrid_hit_gets_the_projections_probability(fake_encoder):
     np.testing.assert_allclose([h.relevance for h in hits], expected, atol=1e-5)
     with pytest.raises(InputError, match="query"):
         search(hybrid, " ", 3)
+
+
+def test_every_store_score_maps_back_to_the_dot_product(fake_encoder):
+    """Cosine and squared L2 of augmented vectors, and Chroma's ip distance, each give back s·q·k exactly."""
+    from qkrag.integrations.common import round_up
+
+    projection = random_projection(32, fake_encoder.fingerprint)
+    sides = Sides(fake_encoder, projection, augment=True, max_norm=50.0)
+    q, d = sides.queries(["why does dough rise"])[0].astype(np.float64), sides.documents(TEXTS).astype(np.float64)
+    dots = d @ q
+    scores = {"cosine": 1 - dots / (np.linalg.norm(d, axis=1) * np.linalg.norm(q)), "l2": ((d - q) ** 2).sum(1),
+              "ip": 1 - dots, "cosine_similarity": dots / (np.linalg.norm(d, axis=1) * np.linalg.norm(q))}
+    b = sides.bounds
+    slack = 1e-6 * (b.query ** 2 + b.document ** 2)  # float32 vectors: their norms hold to ~1e-7 of R² + M²
+    for kind, score in scores.items():
+        np.testing.assert_allclose(sides.dot_from_score(score, kind), dots, atol=slack, err_msg=kind)
+        np.testing.assert_allclose(sides.relevance(score, kind), sides.probability(dots), atol=slack, err_msg=kind)
+    for kind in ("cosine", "l2"):  # the bare vectors: their norms vary, so only ip maps back
+        with pytest.raises(InputError, match="does not order raw projected vectors"):
+            Sides(fake_encoder, projection).dot_from_score(0.5, kind)
+    with pytest.raises(InputError, match="'dot'.*not a score"):
+        sides.dot_from_score(0.5, "dot")
+    assert round_up(1.14592) == 1.15 and round_up(10.6001) == 10.7 and round_up(0.0123401) == 0.0124

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("llama_index.core")
 
-from qkrag.integrations.llamaindex import QkragEmbedding, QkragLlamaRetriever  # noqa: E402
+from qkrag.integrations.llamaindex import QkragEmbedding, QkragLlamaRetriever, QkragRelevance  # noqa: E402
 from tests.fakes import random_projection  # noqa: E402
 from tests.integrations.demo import DEMO, QUERY, answer_above_post, build_demo  # noqa: E402
 
@@ -17,7 +17,7 @@ def test_embedding_routes_each_side_and_dot_is_the_logit(fake_encoder):
     from llama_index.core.base.embeddings.base import BaseEmbedding, SimilarityMode
 
     projection = random_projection(32, fake_encoder.fingerprint)
-    model = QkragEmbedding(fake_encoder, projection)
+    model = QkragEmbedding(fake_encoder, projection, max_norm=50.0)  # augmented: the dot product is unchanged
     assert isinstance(model, BaseEmbedding)
     docs = ["bread rises with yeast", "the cat sat on the mat"]
     q = model.get_query_embedding("why does bread rise")
@@ -87,3 +87,77 @@ def test_llamaindex_embedding_dot_products_rank_the_readme_query_like_qkrag(demo
     ranked = [test.corpus.ids[i] for i in np.argsort(-scores, kind="stable")[:10]]
     expected = [h.id for h in demo.retrievers["projected"].search([QUERY], 10)[0]]
     assert ranked[:5] == expected[:5] and answer_above_post(ranked) is True
+
+
+def test_serialisation_round_trips_the_projection(fake_encoder, tmp_path, monkeypatch):
+    """to_dict names the projection by folder and weights hash: from_dict loads it, or refuses other weights."""
+    from qkrag.errors import InputError
+
+    projection = random_projection(32, fake_encoder.fingerprint)
+    projection.save(tmp_path / "p")
+    model = QkragEmbedding(fake_encoder, tmp_path / "p", max_norm=2.0)
+    data = model.to_dict()
+    assert data["encoder_settings"] == {"unrebuildable": "fake-encoder"}  # a test fake: from_dict needs it back
+    with pytest.raises(InputError, match="cannot be rebuilt"):
+        QkragEmbedding.from_dict(data).sides.encoder
+    assert data["projection"] == str(tmp_path / "p") and len(data["projection_sha256"]) == 64
+    assert data["max_norm"] == 2.0 and data["augment"] is True
+    back = QkragEmbedding.from_dict(data, encoder=fake_encoder)
+    np.testing.assert_array_equal(back.sides.projection.K_, projection.K_)  # the same weights, not raw vectors
+    assert back.sides.augment and back.max_norm == 2.0
+    random_projection(32, fake_encoder.fingerprint, seed=1).save(tmp_path / "p")  # other weights in that folder
+    monkeypatch.setenv("QKRAG_CACHE_DIR", str(tmp_path / "empty-cache"))
+    with pytest.raises(InputError, match="is in none of"):
+        QkragEmbedding.from_json(model.to_json(), encoder=fake_encoder).sides.projection
+    with pytest.raises(InputError, match="never saved"):
+        QkragEmbedding.from_dict(QkragEmbedding(fake_encoder, projection).to_dict(), encoder=fake_encoder).sides
+
+
+# ---- every store ranks exactly like `qkrag search --projection` (tests.integrations.demo.build_trained_demo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["default", "chroma-l2", "chroma-cosine", "chroma-ip"])
+def test_vector_store_index_ranks_like_qkrag_search(demo_cache, tmp_path, store):
+    """VectorStoreIndex with its default store (cosine) and with a ChromaVectorStore in each space; QkragRelevance
+    turns the scores into σ, and SimilarityPostprocessor keeps exactly the hits whose σ passes the cutoff."""
+    from llama_index.core import StorageContext, VectorStoreIndex
+    from llama_index.core.postprocessor import SimilarityPostprocessor
+    from llama_index.core.schema import TextNode
+
+    demo = demo_cache
+    embed_model = QkragEmbedding(demo.encoder, demo.projection_dir)
+    nodes = [TextNode(id_=i, text=t) for i, t in zip(demo.ids, demo.texts)]
+    space = None
+    if store == "default":
+        index = VectorStoreIndex(nodes, embed_model=embed_model)
+    else:
+        import chromadb
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+
+        space = store.split("-")[1]
+        client = chromadb.PersistentClient(str(tmp_path / "chroma"), chromadb.Settings(anonymized_telemetry=False))
+        collection = client.create_collection(f"li-{space}", configuration={"hnsw": {"space": space}})
+        context = StorageContext.from_defaults(vector_store=ChromaVectorStore(chroma_collection=collection))
+        index = VectorStoreIndex(nodes, embed_model=embed_model, storage_context=context)
+    retriever = index.as_retriever(similarity_top_k=10)
+    relevance = QkragRelevance(embed_model=embed_model, chroma_space=space)
+    cutoff = SimilarityPostprocessor(similarity_cutoff=0.5)
+    for query, expected, sigma in zip(demo.queries, demo.expected, demo.probabilities):
+        hits = relevance.postprocess_nodes(retriever.retrieve(query))
+        assert [h.node.node_id for h in hits] == expected, query
+        np.testing.assert_allclose([h.score for h in hits], sigma, atol=1e-4)
+        if all(abs(p - 0.5) > 1e-3 for p in sigma):
+            kept = cutoff.postprocess_nodes(hits)
+            assert [h.node.node_id for h in kept] == [i for i, p in zip(expected, sigma) if p >= 0.5]
+
+
+@pytest.mark.slow
+def test_llama_from_collection_ranks_like_qkrag_search(demo_cache):
+    demo = demo_cache
+    retriever = QkragLlamaRetriever.from_collection(demo.collection, path=demo.chroma, k=10,
+                                                    projection=demo.projection_dir, encoder=demo.encoder)
+    for query, expected, sigma in zip(demo.queries[:10], demo.expected, demo.probabilities):
+        nodes = retriever.retrieve(query)
+        assert [n.node.node_id for n in nodes] == expected
+        np.testing.assert_allclose([n.score for n in nodes], sigma, atol=1e-6)

@@ -98,6 +98,14 @@ def find_projection(sha: str, hint: str = "") -> Path:
                f"copy the projection folder to this machine and set {PROJECTION_PATH_ENV} to it (or to its parent)")
 
 
+def locate_projection(sha: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """`folder` when its weights hash to `sha`, else the projection `find_projection` finds (hinted by the folder's
+    name): a reference that survives moving the projection, and never silently loads other weights."""
+    if folder is not None and _matches(Path(folder), sha):
+        return Path(folder)
+    return find_projection(sha, Path(folder).name if folder is not None else "")
+
+
 def encoder_config(encoder: Any) -> dict[str, Any] | None:
     """What rebuilds `encoder` elsewhere ({} fields only; None for the default encoder's defaults), or None when it
     cannot be rebuilt from a config (an LLM rewrite or aspect wrapper, a test fake)."""
@@ -110,6 +118,15 @@ def encoder_config(encoder: Any) -> dict[str, Any] | None:
         return {"model": f"openai:{encoder.model_name}", "base_url": encoder.base_url,
                 "query_prefix": encoder.query_prefix, "document_prefix": encoder.document_prefix}
     return None
+
+
+def encoder_from_config(settings: dict[str, Any] | None) -> Any:
+    """The encoder `encoder_config` describes (None: the default encoder); it loads its model on first use."""
+    from qkrag.embed.encoders import make_encoder
+
+    s = dict(settings or {})
+    return make_encoder(s.get("model"), base_url=s.get("base_url"), query_prefix=s.get("query_prefix") or "",
+                        document_prefix=s.get("document_prefix") or "")
 
 
 def embedding_function_class() -> type:
@@ -159,15 +176,11 @@ class QkragEmbedding:
         """The encoder (rebuilt from its settings) and the projection (found by its hash), on first use only; `Sides`
         checks they belong together and embeds both sides."""
         if self._sides is None:
-            from qkrag.embed.encoders import make_encoder
             from qkrag.projection.model import QKProjection
 
             encoder, projection = self._encoder, self._projection
             if encoder is None:
-                s = dict(self._settings or {})
-                encoder = make_encoder(s.get("model"), base_url=s.get("base_url"),
-                                       query_prefix=s.get("query_prefix") or "",
-                                       document_prefix=s.get("document_prefix") or "")
+                encoder = encoder_from_config(self._settings)
             if projection is None and self._sha is not None:
                 folder = self._folder if self._folder is not None and _matches(self._folder, self._sha) else \
                     find_projection(self._sha, self._hint)
@@ -191,11 +204,11 @@ class QkragEmbedding:
 
     def probability(self, distances: Any) -> np.ndarray:
         """σ(logit) from Chroma `ip` distances (1 − dot) of a projected collection."""
-        p = self.projection
-        if p is None:
+        sides = self._load()
+        if sides.projection is None:
             raise fail("probability", "needs a projection; this function embeds raw vectors",
                        "create the function with a projection (the projected collection has one)")
-        return 1.0 / (1.0 + np.exp(-(1.0 - np.asarray(distances, dtype=np.float64) + p.bias_)))
+        return sides.relevance(distances, "ip")
 
     @staticmethod
     def name() -> str:
@@ -270,3 +283,65 @@ def chroma_embedding_function(projection: Any, encoder: Any = None):
     """A Chroma `EmbeddingFunction` for any Chroma app: documents -> K·v, queries (`embed_query`) -> s·Q·v; the
     projection is a `Projection` or its folder, the encoder a name or an `Encoder` (default: the projection's)."""
     return embedding_function_class()(projection, encoder)
+
+
+def __getattr__(name: str) -> Any:
+    """`from qkrag.integrations.chroma import QkragEmbeddingFunction`: the class is built (and chromadb imported) on
+    that first use, not when this module loads."""
+    if name == "QkragEmbeddingFunction":
+        return embedding_function_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _stored_function(client: Any, name: str) -> dict[str, Any] | None:
+    """The qkrag embedding function config a collection stores, or None (also when there is no such collection)."""
+    from chromadb.errors import NotFoundError
+
+    try:
+        stored = client.get_collection(name, embedding_function=None).configuration_json or {}
+    except NotFoundError:
+        return None
+    config = stored.get("embedding_function") or {}
+    return config.get("config") if config.get("name") in (NAME, LEGACY_NAME) else None
+
+
+def _sibling_projection(client: Any, collection: str) -> Path:
+    """The projection of the one projected collection `qkrag index --projection` built beside `collection`."""
+    from qkrag.retrieval.index import collection_names
+
+    found = {}
+    for name in collection_names(client):
+        config = _stored_function(client, name) if name.startswith(f"{collection}-proj-") else None
+        if config and config.get("projection_sha256"):
+            found[config["projection_sha256"]] = config.get("projection_hint") or ""
+    if len(found) != 1:
+        raise fail(f"collection {collection!r}", "has no projected collection beside it" if not found else
+                   f"has {len(found)} projected collections beside it (one per projection)",
+                   "pass projection= (the folder `qkrag train` wrote), or run `qkrag index ... --projection` first")
+    sha, hint = next(iter(found.items()))
+    return find_projection(sha, hint)
+
+
+def collection_retriever(collection: str, *, path: str | os.PathLike[str] = ".qkrag/chroma",
+                         projection: Any = None, encoder: Any = None, host: str | None = None,
+                         port: int = 8000) -> Any:
+    """qkrag's `ProjectedRetriever` over a collection `qkrag index` built: what `qkrag search -c COLLECTION
+    --projection P` ranks with. `projection`: a fitted projection, or a saved folder; None takes the one the
+    collection was indexed with (`qkrag index --projection`). `encoder`: None rebuilds the one stored with the
+    collection (else the default)."""
+    from qkrag.embed.encoders import Encoder, make_encoder
+    from qkrag.retrieval.factory import make_retriever
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig, connect
+
+    config = IndexConfig(collection=collection, path=path, host=host, port=port)
+    if host is None and not Path(path).is_dir():
+        raise fail(f"path {path}", "holds no Chroma database", "pass the folder `qkrag index` wrote (--path)")
+    client = connect(config)
+    if not isinstance(encoder, Encoder):
+        stored = None if encoder is not None else _stored_function(client, collection)
+        encoder = encoder_from_config(stored.get("encoder") or {"model": stored.get("model")}) if stored \
+            else make_encoder(encoder)
+    raw = ChromaIndex.open(config, encoder.fingerprint, encoder.dimension, create=False, client=client)
+    if projection is None:
+        projection = _sibling_projection(client, collection)
+    return make_retriever(encoder, raw, projection=projection)
