@@ -105,8 +105,9 @@ LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
-    "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
-    "dense hits (RRF unless --fusion-weight).", metavar="")]
+    "--hybrid", help="Also use BM25: index saves a BM25 index beside the collection and records the fusion rule, "
+    "chosen on the train split (else on --pairs, never on test); search fuses BM25 with the dense hits by that "
+    "rule (RRF when none is recorded) and says which.")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 Engine = Annotated[str, typer.Option(
@@ -229,6 +230,9 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="With --hybrid: a pairs folder (qkrag generate --out) whose held-out share chooses the fusion "
+        "when the data has no train split.")] = None,
     engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
     replace: Replace = False,
     adopt: Adopt = False,
@@ -261,27 +265,27 @@ def index(
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
+    if pairs is not None and not hybrid:
+        raise QkragError("--pairs: only used to choose the hybrid fusion. Fix: add --hybrid, or drop --pairs")
     with ExitStack() as stack:
         encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                                    backend, engine, ray_address)
         encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
         built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
-    out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
-                           "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
-                           "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
+        out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
+                               "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
+                               "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
+        projected = None
+        if projection:
+            from qkrag.projection.model import QKProjection
+            from qkrag.retrieval.projected import ProjectedRetriever
 
-        projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
-        out["projected_collection"] = projected.index.name
-        out["projected_embedding_function"] = attach(projected.index, encoder, projection)
-    if hybrid:
-        from qkrag.retrieval.hybrid import bm25_folder, collection_bm25
-
-        collection_bm25(built, build=True)
-        out["bm25"] = str(bm25_folder(config))
+            projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
+            out["projected_collection"] = projected.index.name
+            out["projected_embedding_function"] = attach(projected.index, encoder, projection)
+        if hybrid:
+            out.update(_index_hybrid(built, encoder, projected, data, pairs))
     if json_out:
         _print_json(out)
     else:
@@ -289,10 +293,32 @@ def index(
             typer.echo(f"{key:>22}: {value}")
 
 
+def _index_hybrid(built, encoder, projected, data: Path, pairs: Path | None) -> dict[str, Any]:
+    """`index --hybrid`: the BM25 index beside the collection, and each dense arm's fusion rule chosen (on the train
+    split, else held-out `pairs`, never on test) and recorded with the collection."""
+    from qkrag.retrieval.hybrid import bm25_folder, collection_bm25, fusion_choice, record_fusion
+    from qkrag.retrieval.index import DenseRetriever
+
+    lexical = collection_bm25(built, build=True)
+    held = None
+    if pairs is not None:
+        from qkrag.projection.data import pairs_from_folder
+
+        held = pairs_from_folder(pairs, encoder)[0]
+    folder = data if (data / "qrels").is_dir() else None
+    out: dict[str, Any] = {"bm25": str(bm25_folder(built.config))}
+    for key, dense in (("fusion", DenseRetriever(encoder, built)), ("projected_fusion", projected)):
+        if dense is not None:
+            out[key] = record_fusion(dense, fusion_choice(dense, lexical, folder, pairs=held)).describe()
+    return out
+
+
 @app.command()
 def search(
     queries: Annotated[list[str], typer.Argument(help="One or more query texts.")],
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Chroma collection to search.")] = "qkrag",
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="Chroma collection to search (default: the only one `qkrag index` built at --path; "
+        "index names it after the data folder).")] = None,
     path: Path_ = DEFAULT_PATH,
     host: Host = None,
     port: Port = 8000,
@@ -309,6 +335,9 @@ def search(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    fusion: Annotated[str, typer.Option(
+        "--fusion", help="Hybrid: auto (the rule `qkrag index --hybrid` recorded with the collection, else rrf), rrf "
+        "or convex.")] = "auto",
     fusion_weight: FusionWeight = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
@@ -335,8 +364,8 @@ def search(
     from qkrag.retrieval.factory import make_retriever
     from qkrag.retrieval.index import ChromaIndex
 
-    if fusion_weight is not None and not hybrid:
-        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if (fusion_weight is not None or fusion != "auto") and not hybrid:
+        raise QkragError("--fusion/--fusion-weight: only apply to hybrid search. Fix: add --hybrid")
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
@@ -345,23 +374,41 @@ def search(
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
+    collection = collection or _only_collection(_index_config("qkrag", path, host, port))
     raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
                                   create=False)
-    lexical = fusion = None
+    lexical = rule = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
         lexical = collection_bm25(raw)
-        fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
+        rule = fusion_from_options(fusion, fusion_weight)
     columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
     if projection and compare:
         columns["projection"] = make_retriever(encoder, raw, projection=projection)
-    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
-        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = fused = make_retriever(
+        encoder, raw, projection=projection, lexical=lexical, fusion=rule)
+    if hybrid:
+        typer.echo(f"fusion: {fused.fusion.describe()}", err=True)
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
+
+
+def _only_collection(config) -> str:
+    """The collection `search` uses when none is named: the only one `qkrag index` built there (said on stderr)."""
+    from qkrag.retrieval.index import built_collections
+
+    names = built_collections(config)
+    if not names:
+        raise QkragError(f"--path {config.location}: no collection built by `qkrag index` there. Fix: index first, "
+                         "or pass the --path (or --host/--port) it wrote to")
+    if len(names) > 1:
+        raise QkragError(f"--collection: not given, and {config.location} holds {len(names)} collections "
+                         f"({', '.join(names)}). Fix: pass --collection NAME")
+    typer.echo(f"collection: {names[0]} (the only one at {config.location})", err=True)
+    return names[0]
 
 
 def _print_search(queries: list[str], results: dict[str, list], k: int, compare: bool, json_out: bool) -> None:
