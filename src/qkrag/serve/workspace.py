@@ -144,7 +144,7 @@ def load_index(config: Any, encoder: Encoder, projection: str | Path | None = No
     one, else it is built in memory; the hybrid column fuses by the rule recorded with it (else RRF). No qrels: the
     query view works, the collection view says why it cannot."""
     from qkrag.retrieval.hybrid import bm25_folder, served_fusion
-    from qkrag.retrieval.index import ChromaIndex, read_collection
+    from qkrag.retrieval.index import ChromaIndex, connect, read_collection
 
     try:
         ids, vectors, texts, space = read_collection(config, encoder)
@@ -156,8 +156,9 @@ def load_index(config: Any, encoder: Encoder, projection: str | Path | None = No
             source.bm25 = BM25Retriever.load(folder, corpus)
         _finish(source, encoder, projection)
         # the rule `qkrag index --hybrid` recorded for this dense arm, as `qkrag search --hybrid` uses it
-        choice = served_fusion(source.projected or make_retriever(encoder, raw),
-                               index=ChromaIndex.for_encoder(config, encoder, create=False))
+        client = connect(config)  # read the metadata only: ChromaIndex.open would apply this config's ef_search
+        owner = ChromaIndex(client, client.get_collection(config.collection, embedding_function=None), config)
+        choice = served_fusion(source.projected or make_retriever(encoder, raw), index=owner)
         source.fusion, source.fusion_note = choice.config, choice.origin()
         return source
     except QkragError as err:
