@@ -17,7 +17,26 @@ import typer
 from qkrag.errors import QkragError
 from qkrag.retrieval.index import IndexConfig
 
+class _Flagless:
+    """Help without a type beside `--help`: it is a flag, not a <bool> to pass (qkrag's own flags set metavar="")."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_Flagless, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_Flagless, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="qkrag",
     help="Retrieval beyond raw cosine: learn what relevance means for your corpus.\n\n"
     "Pipeline: qkrag generate (pairs) -> qkrag train (projection) -> qkrag index (Chroma) -> qkrag eval.",
@@ -34,8 +53,9 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM "
-                  "(qwen2.5-coder-1.5b-instruct-q4_k_m, ...; `qkrag doctor` lists them).")
+LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM: "
+                  "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large "
+                  "extra) or smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")
 
 
 @app.callback()
@@ -107,7 +127,7 @@ Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid", help="Also use BM25: index saves a BM25 index beside the collection and records the fusion rule, "
     "chosen on the train split (else on --pairs, never on test); search fuses BM25 with the dense hits by that "
-    "rule (RRF when none is recorded) and says which.")]
+    "rule (RRF when none is recorded) and says which.", metavar="")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 Engine = Annotated[str, typer.Option(
@@ -208,7 +228,7 @@ def _print_json(obj: Any) -> None:
 # ------------------------------------------------------------------------------------------------ index / search
 
 
-@app.command()
+@app.command(cls=_Command)
 def index(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder, .jsonl/.csv/.tsv, .parquet or a datasets folder.")],
     collection: Collection = None,
@@ -239,6 +259,7 @@ def index(
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
+
     Examples:
 
       qkrag index ../shared/data/scifact
@@ -313,7 +334,7 @@ def _index_hybrid(built, encoder, projected, data: Path, pairs: Path | None) -> 
     return out
 
 
-@app.command()
+@app.command(cls=_Command)
 def search(
     queries: Annotated[list[str], typer.Argument(help="One or more query texts.")],
     collection: Annotated[Optional[str], typer.Option(
@@ -436,7 +457,7 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 # ------------------------------------------------------------------------------------------------ eval
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
     retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
@@ -518,7 +539,7 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-@app.command("rewrite")
+@app.command("rewrite", cls=_Command)
 def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
@@ -557,7 +578,7 @@ def rewrite_(
 # ------------------------------------------------------------------------------------------------ generate / train
 
 
-@app.command()
+@app.command(cls=_Command)
 def generate(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pairs dataset (resumable).")],
@@ -634,7 +655,7 @@ def generate(
         typer.echo(f"{key:>10}  {value}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     data: Annotated[Path, typer.Argument(help="A generated pairs folder (qkrag generate) or a BEIR folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the projection (safetensors + config.json).")],
@@ -717,7 +738,7 @@ def train(
 # ------------------------------------------------------------------------------------------------ bench
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     data: Annotated[Path, typer.Argument(help="A BEIR folder with a test split (and a train split for qk_human).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report, pairs, projections, index.")] = Path("runs/bench"),
@@ -750,7 +771,7 @@ def bench(
 
       qkrag bench ../shared/data/scifact --sample 300 --out runs/scifact --json
 
-      qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
+      qkrag bench ../shared/data/scifact --llm-base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
     from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, Bench, BenchConfig
@@ -773,7 +794,7 @@ def bench(
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_(
     projection: Annotated[Path, typer.Argument(help="A saved projection folder (qkrag train --out).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sentence-transformers model.")],
@@ -801,7 +822,7 @@ def export_(
             typer.echo(f"{key:>12}: {value}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def doctor(
     llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.", metavar="")] = True,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Shipped model to check (default: the "
@@ -819,7 +840,7 @@ def doctor(
 # ------------------------------------------------------------------------------------------------ serve
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     data: Annotated[Optional[list[Path]], typer.Argument(help="BEIR folders to show (corpus, queries, qrels).")] = None,
     collection: Annotated[Optional[list[str]], typer.Option(
