@@ -297,14 +297,7 @@ def index(
         out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                                "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
                                "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
-        projected = None
-        if projection:
-            from qkrag.projection.model import QKProjection
-            from qkrag.retrieval.projected import ProjectedRetriever
-
-            projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
-            out["projected_collection"] = projected.index.name
-            out["projected_embedding_function"] = attach(projected.index, encoder, projection)
+        projected = _index_projection(built, encoder, projection, out) if projection else None
         if hybrid:
             out.update(_index_hybrid(built, encoder, projected, data, pairs))
     if json_out:
@@ -312,6 +305,18 @@ def index(
     else:
         for key, value in out.items():
             typer.echo(f"{key:>22}: {value}")
+
+
+def _index_projection(built, encoder, projection: Path, out: dict[str, Any]):
+    """`index --projection`: the projected collection beside `built`, its name and embedding function in `out`."""
+    from qkrag.integrations.chroma import attach
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.projected import ProjectedRetriever
+
+    projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
+    out["projected_collection"] = projected.index.name
+    out["projected_embedding_function"] = attach(projected.index, encoder, projection)
+    return projected
 
 
 def _index_hybrid(built, encoder, projected, data: Path, pairs: Path | None) -> dict[str, Any]:
@@ -392,10 +397,7 @@ def search(
     stack = ExitStack()
     encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
                                                  doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
-    if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
-        raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
-                         "(default .qkrag/chroma), or index first")
-    collection = collection or _only_collection(_index_config("qkrag", path, host, port))
+    collection = _searched_collection(collection, path, host, port)
     raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
                                   create=False)
     lexical = rule = None
@@ -407,20 +409,26 @@ def search(
     columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
     if projection and compare:
         columns["projection"] = make_retriever(encoder, raw, projection=projection)
-    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = fused = make_retriever(
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = served = make_retriever(
         encoder, raw, projection=projection, lexical=lexical, fusion=rule)
     if hybrid:
-        typer.echo(f"fusion: {fused.fusion.describe()}", err=True)
+        typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
 
 
-def _only_collection(config) -> str:
-    """The collection `search` uses when none is named: the only one `qkrag index` built there (said on stderr)."""
+def _searched_collection(collection: str | None, path: Path, host: str | None, port: int) -> str:
+    """The collection `search` uses: the one named, else the only one `qkrag index` built there (said on stderr)."""
     from qkrag.retrieval.index import built_collections
 
+    if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
+        raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
+                         "(default .qkrag/chroma), or index first")
+    if collection:
+        return collection
+    config = _index_config("qkrag", path, host, port)
     names = built_collections(config)
     if not names:
         raise QkragError(f"--path {config.location}: no collection built by `qkrag index` there. Fix: index first, "
