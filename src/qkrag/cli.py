@@ -487,8 +487,8 @@ def eval_(
     hnsw_m: M = DEFAULT_M,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).", min=1)] = 100,
     fusion: Annotated[str, typer.Option(
-        "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
-        "evaluated split is another; else rrf).")] = "auto",
+        "--fusion", help="Hybrid: rrf, convex, or auto (chosen as `qkrag index --hybrid` chooses it: on the folder's "
+        "train split when it has one with 30 queries or more and the evaluated split is another; else rrf).")] = "auto",
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.", metavar="")] = False,
