@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_docs_snippets import ROOT, run_document, runnable
 
-LLM_SECONDS = 240  # the quickstart's LLM step (generate) must stay a taste on 2 cores, not the main job
+LLM_CALLS = 10  # the quickstart's LLM step (generate) stays a taste: at most this many calls to the embedded model
 
 
 def test_ci_runs_the_readme_test_command():
@@ -62,7 +62,8 @@ def test_every_quickstart_command_succeeds_and_prints_something(readme):
         assert commands[command][0].strip(), f"{command} printed nothing"
     generate, seconds = one(commands, "generate")
     print(f"README quickstart: generate took {seconds:.0f} s; all commands {sum(s for _, s in commands.values()):.0f} s")
-    assert seconds < LLM_SECONDS, f"the quickstart's LLM step took {seconds:.0f} s: keep --sample small"
+    calls = int(re.search(r"(\d+) calls", generate).group(1))  # wall time depends on the machine's load; calls do not
+    assert 0 < calls <= LLM_CALLS, f"the quickstart's LLM step made {calls} calls: keep --sample and --candidates small"
 
 
 @pytest.mark.slow
