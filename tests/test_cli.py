@@ -521,3 +521,33 @@ def test_help_shows_flags_and_real_defaults():
     assert flags == [] and "--per-query" in out
     out = CliRunner().invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"}).output
     assert "default: 400" in out and "default: 0]" not in out
+
+
+def test_every_help_page_shows_flags_as_flags_and_no_dangling_heading():
+    from typer.testing import CliRunner
+
+    from qkrag.llm.local import DEFAULT_MODEL, SHIPPED_MODELS
+
+    top = CliRunner().invoke(cli.app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "<bool>" not in top
+    for line in top.splitlines():  # the command list shows each docstring's first paragraph, no heading after it
+        assert not line.rstrip(" │").endswith("Examples:"), line
+    for command in ("index", "search", "eval", "rewrite", "generate", "train", "bench", "export", "doctor", "serve"):
+        out = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "200"}).output
+        assert "<bool>" not in out, command
+        assert " --base-url" not in out, command  # the old spelling is hidden, and no example uses it
+    out = " ".join(CliRunner().invoke(cli.app, ["bench", "--help"], env={"COLUMNS": "300"}).output.split())
+    first = min(SHIPPED_MODELS, key=lambda name: out.find(name) if name in out else len(out))
+    assert first == DEFAULT_MODEL and all(name in out for name in SHIPPED_MODELS)
+
+
+def test_search_finds_the_collection_index_named_by_default(capsys, beir, tmp_path):
+    db = str(tmp_path / "db")
+    code, out, err = run(capsys, "index", str(beir), "--path", db)  # names the collection after the folder
+    assert code == 0, err
+    code, out, err = run(capsys, "search", "topic3", "--path", db, "-k", "2", "--json")
+    assert code == 0, err
+    assert "collection: mini (the only one at" in err and len(json.loads(out)[0]["hits"]) == 2
+    assert run(capsys, "index", str(beir), "--path", db, "-c", "second")[0] == 0
+    code, _, err = run(capsys, "search", "topic3", "--path", db)
+    assert code == 2 and "mini, second" in err and "--collection NAME" in err

@@ -65,3 +65,22 @@ def test_cli_doctor_prints_the_report_and_json(stand_in, monkeypatch, capsys):
     main(["doctor", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["llm"]["answers"] is True
+
+
+def test_extras_lists_every_optional_group_and_what_it_lacks(monkeypatch):
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    groups = pyproject["project"]["optional-dependencies"]
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda name: None if name == "langchain-core" else real(name))
+    extras = doctor.extras_status()
+    assert set(extras) == set(groups)
+    assert extras["langchain"] == ["langchain-core"] and "langchain-core" in extras["test"]
+    assert extras["serve"] == []  # the test venv has it
+    # llm-large includes qkrag[llm]: whatever llm lacks, it lacks too
+    assert set(extras["llm"]) <= set(extras["llm-large"])
+    text = doctor.render({**doctor.diagnose(check_llm=False), "extras": extras})
+    assert "extras" in text and "langchain              missing langchain-core" in text
+    assert "serve                  installed" in text

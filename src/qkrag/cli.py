@@ -17,7 +17,26 @@ import typer
 from qkrag.errors import QkragError
 from qkrag.retrieval.index import IndexConfig
 
+class _Flagless:
+    """Help without a type beside `--help`: it is a flag, not a <bool> to pass (qkrag's own flags set metavar="")."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_Flagless, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_Flagless, typer.core.TyperGroup):
+    pass
+
+
 app = typer.Typer(
+    cls=_Group,
     name="qkrag",
     help="Retrieval beyond raw cosine: learn what relevance means for your corpus.\n\n"
     "Pipeline: qkrag generate (pairs) -> qkrag train (projection) -> qkrag index (Chroma) -> qkrag eval.",
@@ -34,8 +53,9 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM "
-                  "(qwen2.5-coder-1.5b-instruct-q4_k_m, ...; `qkrag doctor` lists them).")
+LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM: "
+                  "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large "
+                  "extra) or smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")
 
 
 @app.callback()
@@ -105,8 +125,9 @@ LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
-    "--hybrid", help="Also use BM25: index persists a BM25 index beside the collection; search fuses BM25 with the "
-    "dense hits (RRF unless --fusion-weight).", metavar="")]
+    "--hybrid", help="Also use BM25: index saves a BM25 index beside the collection and records the fusion rule, "
+    "chosen on the train split (else on --pairs, never on test); search fuses BM25 with the dense hits by that "
+    "rule (RRF when none is recorded) and says which.", metavar="")]
 FusionWeight = Annotated[Optional[float], typer.Option(
     "--fusion-weight", help="Hybrid: convex fusion with this weight on the dense arm (z-scored; 0 = BM25 only).")]
 Engine = Annotated[str, typer.Option(
@@ -207,7 +228,7 @@ def _print_json(obj: Any) -> None:
 # ------------------------------------------------------------------------------------------------ index / search
 
 
-@app.command()
+@app.command(cls=_Command)
 def index(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder, .jsonl/.csv/.tsv, .parquet or a datasets folder.")],
     collection: Collection = None,
@@ -229,12 +250,16 @@ def index(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    pairs: Annotated[Optional[Path], typer.Option(
+        "--pairs", help="With --hybrid: a pairs folder (qkrag generate --out) whose held-out share chooses the fusion "
+        "when the data has no train split.")] = None,
     engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
     replace: Replace = False,
     adopt: Adopt = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
+
     Examples:
 
       qkrag index ../shared/data/scifact
@@ -261,27 +286,20 @@ def index(
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
+    if pairs is not None and not hybrid:
+        raise QkragError("--pairs: only used to choose the hybrid fusion. Fix: add --hybrid, or drop --pairs")
     with ExitStack() as stack:
         encoder, options = _scaled(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix),
                                    backend, engine, ray_address)
         encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
         built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
-    out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
-                           "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
-                           "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
-    if projection:
-        from qkrag.projection.model import QKProjection
-        from qkrag.retrieval.projected import ProjectedRetriever
-
-        projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
-        out["projected_collection"] = projected.index.name
-        out["projected_embedding_function"] = attach(projected.index, encoder, projection)
-    if hybrid:
-        from qkrag.retrieval.hybrid import bm25_folder, collection_bm25
-
-        collection_bm25(built, build=True)
-        out["bm25"] = str(bm25_folder(config))
+        out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
+                               "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
+                               "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
+        projected = _index_projection(built, encoder, projection, out) if projection else None
+        if hybrid:
+            out.update(_index_hybrid(built, encoder, projected, data, pairs))
     if json_out:
         _print_json(out)
     else:
@@ -289,10 +307,44 @@ def index(
             typer.echo(f"{key:>22}: {value}")
 
 
-@app.command()
+def _index_projection(built, encoder, projection: Path, out: dict[str, Any]):
+    """`index --projection`: the projected collection beside `built`, its name and embedding function in `out`."""
+    from qkrag.integrations.chroma import attach
+    from qkrag.projection.model import QKProjection
+    from qkrag.retrieval.projected import ProjectedRetriever
+
+    projected = ProjectedRetriever(encoder, QKProjection.load(projection, encoder), built)
+    out["projected_collection"] = projected.index.name
+    out["projected_embedding_function"] = attach(projected.index, encoder, projection)
+    return projected
+
+
+def _index_hybrid(built, encoder, projected, data: Path, pairs: Path | None) -> dict[str, Any]:
+    """`index --hybrid`: the BM25 index beside the collection, and each dense arm's fusion rule chosen (on the train
+    split, else held-out `pairs`, never on test) and recorded with the collection."""
+    from qkrag.retrieval.hybrid import bm25_folder, collection_bm25, fusion_choice, record_fusion
+    from qkrag.retrieval.index import DenseRetriever
+
+    lexical = collection_bm25(built, build=True)
+    held = None
+    if pairs is not None:
+        from qkrag.projection.data import pairs_from_folder
+
+        held = pairs_from_folder(pairs, encoder)[0]
+    folder = data if (data / "qrels").is_dir() else None
+    out: dict[str, Any] = {"bm25": str(bm25_folder(built.config))}
+    for key, dense in (("fusion", DenseRetriever(encoder, built)), ("projected_fusion", projected)):
+        if dense is not None:
+            out[key] = record_fusion(dense, fusion_choice(dense, lexical, folder, pairs=held)).describe()
+    return out
+
+
+@app.command(cls=_Command)
 def search(
     queries: Annotated[list[str], typer.Argument(help="One or more query texts.")],
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Chroma collection to search.")] = "qkrag",
+    collection: Annotated[Optional[str], typer.Option(
+        "--collection", "-c", help="Chroma collection to search (default: the only one `qkrag index` built at --path; "
+        "index names it after the data folder).")] = None,
     path: Path_ = DEFAULT_PATH,
     host: Host = None,
     port: Port = 8000,
@@ -309,6 +361,9 @@ def search(
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
+    fusion: Annotated[str, typer.Option(
+        "--fusion", help="Hybrid: auto (the rule `qkrag index --hybrid` recorded with the collection, else rrf), rrf "
+        "or convex.")] = "auto",
     fusion_weight: FusionWeight = None,
     compare: Annotated[bool, typer.Option(
         "--compare", help="Show raw cosine, the projection and hybrid side by side: rank, rank change against "
@@ -335,33 +390,54 @@ def search(
     from qkrag.retrieval.factory import make_retriever
     from qkrag.retrieval.index import ChromaIndex
 
-    if fusion_weight is not None and not hybrid:
-        raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
+    if (fusion_weight is not None or fusion != "auto") and not hybrid:
+        raise QkragError("--fusion/--fusion-weight: only apply to hybrid search. Fix: add --hybrid")
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
     stack = ExitStack()
     encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
                                                  doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
-    if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
-        raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
-                         "(default .qkrag/chroma), or index first")
+    collection = _searched_collection(collection, path, host, port)
     raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
                                   create=False)
-    lexical = fusion = None
+    lexical = rule = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
         lexical = collection_bm25(raw)
-        fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
+        rule = fusion_from_options(fusion, fusion_weight)
     columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
     if projection and compare:
         columns["projection"] = make_retriever(encoder, raw, projection=projection)
-    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
-        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
+    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = served = make_retriever(
+        encoder, raw, projection=projection, lexical=lexical, fusion=rule)
+    if hybrid:
+        typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
+
+
+def _searched_collection(collection: str | None, path: Path, host: str | None, port: int) -> str:
+    """The collection `search` uses: the one named, else the only one `qkrag index` built there (said on stderr)."""
+    from qkrag.retrieval.index import built_collections
+
+    if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
+        raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
+                         "(default .qkrag/chroma), or index first")
+    if collection:
+        return collection
+    config = _index_config("qkrag", path, host, port)
+    names = built_collections(config)
+    if not names:
+        raise QkragError(f"--path {config.location}: no collection built by `qkrag index` there. Fix: index first, "
+                         "or pass the --path (or --host/--port) it wrote to")
+    if len(names) > 1:
+        raise QkragError(f"--collection: not given, and {config.location} holds {len(names)} collections "
+                         f"({', '.join(names)}). Fix: pass --collection NAME")
+    typer.echo(f"collection: {names[0]} (the only one at {config.location})", err=True)
+    return names[0]
 
 
 def _print_search(queries: list[str], results: dict[str, list], k: int, compare: bool, json_out: bool) -> None:
@@ -389,7 +465,7 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 # ------------------------------------------------------------------------------------------------ eval
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
     retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
@@ -411,8 +487,8 @@ def eval_(
     hnsw_m: M = DEFAULT_M,
     k: Annotated[int, typer.Option("-k", help="Depth of each ranking (Recall@100 needs 100).", min=1)] = 100,
     fusion: Annotated[str, typer.Option(
-        "--fusion", help="Hybrid: rrf, convex, or auto (chosen on the folder's train split when it has one and the "
-        "evaluated split is another; else rrf).")] = "auto",
+        "--fusion", help="Hybrid: rrf, convex, or auto (chosen as `qkrag index --hybrid` chooses it: on the folder's "
+        "train split when it has one with 30 queries or more and the evaluated split is another; else rrf).")] = "auto",
     fusion_weight: FusionWeight = None,
     skip_empty: SkipEmpty = False,
     per_query: Annotated[bool, typer.Option("--per-query", help="Also print each query's nDCG@10.", metavar="")] = False,
@@ -471,7 +547,7 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-@app.command("rewrite")
+@app.command("rewrite", cls=_Command)
 def rewrite_(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="JSONL to write: _id, title, text (rewritten), original.")],
@@ -510,7 +586,7 @@ def rewrite_(
 # ------------------------------------------------------------------------------------------------ generate / train
 
 
-@app.command()
+@app.command(cls=_Command)
 def generate(
     data: Annotated[Path, typer.Argument(help="Corpus: a BEIR folder or any corpus file qkrag reads.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the pairs dataset (resumable).")],
@@ -587,7 +663,7 @@ def generate(
         typer.echo(f"{key:>10}  {value}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     data: Annotated[Path, typer.Argument(help="A generated pairs folder (qkrag generate) or a BEIR folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the projection (safetensors + config.json).")],
@@ -671,7 +747,7 @@ def train(
 # ------------------------------------------------------------------------------------------------ bench
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     data: Annotated[Path, typer.Argument(help="A BEIR folder with a test split (and a train split for qk_human).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report, pairs, projections, index.")] = Path("runs/bench"),
@@ -704,7 +780,7 @@ def bench(
 
       qkrag bench ../shared/data/scifact --sample 300 --out runs/scifact --json
 
-      qkrag bench ../shared/data/scifact --base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
+      qkrag bench ../shared/data/scifact --llm-base-url http://127.0.0.1:8080/v1 --llm-model qwen2.5-7b-instruct
     """
     from qkrag.atomic import output_folder
     from qkrag.bench import METHODS, Bench, BenchConfig
@@ -727,7 +803,7 @@ def bench(
         typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_(
     projection: Annotated[Path, typer.Argument(help="A saved projection folder (qkrag train --out).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the sentence-transformers model.")],
@@ -755,7 +831,7 @@ def export_(
             typer.echo(f"{key:>12}: {value}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def doctor(
     llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Load the embedded LLM and ask it one question.", metavar="")] = True,
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="Shipped model to check (default: the "
@@ -773,7 +849,7 @@ def doctor(
 # ------------------------------------------------------------------------------------------------ serve
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     data: Annotated[Optional[list[Path]], typer.Argument(help="BEIR folders to show (corpus, queries, qrels).")] = None,
     collection: Annotated[Optional[list[str]], typer.Option(

@@ -3,7 +3,8 @@
     >>> from qkrag.doctor import diagnose, render
     >>> print(render(diagnose()))
 
-Reports package versions (read from their metadata, nothing heavy is imported), each shipped model (its packages,
+Reports package versions (read from their metadata, nothing heavy is imported), which optional groups (extras) are
+installed, each shipped model (its packages,
 the joined file, its size and the SHA-256 qkrag pins and verifies), the cache folder and its size, and, unless asked
 not to, one short request to the embedded LLM with the seconds it took to load and to answer.
 """
@@ -22,7 +23,7 @@ from typing import Any
 from qkrag.cache import default_cache_dir
 from qkrag.errors import QkragError
 
-__all__ = ["PACKAGES", "diagnose", "render", "folder_size", "model_status", "llm_status"]
+__all__ = ["PACKAGES", "diagnose", "render", "extras_status", "folder_size", "model_status", "llm_status"]
 
 #: Packages whose versions matter for a bug report.
 PACKAGES = ("qkrag", "torch", "sentence-transformers", "chromadb", "openai", "xllamacpp", "llama-cpp-python",
@@ -34,6 +35,48 @@ def _version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def extras_status(distribution: str = "qkrag") -> dict[str, list[str]]:
+    """Each optional group of `distribution` (`pip install -e ".[NAME]"`) and what it lacks: {extra: [missing
+    requirement, ...]}; an empty list means every requirement is installed at a version in range and its modules
+    can be found (nothing is imported). A group that names another (`qkrag[llm]`) lacks what that one lacks."""
+    from packaging.requirements import Requirement
+
+    try:
+        meta = importlib.metadata.metadata(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return {}
+    modules: dict[str, list[str]] = {}
+    for module, dists in importlib.metadata.packages_distributions().items():
+        for dist in dists:
+            modules.setdefault(_canonical(dist), []).append(module)
+    groups: dict[str, list[Requirement]] = {extra: [] for extra in meta.get_all("Provides-Extra") or []}
+    for line in meta.get_all("Requires-Dist") or []:
+        requirement = Requirement(line)
+        for extra in groups:
+            if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}):
+                groups[extra].append(requirement)
+
+    def missing(extra: str, seen: frozenset[str]) -> list[str]:
+        out: list[str] = []
+        for requirement in groups[extra]:
+            if _canonical(requirement.name) == _canonical(distribution):  # a group that includes other groups
+                out += [m for name in requirement.extras if name in groups and name not in seen
+                        for m in missing(name, seen | {name})]
+                continue
+            version = _version(requirement.name)
+            found = [m for m in modules.get(_canonical(requirement.name), []) if importlib.util.find_spec(m)]
+            if version is None or not requirement.specifier.contains(version, prereleases=True) or not found:
+                out.append(str(requirement.name) + (f" {version} (wants {requirement.specifier})"
+                                                    if version is not None and found else ""))
+        return out
+
+    return {extra: missing(extra, frozenset({extra})) for extra in groups}
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def folder_size(path: Path) -> int:
@@ -101,6 +144,7 @@ def diagnose(*, check_llm: bool = True, model: str | None = None, cache_dir: str
     report: dict[str, Any] = {
         "python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
         "versions": {p: _version(p) for p in PACKAGES},
+        "extras": extras_status(),
         "cache": {"folder": str(cache), "bytes": folder_size(cache)},
         "models": [model_status(name, cache) for name in SHIPPED_MODELS],
     }
@@ -121,6 +165,11 @@ def render(report: dict[str, Any]) -> str:
     """The report as text for a terminal."""
     lines = [f"python {report['python']} on {report['platform']}, {report['cpus']} CPUs", "", "packages:"]
     lines += [f"  {p:<22} {v or 'not installed'}" for p, v in report["versions"].items()]
+    extras = report.get("extras") or {}
+    if extras:
+        lines += ["", "extras (pip install -e \".[NAME]\" from a clone):"]
+        lines += [f"  {name:<22} {'installed' if not lacks else 'missing ' + ', '.join(lacks[:3])}"
+                  + (f" and {len(lacks) - 3} more" if len(lacks) > 3 else "") for name, lacks in extras.items()]
     lines += ["", f"cache folder: {report['cache']['folder']} ({_size(report['cache']['bytes'])})", "", "models:"]
     for m in report["models"]:
         state = ("verified" if m.get("verified") else "NOT verified") if m["installed"] else "not installed"

@@ -209,7 +209,7 @@ def test_bm25_folder_beside_the_collection():
 
 # ---------------------------------------------------------------------------------------------------------- CLI
 
-TRAIN_Q = {f"t{i}": f"subject{i % 5} theme{i % 3} question {i}" for i in range(20)}
+TRAIN_Q = {f"t{i}": f"subject{i % 5} theme{i % 3} question {i}" for i in range(40)}  # >= MIN_FUSION_QUERIES
 TEST_Q = {f"q{i}": f"topic{i % 7} subject{i % 5}" for i in range(8)}
 
 
@@ -247,8 +247,9 @@ def test_cli_eval_hybrid_chooses_fusion_on_train_queries_only(capsys, beir, fake
     result = json.loads(out)
     exact = json.loads(run(capsys, "eval", beir, "--retriever", "exact", "--json")[1])
     assert set(exact) - {"retriever"} <= set(result) and result["retriever"] == "hybrid"
-    assert result["fusion_chosen_on"] == "train" and result["fusion"] in {c.label() for c in DEFAULT_GRID}
-    assert seen == [list(TRAIN_Q)]  # the train queries were searched to choose, never the test ones
+    assert result["fusion_chosen_on"].startswith("train split (40 queries, nDCG@10 ")
+    assert result["fusion"] in {c.label() for c in DEFAULT_GRID}
+    assert seen == [sorted(TRAIN_Q)]  # the train queries were searched to choose, never the test ones
 
 
 def test_cli_eval_hybrid_fixed_or_default_fusion(capsys, beir, fake_model):
@@ -295,7 +296,7 @@ def test_cli_eval_hybrid_on_the_demo_data_with_the_real_encoder(capsys):
     code, out, err = run(capsys, "eval", demo, "--retriever", "hybrid", "--split", "test", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["fusion_chosen_on"] == "train" and 0.0 < result["ndcg@10"] <= 1.0
+    assert result["fusion_chosen_on"].startswith("train split") and 0.0 < result["ndcg@10"] <= 1.0
     exact = json.loads(run(capsys, "eval", demo, "--retriever", "exact", "--split", "test", "--json")[1])
     assert result["ndcg@10"] >= exact["ndcg@10"] - 0.05  # fusion should not fall far below its own dense arm
 
@@ -325,3 +326,88 @@ def test_collection_bm25_is_keyed_by_the_collection_and_streams_its_texts(capsys
     index = ChromaIndex.for_encoder(IndexConfig(collection="mini", path=db), fake_model)
     assert saved_source(db / "bm25" / "mini") == index.source_hash
     assert hybrid.collection_bm25(index).search(["zebra"], k=1)[0][0].id == "extra"
+
+
+# ---------------------------------------------------------------------------------------------------------- one rule
+
+
+@pytest.fixture
+def lexical_beir(tmp_path):
+    """Train queries that only BM25 answers (each names its passage's number): a convex rule beats RRF on them."""
+    train = {f"n{j}": f"passage number {j}" for j in range(30)}
+    folder = write_beir(tmp_path / "lexical", DOCS, {**train, **TEST_Q},
+                        {q: [f"d{(i * 7) % 30}"] for i, q in enumerate(TEST_Q)}, "test")
+    return write_qrels(folder, {q: [f"d{j}"] for j, q in enumerate(train)}, "train")
+
+
+def test_index_hybrid_records_the_rule_eval_chooses_and_search_ranks_like_eval(capsys, lexical_beir, fake_model,
+                                                                               tmp_path):
+    beir, db, run_file = lexical_beir, tmp_path / "chroma", tmp_path / "eval.run"
+    code, out, err = run(capsys, "index", beir, "--path", db, "-c", "mini", "--hybrid", "--json")
+    assert code == 0, err
+    recorded = json.loads(out)["fusion"]
+    code, out, err = run(capsys, "eval", beir, "--retriever", "hybrid", "-k", "10", "--run-file", run_file, "--json")
+    assert code == 0, err
+    evaluated = json.loads(out)
+    assert recorded == f"{evaluated['fusion']}, chosen on: {evaluated['fusion_chosen_on']}"
+    assert evaluated["fusion"] != "rrf(k=60)"  # a convex rule was chosen: RRF everywhere would pass trivially
+    eval_top: dict[str, list[str]] = {}
+    for line in run_file.read_text().splitlines():
+        qid, _, doc, *_ = line.split()
+        eval_top.setdefault(qid, []).append(doc)
+    for qid, text in TEST_Q.items():
+        code, out, err = run(capsys, "search", text, "--path", db, "-c", "mini", "--hybrid", "-k", "10", "--json")
+        assert code == 0 and f"fusion: {recorded}" in err
+        assert [h["id"] for h in json.loads(out)[0]["hits"]] == eval_top[qid][:10], qid
+
+
+def test_recorded_rule_is_dropped_when_the_collection_changes_and_said_when_given(capsys, beir, fake_model, tmp_path):
+    db = tmp_path / "chroma"
+    assert run(capsys, "index", beir, "--path", db, "-c", "mini", "--hybrid")[0] == 0
+    code, _, err = run(capsys, "search", "topic3", "--path", db, "-c", "mini", "--hybrid", "--fusion", "rrf")
+    assert code == 0 and "fusion: rrf(k=60), chosen on: given" in err
+    with (beir / "corpus.jsonl").open("a") as f:
+        f.write(json.dumps({"_id": "extra", "title": "", "text": "an extra passage about topic3"}) + "\n")
+    # the BM25 index is rebuilt, but no rule is chosen (no --hybrid): the old one no longer describes the collection
+    assert run(capsys, "index", beir, "--path", db, "-c", "mini")[0] == 0
+    from qkrag.retrieval.index import ChromaIndex
+
+    index = ChromaIndex.for_encoder(IndexConfig(collection="mini", path=db), fake_model, create=False)
+    hybrid.collection_bm25(index, build=True)
+    code, _, err = run(capsys, "search", "topic3", "--path", db, "-c", "mini", "--hybrid")
+    assert code == 0 and "fusion: rrf(k=60), chosen on: default: none recorded" in err
+
+
+def test_index_hybrid_chooses_on_held_out_pairs_without_a_train_split(capsys, fake_model, tmp_path):
+    folder = write_beir(tmp_path / "notrain", DOCS, TEST_Q, {q: [f"d{(i * 7) % 30}"] for i, q in enumerate(TEST_Q)},
+                        "test")
+    code, _, err = run(capsys, "generate", folder, "--generator", "ict", "--out", tmp_path / "pairs")
+    assert code == 0, err
+    code, out, err = run(capsys, "index", folder, "--path", tmp_path / "db", "--hybrid", "--pairs", tmp_path / "pairs",
+                         "--json")
+    assert code == 0, err  # 30 documents: a 10% held-out share has too few queries to choose on, and says so
+    assert "queries are too few" in json.loads(out)["fusion"] and "held-out synthetic pairs" in json.loads(out)["fusion"]
+    code, _, err = run(capsys, "index", folder, "--path", tmp_path / "db", "--pairs", tmp_path / "pairs")
+    assert code == 2 and "--pairs" in err and "--hybrid" in err
+
+
+def test_select_fusion_needs_enough_queries_and_never_sees_others():
+    class Fixed:
+        def __init__(self, rows):
+            self.rows, self.asked = rows, []
+
+        def search(self, queries, k=10):
+            self.asked += queries
+            return [self.rows[q] for q in queries]
+
+    qids = [f"q{i}" for i in range(hybrid.MIN_FUSION_QUERIES)]
+    # dense ranks the relevant "a" second, lexical first but with a small margin: convex with low w wins over RRF
+    dense = Fixed({q: hits(("b", 0.9), ("a", 0.89), ("c", 0.1)) for q in qids})
+    lexical = Fixed({q: hits(("a", 9.0), ("c", 8.9), ("b", 0.1)) for q in qids})
+    qrels = {q: {"a": 1} for q in qids}
+    choice = hybrid.select_fusion(dense, lexical, (qids, qids, qrels), "train split")
+    assert choice.chosen_on == "train split" and choice.queries == len(qids) and choice.score == 1.0
+    assert sorted(set(dense.asked)) == sorted(qids)
+    few = hybrid.select_fusion(dense, lexical, (qids[:5], qids[:5], qrels), "train split")
+    assert few.config == FusionConfig("rrf") and "5 train split queries are too few" in few.chosen_on
+    assert hybrid.FusionChoice.from_json(choice.to_json()) == choice

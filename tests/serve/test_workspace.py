@@ -196,3 +196,20 @@ def test_a_chroma_collection_is_served_without_writing_to_it(tmp_path, fake_enco
     assert "'nope'" in missing.error and "does not exist" in missing.error
     with pytest.raises(InputError, match="no judged queries"):
         collection_report(source)
+
+
+def test_a_collection_fuses_by_the_rule_index_recorded(tmp_path, fake_encoder):
+    from qkrag.data import load_corpus
+    from qkrag.retrieval.hybrid import FusionChoice, FusionConfig, record_fusion
+    from qkrag.retrieval.index import DenseRetriever, IndexConfig, build_index
+    from qkrag.serve.workspace import load_index
+
+    corpus = load_corpus(write_beir(tmp_path / "c", DOCS, QUERIES, QRELS))
+    config = IndexConfig(collection="tiny", path=tmp_path / "chroma")
+    built = build_index(corpus, fake_encoder, config)
+    unrecorded = load_index(config, fake_encoder)
+    assert unrecorded.fusion == FusionConfig("rrf") and "none recorded" in unrecorded.fusion_note
+    rule = FusionChoice(FusionConfig("convex", weight=0.3), "train split", 40, 0.5)
+    record_fusion(DenseRetriever(fake_encoder, built), rule)
+    source = load_index(config, fake_encoder)
+    assert source.fusion == rule.config and source.fusion_note == "train split (40 queries, nDCG@10 0.500)"

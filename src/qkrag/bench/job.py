@@ -32,7 +32,6 @@ from qkrag.ranking import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
            "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
-MIN_FUSION_QUERIES = 30  # fewer validation queries than this: too few to choose a fusion setting on
 LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
 MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
@@ -239,24 +238,24 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ hybrid
 
     def _hybrid_validation(self, pairs) -> tuple[list[str], list[str], dict[str, dict[str, int]]] | None:
-        """Queries to choose the untrained hybrid's fusion on: the train split when there is one (up to 500 of its
-        queries, seeded), else held-out synthetic pairs. Never the test split."""
-        import random
+        """Queries to choose the untrained hybrid's fusion on, as `qkrag index --hybrid` and `eval` choose it: the
+        train split when there is one (`train_validation`), else held-out synthetic pairs (`pairs_validation`).
+        Never the test split."""
+        from qkrag.retrieval.hybrid import pairs_validation, train_validation
 
         if self.train is not None:
-            ids = sorted(self.train.queries)
-            ids = sorted(random.Random(self.config.seed).sample(ids, min(500, len(ids))))
-            return ids, [self.train.queries[q] for q in ids], {q: self.train.qrels[q] for q in ids}
+            return train_validation(self.train, self.config.seed)
         if pairs is None:
             return None
-        return _as_queries(pairs.split(0.1, self.config.seed, by="document")[1], lambda q: q)
+        return pairs_validation(pairs, seed=self.config.seed)
 
     def _evaluate_hybrid(self, method: str, dense, validation, train_seconds: float = 0.0, notes: str = "") -> Row:
         """BM25 fused with `dense`; the fusion setting chosen on `validation` (ids, texts, qrels). With fewer than
         MIN_FUSION_QUERIES validation queries a choice is noise, so a trained arm keeps the untrained hybrid's
         setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
         from qkrag.evaluate.metrics import queries_are_documents
-        from qkrag.retrieval.hybrid import DEFAULT_GRID, FusionConfig, HybridRetriever, choose_fusion_on
+        from qkrag.retrieval.hybrid import (DEFAULT_GRID, MIN_FUSION_QUERIES, FusionConfig, HybridRetriever,
+                                            choose_fusion_on)
 
         t0 = time.perf_counter()
         config = self.fusions.get("hybrid", FusionConfig())

@@ -18,7 +18,6 @@ from qkrag import __version__
 from qkrag.errors import fail
 
 if TYPE_CHECKING:
-    from qkrag.embed.encoders import Encoder
     from qkrag.projection.model import Projection
 
 EXPORT_INFO_FILE = "qkrag_projection.json"

@@ -4,8 +4,9 @@
     search  = make_retriever(encoder, index, projection=..., lexical=..., fusion=...)
 
 `make_retriever` composes: raw cosine (`DenseRetriever`), or σ(q·k) through a projection (`ProjectedRetriever`), and,
-given a lexical arm, either of them fused with it (`HybridRetriever`). `retriever_for_folder` is what `qkrag eval` and
-`qkrag search` ask for by name (exact, chroma, bm25, hybrid), with the hybrid fusion chosen on the folder's train split.
+given a lexical arm, either of them fused with it (`HybridRetriever`). `retriever_for_folder` is what `qkrag eval` asks
+for by name (exact, chroma, bm25, hybrid), with the hybrid fusion chosen as `qkrag index --hybrid` chooses it
+(`hybrid.fusion_choice`: the folder's train split, never the evaluated one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from qkrag.errors import fail
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from qkrag.data import Corpus
     from qkrag.embed.encoders import Encoder
     from qkrag.projection.model import Projection
@@ -60,7 +63,8 @@ def load_projection(projection: Projection | str | os.PathLike[str], encoder: En
 
 def make_retriever(encoder: Encoder, index: Any, *, projection: Projection | str | os.PathLike[str] | None = None,
                    lexical: Retriever | None = None, fusion: FusionConfig | None = None) -> Retriever:
-    """Raw cosine over `index`, or σ(q·k) through `projection`; fused with `lexical` (e.g. BM25) when given."""
+    """Raw cosine over `index`, or σ(q·k) through `projection`; fused with `lexical` (e.g. BM25) when given, by
+    `fusion`, else by the rule recorded with the collection (`hybrid.served_fusion`)."""
     from qkrag.retrieval.index import DenseRetriever
 
     if projection is not None:
@@ -71,9 +75,9 @@ def make_retriever(encoder: Encoder, index: Any, *, projection: Projection | str
         dense = DenseRetriever(encoder, index)
     if lexical is None:
         return dense
-    from qkrag.retrieval.hybrid import FusionConfig, HybridRetriever
+    from qkrag.retrieval.hybrid import HybridRetriever
 
-    return HybridRetriever(dense, lexical, fusion or FusionConfig())
+    return HybridRetriever(dense, lexical, fusion)
 
 
 def retriever_for_folder(kind: str, corpus: Corpus, encoder: Encoder | None, *, data: str | os.PathLike[str],
@@ -97,14 +101,13 @@ def retriever_for_folder(kind: str, corpus: Corpus, encoder: Encoder | None, *, 
     dense = make_retriever(encoder, index, projection=projection)
     if kind != "hybrid":
         return dense, {}
-    from qkrag.retrieval.hybrid import fusion_for_split, fusion_from_options
+    from qkrag.retrieval.hybrid import HybridRetriever, fusion_choice, fusion_from_options
 
     lexical = BM25Retriever(corpus)
-    chosen, where = fusion_for_split(dense, lexical, Path(data), split, fusion_from_options(fusion, fusion_weight),
-                                     corpus=corpus)
-    from qkrag.retrieval.hybrid import HybridRetriever
-
-    return HybridRetriever(dense, lexical, chosen), {"fusion": chosen.label(), "fusion_chosen_on": where}
+    chosen = fusion_choice(dense, lexical, Path(data), split, fusion_from_options(fusion, fusion_weight),
+                           corpus=corpus)
+    return HybridRetriever(dense, lexical, chosen.config), {"fusion": chosen.config.label(),
+                                                             "fusion_chosen_on": chosen.origin()}
 
 
 def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = None) -> Any:

@@ -18,15 +18,16 @@ and refuses to serve another set.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from qkrag.retrieval.bm25 import BM25Retriever, build_bm25, saved_source
-from qkrag.data import Corpus, Document, Qrels, load_beir, splits
+from qkrag.data import Collection, Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
 from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
 from qkrag.evaluate.stats import Bootstrap
@@ -147,16 +148,21 @@ class HybridRetriever:
 
     `dense` and `lexical` are anything with `search(queries, k)` returning `Hit`s (e.g. `DenseRetriever` or
     `ProjectedRetriever`, and `BM25Retriever`). Each arm is searched to `config.depth`, then `fuse`d.
+
+    `config` None: the rule `qkrag index --hybrid` recorded for this dense arm with its Chroma collection, else RRF
+    k=60 (`served_fusion`); `fusion` says which, and where it came from. To choose one the way the CLI does, pass
+    `fusion_choice(dense, lexical, folder, split).config`.
     """
 
-    def __init__(self, dense: Retriever, lexical: Retriever, config: FusionConfig = FusionConfig()):
+    def __init__(self, dense: Retriever, lexical: Retriever, config: FusionConfig | None = None):
         for name, arm in (("dense", dense), ("lexical", lexical)):
             if not callable(getattr(arm, "search", None)):
                 raise fail(f"HybridRetriever {name} arm", f"{type(arm).__name__} has no search(queries, k)",
                            "pass a retriever, e.g. DenseRetriever or BM25Retriever")
-        if not isinstance(config, FusionConfig):
+        if config is not None and not isinstance(config, FusionConfig):
             raise fail("HybridRetriever config", f"is a {type(config).__name__}", "pass a FusionConfig")
-        self.dense, self.lexical, self.config = dense, lexical, config
+        self.fusion = served_fusion(dense, config)
+        self.dense, self.lexical, self.config = dense, lexical, self.fusion.config
 
     def search_arms(self, queries: Sequence[str]) -> tuple[list[list[Hit]], list[list[Hit]]]:
         """Both arms' rankings at `config.depth`: search once, then `fuse` with as many configs as you like."""
@@ -243,26 +249,169 @@ def fusion_from_options(fusion: str = "auto", weight: float | None = None) -> Fu
     return None
 
 
+#: Fewer validation queries than this: a choice among the grid is noise, so RRF (parameter-free) is used instead.
+MIN_FUSION_QUERIES = 30
+#: At most this many validation queries (a seeded sample) are searched to choose a fusion: enough to rank the grid.
+MAX_FUSION_QUERIES = 500
+#: The share of a pairs folder's documents held out (with their queries) to choose a fusion on.
+PAIRS_HOLDOUT = 0.1
+
+Validation = tuple[list[str], list[str], Qrels]  # (query ids, query texts, qrels)
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """A fusion rule and where it came from: what `qkrag index --hybrid` records with a collection and what search,
+    eval, bench and serve report.
+
+    chosen_on: "given", "train split", "held-out synthetic pairs", or "default: <why RRF>".
+    queries, score: how many validation queries it was chosen on, and its nDCG@10 on them (None when not chosen).
+    source: the content hash of the collection it was chosen for ("" when not recorded with one).
+    """
+
+    config: FusionConfig
+    chosen_on: str
+    queries: int = 0
+    score: float | None = None
+    source: str = ""
+
+    def origin(self) -> str:
+        """Where the rule came from, in words: "train split (60 queries, nDCG@10 0.812)", "given", "default: ..."."""
+        if self.score is None:
+            return self.chosen_on
+        return f"{self.chosen_on} ({self.queries} queries, nDCG@10 {self.score:.3f})"
+
+    def describe(self) -> str:
+        """One line: "convex(w=0.7, zscore), chosen on: train split (60 queries, nDCG@10 0.812)"."""
+        return f"{self.config.label()}, chosen on: {self.origin()}"
+
+    def to_json(self) -> str:
+        from dataclasses import asdict
+
+        return json.dumps({**asdict(self), "config": asdict(self.config)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> FusionChoice:
+        raw = json.loads(text)
+        return cls(**{**raw, "config": FusionConfig(**raw["config"])})
+
+
+def train_validation(train: Collection, seed: int = 0) -> Validation:
+    """The queries of a train split to choose a fusion on: all of them, or a seeded sample of MAX_FUSION_QUERIES."""
+    import random
+
+    ids = sorted(train.queries)
+    if len(ids) > MAX_FUSION_QUERIES:
+        ids = sorted(random.Random(seed).sample(ids, MAX_FUSION_QUERIES))
+    return ids, [train.queries[q] for q in ids], {q: train.qrels[q] for q in ids if q in train.qrels}
+
+
+def pairs_validation(pairs: Any, text_of: Any = str, seed: int = 0) -> Validation:
+    """Held-out synthetic pairs as validation queries: the pairs of a seeded PAIRS_HOLDOUT share of the documents
+    (split by document, so no held-out positive is a positive elsewhere), one query per distinct query id."""
+    held = pairs.split(PAIRS_HOLDOUT, seed, by="document")[1]
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, row in zip(held.query_ids, held.positives):
+        qrels.setdefault(qid, {})[held.doc_ids[int(row)]] = 1
+    ids = list(qrels)
+    return ids, [text_of(q) for q in ids], qrels
+
+
+def select_fusion(dense: Retriever, lexical: Retriever, validation: Validation | None, where: str, *,
+                  grid: Sequence[FusionConfig] = DEFAULT_GRID, ignore_identical_ids: bool = True) -> FusionChoice:
+    """The fusion rule every command uses: `choose_fusion` over `grid` on `validation` (named `where`, e.g. "train
+    split"), or RRF k=60 when there is no validation set or it holds fewer than MIN_FUSION_QUERIES queries."""
+    if validation is None:
+        return FusionChoice(FusionConfig("rrf"), "default: no train split or pairs to choose on, RRF is parameter-free")
+    ids, texts, qrels = validation
+    if len(ids) < MIN_FUSION_QUERIES:
+        return FusionChoice(FusionConfig("rrf"), f"default: {len(ids)} {where} queries are too few to choose on "
+                            f"(under {MIN_FUSION_QUERIES}), RRF is parameter-free")
+    best, scores = choose_fusion_on(dense, lexical, ids, texts, qrels, grid, ignore_identical_ids=ignore_identical_ids)
+    return FusionChoice(best, where, len(ids), round(scores[best.label()], 4))
+
+
+def fusion_choice(dense: Retriever, lexical: Retriever, folder: str | Path | None = None, split: str = "test",
+                  given: FusionConfig | None = None, *, corpus: Corpus | None = None, pairs: Any = None,
+                  seed: int = 0) -> FusionChoice:
+    """The fusion to rank `split` of a BEIR `folder` (or a collection) with, and where it came from.
+
+    `given` (not None) is used as is. Otherwise `select_fusion` chooses on the folder's `train` split when it has one
+    and `split` is not it (only train queries are searched: the evaluated split never tunes its own fusion); else on
+    held-out `pairs` (a `Pairs` of generated queries) when given; else RRF k=60.
+    """
+    if given is not None:
+        return FusionChoice(given, "given")
+    if folder is not None and "train" in splits(folder) and split != "train":
+        train = load_beir(folder, "train", corpus=corpus)
+        return select_fusion(dense, lexical, train_validation(train, seed), "train split",
+                             ignore_identical_ids=queries_are_documents(train))
+    if pairs is not None:
+        return select_fusion(dense, lexical, pairs_validation(pairs, seed=seed), "held-out synthetic pairs")
+    if folder is not None and split == "train":
+        return FusionChoice(FusionConfig("rrf"), "default: the evaluated split is train, RRF is parameter-free")
+    return select_fusion(dense, lexical, None, "")
+
+
 def fusion_for_split(dense: Retriever, lexical: Retriever, folder: str | Path, split: str,
                      given: FusionConfig | None = None, *, corpus: Corpus | None = None
                      ) -> tuple[FusionConfig, str]:
-    """The fusion to evaluate `split` of a BEIR `folder` with, and where it came from.
+    """`fusion_choice` for `split` of a BEIR `folder`, as (config, a one-line account of where it came from)."""
+    choice = fusion_choice(dense, lexical, folder, split, given, corpus=corpus)
+    return choice.config, choice.origin()
 
-    `given` (not None) is used as is ("given"). Otherwise, when the folder has a `train` split and `split` is not it,
-    `choose_fusion` picks from `DEFAULT_GRID` on the train queries ("train"): only train queries are searched, so the
-    evaluated split never tunes its own fusion. Else RRF k=60, which needs no tuning ("default: ...").
-    """
+
+# ------------------------------------------------------------------------------------------------- the recorded rule
+
+
+def dense_arm(dense: Any) -> tuple[ChromaIndex | None, str]:
+    """The Chroma collection that owns the fusion of `dense` (the raw collection, beside its BM25 index), and the
+    arm's name there: "cosine", or "projection:<id>" for a `ProjectedRetriever`. (None, arm) when not over Chroma."""
+    projection_id = getattr(dense, "projection_id", None)
+    if callable(projection_id):
+        raw = getattr(dense, "raw", None)
+        return (raw if isinstance(raw, ChromaIndex) else None), f"projection:{projection_id()}"
+    index = getattr(dense, "index", None)
+    return (index if isinstance(index, ChromaIndex) else None), "cosine"
+
+
+def record_fusion(dense: Any, choice: FusionChoice) -> FusionChoice:
+    """Record `choice` with the collection under `dense` (see `dense_arm`), keyed by the arm and the collection's
+    content hash; returns what was recorded."""
+    from dataclasses import replace
+
+    index, arm = dense_arm(dense)
+    if index is None:
+        raise fail("record_fusion", f"{type(dense).__name__} does not search a Chroma collection",
+                   "record a fusion for a retriever over a ChromaIndex (qkrag index)")
+    recorded = replace(choice, source=index.source_hash)
+    index.set_fusion(arm, recorded.to_json())
+    return recorded
+
+
+def recorded_fusion(index: ChromaIndex | None, arm: str) -> FusionChoice | None:
+    """The fusion `qkrag index --hybrid` recorded with `index` for dense arm `arm` (see `dense_arm`), or None when
+    there is none, or it was chosen for other contents (the collection changed since)."""
+    text = index.fusion(arm) if index is not None else None
+    if not text:
+        return None
+    choice = FusionChoice.from_json(text)
+    return choice if choice.source == index.source_hash else None
+
+
+def served_fusion(dense: Any, given: FusionConfig | None = None, *, index: ChromaIndex | None = None
+                  ) -> FusionChoice:
+    """What a search fuses `dense` with: `given`, else the rule recorded with its collection (`index`, default the
+    one under `dense`), else RRF k=60."""
     if given is not None:
-        return given, "given"
-    if "train" not in splits(folder):
-        return FusionConfig("rrf"), "default: no train split to choose on, RRF is parameter-free"
-    if split == "train":
-        return FusionConfig("rrf"), "default: the evaluated split is train, RRF is parameter-free"
-    train = load_beir(folder, "train", corpus=corpus)
-    query_ids = list(train.queries)
-    best, _ = choose_fusion_on(dense, lexical, query_ids, [train.queries[q] for q in query_ids], train.qrels,
-                               ignore_identical_ids=queries_are_documents(train))
-    return best, "train"
+        return FusionChoice(given, "given")
+    owner, arm = dense_arm(dense)
+    recorded = recorded_fusion(index or owner, arm)
+    if recorded is not None:
+        return recorded
+    why = "none recorded with the collection (`qkrag index --hybrid` records one)" if index or owner else \
+        "not a recorded collection"
+    return FusionChoice(FusionConfig("rrf"), f"default: {why}, RRF is parameter-free")
 
 
 # ------------------------------------------------------------------------------------------------------ BM25 on disk
@@ -331,5 +480,7 @@ def _stored_documents(index: ChromaIndex):
         yield doc_id, text
 
 
-__all__ = ["DEFAULT_GRID", "FusionConfig", "HybridRetriever", "bm25_folder", "choose_fusion", "choose_fusion_on",
-           "collection_bm25", "collection_corpus", "fuse", "fusion_for_split", "fusion_from_options", "open_bm25"]
+__all__ = ["DEFAULT_GRID", "MIN_FUSION_QUERIES", "FusionChoice", "FusionConfig", "HybridRetriever", "bm25_folder",
+           "choose_fusion", "choose_fusion_on", "collection_bm25", "collection_corpus", "dense_arm", "fuse",
+           "fusion_choice", "fusion_for_split", "fusion_from_options", "open_bm25", "pairs_validation",
+           "record_fusion", "recorded_fusion", "select_fusion", "served_fusion", "train_validation"]

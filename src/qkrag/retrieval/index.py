@@ -363,6 +363,15 @@ class ChromaIndex:
         self._set_meta(complete=bool(complete), content_hash=content_hash if complete else "",
                        count=int(count) if complete else -1, version=__version__)
 
+    def fusion(self, arm: str) -> str | None:
+        """The hybrid fusion rule recorded for dense arm `arm` ("cosine", "projection:<id>"), as the JSON text
+        `retrieval.hybrid.record_fusion` wrote, or None. This collection owns it, beside its BM25 index."""
+        return self.metadata.get(f"{_META}fusion:{arm}") or None
+
+    def set_fusion(self, arm: str, rule: str) -> None:
+        """Record the fusion rule (JSON text) of dense arm `arm` in the collection's metadata."""
+        self._set_meta(**{f"fusion:{arm}": rule})
+
     def _set_meta(self, **values: Any) -> None:
         # Chroma's modify() replaces the whole metadata dict, so write all of it back. Cleared values are "" / -1, not
         # absent: a key left out might survive a merge in another Chroma version.
@@ -633,6 +642,18 @@ def collection_names(client: Any) -> list[str]:
     """The collections a Chroma client holds, qkrag's derived (projected) ones included, sorted."""
     names = [c if isinstance(c, str) else c.name for c in client.list_collections()]
     return sorted(names)
+
+
+def built_collections(config: IndexConfig) -> list[str]:
+    """The collections `qkrag index` built at `config`'s location (an encoder recorded, not derived from another
+    collection as projected ones are), sorted: what `qkrag search` may pick when no collection is named."""
+    client = connect(config)
+    out = []
+    for name in collection_names(client):
+        meta = dict(client.get_collection(name).metadata or {})
+        if _META + "encoder" in meta and not meta.get(_META + "derived_from"):
+            out.append(name)
+    return out
 
 
 def build_index(corpus: Any, encoder: Any, config: IndexConfig | None = None, options: Any = None, *,

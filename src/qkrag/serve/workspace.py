@@ -141,9 +141,10 @@ def load_folder(folder: str | Path, encoder: Encoder, projection: str | Path | N
 def load_index(config: Any, encoder: Encoder, projection: str | Path | None = None) -> Source:
     """A Chroma collection as a source, read once and searched in memory (never written: no projected sibling
     collection is made, no setting changed). BM25 comes from the index's saved BM25 when `qkrag index --hybrid` made
-    one, else it is built in memory. No qrels: the query view works, the collection view says why it cannot."""
-    from qkrag.retrieval.hybrid import bm25_folder
-    from qkrag.retrieval.index import read_collection
+    one, else it is built in memory; the hybrid column fuses by the rule recorded with it (else RRF). No qrels: the
+    query view works, the collection view says why it cannot."""
+    from qkrag.retrieval.hybrid import bm25_folder, served_fusion
+    from qkrag.retrieval.index import ChromaIndex, connect, read_collection
 
     try:
         ids, vectors, texts, space = read_collection(config, encoder)
@@ -153,8 +154,13 @@ def load_index(config: Any, encoder: Encoder, projection: str | Path | None = No
         folder = bm25_folder(config)
         if (folder / BM25Retriever.MANIFEST).exists():
             source.bm25 = BM25Retriever.load(folder, corpus)
-        source.fusion_note = "default: no judged queries to choose on, RRF is parameter-free"
-        return _finish(source, encoder, projection)
+        _finish(source, encoder, projection)
+        # the rule `qkrag index --hybrid` recorded for this dense arm, as `qkrag search --hybrid` uses it
+        client = connect(config)  # read the metadata only: ChromaIndex.open would apply this config's ef_search
+        owner = ChromaIndex(client, client.get_collection(config.collection, embedding_function=None), config)
+        choice = served_fusion(source.projected or make_retriever(encoder, raw), index=owner)
+        source.fusion, source.fusion_note = choice.config, choice.origin()
+        return source
     except QkragError as err:
         return Source(config.collection, error=str(err))
 
