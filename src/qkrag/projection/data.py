@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +53,10 @@ class Pairs:
     # labels, since a mined "negative" is often relevant in fact.
     teacher_rows: np.ndarray | None = None  # (n_pairs, c) int64
     teacher_scores: np.ndarray | None = None  # (n_pairs, c) float32
+    # What the pairs are: "judged queries" (a collection's qrels), "synthetic pairs" (generated from the corpus), or
+    # "" (not said). A probability fitted on them is calibrated against that, and `qkrag train` holds validation out
+    # by document for judged queries.
+    origin: str = ""
     _groups: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,12 +144,12 @@ class Pairs:
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return Pairs(self.queries[rows], self.positives[rows], self.documents, pick(self.negatives),
                      tuple(self.query_ids[i] for i in rows), self.doc_ids, self.encoder, source or self.source,
-                     pick(self.teacher_rows), pick(self.teacher_scores))
+                     pick(self.teacher_rows), pick(self.teacher_scores), self.origin)
 
     def with_teacher(self, rows: np.ndarray, scores: np.ndarray) -> Pairs:
         """A copy whose pairs carry a teacher's candidate rows and scores (see `teacher_rows`)."""
         return Pairs(self.queries, self.positives, self.documents, self.negatives, self.query_ids, self.doc_ids,
-                     self.encoder, self.source, rows, scores)
+                     self.encoder, self.source, rows, scores, self.origin)
 
     def positive_ids(self) -> list[str]:
         """Ids of the documents that are positives here, sorted: what a leakage audit calls "seen"."""
@@ -239,7 +243,8 @@ def pairs_from_collection(collection: Collection, encoder: Encoder, options: Emb
     vectors = embed(encoder, [collection.queries[q] for q in unique], "query", options, desc="embed queries")
     where = {q: i for i, q in enumerate(unique)}
     return Pairs(vectors[[where[q] for q in qids]], np.asarray(rows, dtype=np.int64), docs, None, tuple(qids),
-                 tuple(corpus.ids), encoder.fingerprint, f"{collection.name or 'collection'}:{collection.split}")
+                 tuple(corpus.ids), encoder.fingerprint, f"{collection.name or 'collection'}:{collection.split}",
+                 origin="judged queries")
 
 
 def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: EmbedOptions | None = None, *,
@@ -298,8 +303,8 @@ def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options:
     check_encoder(folder, encoder.fingerprint)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(recorded_corpus(folder, corpus))
-    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents,
-                              source=str(folder)), corpus
+    pairs = pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents, source=str(folder))
+    return replace(pairs, origin="synthetic pairs"), corpus
 
 
 def load_training_pairs(source: str | os.PathLike[str], encoder: Encoder, *, split: str = "train",
