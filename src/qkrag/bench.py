@@ -78,6 +78,10 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, **self.result.to_dict(), "train_seconds": round(self.train_seconds, 2),
                "latency_ms": round(self.latency_ms, 3), "ece": self.ece, "notes": self.notes}
+        if self.ece is not None and self.ece > 0.1:
+            from qkrag.evaluate.calibration import ece_warning
+
+            out["ece_warning"] = ece_warning(self.ece)
         out.update({f"vs_cosine_{k}": v for k, v in self.comparison.items()})
         out.update(self.extra)
         return out
@@ -343,6 +347,7 @@ class Bench:
         validation split when it holds at least MIN_VALIDATION_QUERIES queries; on fewer, one split is a handful of
         votes, so every loss is judged by 5-fold cross-validation over all pairs (`train_with_cv`) instead. Notes
         name every loss's figure and what model selection decided."""
+        from qkrag.projection.calibrate import describe
         from qkrag.projection.train import MIN_VALIDATION_QUERIES, TrainConfig
         from qkrag.retrieval.factory import make_retriever
 
@@ -364,7 +369,7 @@ class Bench:
                  f"{MIN_VALIDATION_QUERIES}" if by_cv else f"{len(fit_part)} train, {len(val_part)} validation, "
                  f"split by document")
         notes = (f"{len(pairs)} pairs ({split}); loss {best} (held-out nDCG@10: {scores}); selected "
-                 f"{projection.selected_}")
+                 f"{projection.selected_}; probability {describe(projection.calibration_)}")
         # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
         trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
                           None if by_cv else _as_queries(val_part, text_of))
@@ -454,7 +459,10 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ report
 
     def table(self) -> str:
-        """The markdown table: every row's figures, then its leakage audit and notes."""
+        """The markdown table: every row's figures, then its leakage audit and notes (with a warning beside an ECE
+        above the threshold: the test split is judged data, so σ does not fit this collection's relevance rates)."""
+        from qkrag.evaluate.calibration import ece_warning
+
         qs = self.question_docs is not None
         head = ("| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | Δ vs hybrid (p) | seen: nDCG@10 "
                 "(Δ vs base, n) | novel: nDCG@10 (Δ vs base, n) | " + ("questions in top 5 | " if qs else "")
@@ -469,11 +477,11 @@ class Bench:
                      f"{r['mrr@10']:.3f}", delta, vs_h, _part(x, "seen"), _part(x, "novel")]
             if qs:
                 cells.append(f"{x['question_share@5']:.3f}")
-            cells += [f"{row.ece:.3f}" if row.ece is not None else "—", f"{row.train_seconds:.1f}",
-                      f"{row.latency_ms:.2f}"]
+            cells += [_ece_cell(row.ece), f"{row.train_seconds:.1f}", f"{row.latency_ms:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         notes = [f"- **{row.method}**: {row.notes}" + (f" (audit base: {row.extra['audit_base']})"
-                                                        if "audit_base" in row.extra else "") for row in self.rows]
+                                                        if "audit_base" in row.extra else "")
+                 + (f". **{ece_warning(row.ece)}**" if ece_warning(row.ece) else "") for row in self.rows]
         return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -531,6 +539,15 @@ def _selection_score(projection) -> float:
     """The held-out nDCG@10 a projection was selected on: its CV mean when cross-validated, else its validation's."""
     val = projection.validation_
     return float(val["cv"]["ndcg"]) if "cv" in val else float(val.get("ndcg@10", 0.0))
+
+
+def _ece_cell(ece: float | None) -> str:
+    """An ECE cell, marked where it is above the warning threshold (the notes say what that means)."""
+    from qkrag.evaluate.calibration import ECE_WARNING_THRESHOLD
+
+    if ece is None:
+        return "—"
+    return f"{ece:.3f} (> {ECE_WARNING_THRESHOLD}: uncalibrated here)" if ece > ECE_WARNING_THRESHOLD else f"{ece:.3f}"
 
 
 def _part(extra: dict[str, Any], part: str) -> str:

@@ -145,4 +145,8 @@ def recalibrate(projection: Projection, pairs: Pairs, depth: int = 10, seed: int
     s, b, record = fit_calibration(dots, labels, groups, (projection.scale_, projection.bias_),
                                    against=pairs.origin or "judged queries",
                                    method=f"recalibrated, {CALIBRATION_FOLDS}-fold CV over queries", seed=seed)
+    if getattr(projection, "training_hash_", "") == pairs.content_hash():
+        # the map trained on these very queries: their scores are not held out, so σ fitted on them runs high
+        record = {**record, "calibrated": False, "reason": "refitted on the queries the map was trained on; "
+                  "recalibrate on judged queries it never saw"}
     return projection.with_probability(s, b, {**record, "ece_before": round(float(before), 5)})
