@@ -631,8 +631,6 @@ def train(
 
       qkrag train data/demo --split train --cv 5 --out runs/demo-proj   # few queries: let every one vote
     """
-    import dataclasses
-
     from qkrag.atomic import output_folder
     from qkrag.data import require_folder
     from qkrag.projection.calibrate import describe
@@ -645,14 +643,13 @@ def train(
     output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
-    overrides = {"epochs": epochs, "learning_rate": learning_rate}
-    config = TrainConfig(seed=seed, loss=loss, holdout=holdout or "query",
-                         **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "holdout": holdout}
+    config = TrainConfig(seed=seed, loss=loss, **{k: v for k, v in overrides.items() if v is not None})
     config.check()  # a bad flag fails here, before any embedding
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
-    if holdout is None and pairs.origin == "judged queries":  # a random query split would reward the document prior
-        config = dataclasses.replace(config, holdout="document")
+    # judged queries: a random query split would reward the document prior, so hold out by document as bench does
+    config.holdout = holdout or ("document" if pairs.origin == "judged queries" else "query")
     held = None
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
@@ -665,16 +662,21 @@ def train(
     projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
                   train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
-    summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
-               ("given" if held is not None else config.holdout), "selected": projection.selected_,
-               **projection.validation_, "probability": describe(projection.calibration_),
-               "calibration": projection.calibration_}
+    _print_summary({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
+                    ("given" if held is not None else config.holdout), "selected": projection.selected_,
+                    **projection.validation_, "probability": describe(projection.calibration_),
+                    "calibration": projection.calibration_}, json_out, hide=("calibration",))
+
+
+def _print_summary(summary: dict[str, Any], json_out: bool, hide: tuple[str, ...] = ()) -> None:
+    """One JSON object, or `key: value` lines (without the `hide` keys, which only the JSON carries)."""
     if json_out:
         _print_json(summary)
         return
+    width = max(len(k) for k in summary)
     for key, value in summary.items():
-        if key != "calibration":
-            typer.echo(f"{key:>16}: {_plain(value)}")
+        if key not in hide:
+            typer.echo(f"{key:>{width}}: {_plain(value)}")
 
 
 @app.command("calibrate")
@@ -710,14 +712,9 @@ def calibrate_(
     target = out or projection
     refit.save(target)
     record = refit.calibration_
-    result = {"out": str(target), "queries": record["n_queries"], "against": record["against"],
-              "ece_before": record["ece_before"], "held_out_ece_after": record["held_out_ece"],
-              "scale": refit.scale_, "bias": refit.bias_, "probability": describe(record)}
-    if json_out:
-        _print_json(result)
-        return
-    for key, value in result.items():
-        typer.echo(f"{key:>18}: {_plain(value)}")
+    _print_summary({"out": str(target), "queries": record["n_queries"], "against": record["against"],
+                    "ece_before": record["ece_before"], "held_out_ece_after": record["held_out_ece"],
+                    "scale": refit.scale_, "bias": refit.bias_, "probability": describe(record)}, json_out)
 
 
 # ------------------------------------------------------------------------------------------------ bench

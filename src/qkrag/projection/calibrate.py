@@ -21,7 +21,6 @@ from qkrag.retrieval.base import exact_search
 
 if TYPE_CHECKING:
     from qkrag.projection.data import Pairs
-    from qkrag.projection.model import Projection
 
 #: Fewer held-out queries than this leave (s, b) too uncertain to read σ as a probability: the fit is still used,
 #: but reported as uncalibrated. Thirty queries give a few hundred judged hits at the calibration depth.
@@ -129,8 +128,8 @@ def fit_calibration(dots: np.ndarray, labels: np.ndarray, groups: np.ndarray, st
     return s, b, record
 
 
-def recalibrate(projection: Projection, pairs: Pairs, depth: int = 10, seed: int = 0) -> Projection:
-    """A copy of `projection` with (s, b) refitted on `pairs` (judged queries over the collection's documents): Q and
+def recalibrate(projection: Any, pairs: Pairs, depth: int = 10, seed: int = 0) -> Any:
+    """A copy of `projection` (a fitted `qkrag.projection.model.Projection`) with (s, b) refitted on `pairs` (judged queries over the collection's documents): Q and
     K stay, so every ranking stays. Its `calibration_` holds the held-out ECE before (the current (s, b) on these
     queries) and after (cross-validated over these queries)."""
     projection.check_fitted()
