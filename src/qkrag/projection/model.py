@@ -1,6 +1,9 @@
-"""Stage 3, the projection: a small learned map that turns frozen embeddings into a calibrated relevance score.
+"""Stage 3, the projection: a small learned map that turns frozen embeddings into a probability of relevance.
 
     q = Q·v(query),   k = K·v(document),   P(relevant) = σ(s·q·k + b)
+
+σ is called calibrated only when (s, b) were fitted on enough held-out queries (`calibration_`, see
+`qkrag.projection.calibrate`); otherwise it is a ranking score on a probability's scale, and says so.
 
 The encoder stays frozen, so a projection trains in seconds on CPU, and re-indexing is one matrix product over the
 document vectors already stored (K·V), never a re-embedding. Three estimators, scikit-learn style (hyperparameters in

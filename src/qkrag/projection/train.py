@@ -13,7 +13,9 @@ the figures are in benchmarks/results/projection_bench.md):
 - early stopping on validation nDCG@10 (every query ranked against all documents, as at serving time), and model
   selection that always includes the initialisation: on validation the result is never worse than where it started,
   and a trained map must beat it by more than luck (a one-sided paired sign-flip test, p <= selection_alpha);
-- Platt scaling of (s, b) on validation pairs afterwards, so probabilities are calibrated on data training never saw.
+- Platt scaling of (s, b) on validation hits afterwards (`qkrag.projection.calibrate`): fitted on queries training
+  never saw, and reported as calibrated only on enough of them, with its held-out ECE;
+- numerical guards: a non-finite loss stops training with a clear error, and a kept start keeps the start's (s, b).
 
 Deterministic under `TrainConfig.seed`: numpy and torch generators are seeded, and batch order derives from them.
 """
