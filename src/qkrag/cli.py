@@ -637,7 +637,7 @@ def train(
     from qkrag.projection.data import load_training_pairs
     from qkrag.projection.model import train_projection
     from qkrag.projection.select import train_with_cv
-    from qkrag.projection.train import TrainConfig
+    from qkrag.projection.train import TrainConfig, holdout_for
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out", "projection")  # before any training
@@ -648,8 +648,7 @@ def train(
     config.check()  # a bad flag fails here, before any embedding
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
-    # judged queries: a random query split would reward the document prior, so hold out by document as bench does
-    config.holdout = holdout or ("document" if pairs.origin == "judged queries" else "query")
+    config.holdout = holdout_for(pairs, config.holdout)  # judged queries: by document, as bench does
     held = None
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,

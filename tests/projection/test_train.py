@@ -103,3 +103,13 @@ def test_validation_must_share_the_document_matrix():
     other = Pairs(docs[:2], np.arange(2), np.eye(4, dtype=np.float32) * 2)
     with pytest.raises(InputError, match="another document matrix"):
         QKProjection(config=TrainConfig(progress=False)).fit(pairs, other)
+
+
+def test_judged_queries_are_held_out_by_document_by_default():
+    from qkrag.projection.train import holdout_for
+
+    docs = np.eye(4, dtype=np.float32)
+    judged = Pairs(docs, np.arange(4), docs, origin="judged queries")
+    assert TrainConfig().holdout == "auto"
+    assert holdout_for(judged, "auto") == "document" and holdout_for(judged, "query") == "query"
+    assert holdout_for(Pairs(docs, np.arange(4), docs, origin="synthetic pairs"), "auto") == "query"

@@ -64,7 +64,8 @@ class TrainConfig:
     bce_weight: float = 0.1  # weight of the logistic term next to the softmax
     temperature: float = 0.05  # initial softmax temperature (learned)
     validation_fraction: float = 0.1  # of queries, when no validation set is given
-    holdout: str = "query"  # how that split is drawn: "query", or "document" (validation documents never positives)
+    holdout: str = "auto"  # how that split is drawn: "query", "document" (validation documents never positives), or
+    # "auto": document for judged queries (a random query split would reward a prior over documents), else query
     loss: str = "infonce"  # "infonce" (binary labels), "distill" (match the pairs' teacher), or "both"
     distill_weight: float = 1.0  # weight of the distillation term when loss="both"
     teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
@@ -98,8 +99,8 @@ class TrainConfig:
                 raise fail(f"TrainConfig.{name}", f"{value!r} is negative", f"set {name} >= 0")
         if self.loss not in ("infonce", "distill", "both"):
             raise fail("TrainConfig.loss", f"{self.loss!r} is not a loss", 'use "infonce", "distill" or "both"')
-        if self.holdout not in ("query", "document"):
-            raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "query" or "document"')
+        if self.holdout not in ("auto", "query", "document"):
+            raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "auto", "query" or "document"')
         if self.teacher_temperature <= 0:
             raise fail("TrainConfig.teacher_temperature", f"{self.teacher_temperature!r}", "set it > 0")
         if not 0 < self.selection_alpha <= 1:
@@ -314,9 +315,16 @@ def _too_few(n_queries: int, config: TrainConfig) -> dict[str, str]:
     return {"warning": message}
 
 
+def holdout_for(pairs: Pairs, holdout: str) -> str:
+    """The validation split `holdout` means for these pairs: "auto" holds judged queries out by document."""
+    if holdout != "auto":
+        return holdout
+    return "document" if pairs.origin == "judged queries" else "query"
+
+
 def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> tuple[Pairs, Pairs]:
     if validation is None:
-        pairs, validation = pairs.split(config.validation_fraction, config.seed, by=config.holdout)
+        pairs, validation = pairs.split(config.validation_fraction, config.seed, by=holdout_for(pairs, config.holdout))
     if config.loss != "infonce" and pairs.teacher_rows is None:
         raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
                    "attach a teacher (qkrag.pairs.teacher.hybrid_teacher) or use loss='infonce'")
