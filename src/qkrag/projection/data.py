@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -248,10 +248,11 @@ def pairs_from_collection(collection: Collection, encoder: Encoder, options: Emb
 
 
 def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: EmbedOptions | None = None, *,
-                       documents: np.ndarray | None = None, source: str = "pairs dataset") -> Pairs:
+                       documents: np.ndarray | None = None, source: str = "pairs dataset",
+                       origin: str = "synthetic pairs") -> Pairs:
     """Training pairs from a generated dataset (Hugging Face `datasets.Dataset`, or any sequence of dicts) with
     columns `query`, `positive_id` and optional `negative_ids` (a list of document ids per row). Rows with the same
-    query text count as one query."""
+    query text count as one query. `origin` says what they are (pass "judged queries" for human judgments)."""
     from qkrag.embed.encoders import embed
 
     columns = getattr(dataset, "column_names", None) or (list(dataset[0]) if len(dataset) else [])
@@ -287,7 +288,7 @@ def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: 
         for i, row_negs in enumerate(negatives):
             neg[i, : len(row_negs)] = row_negs
     return Pairs(vectors, np.asarray(positives, dtype=np.int64), docs, neg, tuple(queries), tuple(corpus.ids),
-                 encoder.fingerprint, source)
+                 encoder.fingerprint, source, origin=origin)
 
 
 
@@ -303,8 +304,8 @@ def pairs_from_folder(folder: str | os.PathLike[str], encoder: Encoder, options:
     check_encoder(folder, encoder.fingerprint)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(recorded_corpus(folder, corpus))
-    pairs = pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents, source=str(folder))
-    return replace(pairs, origin="synthetic pairs"), corpus
+    return pairs_from_dataset(load_pairs(folder), corpus, encoder, options, documents=documents,
+                              source=str(folder)), corpus
 
 
 def load_training_pairs(source: str | os.PathLike[str], encoder: Encoder, *, split: str = "train",
