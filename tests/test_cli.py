@@ -551,3 +551,49 @@ def test_search_finds_the_collection_index_named_by_default(capsys, beir, tmp_pa
     assert run(capsys, "index", str(beir), "--path", db, "-c", "second")[0] == 0
     code, _, err = run(capsys, "search", "topic3", "--path", db)
     assert code == 2 and "mini, second" in err and "--collection NAME" in err
+
+
+def test_train_on_judged_queries_holds_out_by_document_and_says_whether_sigma_is_calibrated(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--epochs", "2", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert summary["holdout"] == "document" and config["train_config"]["holdout"] == "document"
+    assert summary["calibration"]["calibrated"] is False and config["calibration"]["calibrated"] is False
+    assert summary["probability"].startswith("uncalibrated: ") and "on 3 held-out queries" in summary["probability"]
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "q", "--epochs", "2",
+                         "--holdout", "query")
+    assert code == 0, err
+    assert "holdout: query" in out and "probability: uncalibrated" in out
+
+
+def test_train_with_cv_prints_no_p_value_beside_its_decision(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--cv", "3", "--out", tmp_path / "cv",
+                         "--epochs", "2")
+    assert code == 0, err
+    assert "gain_p_value" not in out and "figures: held out by 3-fold cross-validation" in out
+    assert "probability: calibrated on 30 held-out judged queries" in out or "probability: uncalibrated" in out
+
+
+def test_train_with_an_absurd_learning_rate_is_one_line(capsys, beir, tmp_path):
+    code, _, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--lr", "1e38")
+    assert code == 2 and "learning_rate" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_calibrate_refits_scale_and_bias_in_place_and_reports_ece_before_and_after(capsys, beir, tmp_path):
+    from qkrag.projection.model import QKProjection
+
+    # each judged query shares its relevant passage's rare words, so raw cosine ranks it high: a Platt fit can work
+    judged = write_beir(tmp_path / "judged", DOCS, {f"j{i}": f"item{i} detail{i % 13} matter{i % 11}" for i in range(40)},
+                        {f"j{i}": [f"d{i}"] for i in range(40)}, "train")
+    QKProjection.identity(16, cli._encoder().fingerprint, scale=1.0, bias=3.0).save(tmp_path / "p")
+    code, out, err = run(capsys, "calibrate", tmp_path / "p", judged, "--split", "train", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["queries"] == 40 and result["against"] == "judged queries"
+    assert result["held_out_ece_after"] < result["ece_before"]
+    refit = QKProjection.load(tmp_path / "p")
+    assert refit.calibrated_ and refit.bias_ == pytest.approx(result["bias"]) and refit.bias_ != 3.0
+    np.testing.assert_array_equal(refit.Q_, np.eye(16, dtype=np.float32))  # the ranking is untouched
+    code, _, err = run(capsys, "calibrate", tmp_path / "p", judged, "--split", "dev")
+    assert code == 2 and "no split 'dev'" in err

@@ -678,9 +678,10 @@ def train(
     loss: Annotated[str, typer.Option(
         "--loss", help="infonce (binary labels), distill (match a BM25 + cosine hybrid teacher's scores over each "
         "query's top 30, listwise) or both.")] = "infonce",
-    holdout: Annotated[str, typer.Option(
+    holdout: Annotated[Optional[str], typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
-        "training positives, so a validation gain is not a prior over documents).")] = "query",
+        "training positives, so a validation gain is not a prior over documents). Default: document for judged "
+        "queries (a BEIR folder), as bench does; query for generated pairs.")] = None,
     cv: Annotated[Optional[int], typer.Option(
         "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
         "start (every query votes; for small collections).")] = None,
@@ -708,20 +709,22 @@ def train(
     """
     from qkrag.atomic import output_folder
     from qkrag.data import require_folder
+    from qkrag.projection.calibrate import describe
     from qkrag.projection.data import load_training_pairs
     from qkrag.projection.model import train_projection
     from qkrag.projection.select import train_with_cv
-    from qkrag.projection.train import TrainConfig
+    from qkrag.projection.train import TrainConfig, holdout_for
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
-    overrides = {"epochs": epochs, "learning_rate": learning_rate}
-    config = TrainConfig(seed=seed, loss=loss, holdout=holdout, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {"epochs": epochs, "learning_rate": learning_rate, "holdout": holdout}
+    config = TrainConfig(seed=seed, loss=loss, **{k: v for k, v in overrides.items() if v is not None})
     config.check()  # a bad flag fails here, before any embedding
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
+    config.holdout = holdout_for(pairs, config.holdout)  # judged queries: by document, as bench does
     held = None
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
@@ -735,13 +738,59 @@ def train(
     projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
                   train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
-    summary = {"out": str(out), "variant": variant, "pairs": len(pairs), "selected": projection.selected_,
-               **projection.validation_}
+    _print_summary({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
+                    ("given" if held is not None else config.holdout), "selected": projection.selected_,
+                    **projection.validation_, "probability": describe(projection.calibration_),
+                    "calibration": projection.calibration_}, json_out, hide=("calibration",))
+
+
+def _print_summary(summary: dict[str, Any], json_out: bool, hide: tuple[str, ...] = ()) -> None:
+    """One JSON object, or `key: value` lines (without the `hide` keys, which only the JSON carries)."""
     if json_out:
         _print_json(summary)
         return
+    width = max(len(k) for k in summary)
     for key, value in summary.items():
-        typer.echo(f"{key:>16}: {_plain(value)}")
+        if key not in hide:
+            typer.echo(f"{key:>{width}}: {_plain(value)}")
+
+
+@app.command("calibrate")
+def calibrate_(
+    projection: Annotated[Path, typer.Argument(help="A saved projection folder (qkrag train --out).")],
+    data: Annotated[Path, typer.Argument(help="A BEIR folder with judged queries (or a pairs folder) over the "
+                                              "corpus the projection serves.")],
+    split: Annotated[str, typer.Option("--split", help="For a BEIR folder: the judged split to fit on.")] = "train",
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the recalibrated projection here (default: replace PROJECTION, atomically).")] = None,
+    model: Model = None,
+    embed_base_url: EmbedURL = None,
+    query_prefix: QueryPrefix = "",
+    doc_prefix: DocPrefix = "",
+    json_out: Json = False,
+) -> None:
+    """Refit only the probability's scale and bias on judged queries (ranking unchanged), and report the held-out
+    ECE before and after (cross-validated over the queries).
+
+    Examples:
+
+      qkrag calibrate runs/scifact-synthetic ../shared/data/scifact --split train
+    """
+    from qkrag.projection.calibrate import describe, recalibrate
+    from qkrag.projection.data import load_training_pairs
+    from qkrag.projection.model import QKProjection
+
+    current = QKProjection.load(projection)
+    encoder = _encoder(model, _embed_url(embed_base_url, None), query_prefix, doc_prefix)
+    current.check_encoder(encoder.fingerprint, encoder.dimension, str(projection))
+    pairs = load_training_pairs(data, encoder, split=split)[0]
+    refit = recalibrate(current, pairs)
+    target = out or projection
+    refit.save(target)
+    record = refit.calibration_
+    _print_summary({"out": str(target), "queries": record["n_queries"], "against": record["against"],
+                    "ece_before": record["ece_before"], "held_out_ece_after": record["held_out_ece"],
+                    "scale": refit.scale_, "bias": refit.bias_, "probability": describe(record)}, json_out)
 
 
 # ------------------------------------------------------------------------------------------------ bench

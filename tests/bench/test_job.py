@@ -91,3 +91,19 @@ def test_bench_report_carries_its_context_and_plots(tmp_path, monkeypatch, fake_
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "- data:" in md and "- encoder:" in md and "- qkrag:" in md and "- date:" in md
     assert (tmp_path / "b" / "bench-delta.png").stat().st_size > 0
+
+
+def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monkeypatch, fake_encoder):
+    import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}." for i in range(30)}
+    folder = write_beir(tmp_path / "thirty", docs, {f"q{i}": f"topic {i} detail" for i in range(5)},
+                        {f"q{i}": [f"d{i}"] for i in range(5)})
+    bench = run_bench(BenchConfig(data=folder, out=tmp_path / "b", methods=("cosine", "bm25"), progress=False))
+    bench.rows[0].ece, bench.rows[1].ece = 0.64, 0.05  # as a σ fitted on one positive per query scores elsewhere
+    table = bench.table()
+    assert "| 0.640 (> 0.1: uncalibrated here) |" in table and "| 0.050 |" in table
+    assert "ECE 0.640 > 0.1: σ is not calibrated for this collection's relevance rates" in table
+    assert "qkrag calibrate" in bench.rows[0].to_dict()["ece_warning"] and "ece_warning" not in bench.rows[1].to_dict()

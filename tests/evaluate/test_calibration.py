@@ -52,3 +52,11 @@ def test_reliability_bins_are_the_numbers_behind_the_ece() -> None:
     assert [b["count"] for b in empty] == [1, 0, 0, 1] and empty[1]["fraction_relevant"] is None
     with pytest.raises(InputError):
         reliability_bins([0.5], [2])
+
+
+def test_an_ece_above_a_tenth_comes_with_a_warning() -> None:
+    from qkrag.evaluate.calibration import ece_warning
+
+    assert ece_warning(None) is None and ece_warning(0.1) is None
+    warning = ece_warning(0.64)
+    assert warning.startswith("ECE 0.640 > 0.1: σ is not calibrated") and "qkrag calibrate" in warning

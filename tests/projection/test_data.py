@@ -66,3 +66,15 @@ def test_a_document_split_keeps_validation_documents_out_of_training():
 def test_a_query_split_may_share_documents():
     train, val = _pairs().split(0.2, seed=1, by="query")
     assert not set(train.positive_ids()).isdisjoint(val.positive_ids())  # why the document split exists
+
+
+def test_pairs_say_whether_they_are_judged_or_synthetic(tiny_beir, fake_encoder):
+    from qkrag.data import load_beir
+    from qkrag.projection.data import pairs_from_dataset
+
+    collection = load_beir(tiny_beir, "test")
+    judged = pairs_from_collection(collection, fake_encoder)
+    assert judged.origin == "judged queries" and judged.split(0.5, by="query")[1].origin == "judged queries"
+    doc = next(iter(collection.corpus)).id
+    synthetic = pairs_from_dataset([{"query": "a question", "positive_id": doc}], collection.corpus, fake_encoder)
+    assert synthetic.origin == "synthetic pairs"

@@ -98,3 +98,29 @@ def test_qkrag_export_routes_the_readme_query_like_qkrag(tmp_path, capsys):
     assert "sides=" in exported.fingerprint
     np.testing.assert_allclose(exported.embed_batch([QUERY], "query"), q, atol=1e-5)
     np.testing.assert_allclose(exported.embed_batch(docs[:3], "document"), d[:3], atol=1e-5)
+
+
+def _card_info(validation: dict, calibration: dict | None) -> dict:
+    return {"qkrag_version": "0", "variant": "qk", "bias": -3.0, "scale_folded_into_query_route": 7.5, "rank": 4,
+            "dimension": 4, "encoder": "enc", "base_model": "m", "projection_sha256": "", "training_data_hash": "",
+            "selected": "trained for 4 epochs on all pairs", "validation": validation, "calibration": calibration}
+
+
+def test_the_model_card_shows_held_out_figures_only_and_says_which():
+    from qkrag.projection.export import model_card
+
+    # as an older qkrag recorded a CV-trained projection: training-pair nDCG at the top, the CV figures inside
+    cv_run = {"ndcg@10": 0.957, "init_ndcg@10": 0.9, "gain_p_value": 1.0, "calibrated": True,
+              "cv": {"ndcg": 0.847, "init_ndcg": 0.818, "gain": 0.029, "best_epoch": 4}, "cv_folds": 5,
+              "n_queries": 60}
+    card = model_card(_card_info(cv_run, None))
+    assert "## Held-out figures (held out by 5-fold cross-validation over the training queries)" in card
+    assert "0.847" in card and "0.957" not in card and "gain_p_value" not in card
+    assert "an **uncalibrated** probability (uncalibrated: not recorded)" in card
+    split = {"ndcg@10": 0.81, "init_ndcg@10": 0.8, "n_queries": 40, "figures": "held-out validation queries"}
+    calibrated = {"calibrated": True, "n_queries": 40, "against": "judged queries", "method": "validation split",
+                  "held_out_ece": 0.042}
+    card = model_card(_card_info(split, calibrated))
+    assert "## Held-out figures (held-out validation queries (never trained on)" in card
+    assert "a calibrated probability (calibrated on 40 held-out judged queries (validation split), held-out ECE " \
+           "0.042)" in card

@@ -60,3 +60,70 @@ def test_a_damaged_folder_is_one_clear_error(tmp_path):
     (tmp_path / "p" / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(InputError, match="safetensors"):
         LightProjection.load(tmp_path / "p")
+
+
+def _tamper(folder: Path, what: str) -> None:
+    """Damage a saved projection the way a hand edit, a mixed copy or a future qkrag would."""
+    from safetensors.numpy import load as st_load, save as st_save
+
+    tensors = st_load((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    if what == "wrong K shape":
+        tensors["K"] = np.ones((3, 8), np.float32)
+    elif what == "missing K":
+        del tensors["K"]
+    elif what == "1-D Q":
+        tensors["Q"] = np.ones(8, np.float32)
+    elif what == "empty scale":
+        tensors["scale"] = np.zeros(0, np.float32)
+    elif what == "NaN in Q":
+        tensors["Q"][0, 0] = np.nan
+    elif what == "bias 532":
+        tensors["bias"] = np.float32([1e5])
+        config["bias"] = 1e5
+    elif what == "config is a list":
+        config = [config]
+    elif what == "unknown train_config key":
+        config["train_config"] = {**(config["train_config"] or {}), "warp_factor": 9}
+    elif what == "future format":
+        config["format_version"] = 99
+    elif what == "rank mismatch":
+        config["rank"] = 384
+    elif what == "dimension as a string":
+        config["dimension"] = str(config["dimension"])
+    (folder / "model.safetensors").write_bytes(st_save(tensors))
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+TAMPERED = {"wrong K shape": "K of shape", "missing K": "has no K", "1-D Q": "Q of shape", "empty scale":
+            "scale of shape", "NaN in Q": "NaN or infinite values in Q", "bias 532": "outside 0 < s",
+            "config is a list": "JSON list", "unknown train_config key": "warp_factor", "future format":
+            "projection format 99", "rank mismatch": "config.json says rank 384, but model.safetensors has 8",
+            "dimension as a string": "config.json says dimension '8', but model.safetensors has 8"}
+
+
+@pytest.mark.parametrize("what", sorted(TAMPERED))
+def test_a_tampered_or_future_projection_is_one_clear_error_for_both_loaders(tmp_path, what):
+    from qkrag.projection.model import QKProjection
+    from qkrag.projection.train import TrainConfig
+
+    projection = random_projection(8, "enc")
+    projection.config = TrainConfig()
+    projection.save(tmp_path / "p")
+    _tamper(tmp_path / "p", what)
+    loaders = [QKProjection.load] + ([] if what == "unknown train_config key" else [LightProjection.load])
+    for load in loaders:  # the light loader ignores train_config: it never builds a TrainConfig
+        with pytest.raises(InputError, match=TAMPERED[what]) as caught:
+            load(tmp_path / "p")
+        assert "\n" not in str(caught.value) and "Fix:" in str(caught.value)
+
+
+def test_light_and_full_share_one_sigmoid_with_tiny_probabilities_kept():
+    from qkrag.projection.light import sigmoid
+    from qkrag.projection.model import QKProjection
+
+    x = np.array([-800.0, -40.0, 0.0, 40.0, 800.0])
+    p = sigmoid(x)
+    assert np.isfinite(p).all() and p[0] == 0.0 and p[1] == pytest.approx(np.exp(-40.0), rel=1e-9)
+    assert p[2] == 0.5 and p[-1] == 1.0
+    np.testing.assert_allclose(QKProjection.identity(2, scale=1.0).probability(x[1:4]), p[1:4].astype(np.float32))

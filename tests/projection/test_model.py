@@ -256,3 +256,79 @@ def test_scifact_train_pairs_beat_raw_cosine_on_test(shared_data):
     _, raw_top = exact_search(queries, pairs.documents, 10, space="ip")
     _, top = exact_search(model.transform_queries(queries), model.transform_documents(pairs.documents), 10, space="ip")
     assert binary_ndcg(top, relevant).mean() > binary_ndcg(raw_top, relevant).mean() + 0.03
+
+
+# ------------------------------------------------------------------------------------------- numbers and files
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(planted):
+    # a pull toward the start of 1e38 overflows float32 as soon as a step moves the map
+    with pytest.raises(InputError, match=r"the loss became (nan|inf) .*lower the learning rate"):
+        QKProjection(config=TrainConfig(epochs=2, learning_rate=1.0, progress=False, init_weight=1e38)
+                     ).fit(planted.train)
+
+
+@pytest.mark.parametrize("lr", ["1e38", "1000", "inf"])
+def test_an_absurd_learning_rate_is_refused_before_training(planted, lr):
+    with pytest.raises(InputError, match=r"TrainConfig.learning_rate: .* is above 1.*at most 1"):
+        QKProjection(config=TrainConfig(learning_rate=float(lr), progress=False)).fit(planted.train)
+
+
+def test_a_kept_start_never_carries_a_diverged_scale_and_bias(planted):
+    # at lr 1 every trained epoch is worse than the start: the start is kept, with the start's (s, b)
+    model = QKProjection(config=TrainConfig(epochs=2, learning_rate=1.0, progress=False, calibrate=False)
+                         ).fit(planted.train)
+    assert model.selected_.startswith("identity")
+    assert (model.scale_, model.bias_) == (20.0, -10.0)
+
+
+def test_non_finite_or_diverged_weights_are_never_saved(tmp_path, trained):
+    import copy
+
+    broken = copy.deepcopy(trained)
+    broken.scale_ = float("nan")
+    with pytest.raises(InputError, match="scale holds NaN or infinite values"):
+        broken.save(tmp_path / "p")
+    broken = copy.deepcopy(trained)
+    broken.bias_ = 532e3
+    with pytest.raises(InputError, match="outside 0 < s"):
+        broken.save(tmp_path / "p")
+    broken = copy.deepcopy(trained)
+    broken.Q_ = broken.Q_.copy()
+    broken.Q_[0, 0] = np.inf
+    with pytest.raises(InputError, match="Q holds NaN or infinite"):
+        broken.save(tmp_path / "p")
+    assert not (tmp_path / "p").exists()
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path, trained):
+    saved = {trained.save(tmp_path / f"p{i}").joinpath("model.safetensors").read_bytes() for i in range(12)}
+    assert len(saved) == 1
+
+
+def test_a_save_is_all_or_nothing(tmp_path, trained, monkeypatch):
+    import qkrag.atomic
+
+    old = QKProjection.identity(32, "planted")
+    old.save(tmp_path / "p")
+    before = {n: (tmp_path / "p" / n).read_bytes() for n in ("model.safetensors", "config.json")}
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # a kill between writing the weights and the config
+
+    monkeypatch.setattr(qkrag.atomic, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trained.save(tmp_path / "p")
+    assert {n: (tmp_path / "p" / n).read_bytes() for n in before} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p"]  # no temporary folder left behind
+    monkeypatch.undo()
+    trained.save(tmp_path / "p")
+    assert QKProjection.load(tmp_path / "p").selected_ == trained.selected_
+
+
+def test_saving_over_a_folder_with_other_files_is_refused(tmp_path, trained):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match=r"holds other files than a projection \(notes.txt\)"):
+        trained.save(tmp_path / "runs")
+    assert (tmp_path / "runs" / "notes.txt").read_text() == "keep me"

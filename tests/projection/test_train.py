@@ -10,8 +10,9 @@ from qkrag.evaluate.calibration import expected_calibration_error
 from qkrag.errors import InputError
 from qkrag.projection.model import QKProjection
 from qkrag.projection.data import Pairs
+from qkrag.projection.calibrate import platt_scale
 from qkrag.projection.train import (TrainConfig, canonical_rows, hits_for_calibration, info_nce_loss, initial_maps,
-                                    make_batches, mine_hard_negatives, platt_scale)
+                                    make_batches, mine_hard_negatives)
 from qkrag.projection.model import train_projection
 
 
@@ -103,3 +104,13 @@ def test_validation_must_share_the_document_matrix():
     other = Pairs(docs[:2], np.arange(2), np.eye(4, dtype=np.float32) * 2)
     with pytest.raises(InputError, match="another document matrix"):
         QKProjection(config=TrainConfig(progress=False)).fit(pairs, other)
+
+
+def test_judged_queries_are_held_out_by_document_by_default():
+    from qkrag.projection.train import holdout_for
+
+    docs = np.eye(4, dtype=np.float32)
+    judged = Pairs(docs, np.arange(4), docs, origin="judged queries")
+    assert TrainConfig().holdout == "auto"
+    assert holdout_for(judged, "auto") == "document" and holdout_for(judged, "query") == "query"
+    assert holdout_for(Pairs(docs, np.arange(4), docs, origin="synthetic pairs"), "auto") == "query"

@@ -51,7 +51,7 @@ def evaluate_folder(data: str | os.PathLike[str], *, split: str = "test", retrie
     "hybrid": BM25 fused with raw cosine), or, for a projection with no baseline named, the same retriever without
     the projection."""
     from qkrag.data import load_beir
-    from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
+    from qkrag.evaluate.calibration import calibration_pairs, ece_warning, expected_calibration_error
     from qkrag.retrieval.factory import dense_index, retriever_for_folder
 
     if baseline is not None and baseline not in BASELINES:
@@ -70,6 +70,8 @@ def evaluate_folder(data: str | os.PathLike[str], *, split: str = "test", retrie
         calibration = calibration_pairs(hits, result.query_ids, collection.qrels)
         if calibration is not None:
             evaluation.extra["ece"] = expected_calibration_error(*calibration)
+            if ece_warning(evaluation.extra["ece"]):
+                evaluation.extra["ece_warning"] = ece_warning(evaluation.extra["ece"])
     if projection is not None or baseline is not None:
         base_kind = _base_kind(retriever, baseline)
         base_searcher, _ = retriever_for_folder(base_kind, collection.corpus, encoder,

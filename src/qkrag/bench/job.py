@@ -324,6 +324,7 @@ class Bench:
         validation split when it holds at least MIN_VALIDATION_QUERIES queries; on fewer, one split is a handful of
         votes, so every loss is judged by 5-fold cross-validation over all pairs (`train_with_cv`) instead. Notes
         name every loss's figure and what model selection decided."""
+        from qkrag.projection.calibrate import describe
         from qkrag.projection.train import MIN_VALIDATION_QUERIES, TrainConfig
         from qkrag.retrieval.factory import make_retriever
 
@@ -345,7 +346,7 @@ class Bench:
                  f"{MIN_VALIDATION_QUERIES}" if by_cv else f"{len(fit_part)} train, {len(val_part)} validation, "
                  f"split by document")
         notes = (f"{len(pairs)} pairs ({split}); loss {best} (held-out nDCG@10: {scores}); selected "
-                 f"{projection.selected_}")
+                 f"{projection.selected_}; probability {describe(projection.calibration_)}")
         # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
         trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
                           None if by_cv else _as_queries(val_part, text_of))

@@ -25,6 +25,10 @@ class Row:
     def to_dict(self) -> dict[str, Any]:
         out = {"method": self.method, **self.result.to_dict(), "train_seconds": round(self.train_seconds, 2),
                "latency_ms": round(self.latency_ms, 3), "ece": self.ece, "notes": self.notes}
+        if self.ece is not None and self.ece > 0.1:
+            from qkrag.evaluate.calibration import ece_warning
+
+            out["ece_warning"] = ece_warning(self.ece)
         out.update({f"vs_cosine_{k}": v for k, v in self.comparison.items()})
         out.update(self.extra)
         return out
@@ -32,7 +36,10 @@ class Row:
 
 def table(rows: list[Row], questions: bool) -> str:
     """The markdown table: every row's figures, then its leakage audit and notes; `questions` adds the share of
-    question-form documents in each top 5."""
+    question-form documents in each top 5. An ECE above the threshold is marked, with a warning in the notes: the
+    test split is judged data, so σ does not fit this collection's relevance rates."""
+    from qkrag.evaluate.calibration import ece_warning
+
     head = ("| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | Δ vs hybrid (p) | seen: nDCG@10 "
             "(Δ vs base, n) | novel: nDCG@10 (Δ vs base, n) | " + ("questions in top 5 | " if questions else "")
             + "ECE | train s | ms/query |")
@@ -46,11 +53,11 @@ def table(rows: list[Row], questions: bool) -> str:
                  f"{r['mrr@10']:.3f}", delta, vs_h, audit_cell(x, "seen"), audit_cell(x, "novel")]
         if questions:
             cells.append(f"{x['question_share@5']:.3f}")
-        cells += [f"{row.ece:.3f}" if row.ece is not None else "—", f"{row.train_seconds:.1f}",
-                  f"{row.latency_ms:.2f}"]
+        cells += [ece_cell(row.ece), f"{row.train_seconds:.1f}", f"{row.latency_ms:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- **{row.method}**: {row.notes}" + (f" (audit base: {row.extra['audit_base']})"
-                                                    if "audit_base" in row.extra else "") for row in rows]
+                                                    if "audit_base" in row.extra else "")
+             + (f". **{ece_warning(row.ece)}**" if ece_warning(row.ece) else "") for row in rows]
     return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes)
 
 
@@ -85,6 +92,15 @@ def write(out: Path, summary: dict[str, Any], head: str, body: str, rows: list[R
         plot_score_histograms(calibrated, out / "bench-scores.png")
         name, (p, y) = next(iter(calibrated.items()))
         reliability_diagram(p, y, out / "bench-reliability.png", title=f"{name}: reliability")
+
+
+def ece_cell(ece: float | None) -> str:
+    """An ECE cell, marked where it is above the warning threshold (the notes say what that means)."""
+    from qkrag.evaluate.calibration import ECE_WARNING_THRESHOLD
+
+    if ece is None:
+        return "—"
+    return f"{ece:.3f} (> {ECE_WARNING_THRESHOLD}: uncalibrated here)" if ece > ECE_WARNING_THRESHOLD else f"{ece:.3f}"
 
 
 def audit_cell(extra: dict[str, Any], part: str) -> str:

@@ -109,3 +109,16 @@ def reliability_diagram(probabilities, labels, path: str | os.PathLike[str], n_b
     bottom.set_ylabel("share (count above)")
     bottom.set_xlim(0, 1)
     save_png(fig, path)
+
+
+#: An ECE above this on judged data says σ's scale and bias do not fit this collection's relevance rates.
+ECE_WARNING_THRESHOLD = 0.1
+
+
+def ece_warning(ece: float | None) -> str | None:
+    """The warning to print beside an ECE measured on judged data, or None when it is within the threshold."""
+    if ece is None or ece <= ECE_WARNING_THRESHOLD:
+        return None
+    return (f"ECE {ece:.3f} > {ECE_WARNING_THRESHOLD}: σ is not calibrated for this collection's relevance rates "
+            "(read it as a ranking score); refit it on judged queries with `qkrag calibrate PROJECTION DATA --split "
+            "train`")

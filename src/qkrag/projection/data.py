@@ -53,6 +53,10 @@ class Pairs:
     # labels, since a mined "negative" is often relevant in fact.
     teacher_rows: np.ndarray | None = None  # (n_pairs, c) int64
     teacher_scores: np.ndarray | None = None  # (n_pairs, c) float32
+    # What the pairs are: "judged queries" (a collection's qrels), "synthetic pairs" (generated from the corpus), or
+    # "" (not said). A probability fitted on them is calibrated against that, and `qkrag train` holds validation out
+    # by document for judged queries.
+    origin: str = ""
     _groups: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -140,12 +144,12 @@ class Pairs:
         pick = lambda a: None if a is None else a[rows]  # noqa: E731
         return Pairs(self.queries[rows], self.positives[rows], self.documents, pick(self.negatives),
                      tuple(self.query_ids[i] for i in rows), self.doc_ids, self.encoder, source or self.source,
-                     pick(self.teacher_rows), pick(self.teacher_scores))
+                     pick(self.teacher_rows), pick(self.teacher_scores), self.origin)
 
     def with_teacher(self, rows: np.ndarray, scores: np.ndarray) -> Pairs:
         """A copy whose pairs carry a teacher's candidate rows and scores (see `teacher_rows`)."""
         return Pairs(self.queries, self.positives, self.documents, self.negatives, self.query_ids, self.doc_ids,
-                     self.encoder, self.source, rows, scores)
+                     self.encoder, self.source, rows, scores, self.origin)
 
     def positive_ids(self) -> list[str]:
         """Ids of the documents that are positives here, sorted: what a leakage audit calls "seen"."""
@@ -239,14 +243,16 @@ def pairs_from_collection(collection: Collection, encoder: Encoder, options: Emb
     vectors = embed(encoder, [collection.queries[q] for q in unique], "query", options, desc="embed queries")
     where = {q: i for i, q in enumerate(unique)}
     return Pairs(vectors[[where[q] for q in qids]], np.asarray(rows, dtype=np.int64), docs, None, tuple(qids),
-                 tuple(corpus.ids), encoder.fingerprint, f"{collection.name or 'collection'}:{collection.split}")
+                 tuple(corpus.ids), encoder.fingerprint, f"{collection.name or 'collection'}:{collection.split}",
+                 origin="judged queries")
 
 
 def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: EmbedOptions | None = None, *,
-                       documents: np.ndarray | None = None, source: str = "pairs dataset") -> Pairs:
+                       documents: np.ndarray | None = None, source: str = "pairs dataset",
+                       origin: str = "synthetic pairs") -> Pairs:
     """Training pairs from a generated dataset (Hugging Face `datasets.Dataset`, or any sequence of dicts) with
     columns `query`, `positive_id` and optional `negative_ids` (a list of document ids per row). Rows with the same
-    query text count as one query."""
+    query text count as one query. `origin` says what they are (pass "judged queries" for human judgments)."""
     from qkrag.embed.encoders import embed
 
     columns = getattr(dataset, "column_names", None) or (list(dataset[0]) if len(dataset) else [])
@@ -282,7 +288,7 @@ def pairs_from_dataset(dataset: Any, corpus: Corpus, encoder: Encoder, options: 
         for i, row_negs in enumerate(negatives):
             neg[i, : len(row_negs)] = row_negs
     return Pairs(vectors, np.asarray(positives, dtype=np.int64), docs, neg, tuple(queries), tuple(corpus.ids),
-                 encoder.fingerprint, source)
+                 encoder.fingerprint, source, origin=origin)
 
 
 

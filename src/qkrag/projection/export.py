@@ -16,6 +16,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.errors import fail
+from qkrag.projection.calibrate import describe, uncalibrated
 
 if TYPE_CHECKING:
     from qkrag.projection.model import Projection
@@ -76,6 +77,7 @@ def export_sentence_transformer(projection: Projection, path: str | os.PathLike[
             "projection_sha256": weights_hash(source) if source is not None else "",
             "training_data_hash": getattr(projection, "training_hash_", ""),
             "selected": getattr(projection, "selected_", ""), "validation": getattr(projection, "validation_", {}),
+            "calibration": getattr(projection, "calibration_", None) or uncalibrated("not recorded"),
             "probability": "sigmoid(encode_query(q) . encode_document(d) + bias)"}
     with atomic_folder(path) as tmp:
         model.save(str(tmp))
@@ -102,10 +104,31 @@ def export_projection(projection_folder: str | os.PathLike[str], out: str | os.P
     return export_sentence_transformer(projection, out, base, source=projection_folder)
 
 
+#: Entries of a projection's `validation_` that are not held-out figures (words, flags, timings, nested records).
+_NOT_FIGURES = ("figures", "warning", "note", "calibrated", "train_seconds", "cv", "history")
+
+
+def held_out_figures(validation: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]]:
+    """(title, rows) of the figures a model card may show: the cross-validated ones when the projection was chosen by
+    cross-validation, else those of the held-out validation split. Never figures measured on training pairs."""
+    cv = validation.get("cv")
+    if isinstance(cv, dict):
+        folds = validation.get("cv_folds", "k")
+        rows = [(f"{key} (mean over folds)", value) for key, value in cv.items()]
+        rows += [("queries", validation.get("n_queries", "not recorded")), ("folds", folds)]
+        return f"held out by {folds}-fold cross-validation over the training queries", rows
+    rows = [(key, value) for key, value in validation.items() if key not in _NOT_FIGURES]
+    return "held-out validation queries (never trained on), recorded at training time", rows
+
+
 def model_card(info: dict[str, Any]) -> str:
-    """The exported folder's README.md: what the model is, how each route is used, and the figures it was kept on."""
-    validation = info.get("validation") or {}
-    rows = "\n".join(f"| {k} | {v} |" for k, v in validation.items()) or "| (none recorded) | |"
+    """The exported folder's README.md: what the model is, how each route is used, and the held-out figures it was
+    kept on."""
+    title, figures = held_out_figures(info.get("validation") or {})
+    rows = "\n".join(f"| {k} | {v} |" for k, v in figures) or "| (none recorded) | |"
+    calibration = info.get("calibration") or uncalibrated("not recorded")
+    probability = describe(calibration)
+    word = "a calibrated" if calibration.get("calibrated") else "an **uncalibrated**"
     return f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -122,7 +145,8 @@ sentence-transformers model. The base encoder is followed by a `Router` with one
 - `model.encode_document(texts)` gives **k = K·v**;
 - their dot product is qkrag's logit minus the bias, and the probability of relevance is
 
-  **P(relevant | q, d) = σ(s·q·k + b) = σ(encode_query(q) · encode_document(d) + b)**, with b = {info['bias']:.6g}.
+  **P(relevant | q, d) = σ(s·q·k + b) = σ(encode_query(q) · encode_document(d) + b)**, with b = {info['bias']:.6g}:
+  {word} probability ({probability}).
 
 **Plain `model.encode(texts)` takes the document route** (the Router's default). Use it only for documents. Wrappers
 that embed queries with `encode()` (LangChain's `HuggingFaceEmbeddings`, LlamaIndex's `HuggingFaceEmbedding`, which
@@ -140,9 +164,10 @@ normalise the vectors either (`normalize_embeddings=True` drops the scale the pr
 | projection weights SHA-256 | `{info['projection_sha256'] or 'not recorded'}` |
 | training data hash | `{info['training_data_hash'] or 'not recorded'}` |
 | selected on validation | {info['selected'] or 'not recorded'} |
+| probability | {probability} |
 | qkrag version | {info['qkrag_version']} |
 
-## Validation figures (held-out validation pairs, recorded at training time)
+## Held-out figures ({title})
 
 | figure | value |
 |---|---|

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,12 @@ from qkrag.errors import fail
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+VARIANT_NAMES = ("qk", "symmetric", "query_adapter")
+#: Bounds on the probability's scale s and bias b: a fitted σ(s·q·k + b) lives far inside them, and values beyond say
+#: training diverged (every probability 0 or 1), so such a projection is never saved or loaded.
+MAX_SCALE = 1e4
+MAX_BIAS = 1e4
 
 
 def weights_hash(folder: str | os.PathLike[str]) -> str:
@@ -45,8 +53,111 @@ def weights_hash(folder: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # σ without overflow for large |x|
+def sigmoid(x: np.ndarray | float) -> np.ndarray:
+    """σ(x) in float64 without overflow, with full relative precision for tiny probabilities (no 1 - tanh
+    cancellation): the one σ every qkrag projection uses."""
+    x = np.asarray(x, dtype=np.float64)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def check_scale_bias(scale: float, bias: float, where: str) -> None:
+    """Refuse a probability's (s, b) that is not finite, not positive (it would invert the ranking) or beyond the
+    bounds a fitted σ stays in (training diverged)."""
+    if not (math.isfinite(scale) and math.isfinite(bias)):
+        raise fail(where, f"has a non-finite probability scale {scale!r} or bias {bias!r}",
+                   "training diverged: train again with a lower learning rate (--lr)")
+    if not 0 < scale <= MAX_SCALE or abs(bias) > MAX_BIAS:
+        raise fail(where, f"has probability scale {scale:.6g} and bias {bias:.6g}, outside 0 < s <= {MAX_SCALE:g}, "
+                   f"|b| <= {MAX_BIAS:g}", "training diverged: train again with a lower learning rate (--lr)")
+
+
+def encode_weights(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes with a canonical header (keys sorted, compact JSON): the same weights always give the same
+    bytes, so `weights_hash` is a content identity. safetensors itself writes the metadata in hash-map order."""
+    from safetensors.numpy import save as st_save
+
+    raw = st_save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)  # the data section stays 8-byte aligned, as safetensors writes it
+    return len(header).to_bytes(8, "little") + header + raw[8 + n:]
+
+
+def _corrupt(where: str | Path, problem: str) -> Exception:
+    return fail(str(where), problem, "the folder is corrupt, mixed or from another qkrag: train or save the "
+                "projection again")
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:  # invalid JSON, not UTF-8, unreadable
+        raise _corrupt(folder / CONFIG_FILE, f"is not a readable projection config ({err})") from None
+    if not isinstance(config, dict):
+        raise _corrupt(folder / CONFIG_FILE, f"holds a JSON {type(config).__name__}, not a projection config object")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise fail(str(folder), f"has projection format {config.get('format_version')!r}; this qkrag reads format "
+                   f"{FORMAT_VERSION}", "retrain the projection with this qkrag version, or upgrade qkrag")
+    if config.get("variant") not in VARIANT_NAMES:
+        raise _corrupt(folder / CONFIG_FILE, f"names variant {config.get('variant')!r}, not one of {VARIANT_NAMES}")
+    return config
+
+
+def _read_tensors(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load as st_load
+
+    try:
+        return st_load((folder / WEIGHTS_FILE).read_bytes())
+    except OSError as err:
+        raise _corrupt(folder / WEIGHTS_FILE, f"cannot be read ({err.strerror or err})") from None
+    except Exception as err:  # safetensors raises its own SafetensorError on a truncated or foreign file
+        raise _corrupt(folder / WEIGHTS_FILE, f"is not a readable safetensors file ({err})") from None
+
+
+def _check_agreement(folder: Path, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> None:
+    """Shapes, finiteness, and that config.json describes these weights (dimension, rank, scale, bias)."""
+    where = folder / WEIGHTS_FILE
+    if not {"Q", "scale", "bias"} <= set(tensors):
+        raise _corrupt(where, f"holds {sorted(tensors)}, not a qkrag projection's Q, scale and bias")
+    Q, variant = tensors["Q"], config["variant"]
+    if Q.ndim != 2 or 0 in Q.shape:
+        raise _corrupt(where, f"has Q of shape {Q.shape}; a projection's Q is a non-empty rank × dimension matrix")
+    for name in ("scale", "bias"):
+        if tensors[name].shape != (1,):
+            raise _corrupt(where, f"has {name} of shape {tensors[name].shape}; it must hold exactly one number")
+    if variant == "qk" and "K" not in tensors:
+        raise _corrupt(where, "has no K, which a qk projection needs")
+    if "K" in tensors and (variant != "qk" or tensors["K"].shape != Q.shape):
+        raise _corrupt(where, f"has K of shape {tensors['K'].shape} beside Q of shape {Q.shape} in a {variant!r} "
+                       "projection; a qk projection's K has Q's shape, and other variants have no K")
+    if variant == "query_adapter" and Q.shape[0] != Q.shape[1]:
+        raise _corrupt(where, f"has Q of shape {Q.shape}; a query adapter's Q is square")
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise _corrupt(where, f"has NaN or infinite values in {name}")
+    expected = {"dimension": int(Q.shape[1]), "rank": int(Q.shape[0]), "scale": float(tensors["scale"][0]),
+                "bias": float(tensors["bias"][0])}
+    for key, value in expected.items():
+        said = config.get(key)
+        if said is not None and (isinstance(said, bool) or not isinstance(said, (int, float)) or
+                                 not math.isclose(float(said), value, rel_tol=1e-6, abs_tol=1e-12)):
+            raise _corrupt(folder, f"config.json says {key} {said!r}, but {WEIGHTS_FILE} has {value!r}")
+    check_scale_bias(expected["scale"], expected["bias"], str(folder))
+
+
+def read_projection(folder: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(config, tensors) of a saved projection folder, checked: a known format and variant, well-formed finite
+    weights, and a config that describes those weights. Every reader of a projection folder goes through here;
+    anything else is one clear error naming the file."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise fail(str(folder), f"is not a saved projection (needs {CONFIG_FILE} and {WEIGHTS_FILE})",
+                   "give the folder that projection.save() or `qkrag train` wrote")
+    config = _read_config(folder)
+    tensors = _read_tensors(folder)
+    _check_agreement(folder, config, tensors)
+    return config, tensors
 
 
 @dataclass(frozen=True)
@@ -63,22 +174,8 @@ class LightProjection:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> LightProjection:
-        from safetensors.numpy import load as st_load
-
-        folder = Path(folder)
-        try:
-            config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-            tensors = st_load((folder / WEIGHTS_FILE).read_bytes())
-        except (OSError, ValueError) as err:
-            raise fail(str(folder), f"is not a readable saved projection ({err})",
-                       "give the folder that projection.save() or `qkrag train` wrote") from None
-        except Exception as err:  # safetensors' own error on a truncated or foreign file
-            raise fail(str(folder / WEIGHTS_FILE), f"is not a readable safetensors file ({err})",
-                       "the folder is corrupt: train or save the projection again") from None
-        if "Q" not in tensors or "scale" not in tensors or "bias" not in tensors:
-            raise fail(str(folder / WEIGHTS_FILE), f"holds {sorted(tensors)}, not a qkrag projection's Q, scale "
-                       "and bias", "give the folder that projection.save() or `qkrag train` wrote")
-        variant = str(config.get("variant", ""))
+        config, tensors = read_projection(folder)
+        variant = str(config["variant"])
         Q = np.ascontiguousarray(tensors["Q"], dtype=np.float32)
         K = tensors.get("K")
         if K is None and variant != "query_adapter":
@@ -115,8 +212,8 @@ class LightProjection:
         return self.scale * (q @ k.T) + self.bias
 
     def predict_proba_matrix(self, query_vectors: np.ndarray, document_vectors: np.ndarray) -> np.ndarray:
-        return _sigmoid(self.score_matrix(query_vectors, document_vectors))
+        return sigmoid(self.score_matrix(query_vectors, document_vectors))
 
     def probability(self, dot: np.ndarray | float) -> np.ndarray:
         """σ(s·(q·k) + b) from raw projected dot products (an `ip` index over K·v returns those)."""
-        return _sigmoid(self.scale * np.asarray(dot, dtype=np.float64) + self.bias)
+        return sigmoid(self.scale * np.asarray(dot, dtype=np.float64) + self.bias)

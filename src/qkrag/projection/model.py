@@ -1,6 +1,9 @@
-"""The projection: a small learned map that turns frozen embeddings into a calibrated relevance score.
+"""The projection: a small learned map that turns frozen embeddings into a probability of relevance.
 
     q = Q·v(query),   k = K·v(document),   P(relevant) = σ(s·q·k + b)
+
+σ is called calibrated only when (s, b) were fitted on enough held-out queries (`calibration_`, see
+`qkrag.projection.calibrate`); otherwise it is a ranking score on a probability's scale, and says so.
 
 The encoder stays frozen, so a projection trains in seconds on CPU, and re-indexing is one matrix product over the
 document vectors already stored (K·V), never a re-embedding. Three estimators, scikit-learn style (hyperparameters in
@@ -18,7 +21,6 @@ loop and the losses live in `qkrag.projection.train`.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -28,21 +30,17 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.errors import IndexMismatchError, fail
+from qkrag.projection.calibrate import uncalibrated
 from qkrag.projection.data import Pairs, check_vectors
+from qkrag.projection.light import (CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, check_scale_bias, encode_weights,
+                                    read_projection, sigmoid)
 
 if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
     from qkrag.projection.train import TrainConfig
 
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-
-
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit  # stable for large |x|, full relative precision for tiny probabilities
-
-    return expit(np.asarray(x, dtype=np.float64)).astype(np.float32)
+    return sigmoid(x).astype(np.float32)
 
 
 class Projection:
@@ -69,6 +67,7 @@ class Projection:
         model.encoder_fingerprint_ = encoder
         model.selected_ = "identity"
         model.history_, model.validation_, model.training_hash_ = [], {}, ""
+        model.calibration_ = uncalibrated("an identity map with a given scale and bias, fitted on no queries")
         return model
 
     # ---- fitting
@@ -93,12 +92,19 @@ class Projection:
         self.history_, self.selected_, self.validation_ = fitted.history, fitted.selected, fitted.validation
         self.encoder_fingerprint_, self.training_hash_ = fitted.encoder, fitted.training_hash
         self.training_positive_ids_ = fitted.training_positive_ids
+        self.calibration_ = fitted.calibration
         self.n_features_in_ = fitted.Q.shape[1]
         return self
 
     def check_fitted(self) -> None:
         if not hasattr(self, "Q_"):
             raise fail(type(self).__name__, "is not fitted yet", "call fit(pairs) or load(dir) first")
+
+    @property
+    def calibrated_(self) -> bool:
+        """Whether σ(s·q·k + b) was fitted on enough held-out queries to be read as a probability (see
+        `calibration_`, which says on how many, against what, and the held-out ECE)."""
+        return bool(getattr(self, "calibration_", {}).get("calibrated", False))
 
     @property
     def dimension_(self) -> int:
@@ -125,6 +131,19 @@ class Projection:
         # float32 like the weights: what is saved is exactly what is used, so a save/load round trip is exact
         self.scale_ = float(np.float32(scale))
         self.bias_ = float(np.float32(bias))
+
+    def with_probability(self, scale: float, bias: float, calibration: dict) -> Projection:
+        """A copy with another (s, b) and its calibration record: Q and K, and so every ranking, stay."""
+        import copy
+
+        self.check_fitted()
+        if not scale > 0:
+            raise fail(type(self).__name__, f"scale {scale!r} would invert or flatten the ranking",
+                       "give a positive scale")
+        out = copy.deepcopy(self)
+        out._set_weights(self.Q_, None if self.tied or self.query_only else self._K, scale, bias)
+        out.calibration_ = calibration
+        return out
 
     # ---- scoring
 
@@ -178,19 +197,30 @@ class Projection:
     # ---- persistence
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write `model.safetensors` and `config.json` into `directory` (atomically, file by file)."""
-        from safetensors.numpy import save as st_save
-
-        from qkrag.atomic import atomic_open, write_json
+        """Write `model.safetensors` and `config.json` into `directory`, replacing the whole folder at once (a reader
+        or a killed run sees the old projection or the new one, never weights of one beside the config of another).
+        Refuses non-finite weights and a diverged (s, b), and a folder that holds files other than a projection's."""
+        from qkrag.atomic import atomic_folder, write_json
 
         self.check_fitted()
         directory = Path(directory)
         tensors = {"Q": self.Q_, "scale": np.float32([self.scale_]), "bias": np.float32([self.bias_])}
         if not (self.tied or self.query_only):
             tensors["K"] = self._K
-        with atomic_open(directory / WEIGHTS_FILE, "wb") as handle:
-            handle.write(st_save(tensors, metadata={"format": "qkrag-projection", "variant": self.variant}))
-        config = {
+        for name, array in tensors.items():
+            if not np.isfinite(array).all():
+                raise fail(f"{type(self).__name__}.save", f"{name} holds NaN or infinite values",
+                           "training diverged: train again with a lower learning rate")
+        check_scale_bias(self.scale_, self.bias_, f"{type(self).__name__}.save")
+        _check_replaceable(directory)
+        with atomic_folder(directory) as tmp:
+            (tmp / WEIGHTS_FILE).write_bytes(encode_weights(tensors, {"format": "qkrag-projection",
+                                                                      "variant": self.variant}))
+            write_json(tmp / CONFIG_FILE, self._config_dict())
+        return directory
+
+    def _config_dict(self) -> dict:
+        return {
             "qkrag_version": __version__,
             "format_version": FORMAT_VERSION,
             "variant": self.variant,
@@ -200,6 +230,7 @@ class Projection:
             "requested_rank": self.rank,
             "scale": self.scale_,
             "bias": self.bias_,
+            "calibration": getattr(self, "calibration_", None) or uncalibrated("not recorded"),
             "training_data_hash": getattr(self, "training_hash_", ""),
             "training_positive_ids": getattr(self, "training_positive_ids_", None),
             "selected": getattr(self, "selected_", ""),
@@ -207,43 +238,17 @@ class Projection:
             "train_config": asdict(self.config) if self.config is not None else None,
             "history": getattr(self, "history_", []),
         }
-        write_json(directory / CONFIG_FILE, config)
-        return directory
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], encoder: Encoder | None = None) -> Projection:
         """Load a saved projection. `QKProjection.load` loads any variant (it reads the variant from config.json);
         `SymmetricProjection.load` refuses a saved QK projection. With `encoder`, refuse one that does not match."""
-        from safetensors.numpy import load as st_load
-
-        from qkrag.projection.train import TrainConfig
-
-        directory = Path(directory)
-        if not (directory / CONFIG_FILE).exists() or not (directory / WEIGHTS_FILE).exists():
-            raise fail(str(directory), f"is not a saved projection (needs {CONFIG_FILE} and {WEIGHTS_FILE})",
-                       "give the folder that projection.save() or `qkrag train` wrote")
-        try:
-            config = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        except (ValueError, OSError) as err:  # invalid JSON, not UTF-8, unreadable
-            raise fail(str(directory / CONFIG_FILE), f"is not a readable projection config ({err})",
-                       "the folder is corrupt: train or save the projection again") from None
-        if config.get("format_version") != FORMAT_VERSION:
-            raise fail(str(directory), f"has projection format {config.get('format_version')!r}; this qkrag reads "
-                       f"format {FORMAT_VERSION}", "retrain the projection with this qkrag version")
-        klass = VARIANTS.get(config.get("variant"))
-        if klass is None or not (klass is cls or issubclass(klass, cls) or cls is QKProjection):
-            raise fail(str(directory), f"holds a {config.get('variant')!r} projection, not {cls.variant!r}",
-                       f"load it with {klass.__name__ if klass else 'a matching class'}.load, or QKProjection.load")
-        try:
-            tensors = st_load((directory / WEIGHTS_FILE).read_bytes())
-        except Exception as err:  # safetensors raises its own SafetensorError on a truncated or foreign file
-            raise fail(str(directory / WEIGHTS_FILE), f"is not a readable safetensors file ({err})",
-                       "the folder is corrupt (a copy cut short?): train or save the projection again") from None
-        if "Q" not in tensors or "scale" not in tensors or "bias" not in tensors:
-            raise fail(str(directory / WEIGHTS_FILE), f"holds {sorted(tensors)}, not a qkrag projection's Q, scale and "
-                       "bias", "point --projection at a folder `qkrag train` wrote")
-        train_config = config.get("train_config")
-        model = klass(config.get("requested_rank"), TrainConfig(**train_config) if train_config else None)
+        config, tensors = read_projection(directory)
+        klass = VARIANTS[config["variant"]]
+        if not (klass is cls or issubclass(klass, cls) or cls is QKProjection):
+            raise fail(str(directory), f"holds a {config['variant']!r} projection, not {cls.variant!r}",
+                       f"load it with {klass.__name__}.load, or QKProjection.load")
+        model = klass(config.get("requested_rank"), _train_config(directory, config.get("train_config")))
         model._set_weights(tensors["Q"], tensors.get("K"), float(tensors["scale"][0]), float(tensors["bias"][0]))
         model.encoder_fingerprint_ = config.get("encoder", "")
         model.training_hash_ = config.get("training_data_hash", "")
@@ -251,12 +256,40 @@ class Projection:
         model.selected_ = config.get("selected", "")
         model.validation_ = config.get("validation", {})
         model.history_ = config.get("history", [])
-        if model.dimension_ != config.get("dimension"):
-            raise fail(str(directory), f"config says dimension {config.get('dimension')}, weights have "
-                       f"{model.dimension_}", "the folder is corrupt or mixed; save the projection again")
+        calibration = config.get("calibration")
+        model.calibration_ = calibration if isinstance(calibration, dict) else uncalibrated("not recorded")
         if encoder is not None:
             model.check_encoder(encoder.fingerprint, encoder.dimension, str(directory))
         return model
+
+
+def _train_config(directory: str | os.PathLike[str], recorded: object) -> TrainConfig | None:
+    """The recorded TrainConfig, or one clear error for a config.json whose train_config this qkrag cannot read."""
+    import dataclasses
+
+    from qkrag.projection.train import TrainConfig
+
+    if recorded is None:
+        return None
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if not isinstance(recorded, dict) or set(recorded) - known:
+        unknown = sorted(set(recorded) - known) if isinstance(recorded, dict) else type(recorded).__name__
+        raise fail(f"{Path(directory) / CONFIG_FILE}", f"has a train_config this qkrag cannot read ({unknown})",
+                   "the projection comes from another qkrag version or was edited: retrain it with this version")
+    return TrainConfig(**recorded)
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Saving replaces the whole folder: refuse one that holds anything besides a projection's two files."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise fail(str(directory), "is a file, not a folder", "save the projection into a folder path")
+    other = sorted(p.name for p in directory.iterdir() if p.name not in (WEIGHTS_FILE, CONFIG_FILE)
+                   and not p.name.startswith("."))
+    if other:
+        raise fail(str(directory), f"holds other files than a projection ({', '.join(other[:3])}); saving replaces "
+                   "the whole folder", "save the projection into an empty or new folder")
 
 
 class QKProjection(Projection):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from qkrag.errors import fail
+from qkrag.projection.calibrate import calibration_hits, fit_calibration
 
 if TYPE_CHECKING:
     from qkrag.projection.data import Pairs
@@ -32,8 +33,29 @@ def kfold(pairs: Pairs, folds: int = 3, seed: int = 0) -> list[tuple[Pairs, Pair
     return out
 
 
+def _cross_validate_one(splits: list[tuple[Pairs, Pairs]], config: TrainConfig, variant: str, rank: int | None
+                        ) -> tuple[dict[str, float], list[tuple[Projection, Pairs]]]:
+    """One config over the folds: the summary `cross_validate` reports, and each fold's (model, validation)."""
+    import dataclasses
+
+    from qkrag.projection.model import train_projection
+
+    scores, starts, epochs, runs = [], [], [], []
+    for train, validation in splits:
+        model = train_projection(train, dataclasses.replace(config, selection_alpha=1.0), variant=variant,
+                                 rank=rank, validation=validation)
+        key = f"ndcg@{config.eval_k}"
+        scores.append(model.validation_[key])
+        starts.append(model.validation_[f"init_{key}"])
+        epochs.append(model.validation_["best_epoch"])
+        runs.append((model, validation))
+    stats = {"ndcg": float(np.mean(scores)), "init_ndcg": float(np.mean(starts)),
+             "gain": float(np.mean(scores) - np.mean(starts)), "best_epoch": int(np.median(epochs))}
+    return stats, runs
+
+
 def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant: str = "qk", folds: int = 3,
-                   seed: int = 0) -> dict[str, dict[str, float]]:
+                   seed: int = 0, rank: int | None = None) -> dict[str, dict[str, float]]:
     """Train each named config on every fold and report validation nDCG: `{name: {"ndcg": mean over folds of the
     selected model, "init_ndcg": the same for the untrained start, "gain": their difference, "best_epoch": the
     median selected epoch (0 = the untrained start won)}}`. Pick the config with the best mean, then train it on all
@@ -41,26 +63,20 @@ def cross_validate(pairs: Pairs, configs: Mapping[str, TrainConfig], *, variant:
 
     Each fold keeps its best trained epoch whatever its p-value (`selection_alpha=1`): a fold has too few queries to
     test a gain on its own, and whether training helps is what the mean over the folds answers."""
-    import dataclasses
-
-    from qkrag.projection.model import train_projection
-
     if not configs:
         raise fail("cross_validate", "no configs given", "pass {name: TrainConfig}")
     splits = kfold(pairs, folds, seed)
-    out: dict[str, dict[str, float]] = {}
-    for name, config in configs.items():
-        scores, starts, epochs = [], [], []
-        for train, validation in splits:
-            model = train_projection(train, dataclasses.replace(config, selection_alpha=1.0), variant=variant,
-                                     validation=validation)
-            key = f"ndcg@{config.eval_k}"
-            scores.append(model.validation_[key])
-            starts.append(model.validation_[f"init_{key}"])
-            epochs.append(model.validation_["best_epoch"])
-        out[name] = {"ndcg": float(np.mean(scores)), "init_ndcg": float(np.mean(starts)),
-                     "gain": float(np.mean(scores) - np.mean(starts)), "best_epoch": int(np.median(epochs))}
-    return out
+    return {name: _cross_validate_one(splits, config, variant, rank)[0] for name, config in configs.items()}
+
+
+def _out_of_fold_hits(runs: list[tuple[Projection, Pairs]], depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each fold model's calibration hits on its own held-out queries: scores no model saw in training."""
+    parts, offset = [], 0
+    for model, validation in runs:
+        dots, labels, groups = calibration_hits(model.Q_, None if model.query_only else model.K_, validation, depth)
+        parts.append((dots, labels, groups + offset))
+        offset += validation.n_queries
+    return tuple(np.concatenate(column) for column in zip(*parts))  # type: ignore[return-value]
 
 
 def train_with_cv(pairs: Pairs, config: TrainConfig, *, variant: str = "qk", rank: int | None = None,
@@ -68,24 +84,45 @@ def train_with_cv(pairs: Pairs, config: TrainConfig, *, variant: str = "qk", ran
     """Decide by `folds`-fold cross-validation whether training beats the start, then act on it: when the mean
     validation gain over the folds is positive and the folds' median best epoch is past the start, train on every
     pair for that many epochs; else keep the start (identity, or PCA for a low rank). Every query votes, where one
-    validation split of a small collection holds a handful. `selected_` says which, and why, in words."""
+    validation split of a small collection holds a handful. `selected_` says which, and why, in words.
+
+    (s, b) are fitted on scores of queries the scoring map never trained on: the folds' out-of-fold scores when
+    trained, every query's score under the untrained start when it is kept. `validation_` holds only held-out
+    figures (the cross-validated ones), `calibration_` whether σ is calibrated and its held-out ECE."""
     import dataclasses
 
     from qkrag.projection.model import train_projection
 
-    cv = cross_validate(pairs, {"given": config}, variant=variant, folds=folds, seed=seed)["given"]
+    if not 2 <= folds <= pairs.n_queries:
+        raise fail("cross-validation folds", f"{folds!r} folds for {pairs.n_queries} queries",
+                   "use between 2 and the number of queries")
+    cv, runs = _cross_validate_one(kfold(pairs, folds, seed), config, variant, rank)
     summary = (f"{folds}-fold CV over {pairs.n_queries} queries: nDCG@{config.eval_k} {cv['init_ndcg']:.3f} at the "
                f"start, {cv['ndcg']:.3f} trained ({cv['gain']:+.3f}), median best epoch {cv['best_epoch']}")
-    if cv["gain"] > 0 and cv["best_epoch"] > 0:
-        final = dataclasses.replace(config, epochs=cv["best_epoch"], select=False)
-        # every pair trains; (s, b) are then Platt-fitted on the training pairs, the one place left to fit them
+    trained = cv["gain"] > 0 and cv["best_epoch"] > 0
+    no_calibration = dataclasses.replace(config, calibrate=False)
+    if trained:
+        final = dataclasses.replace(no_calibration, epochs=cv["best_epoch"], select=False)
         model = train_projection(pairs, final, variant=variant, rank=rank, validation=pairs)
         model.selected_ = f"trained for {cv['best_epoch']} epochs on all pairs ({summary})"
+        hits, method = _out_of_fold_hits(runs, config.calibration_depth), f"{folds}-fold CV, out-of-fold scores"
     else:
-        # one epoch that selection can never keep (p > 1e-12 always): the start, with (s, b) calibrated as usual
-        model = train_projection(pairs, dataclasses.replace(config, epochs=1, selection_alpha=1e-12), variant=variant,
-                                 rank=rank)
+        # one epoch that selection can never keep (p > 1e-12 always): the start
+        model = train_projection(pairs, dataclasses.replace(no_calibration, epochs=1, selection_alpha=1e-12),
+                                 variant=variant, rank=rank)
         model.selected_ = f"start kept: training did not gain under cross-validation ({summary})"
-    model.validation_ = {**{k: v for k, v in model.validation_.items() if k != "warning"}, "cv": cv, "cv_folds": folds,
-                         "note": "the figures above are on the training pairs when trained; cv holds the held-out ones"}
+        hits = calibration_hits(model.Q_, None if model.query_only else model.K_, pairs, config.calibration_depth)
+        method = "the untrained start: every query held out"
+    calibration = {"calibrated": False}
+    if config.calibrate:
+        s, b, calibration = fit_calibration(*hits, (model.scale_, model.bias_), against=pairs.origin, method=method,
+                                            seed=seed)
+        model = model.with_probability(s, b, calibration)
+    key = f"ndcg@{config.eval_k}"
+    model.validation_ = {"figures": f"held out by {folds}-fold cross-validation over {pairs.n_queries} queries",
+                         key: round(cv["ndcg"] if trained else cv["init_ndcg"], 5),
+                         f"init_{key}": round(cv["init_ndcg"], 5), "n_queries": pairs.n_queries,
+                         "best_epoch": cv["best_epoch"] if trained else 0, "cv": cv, "cv_folds": folds,
+                         "calibrated": bool(calibration["calibrated"]),
+                         "train_seconds": model.validation_.get("train_seconds")}
     return model

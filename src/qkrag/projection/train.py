@@ -13,7 +13,9 @@ the figures are in benchmarks/results/projection_bench.md):
 - early stopping on validation nDCG@10 (every query ranked against all documents, as at serving time), and model
   selection that always includes the initialisation: on validation the result is never worse than where it started,
   and a trained map must beat it by more than luck (a one-sided paired sign-flip test, p <= selection_alpha);
-- Platt scaling of (s, b) on validation pairs afterwards, so probabilities are calibrated on data training never saw.
+- Platt scaling of (s, b) on validation hits afterwards (`qkrag.projection.calibrate`): fitted on queries training
+  never saw, and reported as calibrated only on enough of them, with its held-out ECE;
+- numerical guards: a non-finite loss stops training with a clear error, and a kept start keeps the start's (s, b).
 
 Deterministic under `TrainConfig.seed`: numpy and torch generators are seeded, and batch order derives from them.
 """
@@ -31,12 +33,19 @@ from qkrag.cache import quiet
 from qkrag.errors import fail
 from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.evaluate.stats import sign_flip_p_value
+from qkrag.projection.calibrate import calibration_hits, fit_calibration, uncalibrated
+from qkrag.projection.light import check_scale_bias
 from qkrag.ranking import exact_search
 
 if TYPE_CHECKING:
     import torch
 
     from qkrag.projection.data import Pairs
+
+
+#: Adam moves each parameter by about the learning rate per step; the maps' entries are of order 1, so a larger rate
+#: can only diverge (and above ~1e37 torch overflows float32 inside the step itself).
+MAX_LEARNING_RATE = 1.0
 
 
 @dataclass
@@ -55,7 +64,8 @@ class TrainConfig:
     bce_weight: float = 0.1  # weight of the logistic term next to the softmax
     temperature: float = 0.05  # initial softmax temperature (learned)
     validation_fraction: float = 0.1  # of queries, when no validation set is given
-    holdout: str = "query"  # how that split is drawn: "query", or "document" (validation documents never positives)
+    holdout: str = "auto"  # how that split is drawn: "query", "document" (validation documents never positives), or
+    # "auto": document for judged queries (a random query split would reward a prior over documents), else query
     loss: str = "infonce"  # "infonce" (binary labels), "distill" (match the pairs' teacher), or "both"
     distill_weight: float = 1.0  # weight of the distillation term when loss="both"
     teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
@@ -77,6 +87,10 @@ class TrainConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise fail(f"TrainConfig.{name}", f"{value!r} must be positive", f"set {name} > 0")
+        if not self.learning_rate <= MAX_LEARNING_RATE:  # NaN fails here too
+            raise fail("TrainConfig.learning_rate", f"{self.learning_rate!r} is above {MAX_LEARNING_RATE:g}: each Adam "
+                       "step would move every weight by about that much, far past any useful map",
+                       "use a learning rate of at most 1, e.g. the default 3e-4")
         non_negative = {"init_weight": self.init_weight, "hard_negatives": self.hard_negatives,
                         "hard_negative_pool": self.hard_negative_pool, "random_negatives": self.random_negatives,
                         "bce_weight": self.bce_weight, "patience": self.patience, "threads": self.threads or 0}
@@ -85,8 +99,8 @@ class TrainConfig:
                 raise fail(f"TrainConfig.{name}", f"{value!r} is negative", f"set {name} >= 0")
         if self.loss not in ("infonce", "distill", "both"):
             raise fail("TrainConfig.loss", f"{self.loss!r} is not a loss", 'use "infonce", "distill" or "both"')
-        if self.holdout not in ("query", "document"):
-            raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "query" or "document"')
+        if self.holdout not in ("auto", "query", "document"):
+            raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "auto", "query" or "document"')
         if self.teacher_temperature <= 0:
             raise fail("TrainConfig.teacher_temperature", f"{self.teacher_temperature!r}", "set it > 0")
         if not 0 < self.selection_alpha <= 1:
@@ -201,39 +215,11 @@ def _ranking_ndcg(Q: np.ndarray, K: np.ndarray | None, queries: np.ndarray, docu
     return binary_ndcg(top, relevant, k)
 
 
-def platt_scale(dots: np.ndarray, labels: np.ndarray, scale: float, bias: float) -> tuple[float, float]:
-    """Fit (s, b) of σ(s·x + b) to labels by maximum likelihood (Platt scaling), starting from the current values."""
-    import torch
-
-    x = torch.from_numpy(np.asarray(dots, dtype=np.float64))
-    y = torch.from_numpy(np.asarray(labels, dtype=np.float64))
-    params = torch.tensor([scale, bias], dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([params], lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    s, b = params.detach().tolist()
-    return float(s), float(b)
-
-
 def hits_for_calibration(Q: np.ndarray, K: np.ndarray | None, pairs: Pairs, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(projected dot products, labels) for each query's top-`depth` documents plus its positives: the pairs a user
-    sees as hits, where a probability has to mean something."""
-    queries, relevant = pairs.unique_queries()
-    keys = pairs.documents if K is None else pairs.documents @ K.T
-    q = queries @ Q.T
-    _, top = exact_search(q, keys, depth, space="ip")
-    dots, labels = [], []
-    for i, (row, rel) in enumerate(zip(top, relevant)):
-        docs = sorted(set(map(int, row)) | rel)
-        dots.extend((keys[docs] @ q[i]).tolist())
-        labels.extend(1.0 if d in rel else 0.0 for d in docs)
-    return np.asarray(dots, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    """(projected dot products, labels) for each query's top-`depth` documents plus its positives (see
+    `qkrag.projection.calibrate.calibration_hits`, which also says which query each hit belongs to)."""
+    dots, labels, _ = calibration_hits(Q, K, pairs, depth)
+    return dots, labels
 
 
 # ----------------------------------------------------------------------------------------------------------- fitting
@@ -275,6 +261,7 @@ class Fitted:
     encoder: str
     training_hash: str
     training_positive_ids: list[str] | None
+    calibration: dict[str, Any]
 
 
 def fit_maps(pairs: Pairs, validation: Pairs | None, config: TrainConfig, shape: MapShape = MapShape()) -> Fitted:
@@ -297,16 +284,21 @@ def fit_maps(pairs: Pairs, validation: Pairs | None, config: TrainConfig, shape:
     if config.select:
         best, selected, p_gain = _select(init, best, config, "identity" if trainer.r == trainer.d else f"pca-{trainer.r}")
     else:
-        selected, p_gain = f"trained (epoch {best['epoch']}, the last: no selection)", 1.0
+        selected, p_gain = f"trained (epoch {best['epoch']}, the last: no selection)", None
     Q, K = best["state"]
-    s, b, calibrated = _calibrate(Q, K, validation, trainer.scale_and_bias(), config)
+    # the start's (s, b) go with the start's maps: a kept start never carries (s, b) from a run it did not keep
+    start = trainer.initial_scale_and_bias() if best["epoch"] == 0 else trainer.scale_and_bias()
+    s, b, calibration = _calibrate(Q, K, validation, start, config)
+    check_scale_bias(s, b, f"training {shape.name} on {pairs.source}")
     summary = _too_few(len(best["scores"]), config)
     summary.update({f"ndcg@{config.eval_k}": round(best["ndcg"], 5), f"init_ndcg@{config.eval_k}": history[0]["val_ndcg"],
-               "n_queries": len(best["scores"]), "n_pairs": len(validation), "best_epoch": best["epoch"],
-               "gain_p_value": round(p_gain, 5), "calibrated": calibrated,
-               "train_seconds": history[-1]["seconds"]})
+                    "n_queries": len(best["scores"]), "n_pairs": len(validation), "best_epoch": best["epoch"],
+                    "figures": "held-out validation queries"})
+    if p_gain is not None:  # only where selection tested the gain: a p-value beside an untested choice misleads
+        summary["gain_p_value"] = round(p_gain, 5)
+    summary.update({"calibrated": calibration["calibrated"], "train_seconds": history[-1]["seconds"]})
     return Fitted(Q, K, s, b, history, selected, summary, pairs.encoder, data_hash,
-                  sorted(seen) if pairs.doc_ids is not None else None)
+                  sorted(seen) if pairs.doc_ids is not None else None, calibration)
 
 
 #: Below this many validation queries, one split cannot tell a real gain from luck (the sign-flip test rarely reaches
@@ -323,9 +315,16 @@ def _too_few(n_queries: int, config: TrainConfig) -> dict[str, str]:
     return {"warning": message}
 
 
+def holdout_for(pairs: Pairs, holdout: str) -> str:
+    """The validation split `holdout` means for these pairs: "auto" holds judged queries out by document."""
+    if holdout != "auto":
+        return holdout
+    return "document" if pairs.origin == "judged queries" else "query"
+
+
 def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> tuple[Pairs, Pairs]:
     if validation is None:
-        pairs, validation = pairs.split(config.validation_fraction, config.seed, by=config.holdout)
+        pairs, validation = pairs.split(config.validation_fraction, config.seed, by=holdout_for(pairs, config.holdout))
     if config.loss != "infonce" and pairs.teacher_rows is None:
         raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
                    "attach a teacher (qkrag.projection.teacher.hybrid_teacher) or use loss='infonce'")
@@ -381,6 +380,10 @@ class _Trainer:
     def scale_and_bias(self) -> tuple[float, float]:
         return float(self.scale.detach()), float(self.bias.detach())
 
+    def initial_scale_and_bias(self) -> tuple[float, float]:
+        """The (s, b) training starts from: σ = 0.5 at q·k = 0.5, with the initial temperature's slope."""
+        return 1.0 / self.config.temperature, -0.5 / self.config.temperature
+
     def candidates(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The batch's softmax columns (its positives, h hard negatives per pair, shared random documents) and the
         mask of columns that are known positives of a row's query (True = drop; a row's own positive stays)."""
@@ -434,10 +437,15 @@ class _Trainer:
         losses = []
         for batch in make_batches(self.pos_canon, self.config.batch_size, self.rng):
             loss = self.batch_loss(batch)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise fail(f"training {self.shape.name} on {self.pairs.source}", f"the loss became {value} "
+                           f"(learning rate {self.config.learning_rate:g})",
+                           "training diverged: lower the learning rate (--lr), e.g. to the default 3e-4")
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            losses.append(float(loss.detach()))
+            losses.append(value)
             bar.update(1)
         return float(np.mean(losses))
 
@@ -485,15 +493,11 @@ def _select(init: dict, best: dict, config: TrainConfig, init_name: str) -> tupl
 
 
 def _calibrate(Q: np.ndarray, K: np.ndarray | None, validation: Pairs, start: tuple[float, float],
-               config: TrainConfig) -> tuple[float, float, bool]:
-    """Platt-fit (s, b) on validation hits. A non-positive scale says the validation labels do not rise with the
-    score (a model that fits the task badly); it would invert the ranking, so the trained (s, b) stay."""
-    s, b = start
-    calibrated = False
-    if config.calibrate:
-        dots, labels = hits_for_calibration(Q, K, validation, config.calibration_depth)
-        if 0 < labels.sum() < len(labels):
-            s_fit, b_fit = platt_scale(dots, labels, s, b)
-            if s_fit > 0:
-                s, b, calibrated = s_fit, b_fit, True
-    return max(s, 1e-6), b, calibrated  # the ranking is by q·k, so s must stay positive
+               config: TrainConfig) -> tuple[float, float, dict[str, Any]]:
+    """Platt-fit (s, b) on the validation queries' hits (see `fit_calibration`: calibrated only on enough held-out
+    queries). A non-positive fitted scale would invert the ranking, so the trained (s, b) stay then."""
+    if not config.calibrate:
+        return (*start, uncalibrated("calibration was switched off (TrainConfig.calibrate=False)"))
+    dots, labels, groups = calibration_hits(Q, K, validation, config.calibration_depth)
+    return fit_calibration(dots, labels, groups, start, against=validation.origin,
+                           method="validation split", seed=config.seed)

@@ -60,6 +60,7 @@ class Source:
     projection_path: str = ""
     error: str = ""
     projection_error: str = ""
+    probability_note: str = ""  # whether the projection's σ is calibrated, on what, with which held-out ECE
     questions: dict[str, bool] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)
@@ -79,7 +80,7 @@ class Source:
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "error": self.error, "projection": self.projection_path,
-                               "projection_error": self.projection_error}
+                               "projection_error": self.projection_error, "probability": self.probability_note}
         if self.corpus is not None:
             out.update(documents=len(self.corpus), fusion=self.hybrid_label, fusion_note=self.fusion_note,
                        question_form_documents=sum(self.questions.values()))
@@ -97,13 +98,16 @@ class Source:
 
 
 def _load_projection(source: Source, encoder: Encoder, projection: str | Path | None) -> None:
+    from qkrag.projection.calibrate import describe as describe_calibration
     from qkrag.projection.model import QKProjection
+
     if projection is None:
         return
     source.projection_path = str(projection)
     try:
         model = QKProjection.load(projection, encoder)
         source.projected = make_retriever(encoder, source.raw, projection=model)
+        source.probability_note = describe_calibration(model.calibration_)
     except QkragError as err:  # another encoder's projection, a corrupt folder: the other columns still work
         source.projection_error = str(err)
 

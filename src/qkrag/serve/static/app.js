@@ -90,7 +90,8 @@ function showSourceState() {
   notice.hidden = problems.length === 0;
   $("#query-info").textContent = source && !source.error
     ? `${source.documents} documents (${source.question_form_documents} question-form), hybrid ` +
-      `${source.fusion} (${source.fusion_note})` + (source.projection ? `, projection ${source.projection}` : "")
+      `${source.fusion} (${source.fusion_note})` + (source.projection ? `, projection ${source.projection}` : "") +
+      (source.probability ? `; σ ${source.probability}` : "")
     : "";
 }
 
