@@ -114,3 +114,24 @@ def test_judged_queries_are_held_out_by_document_by_default():
     assert TrainConfig().holdout == "auto"
     assert holdout_for(judged, "auto") == "document" and holdout_for(judged, "query") == "query"
     assert holdout_for(Pairs(docs, np.arange(4), docs, origin="synthetic pairs"), "auto") == "query"
+
+
+def test_a_residual_rank_moves_the_maps_by_a_low_rank_change_from_the_start():
+    """With residual_rank=k training changes Q and K by A·Bᵀ of rank <= k from their start; the saved maps are the
+    whole matrices, so every loader and export route reads them as any other QK projection."""
+    from qkrag.projection.train import fit_maps
+
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(60, 16)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs[:40] + 0.5 * rng.normal(size=(40, 16)).astype(np.float32)
+    pairs = Pairs(queries, np.arange(40), docs)
+    config = TrainConfig(epochs=5, learning_rate=1e-2, residual_rank=2, select=False, calibrate=False,
+                         progress=False, random_negatives=20)
+    fitted = fit_maps(pairs, None, config)
+    start = initial_maps(docs, 16)
+    for moved in (fitted.Q - start, fitted.K - start):
+        assert np.abs(moved).max() > 1e-3  # it trained
+        assert np.linalg.matrix_rank(moved, tol=1e-4) <= 2
+    with pytest.raises(InputError, match="residual_rank"):
+        TrainConfig(residual_rank=0).check()

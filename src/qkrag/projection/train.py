@@ -66,6 +66,8 @@ class TrainConfig:
     validation_fraction: float = 0.1  # of queries, when no validation set is given
     holdout: str = "auto"  # how that split is drawn: "query", "document" (validation documents never positives), or
     # "auto": document for judged queries (a random query split would reward a prior over documents), else query
+    residual_rank: int | None = None  # train Q = Q₀ + A·Bᵀ (and K likewise) with A, B of this many columns instead
+    # of every entry: a low-rank change from the start, which few pairs can pin down; None trains Q and K whole
     loss: str = "infonce"  # "infonce" (binary labels), "distill" (match the pairs' teacher), or "both"
     distill_weight: float = 1.0  # weight of the distillation term when loss="both"
     teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
@@ -91,6 +93,9 @@ class TrainConfig:
             raise fail("TrainConfig.learning_rate", f"{self.learning_rate!r} is above {MAX_LEARNING_RATE:g}: each Adam "
                        "step would move every weight by about that much, far past any useful map",
                        "use a learning rate of at most 1, e.g. the default 3e-4")
+        if self.residual_rank is not None and self.residual_rank < 1:
+            raise fail("TrainConfig.residual_rank", f"{self.residual_rank!r} is below 1",
+                       "use a positive rank, e.g. 8, or None to train Q and K whole")
         non_negative = {"init_weight": self.init_weight, "hard_negatives": self.hard_negatives,
                         "hard_negative_pool": self.hard_negative_pool, "random_negatives": self.random_negatives,
                         "bce_weight": self.bce_weight, "patience": self.patience, "threads": self.threads or 0}
@@ -338,6 +343,33 @@ def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) 
     return pairs, validation
 
 
+class _MapParameters:
+    """The trainable part of one map: the whole matrix, or, with a residual rank, Q₀ + A·Bᵀ where A starts at zero
+    (so training starts exactly at Q₀) and B at small random values (so A gets a gradient from the first step)."""
+
+    def __init__(self, init: np.ndarray, residual_rank: int | None, seed: int):
+        import torch
+
+        self.init = torch.from_numpy(init.copy())
+        if residual_rank is None:
+            self.whole = torch.nn.Parameter(torch.from_numpy(init.copy()))
+            self.parameters: tuple = (self.whole,)
+            return
+        self.whole = None
+        k = min(residual_rank, *init.shape)
+        generator = torch.Generator().manual_seed(seed)
+        self.A = torch.nn.Parameter(torch.zeros(init.shape[0], k))
+        self.B = torch.nn.Parameter(torch.randn(init.shape[1], k, generator=generator) / math.sqrt(init.shape[1]))
+        self.parameters = (self.A, self.B)
+
+    def matrix(self):
+        return self.whole if self.whole is not None else self.init + self.A @ self.B.T
+
+    def distance(self):
+        """‖map − Q₀‖², the pull toward the start."""
+        return ((self.matrix() - self.init) ** 2).sum()
+
+
 class _Trainer:
     """One training run's state: the parameters, the optimiser, the mined negatives and the positive masks."""
 
@@ -352,13 +384,14 @@ class _Trainer:
         self.canon = canonical_rows(pairs.documents)
         # Parameters: Q (and K unless tied or fixed), a softmax temperature, and the probability's scale and bias.
         init = initial_maps(pairs.documents, self.r)
-        self.init = torch.from_numpy(init)
-        self.Q = torch.nn.Parameter(torch.from_numpy(init.copy()))
-        self.K = None if (shape.tied or shape.query_only) else torch.nn.Parameter(torch.from_numpy(init.copy()))
+        separate = not (shape.tied or shape.query_only)
+        self.q_part = _MapParameters(init, config.residual_rank, config.seed)
+        self.k_part = _MapParameters(init, config.residual_rank, config.seed + 1) if separate else None
         self.log_inv_temp = torch.nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)))
         self.scale = torch.nn.Parameter(torch.tensor(1.0 / config.temperature))
         self.bias = torch.nn.Parameter(torch.tensor(-0.5 / config.temperature))  # σ = 0.5 at q·k = 0.5
-        params = [p for p in (self.Q, self.K, self.log_inv_temp, self.scale, self.bias) if p is not None]
+        params = [*self.q_part.parameters, *(self.k_part.parameters if self.k_part else ()), self.log_inv_temp,
+                  self.scale, self.bias]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self.D = torch.from_numpy(pairs.documents)
         self.Vq = torch.from_numpy(pairs.queries)
@@ -371,11 +404,13 @@ class _Trainer:
         self.h = config.hard_negatives if self.pool is not None else 0
 
     def keys_of(self, x):
-        return x if self.shape.query_only else x @ (self.Q if self.K is None else self.K).T
+        return x if self.shape.query_only else x @ (self.q_part if self.k_part is None else self.k_part).matrix().T
 
     def maps(self) -> tuple[np.ndarray, np.ndarray | None]:
-        Q = self.Q.detach().numpy().copy()
-        return Q, None if self.shape.query_only else (Q if self.K is None else self.K.detach().numpy().copy())
+        Q = self.q_part.matrix().detach().numpy().copy()
+        if self.shape.query_only:
+            return Q, None
+        return Q, Q if self.k_part is None else self.k_part.matrix().detach().numpy().copy()
 
     def scale_and_bias(self) -> tuple[float, float]:
         return float(self.scale.detach()), float(self.bias.detach())
@@ -408,7 +443,7 @@ class _Trainer:
 
         config, B, h = self.config, len(batch), self.h
         columns, mask = self.candidates(batch)
-        q = self.Vq[batch] @ self.Q.T
+        q = self.Vq[batch] @ self.q_part.matrix().T
         dots = q @ self.keys_of(self.D[columns]).T
         mask_t = torch.from_numpy(mask)
         loss = info_nce_loss(dots * self.log_inv_temp.exp(), mask_t) if config.loss != "distill" else 0.0
@@ -427,9 +462,7 @@ class _Trainer:
             weight[:, 0] = 1.0
             loss = loss + config.bce_weight * logistic_loss(logits, labels, weight)
         if config.init_weight:
-            reg = ((self.Q - self.init) ** 2).sum()
-            if self.K is not None:
-                reg = reg + ((self.K - self.init) ** 2).sum()
+            reg = self.q_part.distance() + (self.k_part.distance() if self.k_part is not None else 0.0)
             loss = loss + config.init_weight * reg
         return loss
 
