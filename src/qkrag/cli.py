@@ -116,6 +116,10 @@ RayAddress = Annotated[Optional[str], typer.Option(
 Backend = Annotated[str, typer.Option(
     "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
     "vectors, so its own collection).")]
+BadRows = Annotated[str, typer.Option(
+    "--bad-rows", help="A row whose id or text is not text (a number, bytes, a list, a lone surrogate, an empty id): "
+    "error (default: refuse, naming the row), coerce (turn it into text where that is unambiguous) or skip (leave it "
+    "out, counted).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.", metavar="")]
 
@@ -224,6 +228,7 @@ def index(
     hnsw_m: M = DEFAULT_M,
     projection: Projection = None,
     skip_empty: SkipEmpty = False,
+    bad_rows: BadRows = "error",
     rewrite: Rewrite = False,
     max_words: MaxWords = None,
     aspect: Aspect = None,
@@ -257,7 +262,7 @@ def index(
 
     from qkrag.atomic import output_folder
 
-    corpus = open_corpus(data, skip_empty=skip_empty)  # texts stay on disk: memory holds the ids
+    corpus = open_corpus(data, skip_empty=skip_empty, bad_rows=bad_rows)  # texts stay on disk: memory holds ids
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
@@ -270,6 +275,8 @@ def index(
     out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
                            "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
+    if getattr(corpus, "rejected", None):
+        out["bad_rows_skipped"] = len(corpus.rejected)
     if projection:
         from qkrag.projection.model import QKProjection
         from qkrag.retrieval.projected import ProjectedRetriever
