@@ -690,3 +690,18 @@ def test_build_index_from_a_corpus_file_records_the_same_content_hash(tmp_path, 
     other = build_index(CorpusFile(path), fake_encoder,
                         IndexConfig(collection="streamed", path=tmp_path / "db", batch_size=8), progress=False)
     assert other.metadata["qkrag:content_hash"] == recorded and vars(other.last_build)["added"] == 44
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (lambda v: np.zeros_like(v), "all zero"),
+    (lambda v: np.where(np.arange(v.shape[1]) == 0, np.nan, v), "NaN or infinite"),
+    (lambda v: [list(row[:-1]) if i == 1 else list(row) for i, row in enumerate(v)], "different lengths"),
+])
+def test_every_vector_entering_an_index_is_checked(tmp_path, bad, problem):
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    with pytest.raises(QkragError, match=problem):
+        ExactIndex(["a", "b", "c"], bad(vectors))
+    index = ChromaIndex.open(IndexConfig(collection="checked", path=tmp_path / "db"), "enc", 8)
+    with pytest.raises(QkragError, match=problem):
+        index.add_vectors(["a", "b", "c"], bad(vectors))
+    assert index.count() == 0

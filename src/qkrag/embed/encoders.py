@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, quiet,
-                         server_identity, unpack_vector)
+from qkrag.cache import (DiskCache, check_embeddings, content_hash, default_cache_dir, default_timeout, pack_vector,
+                         quiet, server_identity, unpack_vector)
 from qkrag.errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
@@ -244,7 +244,9 @@ class OpenAIEncoder(Encoder):
         except Exception as err:  # openai raises many types; the user needs where and why, not which class
             raise self._error(err) from None  # `from None`: the original's text may carry the echoed key
         data = sorted(response.data, key=lambda d: d.index)
-        vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
+        where = f"embeddings API at {self.base_url or 'api.openai.com'} (model {self.model_name!r})"
+        vectors = check_embeddings(where, [d.embedding for d in data], len(texts), self._dimension,
+                                   fix="check the embeddings server: it answered vectors that cannot be indexed")
         self._dimension = vectors.shape[1]
         return vectors
 
@@ -333,9 +335,8 @@ def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, t
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]
-            vectors = encoder.embed_batch([texts[i] for i in batch], side)
-            if vectors.shape[0] != len(batch):
-                raise QkragError(f"{encoder!r} returned {vectors.shape[0]} vectors for {len(batch)} texts")
+            vectors = check_embeddings(f"{encoder!r}", encoder.embed_batch([texts[i] for i in batch], side),
+                                       len(batch), fix="check the encoder or embeddings server; nothing was cached")
             out.update(zip(batch, vectors))
             if cache is not None:
                 cache.put_many({keys[i]: pack_vector(v) for i, v in zip(batch, vectors)})

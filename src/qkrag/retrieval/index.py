@@ -43,7 +43,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.atomic import file_lock
-from qkrag.cache import default_cache_dir, default_timeout, quiet
+from qkrag.cache import check_embeddings, default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.retrieval.base import Hit, Space, check_space, exact_search
 
@@ -427,12 +427,9 @@ class ChromaIndex:
 
     def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
         """Upsert vectors (and their texts, so hits carry them) in batches. Upserting an id again replaces it."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(ids), self.dimension):
-            raise fail(f"collection {self.name!r}", f"got vectors of shape {vectors.shape} for {len(ids)} ids; "
-                       f"the collection holds {self.dimension}-d vectors",
-                       "pass one vector per id, made by the encoder the collection was built with",
-                       exc=IndexMismatchError)
+        vectors = check_embeddings(f"collection {self.name!r}", vectors, len(ids), self.dimension,
+                                   fix="pass one finite, non-zero vector per id, made by the encoder the collection "
+                                   "was built with", nonzero=self.space == "cosine")
         if texts is not None and len(texts) != len(ids):
             raise fail(f"collection {self.name!r}", f"got {len(texts)} texts for {len(ids)} ids", "pass one per id")
         self._content_changed()
@@ -761,10 +758,9 @@ class ExactIndex:
 
     def __post_init__(self) -> None:
         check_space(self.space)
-        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        if self.vectors.ndim != 2 or len(self.ids) != self.vectors.shape[0]:
-            raise fail("ExactIndex", f"{len(self.ids)} ids for vectors of shape {self.vectors.shape}",
-                       "pass one 1-d vector per id")
+        self.vectors = np.ascontiguousarray(check_embeddings(
+            "ExactIndex", self.vectors, len(self.ids), fix="pass one finite, non-zero vector per id",
+            nonzero=self.space == "cosine"))
         self._ids = np.asarray(list(self.ids), dtype=object)
         # Cosine = dot product of unit vectors: normalize the documents once here, not on every query
         # (exact_search would re-normalize the whole matrix per call: 23 ms instead of 0.5 ms per SciFact query).
