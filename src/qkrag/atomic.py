@@ -53,6 +53,30 @@ KIND_MARKERS = {"pairs folder": ("pairs.parquet", "journal.jsonl"), "projection"
                 "Chroma database": ("chroma.sqlite3",)}
 
 
+#: What a whole folder of each kind holds, as its writer leaves it: every file named here, the last written last
+#: (pairs.store writes stats.json last, a BM25 index its manifest last; a projection is replaced as a whole).
+WHOLE_FILES = {"pairs folder": ("pairs.parquet", "stats.json"), "projection": ("model.safetensors", "config.json"),
+               "BM25 index": ("qkrag-bm25.json",)}
+REBUILD = {"pairs folder": "rerun `qkrag generate ... --out` into it (it resumes)",
+           "projection": "rerun `qkrag train ... --out` into it",
+           "BM25 index": "rerun `qkrag index DATA --hybrid` (same --collection/--path/--host)"}
+
+
+def require_whole(folder: str | os.PathLike[str], kind: str) -> Path:
+    """`folder` when it holds a whole artefact of `kind` (a key of WHOLE_FILES): it exists and has every file its
+    writer leaves. The one check every reader of a pairs folder, projection folder or BM25 index goes through; a
+    Chroma collection's counterpart is `ChromaIndex.require_complete`. Anything less is one "incomplete" error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(str(folder), f"no {kind} there" if not folder.exists() else "is a file, not a folder",
+                   f"pass the folder a finished run wrote, or {REBUILD[kind]}")
+    missing = [name for name in WHOLE_FILES[kind] if not (folder / name).is_file()]
+    if missing:
+        raise fail(str(folder), f"is an incomplete {kind} (no {', '.join(missing)}; its writing was interrupted)",
+                   REBUILD[kind])
+    return folder
+
+
 def folder_kind(path: str | os.PathLike[str]) -> str | None:
     """Which kind of qkrag output (or input) `path` holds, by the files at its top; None for anything else."""
     path = Path(path)

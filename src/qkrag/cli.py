@@ -353,7 +353,7 @@ def search(
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
     raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
-                                  create=False)
+                                  create=False).require_complete()  # a half-built index is refused, never searched
     lexical = fusion = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
@@ -362,9 +362,9 @@ def search(
         fusion = fusion_from_options("rrf" if fusion_weight is None else "convex", fusion_weight)
     columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
     if projection and compare:
-        columns["projection"] = make_retriever(encoder, raw, projection=projection)
+        columns["projection"] = make_retriever(encoder, raw, projection=projection, write=False)
     columns["hybrid" if hybrid else "projection" if projection else "cosine"] = make_retriever(
-        encoder, raw, projection=projection, lexical=lexical, fusion=fusion)
+        encoder, raw, projection=projection, lexical=lexical, fusion=fusion, write=False)  # a search never writes
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
@@ -820,6 +820,11 @@ def serve(
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     served = open_served(list(data or []), configs, encoder=encoder,
                          projection=projection, split=split, aspects=aspects, pairs=pairs)
+    failed = {name: s.error for name, s in served.sources.items() if s.error}
+    if len(failed) == len(served.sources):  # nothing to show: refuse now, not with a page of errors
+        raise QkragError(next(iter(failed.values())))
+    for name, error in failed.items():
+        typer.echo(f"warning: {name} is not served: {error}", err=True)
     run_server(served, bind, http_port, on_ready=lambda url: typer.echo(f"qkrag serve: open {url} (Ctrl-C stops)"))
 
 

@@ -310,6 +310,7 @@ def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
     is memory-mapped and hits fetch their texts from the collection, so serving does not hold the corpus either.
     """
     folder = bm25_folder(index.config)
+    index.require_complete()  # a BM25 index of half a collection is half an answer
     key, saved = index.source_hash, saved_source(folder)
     exists = (folder / BM25Retriever.MANIFEST).exists()
     if saved != key and not build:

@@ -29,7 +29,7 @@ from qkrag.evaluate.stats import Bootstrap
 from qkrag.retrieval.base import Hit, to_run
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
-from qkrag.retrieval.factory import make_retriever
+from qkrag.retrieval.factory import load_projection, make_retriever
 from qkrag.retrieval.index import ExactIndex
 from qkrag.text import question_form
 
@@ -97,12 +97,11 @@ class Source:
 
 
 def _load_projection(source: Source, encoder: Encoder, projection: str | Path | None) -> None:
-    from qkrag.projection.model import QKProjection
     if projection is None:
         return
     source.projection_path = str(projection)
     try:
-        model = QKProjection.load(projection, encoder)
+        model = load_projection(projection, encoder)
         source.projected = make_retriever(encoder, source.raw, projection=model)
     except QkragError as err:  # another encoder's projection, a corrupt folder: the other columns still work
         source.projection_error = str(err)
