@@ -521,3 +521,105 @@ def test_help_shows_flags_and_real_defaults():
     assert flags == [] and "--per-query" in out
     out = CliRunner().invoke(cli.app, ["search", "--help"], env={"COLUMNS": "200"}).output
     assert "default: 400" in out and "default: 0]" not in out
+
+
+# ------------------------------------------------------------------ a killed `qkrag index`: every reader refuses it
+
+
+def _hashed_vector(text: str) -> list[float]:
+    import hashlib
+
+    out = np.zeros(16)
+    for word in text.lower().split():
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        out += np.random.default_rng(seed).normal(size=16)
+    return out.tolist()
+
+
+def _cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qkrag.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _serve_answer(args: list[str], env: dict) -> tuple[int | None, str]:
+    """(exit code, stderr) of `qkrag serve`: it exits with an error, or is stopped once it says where it listens."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "qkrag.cli", "serve", *args, "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # "qkrag serve: open http://..." once it listens; "" when it exited
+        if "open http" in line:
+            proc.terminate()
+            proc.wait(30)
+            return 0, line
+        return proc.wait(60), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(0)
+
+
+@pytest.mark.slow
+def test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_whole_result(tmp_path):
+    """`qkrag index` SIGKILLed after 1, 4 and 8 embedding requests (and not at all); then search, search
+    --projection, eval --retriever chroma and serve each either refuse with one "incomplete, rerun index" line (or "does
+    not exist") or answer from the whole collection; search never writes a projected collection."""
+    import os
+    import signal
+    import time
+
+    from qkrag.atomic import write_json  # noqa: F401 - the projection is saved with the library's own writer
+    from qkrag.retrieval.index import IndexConfig, connect
+    from tests.fakes import random_projection
+
+    docs = {f"d{i}": f"word{i % 37} term{i % 11} name{i} thing{i % 5}" for i in range(2000)}
+    folder = write_beir(tmp_path / "beir", docs, {f"q{i}": f"word{i} term{i % 11}" for i in range(5)},
+                        {f"q{i}": [f"d{i}"] for i in range(5)}, "test")
+    random_projection(16, "openai:m", rank=8).save(tmp_path / "proj")
+    with FakeOpenAIServer(embed=_hashed_vector, delay=0.4) as server:
+        for kill_after in (1, 4, 8, None):
+            db, cache = tmp_path / f"db{kill_after}", tmp_path / f"cache{kill_after}"
+            env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "QKRAG_CACHE_DIR": str(cache),
+                   "OPENAI_API_KEY": "sk-test-key-123456789", "QKRAG_QUIET": "1"}
+            enc = ["--model", "openai:m", "--embed-base-url", server.url]
+            base = server.hits
+            proc = subprocess.Popen([sys.executable, "-m", "qkrag.cli", "index", str(folder), "-c", "killed", "--path",
+                                     str(db), *enc], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            while kill_after is not None and server.hits - base < kill_after and proc.poll() is None:
+                time.sleep(0.02)
+            if kill_after is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(300) in ((0,) if kill_after is None else (-signal.SIGKILL,))
+            answers = {
+                "search": _cli(["search", "word3 term3", "-c", "killed", "--path", str(db), *enc, "--json"], env),
+                "projection": _cli(["search", "word3 term3", "-c", "killed", "--path", str(db), *enc, "--json",
+                                    "--projection", str(tmp_path / "proj")], env),
+                "eval": _cli(["eval", str(folder), "--retriever", "chroma", "-c", "killed", "--path", str(db), *enc,
+                              "--json"], env),
+            }
+            code, serve_err = _serve_answer(["-c", "killed", "--path", str(db), *enc], env)
+            for name, out in answers.items():
+                assert "Traceback" not in out.stderr, (kill_after, name, out.stderr)
+                if out.returncode == 0:
+                    if name == "eval":
+                        assert json.loads(out.stdout)["queries"] == 5
+                    else:
+                        assert len(json.loads(out.stdout)[0]["hits"]) == 10, (kill_after, name)
+                else:
+                    assert out.returncode == 2 and re.search(r"is incomplete.*rerun `qkrag index`|does not exist",
+                                                             out.stderr), (kill_after, name, out.stderr)
+            assert "Traceback" not in serve_err
+            assert code == 0 or (code == 2 and re.search(r"is incomplete|does not exist", serve_err)), serve_err
+            if db.exists():
+                config = IndexConfig(collection="killed", path=db)
+                names = [c if isinstance(c, str) else c.name for c in connect(config).list_collections()]
+                assert not [n for n in names if "-proj-" in n], "search --projection wrote a projected collection"
+                if kill_after is None:
+                    assert answers["projection"].returncode == answers["search"].returncode == 0
+                    assert answers["eval"].returncode == 0 and code == 0
+            if kill_after is not None:  # the rerun finishes the build, and every reader answers
+                assert _cli(["index", str(folder), "-c", "killed", "--path", str(db), *enc], env, 300).returncode == 0
+                again = _cli(["search", "word3", "-c", "killed", "--path", str(db), *enc, "--json", "--projection",
+                              str(tmp_path / "proj")], env)
+                assert again.returncode == 0 and len(json.loads(again.stdout)[0]["hits"]) == 10, again.stderr
