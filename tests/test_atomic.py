@@ -140,3 +140,19 @@ def test_an_output_folder_of_another_kind_is_refused(tmp_path):
         output_folder(tmp_path / "proj", "--out", "pairs folder")
     assert output_folder(tmp_path / "proj", "--out", "projection") == tmp_path / "proj"
     assert output_folder(tmp_path / "new", "--out", "pairs folder").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["pairs folder", "projection", "BM25 index"])
+def test_require_whole_refuses_a_folder_missing_any_file_its_writer_leaves(tmp_path, kind):
+    from qkrag.atomic import WHOLE_FILES, require_whole
+
+    folder = tmp_path / "f"
+    with pytest.raises(InputError, match=f"no {kind} there"):
+        require_whole(folder, kind)
+    folder.mkdir()
+    for name in WHOLE_FILES[kind][:-1]:
+        (folder / name).write_text("x")
+    with pytest.raises(InputError, match=f"is an incomplete {kind}.*Fix: rerun"):
+        require_whole(folder, kind)
+    (folder / WHOLE_FILES[kind][-1]).write_text("x")
+    assert require_whole(folder, kind) == folder
