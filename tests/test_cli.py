@@ -607,7 +607,7 @@ def test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_whole_res
                     else:
                         assert len(json.loads(out.stdout)[0]["hits"]) == 10, (kill_after, name)
                 else:
-                    assert out.returncode == 2 and re.search(r"is incomplete.*rerun `qkrag index`|does not exist",
+                    assert out.returncode == 2 and re.search(r"is incomplete.*re-?run `qkrag index`|does not exist",
                                                              out.stderr), (kill_after, name, out.stderr)
             assert "Traceback" not in serve_err
             assert code == 0 or (code == 2 and re.search(r"is incomplete|does not exist", serve_err)), serve_err

@@ -169,6 +169,26 @@ class DiskCache:
             self._db.close()
 
 
+class ReadOnlyCache:
+    """A cache that is read and never written: what a long-running reader (`qkrag serve`'s queries) embeds through,
+    so answering requests never grows the cache, however many distinct queries arrive."""
+
+    def __init__(self, cache: DiskCache):
+        self.cache = cache
+
+    def get(self, key: str) -> bytes | None:
+        return self.cache.get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return self.cache.get_many(keys)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Nothing is written."""
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        """Nothing is written."""
+
+
 def pack_vector(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
 

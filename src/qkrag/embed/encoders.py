@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qkrag.cache import (DiskCache, check_embeddings, content_hash, default_cache_dir, default_timeout, pack_vector,
-                         quiet, server_identity, unpack_vector)
+from qkrag.cache import (DiskCache, ReadOnlyCache, check_embeddings, content_hash, default_cache_dir, default_timeout,
+                         pack_vector, quiet, server_identity, unpack_vector)
 from qkrag.errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
@@ -275,7 +275,7 @@ class OpenAIEncoder(Encoder):
 class EmbedOptions:
     batch_size: int = 256
     progress: bool = True
-    cache: DiskCache | None | Literal["default"] = "default"
+    cache: DiskCache | ReadOnlyCache | None | Literal["default", "read-only"] = "default"  # read-only: never written
     engine: Any = None  # where cache misses are embedded: None here, or e.g. qkrag.embed.ray.RayEngine (`embed_into`)
 
 
@@ -303,7 +303,7 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
         if not isinstance(text, str) or not text.strip():
             raise fail(f"text #{i}", "is empty" if isinstance(text, str) else f"is {type(text).__name__}, not str",
                        "drop empty texts before embedding; an empty text has no meaning to embed")
-    cache = embedding_cache() if options.cache == "default" else options.cache
+    cache = _cache_of(options)
     keys = [content_hash(encoder.cache_key, side, t) for t in texts]
     found = _readable(cache.get_many(set(keys))) if cache is not None else {}
     first: dict[str, int] = {}
@@ -319,6 +319,14 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
         return np.zeros((0, encoder.dimension), dtype=np.float32)
     # Duplicates of a text take the vector of its first occurrence.
     return np.stack([out[first[key]] for key in keys]).astype(np.float32, copy=False)
+
+
+def _cache_of(options: EmbedOptions) -> DiskCache | ReadOnlyCache | None:
+    if options.cache == "default":
+        return embedding_cache()
+    if options.cache == "read-only":
+        return ReadOnlyCache(embedding_cache())
+    return options.cache  # type: ignore[return-value]
 
 
 def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, texts: Sequence[str],

@@ -38,6 +38,7 @@ log = logging.getLogger("qkrag.serve")
 #: The columns of the query view, in page order.
 COLUMNS = ("cosine", "projection", "hybrid", "bm25")
 _QUIET = EmbedOptions(progress=False)
+_QUERIES = EmbedOptions(progress=False, cache="read-only")  # answering a request never writes the embedding cache
 _ONE = Bootstrap(n_resamples=1)  # a per-query score needs no confidence interval
 
 
@@ -165,7 +166,7 @@ def _rankings(source: Source, texts: list[str], depth: int) -> dict[str, list[li
     """Every column's rankings of `texts`, each to `depth`; None for the projection (and the hybrid built on it)
     when the source has none. The query is embedded once; hybrid fuses the projection's ranking (raw cosine's when
     there is no projection) with BM25's, under the source's fusion."""
-    vectors = embed(source.encoder, texts, "query", _QUIET)
+    vectors = embed(source.encoder, texts, "query", _QUERIES)
     cosine = source.raw.search_vectors(vectors, depth)
     projection = source.projected.search_vectors(vectors, depth) if source.projected is not None else None
     bm25 = source.bm25.search(texts, depth)
