@@ -8,13 +8,14 @@ holds logic the Python API lacks.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from qkrag.errors import QkragError
+from qkrag.errors import QkragError, redact, redact_urls
 from qkrag.retrieval.index import IndexConfig
 
 app = typer.Typer(
@@ -272,7 +273,7 @@ def index(
         encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
         built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
-    out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
+    out: dict[str, Any] = {"collection": built.name, "location": redact_urls(config.location), "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
                            "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
     if getattr(corpus, "rejected", None):
@@ -837,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {redact(str(err), os.environ.get('OPENAI_API_KEY'))}", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, quiet, server_identity
-from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, scrub_freed_memory
+from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, redact_secrets, scrub_freed_memory
 from qkrag.llm.prompts import Prompt, output_problem
 
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
@@ -462,7 +462,7 @@ class LLM:
         if not isinstance(text, str):
             raise _Unusable("no text in the response")
         return Completion(
-            text=text.strip(),
+            text=redact_secrets(text.strip(), self.config.api_key, os.environ.get("OPENAI_API_KEY")),  # echoed key
             model=str(getattr(response, "model", None) or request.model),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
