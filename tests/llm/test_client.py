@@ -451,3 +451,27 @@ def test_a_key_inside_the_server_url_is_never_in_a_message(url, secret):
     with pytest.raises(LLMError) as info:
         llm.complete("hello")
     assert secret not in str(info.value) and "***" in str(info.value)
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once_with_a_message(tmp_path):
+    with FakeOpenAIServer(mode="429", retry_after="3600") as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, api_key="k", timeout=2.0, max_retries=3), cache=None)
+        assert llm.client is not None  # the openai client made (and imported) before the clock starts
+        start = time.monotonic()
+        with pytest.raises(LLMError, match=r"asked to wait 3600 s more \(Retry-After\), past its deadline of 8 s"):
+            llm.complete("hello")
+        llm.close()
+    assert time.monotonic() - start < 6 and server.hits == 1
+
+
+def test_retry_after_waits_count_against_the_deadline_and_long_ones_are_announced(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with FakeOpenAIServer(mode="429", retry_after="6") as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, api_key="k", timeout=2.0, max_retries=0, deadline=20),
+                  cache=None)
+        start = time.monotonic()
+        with pytest.raises(LLMError, match="deadline of 20 s"):
+            llm.complete("hello")
+        llm.close()
+    assert time.monotonic() - start < 21.5 and server.hits >= 2  # waited out, then stopped before the deadline
+    assert "asked to wait 6 s (Retry-After); waiting" in caplog.text
