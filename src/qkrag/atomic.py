@@ -178,13 +178,14 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; saved indexes are meant to be read by others
     try:
         yield tmp
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".old"))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
         if old is not None:
@@ -192,3 +193,26 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary folders `atomic_folder` left beside `path` when its writer was killed (named
+    `.NAME.PID.*.tmp` / `.old`, PID no longer running); a live writer's are left alone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        pid = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        if leftover.suffix in (".tmp", ".old") and leftover.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True

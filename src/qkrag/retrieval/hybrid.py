@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from qkrag.atomic import remove_stale
 from qkrag.retrieval.bm25 import BM25Retriever, build_bm25, saved_source
 from qkrag.data import Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
@@ -319,6 +320,8 @@ def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
         raise fail(f"collection {index.name!r}", (f"has a BM25 index of other documents than it holds now (in {folder})" if exists
                     else f"has no BM25 index (looked in {folder})"),
                    "build it with `qkrag index DATA --hybrid` (same --collection/--path/--host)")
+    if build:
+        remove_stale(folder)  # what a killed earlier build left beside it, even when the index itself is current
     if saved != key:
         build_bm25(_stored_documents(index), folder, source=key)
     return BM25Retriever.load(folder, mmap=True, texts=index.stored_texts)
