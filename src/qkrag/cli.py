@@ -487,6 +487,7 @@ def rewrite_(
     aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.", metavar="")] = False,
@@ -505,7 +506,7 @@ def rewrite_(
     from qkrag.llm.rewrite import rewrite_corpus
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    with open_llm(llm_base_url) as llm:
+    with open_llm(llm_base_url, llm_model) as llm:
         done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
                               skip_failed=skip_failed)
     if json_out:
