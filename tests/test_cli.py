@@ -626,3 +626,12 @@ def test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_whole_res
                 assert whole.returncode == 0 and len(json.loads(whole.stdout)[0]["hits"]) == 10, whole.stderr
                 if answers[name].returncode == 0:
                     assert json.loads(answers[name].stdout) == json.loads(whole.stdout), (kill_after, name)
+
+
+def test_generate_examples_that_are_not_utf8_are_one_line(tmp_path, capsys):
+    (tmp_path / "ex.txt").write_bytes(b"caf\xe9 question\n")
+    (tmp_path / "d.jsonl").write_text('{"_id": "a", "text": "hello"}\n{"_id": "b", "text": "world"}\n')
+    with pytest.raises(SystemExit) as info:
+        cli.main(["generate", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "p"), "--examples",
+                  str(tmp_path / "ex.txt"), "--generator", "ict"])
+    assert info.value.code == 2 and "is not UTF-8 text (byte 0xe9" in capsys.readouterr().err

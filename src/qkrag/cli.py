@@ -575,7 +575,8 @@ def generate(
     output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
-    shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
+    shots = tuple(line.strip() for line in _utf8_text(examples, "--examples").splitlines() if line.strip()) \
+        if examples else ()
     given = {"candidates": candidates, "queries_per_passage": per_passage, "policy": policy,
              "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template, "answer_check": answer_check}
     config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
@@ -594,6 +595,14 @@ def generate(
         return
     for key, value in summary_lines(result.stats, out):
         typer.echo(f"{key:>10}  {value}")
+
+
+def _utf8_text(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise QkragError(f"{option} {path}: is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
+                         f"{err.start}). Fix: convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE`") from None
 
 
 @app.command()
