@@ -228,16 +228,14 @@ def index(
     ef_search: EfSearch = DEFAULT_EF_SEARCH,
     hnsw_m: M = DEFAULT_M,
     projection: Projection = None,
-    skip_empty: SkipEmpty = False,
-    bad_rows: BadRows = "error",
+    skip_empty: SkipEmpty = False, bad_rows: BadRows = "error",
     rewrite: Rewrite = False,
     max_words: MaxWords = None,
     aspect: Aspect = None,
     llm_base_url: LLMURL = None,
     hybrid: Hybrid = False,
     engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
-    replace: Replace = False,
-    adopt: Adopt = False,
+    replace: Replace = False, adopt: Adopt = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -259,9 +257,8 @@ def index(
 
     from qkrag.data import open_corpus
     from qkrag.integrations.chroma import attach
-    from qkrag.retrieval.index import adopt_collection, build_index
-
     from qkrag.atomic import output_folder
+    from qkrag.retrieval.index import adopt_collection, build_index
 
     corpus = open_corpus(data, skip_empty=skip_empty, bad_rows=bad_rows)  # texts stay on disk: memory holds ids
     if host is None:
@@ -273,11 +270,11 @@ def index(
         encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
         built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
-    out: dict[str, Any] = {"collection": built.name, "location": redact_urls(config.location), "documents": built.count(),
+    out: dict[str, Any] = {"collection": built.name, "location": redact_urls(config.location),
+                           "documents": built.count(),
                            "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
-                           "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
-    if getattr(corpus, "rejected", None):
-        out["bad_rows_skipped"] = len(corpus.rejected)
+                           "embedding_function": attach(built, encoder),  # Chroma apps query it by text
+                           **({"bad_rows_skipped": len(corpus.rejected)} if getattr(corpus, "rejected", None) else {})}
     if projection:
         from qkrag.projection.model import QKProjection
         from qkrag.retrieval.projected import ProjectedRetriever
@@ -341,20 +338,22 @@ def search(
     from contextlib import ExitStack
 
     from qkrag.retrieval.factory import make_retriever
-    from qkrag.retrieval.index import ChromaIndex
+    from qkrag.retrieval.index import ChromaIndex, connect
 
     if fusion_weight is not None and not hybrid:
         raise QkragError("--fusion-weight: only applies to hybrid search. Fix: add --hybrid")
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
-    stack = ExitStack()
-    encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
-                                                 doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "
                          "(default .qkrag/chroma), or index first")
-    raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
-                                  create=False).require_complete()  # a half-built index is refused, never searched
+    config = _index_config(collection, path, host, port, ef_search=ef_search)
+    client = connect(config)  # a server that is down or silent fails now, before the encoder loads
+    stack = ExitStack()
+    encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
+                                                 doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
+    raw = ChromaIndex.open(config, encoder.fingerprint, encoder.dimension, create=False,
+                           client=client).require_complete()  # a half-built index is refused, never searched
     lexical = fusion = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
