@@ -340,7 +340,7 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
     pairs.mkdir()
     (pairs / "stats.json").write_text("{broken")
     code, _, err = run(capsys, "train", pairs, "--out", tmp_path / "p2")
-    assert code == 2 and "stats.json: is not a readable stats file" in err and "Traceback" not in err
+    assert code == 2 and "is an incomplete pairs folder (no pairs.parquet" in err and "Traceback" not in err
     (tmp_path / "a-file").write_text("x")
     for command in (["train", beir, "--split", "train"], ["generate", beir, "--generator", "ict"],
                     ["bench", beir, "--generator", "ict"]):
