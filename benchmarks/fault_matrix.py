@@ -735,7 +735,9 @@ emptied_not_reused`; a collection whose vectors do not match its texts,
 folder, `tests/test_embed.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma server that stops
 answering midway (SIGSTOP), `tests/test_index.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_
 timeout`; generate killed midway and resumed to exactly the pairs of an uninterrupted run,
-`tests/pairs/test_generate.py`.
+`tests/pairs/test_generate.py`; `qkrag index` killed at several moments, then search (with and without
+--projection), eval and serve, `tests/test_cli.py::test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_
+whole_result`.
 """
 
 

@@ -3,10 +3,15 @@
 Three sources, one shape:
 - a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), the layout of every public IR benchmark;
 - plain JSONL or CSV files of id + text (+ optional title);
-- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online.
+- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online
+  (`hf:org/name`, or a bare name; a path that looks local, and does not exist, is "no such file", never a hub lookup).
 
-Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids), because
-a silent problem here surfaces much later as a metric that is quietly wrong.
+Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids, two
+judgments of one pair that disagree), because a silent problem here surfaces much later as a metric that is quietly
+wrong. Every row becomes a document through one path (`_document`): id and text must be text (an id may be an int),
+storable (no lone surrogate), the id non-empty; CSV is parsed strictly (extra fields, an unclosed quote). A bad row is
+an error naming its file, line or row and field, unless `bad_rows` asks to coerce ("coerce": numbers, UTF-8 bytes, a
+list of strings) or skip it ("skip": left out, listed in `rejected`): `qkrag index --bad-rows`.
 """
 
 from __future__ import annotations
