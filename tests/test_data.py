@@ -373,7 +373,9 @@ def test_a_missing_local_looking_path_is_no_such_file_never_a_hub_name(tmp_path,
         for read in (load_corpus, open_corpus):
             with pytest.raises(InputError, match="no such file or folder"):
                 read(name)
-    assert not looks_local("hf:BeIR/scifact") and not looks_local("scifact")
+    assert not looks_local("hf:BeIR/scifact") and looks_local("scifact")  # a CLI turns "./scifact" into "scifact"
+    with pytest.raises(InputError, match="no such file or folder"):
+        load_corpus("scifact")
 
 
 def test_conflicting_duplicate_qrels_lines_are_refused_identical_ones_are_fine(tmp_path):

@@ -3,8 +3,8 @@
 Three sources, one shape:
 - a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), the layout of every public IR benchmark;
 - plain JSONL or CSV files of id + text (+ optional title);
-- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online
-  (`hf:org/name`, or a bare name; a path that looks local, and does not exist, is "no such file", never a hub lookup).
+- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online,
+  written `hf:org/name` (anything else is a path: one that does not exist is "no such file", never a hub lookup).
 
 Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids, two
 judgments of one pair that disagree), because a silent problem here surfaces much later as a metric that is quietly
@@ -356,19 +356,15 @@ def _documents(rows: Iterable[tuple[str, Mapping]], bad_rows: str, rejected: lis
             rejected.append(str(err).split(". Fix:")[0])
 
 
-#: The prefix that names a Hugging Face hub dataset explicitly (`hf:org/name`); a bare name without a path separator
-#: or a file extension is tried on the hub too.
+#: The prefix that names a Hugging Face hub dataset (`hf:org/name`). Anything else is a local path: a command line
+#: turns "./x" into "x", so no spelling of a path can be told from a hub name, and a mistyped path is never looked up.
 HUB_PREFIX = "hf:"
-LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow")
 
 
 def looks_local(path: str | Path) -> bool:
-    """Whether `path` can only mean a file or folder here: it has a corpus file's extension, a path separator, or
-    starts with "." or "/" (`hf:NAME` never does). Such a path is never sent to the hub."""
-    text = str(path)
-    if text.startswith(HUB_PREFIX):
-        return False
-    return text.lower().endswith(LOCAL_SUFFIXES) or "/" in text or "\\" in text or text.startswith((".", "/", "~"))
+    """Whether `path` names a file or folder here: everything but `hf:NAME`. A local path that does not exist is
+    "no such file", never sent to the hub."""
+    return not str(path).startswith(HUB_PREFIX)
 
 
 def _corpus_path(path: str | Path) -> Path:
