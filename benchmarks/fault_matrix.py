@@ -628,7 +628,8 @@ def waits_and_secrets(m: Matrix, docs: Path, emb: Embeddings) -> None:
         out = m.work / "rewritten-echo.jsonl"
         run = m.run(["rewrite", str(docs), "--out", str(out), "--llm-base-url", echo.url], QKRAG_LLM_MODEL="m")
         m.record("LLM echoes the Authorization header in its answers: rewrite (journal, cache, output grepped)", run,
-                 "success", lambda: out.exists() and "Bearer ***" in out.read_text())
+                 "success", lambda: out.exists() and len(out.read_text().splitlines()) == 20
+                 and "Authorization: Bearer" in out.read_text() and PLANTED not in out.read_text())  # echoed, scrubbed
     finally:
         echo.close()
     refuse = Chat("refuse")
@@ -636,7 +637,7 @@ def waits_and_secrets(m: Matrix, docs: Path, emb: Embeddings) -> None:
         run = m.run(["rewrite", str(docs), "--out", str(m.work / "r.jsonl"), "--llm-base-url", refuse.url,
                      "--llm-model", "m"])
         m.record("LLM refuses every document: rewrite --llm-model m (the fix names --skip-failed)", run, "error")
-        if "--skip-failed" not in m.rows[-1]["first line of the message"]:
+        if "--skip-failed" not in run.err:
             m.rows[-1]["verdict"] = "unclear error"
     finally:
         refuse.close()
