@@ -150,7 +150,7 @@ def test_opening_with_another_encoder_is_refused(config: IndexConfig) -> None:
 def test_an_incomplete_index_refuses_queries(config: IndexConfig) -> None:
     index = build(tiny_corpus(10), hash_encoder(), config)
     index.mark_complete(False)
-    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index`"):
+    with pytest.raises(QkragError, match="incomplete.*rerun `qkrag index`"):
         index.query(np.ones((1, 32), np.float32), 3)
 
 
