@@ -189,7 +189,7 @@ def test_a_killed_build_is_incomplete_and_resumes_to_exactly_once(tmp_path: Path
     index = ChromaIndex.for_encoder(config, hash_encoder(), create=False)
     assert not index.complete
     assert 0 < index.count() < 3000
-    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index` to finish it"):
+    with pytest.raises(QkragError, match="incomplete.*rerun `qkrag index` to finish it"):
         DenseRetriever(hash_encoder(), index).search(["apple river"], 5)
     done_before = index.count()
 
