@@ -70,7 +70,7 @@ class Embeddings:
                     return self._send(401, {"error": {"message": f"bad key; you sent:\n{echoed}", "type": "auth"}})
                 time.sleep(outer.delay)
                 data = [{"object": "embedding", "index": i, "embedding": outer.vector(t).tolist()}
-                        for i, t in enumerate(body.get("input", []))]
+                        for i, t in enumerate(body.get("input", []))]  # NaN goes out as JSON's NaN, as it would
                 return self._send(200, {"object": "list", "data": data, "model": body.get("model", "m"),
                                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
@@ -91,11 +91,65 @@ class Embeddings:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def vector(self, text: str) -> np.ndarray:
+        if self.mode == "zero":
+            return np.zeros(32)
+        if self.mode == "nan":
+            return np.full(32, np.nan)
+        if self.mode == "ragged":
+            return np.ones(31 + len(text) % 2)
+        if self.mode == "huge":
+            return np.full(32, 1e39)  # beyond float32: infinite once stored
         out = np.full(32, self.offset, dtype=np.float64)
         for word in text.lower().split():
             seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
             out += np.random.default_rng(seed).normal(size=32)
         return out
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Chat:
+    """An OpenAI-compatible /v1/chat/completions server. `mode`: "429" (always rate-limited, `Retry-After: 3600`),
+    "echo" (answers with the request's Authorization header in its text, key included), "refuse" (a refusal)."""
+
+    def __init__(self, mode: str):
+        self.mode, self.hits = mode, 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                outer.hits += 1
+                if outer.mode == "429":
+                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "3600"})
+                text = (f"A plain rewrite. Authorization: {self.headers.get('Authorization')}" if outer.mode == "echo"
+                        else "I'm sorry, but I can't help with that request.")
+                return self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                                        "choices": [{"index": 0, "finish_reason": "stop",
+                                                     "message": {"role": "assistant", "content": text}}],
+                                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+            def _send(self, code, payload, headers=None):
+                raw = json.dumps(payload).encode()
+                self.send_response(code)
+                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(raw)),
+                                   **(headers or {})}.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -425,6 +479,254 @@ def pipeline_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
              m.run(["index", str(m.work / "a.jsonl"), "-c", "big", "--path", "db3", *model]), "error")
 
 
+# ------------------------------------------------------------------------------------------------ second round
+
+
+def refused_cleanly(m: Matrix, fault: str, argv: list[str], db: str) -> None:
+    """A bad input: a clear error, and no Chroma folder made for it (a half-made folder is a silent loss)."""
+    m.record(fault, m.run([*argv, "--path", db]), "error")
+    if (m.work / db).exists():
+        m.rows[-1]["verdict"] = "silent loss"
+
+
+def bad_rows(m: Matrix, emb: Embeddings) -> None:
+    """Rows that are not (id: text, text: text): refused naming the row, coerced or skipped only when asked."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    files = {"extra.csv": "_id,text\nd1,fine\nd2,hello, world\n", "quote.csv": '_id,text\nd1,"hello\nd2,world\nd3,x\n',
+             "surrogate.jsonl": '{"_id": "a", "text": "x\\ud800y"}\n', "emptyid.jsonl": '{"_id": "", "text": "x"}\n'}
+    for name, text in files.items():
+        (m.work / name).write_text(text)
+    for name, column, values in (("bytes.parquet", "text", [b"bytes one", b"two"]), ("int.parquet", "text", [1, 2]),
+                                 ("listid.parquet", "_id", [["a"], ["b"]])):
+        pq.write_table(pa.table({"_id": ["a", "b"], "text": ["x", "y"], column: values}), m.work / name)
+    faults = [("CSV row with more fields than the header", "extra.csv"),
+              ("CSV quote never closed (would swallow later rows)", "quote.csv"),
+              ("JSONL text with a lone surrogate escape", "surrogate.jsonl"), ("JSONL row with an empty id", "emptyid.jsonl"),
+              ("parquet text column of bytes", "bytes.parquet"), ("parquet text column of ints", "int.parquet"),
+              ("parquet id column of lists", "listid.parquet"), ("missing .jsonl corpus", "nosuch.jsonl"),
+              ("missing .csv corpus", "nosuch.csv"), ("missing .parquet corpus (never a hub name)", "nosuch.parquet"),
+              ("missing folder ./corpus-dir (never a hub name)", "./corpus-dir")]
+    for i, (fault, name) in enumerate(faults):
+        refused_cleanly(m, fault, ["index", name, "-c", "bad-rows", *model], f"db-bad{i}")
+    big = m.work / "long.csv"
+    big.write_text("_id,text\nd1," + "apple " * 30_000 + "\nd2,river\n")
+    run = m.run(["index", str(big), "-c", "long-field", "--path", "db-long", *model, "--json"])
+    m.record("CSV field over 131,072 characters: indexed whole", run, "success",
+             lambda: fresh_ids(m.work, "db-long", "long-field")[1:] == (True, 2))
+    run = m.run(["index", "bytes.parquet", "-c", "coerced", "--path", "db-coerce", "--bad-rows", "coerce", *model,
+                 "--json"])
+    m.record("parquet bytes with --bad-rows coerce (asked for): decoded", run, "success",
+             lambda: fresh_ids(m.work, "db-coerce", "coerced")[1:] == (True, 2))
+    (m.work / "mixed.jsonl").write_text('{"_id": "a", "text": "apple"}\n{"_id": "b", "text": 7}\n')
+    run = m.run(["index", "mixed.jsonl", "-c", "skipped", "--path", "db-skip", "--bad-rows", "skip", *model, "--json"])
+    m.record("a non-text row with --bad-rows skip (asked for): left out and counted", run, "success",
+             lambda: '"bad_rows_skipped": 1' in run.out and fresh_ids(m.work, "db-skip", "skipped")[0] == {"a"})
+
+
+def degenerate_vectors(m: Matrix, docs: Path) -> None:
+    """An embeddings server answering vectors that cannot be indexed: refused, nothing cached or half-indexed."""
+    for mode, what in (("zero", "all-zero"), ("nan", "NaN"), ("huge", "infinite (beyond float32)"),
+                       ("ragged", "ragged (two lengths)")):
+        server = Embeddings(mode)
+        try:
+            run = m.run(["index", str(docs), "-c", f"vec-{mode}", "--path", "db", "--model", f"openai:{mode}",
+                         "--embed-base-url", server.url])
+            m.record(f"embeddings server answers {what} vectors", run, "error")
+        finally:
+            server.close()
+
+
+def judgments(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    ids = sorted(ids_of(docs))
+    for name, lines, expect in (("qrels-conflict", f"q0\t{ids[0]}\t1\nq0\t{ids[0]}\t0\n", "error"),
+                                ("qrels-twice", f"q0\t{ids[0]}\t1\nq0\t{ids[0]}\t1\n", "success")):
+        folder = m.work / name
+        (folder / "qrels").mkdir(parents=True)
+        (folder / "corpus.jsonl").write_text(docs.read_text())
+        (folder / "queries.jsonl").write_text(json.dumps({"_id": "q0", "text": "apple river"}) + "\n")
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+        run = m.run(["eval", str(folder), *model, "--json"])
+        m.record("two qrels lines judge one pair differently" if expect == "error" else
+                 "the same qrels line twice (harmless)", run, expect,
+                 None if expect == "error" else lambda: json.loads(run.out)["queries"] == 1)
+
+
+PROJECTION = """
+import sys
+from qkrag.projection.model import QKProjection
+QKProjection.identity(32, "openai:m", scale=5.0).save(sys.argv[1])
+"""
+
+
+def half_built(m: Matrix, emb: Embeddings) -> None:
+    """`qkrag index` SIGKILLed midway: every reader refuses the half-built collection; a search writes nothing."""
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    env = {k: v for k, v in m.env().items() if k != "OPENAI_API_KEY"}
+    subprocess.run([sys.executable, "-c", PROJECTION, str(m.work / "proj-id")], env=env, check=True)
+    beir = m.work / "beir-half"
+    (beir / "qrels").mkdir(parents=True)
+    corpus(beir / "corpus.jsonl", "h", 3000, 3)
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"w{i} apple"}) + "\n"
+                                                for i in range(5)))
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\th{i}\t1\n" for i in range(5)))
+    argv = ["index", str(beir), "-c", "half", "--path", "db-half", *model]
+    emb.delay, hits = 0.3, emb.hits
+    proc = m.start(argv)
+    while emb.hits < hits + 4 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    emb.delay = 0.0
+    where = ["-c", "half", "--path", "db-half", *model]
+    m.record("index killed midway: search", m.run(["search", "apple", *where]), "error")
+    m.record("index killed midway: search --projection (must not build or search a projected collection)",
+             m.run(["search", "apple", *where, "--projection", "proj-id"]), "error")
+    m.record("index killed midway: eval --retriever chroma", m.run(["eval", str(beir), "--retriever", "chroma", *where]),
+             "error")
+    m.record("index killed midway: serve", m.run(["serve", *where, "--http-port", "0"]), "error")
+    run = m.run(argv)
+    m.record("index killed midway, then re-run", run, "success",
+             lambda: fresh_ids(m.work, "db-half", "half")[1:] == (True, 3000))
+    run = m.run(["search", "apple", *where, "--projection", "proj-id", "--json"])
+    m.record("search --projection on the finished index: answers, writes no projected collection", run, "success",
+             lambda: len(json.loads(run.out)[0]["hits"]) == 10 and not any("-proj-" in name for name in collections(m, "db-half")))
+
+
+COLLECTIONS = """
+import json, sys
+import chromadb
+client = chromadb.PersistentClient(path=sys.argv[1], settings=chromadb.Settings(anonymized_telemetry=False))
+print(json.dumps([c if isinstance(c, str) else c.name for c in client.list_collections()]))
+"""
+
+
+def collections(m: Matrix, path: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    return json.loads(subprocess.run([sys.executable, "-c", COLLECTIONS, str(m.work / path)], capture_output=True,
+                                     text=True, env=env, check=True).stdout)
+
+
+def waits_and_secrets(m: Matrix, docs: Path, emb: Embeddings) -> None:
+    """A server that asks to wait an hour; keys in URLs and echoed back by an LLM; a refusing LLM."""
+    out = m.work / "rewritten-429.jsonl"
+    limited = Chat("429")
+    try:
+        run = m.run(["--timeout", "5", "rewrite", str(docs), "--out", str(out), "--llm-base-url", limited.url],
+                    QKRAG_LLM_MODEL="m")
+        m.record("LLM answers 429 with Retry-After: 3600 (--timeout 5): rewrite", run, "error")
+        run = m.run(["rewrite", str(docs), "--out", str(out), "--llm-base-url", limited.url], QKRAG_LLM_MODEL="m",
+                    QKRAG_TIMEOUT="5")
+        m.record("LLM answers 429 with Retry-After: 3600 (QKRAG_TIMEOUT=5): rewrite", run, "error")
+    finally:
+        limited.close()
+    echo = Chat("echo")
+    try:
+        out = m.work / "rewritten-echo.jsonl"
+        run = m.run(["rewrite", str(docs), "--out", str(out), "--llm-base-url", echo.url], QKRAG_LLM_MODEL="m")
+        m.record("LLM echoes the Authorization header in its answers: rewrite (journal, cache, output grepped)", run,
+                 "success", lambda: out.exists() and len(out.read_text().splitlines()) == 20
+                 and "Authorization: Bearer" in out.read_text() and PLANTED not in out.read_text())  # echoed, scrubbed
+    finally:
+        echo.close()
+    refuse = Chat("refuse")
+    try:
+        run = m.run(["rewrite", str(docs), "--out", str(m.work / "r.jsonl"), "--llm-base-url", refuse.url,
+                     "--llm-model", "m"])
+        m.record("LLM refuses every document: rewrite --llm-model m (the fix names --skip-failed)", run, "error")
+        if "--skip-failed" not in run.err:
+            m.rows[-1]["verdict"] = "unclear error"
+    finally:
+        refuse.close()
+    down = closed_port()
+    run = m.run(["index", str(docs), "-c", "url-key", "--path", "db", "--model", "openai:m", "--embed-base-url",
+                 f"http://127.0.0.1:{down}/v1?api_key={PLANTED}"])
+    m.record("the key inside --embed-base-url (?api_key=...), server down", run, "error")
+    run = m.run(["search", "apple", "-c", "docs", "--host", f"user:{PLANTED}@127.0.0.1", "--port", str(down)])
+    m.record("the key inside --host (user:KEY@host), server down", run, "error")
+
+
+def serve_guards(m: Matrix, emb: Embeddings) -> None:
+    """`qkrag serve` over a finished collection: a foreign Host header is refused; queries never write the cache."""
+    import sqlite3
+    import urllib.error
+    import urllib.request
+
+    argv = ["serve", "-c", "server-a", "--path", "db", "--model", "openai:same", "--embed-base-url", emb.url,
+            "--http-port", "0"]
+    started = time.monotonic()
+    proc = m.start(argv)
+    line = proc.stdout.readline()
+    url = line.split("open ", 1)[-1].split(" ", 1)[0] if "open http" in line else ""
+    results = {}
+
+    def get(path: str, host: str | None = None) -> int:
+        request = urllib.request.Request(url.rstrip("/") + path, headers={"Host": host} if host else {})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    def rows() -> int:
+        with sqlite3.connect(f"file:{m.work / 'cache' / 'embeddings.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+
+    if url:
+        results["evil"] = get("/api/sources", "evil.example.com")
+        results["evil-port"] = get("/api/sources", f"evil.example.com:{url.rsplit(':', 1)[-1].strip('/')}")
+        results["own"] = get("/api/sources")
+        before = rows()
+        results["queries"] = [get(f"/api/query?q=fresh+query+{i}") for i in range(10)]
+        results["cache rows added"] = rows() - before
+    proc.terminate()
+    run = m.finish(proc, argv, started)
+    run.code = 0 if url and run.code in (0, -signal.SIGTERM, None) else run.code
+    run.out = json.dumps(results)
+    m.record("serve: a request with a foreign Host header (DNS rebinding)", run, "success",
+             lambda: results.get("evil") == 421 and results.get("evil-port") == 421 and results.get("own") == 200)
+    m.record("serve: 10 distinct queries through the GET API", run, "success",
+             lambda: results.get("queries") == [200] * 10 and results.get("cache rows added") == 0)
+
+
+def leftovers_and_locks(m: Matrix, emb: Embeddings) -> None:
+    """A killed `index --hybrid` leaves a BM25 temporary folder; two generations share one folder."""
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    big = m.work / "big.jsonl"
+    argv = ["index", str(big), "-c", "hyb", "--path", "db-hyb", "--hybrid", *model]
+    proc = m.start(argv)
+    bm25 = m.work / "db-hyb" / "bm25"
+    killed = False
+    while proc.poll() is None:  # killed as soon as the BM25 build has its temporary folder
+        if bm25.is_dir() and any(p.name.endswith(".tmp") for p in bm25.iterdir()):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    proc.communicate()
+    run = m.run(argv)
+    m.record(f"index --hybrid {'killed during' if killed else 'finished before a kill in'} its BM25 build, then "
+             "re-run: no bm25/.*.tmp left", run, "success",
+             lambda: not [p for p in bm25.iterdir() if p.name.startswith(".")])
+    emb.delay = 0.5
+    beir = m.work / "beir"
+    first_argv = ["generate", str(beir), "--generator", "ict", "--out", "pairs-two", *model]
+    fresh = {"QKRAG_CACHE_DIR": str(m.work / "cache-generate")}  # nothing cached: the first run has work to do
+    started = time.monotonic()
+    first, hits = m.start(first_argv, **fresh), emb.hits
+    while emb.hits == hits and first.poll() is None:
+        time.sleep(0.05)
+    second = m.run(first_argv, **fresh)
+    run_first = m.finish(first, first_argv, started)
+    emb.delay = 0.0
+    m.record("two `generate` runs into one folder at once (second shown): refused, not both working", second, "error")
+    if run_first.code != 0:
+        m.rows[-1]["verdict"] = "silent loss"
+
+
 # ------------------------------------------------------------------------------------------------ report
 
 NOT_HERE = """Faults not in this matrix, and where they are checked instead: stale derived collections (projected,
@@ -434,7 +736,9 @@ emptied_not_reused`; a collection whose vectors do not match its texts,
 folder, `tests/test_embed.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma server that stops
 answering midway (SIGSTOP), `tests/test_index.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_
 timeout`; generate killed midway and resumed to exactly the pairs of an uninterrupted run,
-`tests/pairs/test_generate.py`.
+`tests/pairs/test_generate.py`; `qkrag index` killed at several moments, then search (with and without
+--projection), eval and serve, `tests/test_cli.py::test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_
+whole_result`.
 """
 
 
@@ -449,7 +753,7 @@ def leaks(m: Matrix) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=float, default=180.0, help="seconds before a command counts as a hang")
+    parser.add_argument("--limit", type=float, default=60.0, help="seconds before a command counts as a hang")
     parser.add_argument("--src", type=Path, help="run the CLI from this source folder (default: this tree's src)")
     parser.add_argument("--out", default="fault_matrix", help="results name (results/<out>.json and .md)")
     parser.add_argument("--note", default="", help="a line put first in the markdown (e.g. which sources ran)")
@@ -467,6 +771,13 @@ def main() -> None:
             cache_faults(m, docs, emb)
             index_faults(m, emb)
             pipeline_faults(m, docs, emb)
+            bad_rows(m, emb)
+            degenerate_vectors(m, docs)
+            judgments(m, docs, emb)
+            half_built(m, emb)
+            waits_and_secrets(m, docs, emb)
+            serve_guards(m, emb)
+            leftovers_and_locks(m, emb)
         finally:
             emb.close()
         leaked = leaks(m)

@@ -64,6 +64,8 @@ class FakeEncoder(Encoder):
             for word in text.lower().split():
                 h = int(hashlib.md5(word.encode()).hexdigest(), 16)
                 out[i, h % self._dim] += 1.0 if (h >> 64) % 2 else -1.0
+            if not out[i].any():  # words that cancel out: a real encoder never answers a zero vector (it is refused)
+                out[i, int(hashlib.md5(text.encode()).hexdigest(), 16) % self._dim] = 1.0
             out[i] /= max(np.linalg.norm(out[i]), 1e-6)
         return out
 

@@ -140,3 +140,36 @@ def test_an_output_folder_of_another_kind_is_refused(tmp_path):
         output_folder(tmp_path / "proj", "--out", "pairs folder")
     assert output_folder(tmp_path / "proj", "--out", "projection") == tmp_path / "proj"
     assert output_folder(tmp_path / "new", "--out", "pairs folder").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["pairs folder", "projection", "BM25 index"])
+def test_require_whole_refuses_a_folder_missing_any_file_its_writer_leaves(tmp_path, kind):
+    from qkrag.atomic import WHOLE_FILES, require_whole
+
+    folder = tmp_path / "f"
+    with pytest.raises(InputError, match=f"no {kind} there"):
+        require_whole(folder, kind)
+    folder.mkdir()
+    for name in WHOLE_FILES[kind][:-1]:
+        (folder / name).write_text("x")
+    with pytest.raises(InputError, match=f"is an incomplete {kind}.*Fix: rerun"):
+        require_whole(folder, kind)
+    (folder / WHOLE_FILES[kind][-1]).write_text("x")
+    assert require_whole(folder, kind) == folder
+
+
+def test_a_killed_atomic_folder_writer_leaves_nothing_after_the_next_write(tmp_path):
+    target = tmp_path / "bm25" / "coll"
+    code = ("import os, sys\nfrom qkrag.atomic import atomic_folder\n"
+            f"with atomic_folder({str(target)!r}) as tmp:\n    (tmp / 'half').write_text('x')\n"
+            "    os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in (tmp_path / "bm25").iterdir() if p.name.endswith(".tmp")]  # what a kill leaves
+    with atomic_folder(target) as tmp:
+        (tmp / "whole").write_text("y")
+    assert sorted(p.name for p in (tmp_path / "bm25").iterdir()) == ["coll"]
+    with atomic_folder(target) as tmp:  # a live writer's folder (this process) is never taken
+        from qkrag.atomic import remove_stale
+
+        assert remove_stale(target) == [] and tmp.exists()

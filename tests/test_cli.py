@@ -340,7 +340,7 @@ def test_unreadable_projections_stats_and_output_paths_are_one_line_errors(capsy
     pairs.mkdir()
     (pairs / "stats.json").write_text("{broken")
     code, _, err = run(capsys, "train", pairs, "--out", tmp_path / "p2")
-    assert code == 2 and "stats.json: is not a readable stats file" in err and "Traceback" not in err
+    assert code == 2 and "is an incomplete pairs folder (no pairs.parquet" in err and "Traceback" not in err
     (tmp_path / "a-file").write_text("x")
     for command in (["train", beir, "--split", "train"], ["generate", beir, "--generator", "ict"],
                     ["bench", beir, "--generator", "ict"]):
@@ -597,3 +597,117 @@ def test_calibrate_refits_scale_and_bias_in_place_and_reports_ece_before_and_aft
     np.testing.assert_array_equal(refit.Q_, np.eye(16, dtype=np.float32))  # the ranking is untouched
     code, _, err = run(capsys, "calibrate", tmp_path / "p", judged, "--split", "dev")
     assert code == 2 and "no split 'dev'" in err
+
+
+# ------------------------------------------------------------------ a killed `qkrag index`: every reader refuses it
+
+
+def _hashed_vector(text: str) -> list[float]:
+    import hashlib
+
+    out = np.zeros(16)
+    for word in text.lower().split():
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        out += np.random.default_rng(seed).normal(size=16)
+    return out.tolist()
+
+
+def _cli(args: list[str], env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qkrag.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def _serve_answer(args: list[str], env: dict) -> tuple[int | None, str]:
+    """(exit code, stderr) of `qkrag serve`: it exits with an error, or is stopped once it says where it listens."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "qkrag.cli", "serve", *args, "--http-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # "qkrag serve: open http://..." once it listens; "" when it exited
+        if "open http" in line:
+            proc.terminate()
+            proc.wait(30)
+            return 0, line
+        return proc.wait(60), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(0)
+
+
+@pytest.mark.slow
+def test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_whole_result(tmp_path):
+    """`qkrag index` SIGKILLed after 1, 4 and 8 embedding requests (and not at all); then search, search
+    --projection, eval --retriever chroma and serve each either refuse with one "incomplete, rerun index" line (or "does
+    not exist") or answer from the whole collection; search never writes a projected collection."""
+    import os
+    import signal
+    import time
+
+    from qkrag.atomic import write_json  # noqa: F401 - the projection is saved with the library's own writer
+    from qkrag.retrieval.index import IndexConfig, connect
+    from tests.fakes import random_projection
+
+    docs = {f"d{i}": f"word{i % 37} term{i % 11} name{i} thing{i % 5}" for i in range(2000)}
+    folder = write_beir(tmp_path / "beir", docs, {f"q{i}": f"word{i} term{i % 11}" for i in range(5)},
+                        {f"q{i}": [f"d{i}"] for i in range(5)}, "test")
+    random_projection(16, "openai:m", rank=8).save(tmp_path / "proj")
+    with FakeOpenAIServer(embed=_hashed_vector, delay=0.4) as server:
+        for kill_after in (1, 4, 8, None):
+            db, cache = tmp_path / f"db{kill_after}", tmp_path / f"cache{kill_after}"
+            env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1]), "QKRAG_CACHE_DIR": str(cache),
+                   "OPENAI_API_KEY": "sk-test-key-123456789", "QKRAG_QUIET": "1"}
+            enc = ["--model", "openai:m", "--embed-base-url", server.url]
+            base = server.hits
+            proc = subprocess.Popen([sys.executable, "-m", "qkrag.cli", "index", str(folder), "-c", "killed", "--path",
+                                     str(db), *enc], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            while kill_after is not None and server.hits - base < kill_after and proc.poll() is None:
+                time.sleep(0.02)
+            if kill_after is not None:
+                os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(300) in ((0,) if kill_after is None else (-signal.SIGKILL,))
+            answers = {
+                "search": _cli(["search", "word3 term3", "-c", "killed", "--path", str(db), *enc, "--json"], env),
+                "projection": _cli(["search", "word3 term3", "-c", "killed", "--path", str(db), *enc, "--json",
+                                    "--projection", str(tmp_path / "proj")], env),
+                "eval": _cli(["eval", str(folder), "--retriever", "chroma", "-c", "killed", "--path", str(db), *enc,
+                              "--json"], env),
+            }
+            code, serve_err = _serve_answer(["-c", "killed", "--path", str(db), *enc], env)
+            for name, out in answers.items():
+                assert "Traceback" not in out.stderr, (kill_after, name, out.stderr)
+                if out.returncode == 0:
+                    if name == "eval":
+                        assert json.loads(out.stdout)["queries"] == 5
+                    else:
+                        assert len(json.loads(out.stdout)[0]["hits"]) == 10, (kill_after, name)
+                else:
+                    assert out.returncode == 2 and re.search(r"is incomplete.*re-?run `qkrag index`|does not exist",
+                                                             out.stderr), (kill_after, name, out.stderr)
+            assert "Traceback" not in serve_err
+            assert code == 0 or (code == 2 and re.search(r"is incomplete|does not exist", serve_err)), serve_err
+            if db.exists():
+                config = IndexConfig(collection="killed", path=db)
+                names = [c if isinstance(c, str) else c.name for c in connect(config).list_collections()]
+                assert not [n for n in names if "-proj-" in n], "search --projection wrote a projected collection"
+                if kill_after is None:
+                    assert answers["projection"].returncode == answers["search"].returncode == 0
+                    assert answers["eval"].returncode == 0 and code == 0
+            if kill_after is not None:  # the rerun finishes the build, and every reader answers
+                assert _cli(["index", str(folder), "-c", "killed", "--path", str(db), *enc], env, 300).returncode == 0
+            for name in ("search", "projection"):  # an answer given is the whole collection's answer
+                whole = _cli(["search", "word3 term3", "-c", "killed", "--path", str(db), *enc, "--json",
+                              *(["--projection", str(tmp_path / "proj")] if name == "projection" else [])], env)
+                assert whole.returncode == 0 and len(json.loads(whole.stdout)[0]["hits"]) == 10, whole.stderr
+                if answers[name].returncode == 0:
+                    assert json.loads(answers[name].stdout) == json.loads(whole.stdout), (kill_after, name)
+
+
+def test_generate_examples_that_are_not_utf8_are_one_line(tmp_path, capsys):
+    (tmp_path / "ex.txt").write_bytes(b"caf\xe9 question\n")
+    (tmp_path / "d.jsonl").write_text('{"_id": "a", "text": "hello"}\n{"_id": "b", "text": "world"}\n')
+    with pytest.raises(SystemExit) as info:
+        cli.main(["generate", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "p"), "--examples",
+                  str(tmp_path / "ex.txt"), "--generator", "ict"])
+    assert info.value.code == 2 and "is not UTF-8 text (byte 0xe9" in capsys.readouterr().err

@@ -289,3 +289,99 @@ def test_corpus_file_notices_a_file_that_changed_after_its_scan(tmp_path):
     with pytest.raises(InputError, match="changed while it was being read.*run it again"):
         lazy.contents[:2]
 
+
+
+# ------------------------------------------------------------------ one validated path from a row to (id, text)
+
+
+def test_a_csv_row_with_more_fields_than_the_header_is_refused_naming_its_line(tmp_path):
+    (tmp_path / "r.csv").write_text("_id,text\nd1,fine\nd2,hello, world\n")
+    with pytest.raises(InputError, match=r"r\.csv:3: has 3 fields but the header has 2.*Fix"):
+        load_corpus(tmp_path / "r.csv")
+
+
+def test_an_unterminated_csv_quote_is_refused_not_merged_into_one_document(tmp_path):
+    (tmp_path / "q.csv").write_text('_id,text\nd1,"hello\nd2,world\nd3,x\n')
+    with pytest.raises(InputError, match=r"q\.csv:2: is not valid CSV.*quote"):
+        load_corpus(tmp_path / "q.csv")
+
+
+def test_a_csv_field_longer_than_csvs_default_limit_is_read(tmp_path):
+    (tmp_path / "big.csv").write_text("_id,text\nd1," + "a" * 200_000 + "\n")
+    assert len(load_corpus(tmp_path / "big.csv").get("d1").text) == 200_000
+
+
+@pytest.mark.parametrize("column, values, problem", [
+    ("text", [b"bytes one", b"two"], "text is of type bytes"),
+    ("text", [1, 2], "text is of type int"),
+    ("text", [["a", "b"], ["c"]], "text is of type list"),
+    ("_id", [["a"], ["b"]], "id is of type list"),
+])
+def test_parquet_values_that_are_not_text_are_refused_unless_coerced_or_skipped(tmp_path, column, values, problem):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from qkrag.data import open_corpus
+
+    table = {"_id": ["a", "b"], "text": ["x", "y"]}
+    table[column] = values
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table(table), path)
+    with pytest.raises(InputError, match=rf"c\.parquet\[0\] field '{column}': {problem}.*--bad-rows"):
+        load_corpus(path)
+    with pytest.raises(InputError, match=problem):
+        open_corpus(path)
+    coerced = open_corpus(path, bad_rows="coerce")
+    assert all(isinstance(t, str) for t in coerced.contents) and all(isinstance(i, str) for i in coerced.ids)
+    with pytest.raises(InputError, match="contains no documents"):  # every row is bad: skipping leaves nothing
+        load_corpus(path, bad_rows="skip")
+
+
+def test_skipped_bad_rows_are_listed_with_their_place(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": 7}\n{"_id": "", "text": "no id"}\n')
+    corpus = load_corpus(p, bad_rows="skip")
+    assert corpus.ids == ["a"]
+    assert len(corpus.rejected) == 2 and "c.jsonl:2" in corpus.rejected[0] and "c.jsonl:3" in corpus.rejected[1]
+    with pytest.raises(InputError, match="--bad-rows 'maybe'"):
+        load_corpus(p, bad_rows="maybe")
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('{"_id": "a", "text": "x\\ud800y"}', "lone surrogate"),
+    ('{"_id": "", "text": "x"}', "id is empty"),
+    ('{"_id": "a", "text": "x", "title": 5}', "title is of type int"),
+])
+def test_rows_that_cannot_be_stored_are_refused_naming_the_row_and_field(tmp_path, line, problem):
+    from qkrag.data import CorpusFile
+
+    p = tmp_path / "c.jsonl"
+    p.write_text(line + "\n")
+    for read in (load_corpus, CorpusFile):
+        with pytest.raises(InputError, match=rf"c\.jsonl:1 field .*{problem}"):
+            read(p)
+
+
+def test_a_missing_local_looking_path_is_no_such_file_never_a_hub_name(tmp_path, monkeypatch):
+    import sys
+
+    from qkrag.data import looks_local, open_corpus
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # any hub lookup would fail on import
+    for name in ("nosuch.jsonl", "nosuch.csv", "nosuch.parquet", str(tmp_path / "folder"), "./x", "a/b"):
+        assert looks_local(name)
+        for read in (load_corpus, open_corpus):
+            with pytest.raises(InputError, match="no such file or folder"):
+                read(name)
+    assert not looks_local("hf:BeIR/scifact") and looks_local("scifact")  # a CLI turns "./scifact" into "scifact"
+    with pytest.raises(InputError, match="no such file or folder"):
+        load_corpus("scifact")
+
+
+def test_conflicting_duplicate_qrels_lines_are_refused_identical_ones_are_fine(tmp_path):
+    p = tmp_path / "q.tsv"
+    p.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1\nq1\td1\t1\n")
+    assert load_qrels(p) == {"q1": {"d1": 1, "d2": 1}}
+    p.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq1\td1\t0\n")
+    with pytest.raises(InputError, match=r"q\.tsv:4: judges query 'q1' / document 'd1' 0, but line 2 judged it 2"):
+        load_qrels(p)

@@ -101,3 +101,29 @@ def test_scrub_freed_memory_overwrites_freed_blocks_before_reuse() -> None:
 def test_scrub_freed_memory_can_be_called_in_this_process() -> None:
     scrub_freed_memory()  # sets a process-wide malloc option once; must never raise
     scrub_freed_memory()
+
+
+@pytest.mark.parametrize("text", [
+    "embeddings API at http://127.0.0.1:9/v1?api_key=HIDDEN42&x=1 (model 'm')",
+    "http://user:HIDDEN42@h:8000/api/v2/heartbeat",
+    "--host user:HIDDEN42@h",
+    "https://h/v1?foo=1&access_token=HIDDEN42",
+])
+def test_credentials_inside_urls_never_reach_a_message(text):
+    from qkrag.errors import fail, redact, redact_urls
+
+    assert "HIDDEN42" not in redact_urls(text) and "***" in redact_urls(text)
+    assert "HIDDEN42" not in redact(text)
+    assert "HIDDEN42" not in str(fail(text, "cannot reach it", "check the address"))
+    assert redact_urls("at 127.0.0.1:8000: refused; mail a@b.c") == "at 127.0.0.1:8000: refused; mail a@b.c"
+
+
+def test_cli_errors_naming_a_url_with_a_key_print_no_key(capsys, tmp_path):
+    import qkrag.cli as cli
+
+    (tmp_path / "d.jsonl").write_text('{"_id": "a", "text": "hello"}\n')
+    with pytest.raises(SystemExit):
+        cli.main(["search", "x", "--host", "user:HIDDEN42@127.0.0.1", "--port", "9", "--model", "openai:m",
+                  "--embed-base-url", "http://127.0.0.1:9/v1?api_key=HIDDEN42"])
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "HIDDEN42" not in err

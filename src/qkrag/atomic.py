@@ -53,6 +53,30 @@ KIND_MARKERS = {"pairs folder": ("pairs.parquet", "journal.jsonl"), "projection"
                 "Chroma database": ("chroma.sqlite3",)}
 
 
+#: What a whole folder of each kind holds, as its writer leaves it: every file named here, the last written last
+#: (pairs.store writes stats.json last, a BM25 index its manifest last; a projection is replaced as a whole).
+WHOLE_FILES = {"pairs folder": ("pairs.parquet", "stats.json"), "projection": ("model.safetensors", "config.json"),
+               "BM25 index": ("qkrag-bm25.json",)}
+REBUILD = {"pairs folder": "rerun `qkrag generate ... --out` into it (it resumes)",
+           "projection": "rerun `qkrag train ... --out` into it",
+           "BM25 index": "rerun `qkrag index DATA --hybrid` (same --collection/--path/--host)"}
+
+
+def require_whole(folder: str | os.PathLike[str], kind: str) -> Path:
+    """`folder` when it holds a whole artefact of `kind` (a key of WHOLE_FILES): it exists and has every file its
+    writer leaves. The one check every reader of a pairs folder, projection folder or BM25 index goes through; a
+    Chroma collection's counterpart is `ChromaIndex.require_complete`. Anything less is one "incomplete" error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise fail(str(folder), f"no {kind} there" if not folder.exists() else "is a file, not a folder",
+                   f"pass the folder a finished run wrote, or {REBUILD[kind]}")
+    missing = [name for name in WHOLE_FILES[kind] if not (folder / name).is_file()]
+    if missing:
+        raise fail(str(folder), f"is an incomplete {kind} (no {', '.join(missing)}; its writing was interrupted)",
+                   REBUILD[kind])
+    return folder
+
+
 def folder_kind(path: str | os.PathLike[str]) -> str | None:
     """Which kind of qkrag output (or input) `path` holds, by the files at its top; None for anything else."""
     path = Path(path)
@@ -154,13 +178,14 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700; saved indexes are meant to be read by others
     try:
         yield tmp
         old = None
         if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".old"))
             os.replace(path, old / path.name)
         os.replace(tmp, path)
         if old is not None:
@@ -168,3 +193,26 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary folders `atomic_folder` left beside `path` when its writer was killed (named
+    `.NAME.PID.*.tmp` / `.old`, PID no longer running); a live writer's are left alone. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for leftover in path.parent.glob(f".{path.name}.*"):
+        pid = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        if leftover.suffix in (".tmp", ".old") and leftover.is_dir() and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True

@@ -169,12 +169,62 @@ class DiskCache:
             self._db.close()
 
 
+class ReadOnlyCache:
+    """A cache that is read and never written: what a long-running reader (`qkrag serve`'s queries) embeds through,
+    so answering requests never grows the cache, however many distinct queries arrive."""
+
+    def __init__(self, cache: DiskCache):
+        self.cache = cache
+
+    def get(self, key: str) -> bytes | None:
+        return self.cache.get(key)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, bytes]:
+        return self.cache.get_many(keys)
+
+    def put(self, key: str, value: bytes) -> None:
+        """Nothing is written."""
+
+    def put_many(self, items: Mapping[str, bytes]) -> None:
+        """Nothing is written."""
+
+
 def pack_vector(vector: np.ndarray) -> bytes:
     return np.asarray(vector, dtype=np.float32).tobytes()
 
 
 def unpack_vector(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
+
+
+def check_embeddings(where: str, vectors: object, count: int, dimension: int | None = None, *,
+                     fix: str = "check the encoder or embeddings server that made them", nonzero: bool = True
+                     ) -> np.ndarray:
+    """`vectors` as float32 (count, dimension) when every one can be indexed: one per item, all of one length (the
+    expected `dimension` when given), finite, and (`nonzero`) not all zero: a zero vector has no direction, every
+    cosine with it is 0, so it ranks arbitrarily. The one check every vector passes before it is cached or indexed
+    (an encoder's output always; derived vectors in an inner-product space may be zero)."""
+    from qkrag.errors import IndexMismatchError, fail
+
+    try:
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            array = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError):  # ragged rows, or values that are not numbers
+        lengths = sorted({len(v) for v in vectors}) if isinstance(vectors, (list, tuple)) else []  # type: ignore
+        raise fail(where, f"vectors of different lengths ({lengths[:5]}) or not numbers", fix) from None
+    if array.ndim != 2 or array.shape[0] != count:
+        raise fail(where, f"got vectors of shape {array.shape} for {count} items", f"one vector per item: {fix}")
+    if dimension is not None and count and array.shape[1] != dimension:
+        raise fail(where, f"got {array.shape[1]}-d vectors, expected {dimension}-d", fix, exc=IndexMismatchError)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        raise fail(where, f"{int((~finite).sum())} of {count} vectors hold NaN or infinite values "
+                   f"(the first at item {int(np.argmin(finite))})", fix)
+    zero = ~np.any(array != 0, axis=1) if nonzero else np.zeros(len(array), bool)
+    if zero.any():
+        raise fail(where, f"{int(zero.sum())} of {count} vectors are all zero (the first at item {int(np.argmax(zero))}); "
+                   "a zero vector has no direction, so every score with it is 0", fix)
+    return array
 
 
 def quiet() -> bool:

@@ -8,13 +8,14 @@ holds logic the Python API lacks.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from qkrag.errors import QkragError
+from qkrag.errors import QkragError, redact, redact_urls
 from qkrag.retrieval.index import IndexConfig
 
 class _Flagless:
@@ -137,6 +138,10 @@ RayAddress = Annotated[Optional[str], typer.Option(
 Backend = Annotated[str, typer.Option(
     "--backend", help="Encoder runtime: torch, or onnx-int8 (exported once, int8-quantised, ~2x on CPU; its own "
     "vectors, so its own collection).")]
+BadRows = Annotated[str, typer.Option(
+    "--bad-rows", help="A row whose id or text is not text (a number, bytes, a list, a lone surrogate, an empty id): "
+    "error (default: refuse, naming the row), coerce (turn it into text where that is unambiguous) or skip (leave it "
+    "out, counted).")]
 SkipEmpty = Annotated[bool, typer.Option(
     "--skip-empty", help="Leave documents with empty text out (their judgments stay, as misses) instead of failing.", metavar="")]
 
@@ -244,7 +249,7 @@ def index(
     ef_search: EfSearch = DEFAULT_EF_SEARCH,
     hnsw_m: M = DEFAULT_M,
     projection: Projection = None,
-    skip_empty: SkipEmpty = False,
+    skip_empty: SkipEmpty = False, bad_rows: BadRows = "error",
     rewrite: Rewrite = False,
     max_words: MaxWords = None,
     aspect: Aspect = None,
@@ -254,8 +259,7 @@ def index(
         "--pairs", help="With --hybrid: a pairs folder (qkrag generate --out) whose held-out share chooses the fusion "
         "when the data has no train split.")] = None,
     engine: Engine = "local", ray_address: RayAddress = None, backend: Backend = "torch",  # docs/scale.md
-    replace: Replace = False,
-    adopt: Adopt = False,
+    replace: Replace = False, adopt: Adopt = False,
     json_out: Json = False,
 ) -> None:
     """Embed a corpus and store it in Chroma (resumable: re-run after a kill to finish; unchanged docs are skipped).
@@ -278,11 +282,10 @@ def index(
 
     from qkrag.data import open_corpus
     from qkrag.integrations.chroma import attach
+    from qkrag.atomic import output_folder
     from qkrag.retrieval.index import adopt_collection, build_index
 
-    from qkrag.atomic import output_folder
-
-    corpus = open_corpus(data, skip_empty=skip_empty)  # texts stay on disk: memory holds the ids
+    corpus = open_corpus(data, skip_empty=skip_empty, bad_rows=bad_rows)  # texts stay on disk: memory holds ids
     if host is None:
         output_folder(path, "--path", "Chroma database")
     config = _index_config(collection or _default_collection(data), path, host, port, space, ef_search, hnsw_m)
@@ -294,9 +297,12 @@ def index(
         encoder = _with_llm(stack, encoder, rewrite, max_words, aspect, llm_base_url)
         config = adopt_collection(config, encoder) if adopt else config
         built = build_index(corpus, encoder, config, options=options, prune=not adopt, replace=replace)
-        out: dict[str, Any] = {"collection": built.name, "location": config.location, "documents": built.count(),
-                               "encoder": encoder.fingerprint, "space": built.space, **vars(built.last_build),
-                               "embedding_function": attach(built, encoder)}  # Chroma apps query it by text
+        out: dict[str, Any] = {"collection": built.name, "location": redact_urls(config.location),
+                               "documents": built.count(), "encoder": encoder.fingerprint, "space": built.space,
+                               **vars(built.last_build),
+                               "embedding_function": attach(built, encoder),  # Chroma apps query it by text
+                               **({"bad_rows_skipped": len(corpus.rejected)} if getattr(corpus, "rejected", None)
+                                  else {})}
         projected = _index_projection(built, encoder, projection, out) if projection else None
         if hybrid:
             out.update(_index_hybrid(built, encoder, projected, data, pairs))
@@ -388,18 +394,19 @@ def search(
     from contextlib import ExitStack
 
     from qkrag.retrieval.factory import make_retriever
-    from qkrag.retrieval.index import ChromaIndex
+    from qkrag.retrieval.index import ChromaIndex, connect
 
     if (fusion_weight is not None or fusion != "auto") and not hybrid:
         raise QkragError("--fusion/--fusion-weight: only apply to hybrid search. Fix: add --hybrid")
     if compare and not (projection or hybrid):
         raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
+    config = _index_config(_searched_collection(collection, path, host, port), path, host, port, ef_search=ef_search)
+    client = connect(config)  # a server that is down or silent fails now, before the encoder loads
     stack = ExitStack()
     encoder = _with_llm(stack, _backend(_encoder(model, _embed_url(embed_base_url, base_url), query_prefix,
                                                  doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
-    collection = _searched_collection(collection, path, host, port)
-    raw = ChromaIndex.for_encoder(_index_config(collection, path, host, port, ef_search=ef_search), encoder,
-                                  create=False)
+    raw = ChromaIndex.open(config, encoder.fingerprint, encoder.dimension, create=False,
+                           client=client).require_complete()  # a half-built index is refused, never searched
     lexical = rule = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
@@ -408,9 +415,9 @@ def search(
         rule = fusion_from_options(fusion, fusion_weight)
     columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
     if projection and compare:
-        columns["projection"] = make_retriever(encoder, raw, projection=projection)
+        columns["projection"] = make_retriever(encoder, raw, projection=projection, write=False)
     columns["hybrid" if hybrid else "projection" if projection else "cosine"] = served = make_retriever(
-        encoder, raw, projection=projection, lexical=lexical, fusion=rule)
+        encoder, raw, projection=projection, lexical=lexical, fusion=rule, write=False)  # a search never writes
     if hybrid:
         typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
     with stack:
@@ -555,6 +562,7 @@ def rewrite_(
     aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.", metavar="")] = False,
@@ -573,7 +581,7 @@ def rewrite_(
     from qkrag.llm.rewrite import rewrite_corpus
 
     corpus = load_corpus(data, skip_empty=skip_empty)
-    with open_llm(llm_base_url) as llm:
+    with open_llm(llm_base_url, llm_model) as llm:
         done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
                               skip_failed=skip_failed)
     if json_out:
@@ -642,7 +650,8 @@ def generate(
     output_folder(out, "--out", "pairs folder")  # before any LLM call
     corpus = load_corpus(data)
     doc_ids = corpus.ids[:limit] if limit else None
-    shots = tuple(line.strip() for line in examples.read_text().splitlines() if line.strip()) if examples else ()
+    shots = tuple(line.strip() for line in _utf8_text(examples, "--examples").splitlines() if line.strip()) \
+        if examples else ()
     given = {"candidates": candidates, "queries_per_passage": per_passage, "policy": policy,
              "roundtrip_k": roundtrip_k, "negatives": negatives, "template": template, "answer_check": answer_check}
     config = GenerateConfig(generator=generator, sample=sample, seed=seed, examples=shots,  # type: ignore[arg-type]
@@ -661,6 +670,14 @@ def generate(
         return
     for key, value in summary_lines(result.stats, out):
         typer.echo(f"{key:>10}  {value}")
+
+
+def _utf8_text(path: Path, option: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise QkragError(f"{option} {path}: is not UTF-8 text (byte 0x{err.object[err.start]:02x} at position "
+                         f"{err.start}). Fix: convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 FILE`") from None
 
 
 @app.command(cls=_Command)
@@ -939,6 +956,11 @@ def serve(
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     served = open_served(list(data or []), configs, encoder=encoder,
                          projection=projection, split=split, aspects=aspects, pairs=pairs)
+    failed = {name: s.error for name, s in served.sources.items() if s.error}
+    if len(failed) == len(served.sources):  # nothing to show: refuse now, not with a page of errors
+        raise QkragError(next(iter(failed.values())))
+    for name, error in failed.items():
+        typer.echo(f"warning: {name} is not served: {error}", err=True)
     run_server(served, bind, http_port, on_ready=lambda url: typer.echo(f"qkrag serve: open {url} (Ctrl-C stops)"))
 
 
@@ -951,7 +973,7 @@ def main(argv: list[str] | None = None) -> None:
         _check_arguments(sys.argv[1:] if argv is None else argv)
         app(args=argv, standalone_mode=False)
     except QkragError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {redact(str(err), os.environ.get('OPENAI_API_KEY'))}", err=True)
         sys.exit(2)
     except typer.Abort:
         typer.echo("aborted", err=True)

@@ -3,15 +3,21 @@
 Three sources, one shape:
 - a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), the layout of every public IR benchmark;
 - plain JSONL or CSV files of id + text (+ optional title);
-- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online.
+- Hugging Face `datasets`: a folder saved with `save_to_disk`, local parquet/arrow files, or a hub name when online,
+  written `hf:org/name` (anything else is a path: one that does not exist is "no such file", never a hub lookup).
 
-Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids), because
-a silent problem here surfaces much later as a metric that is quietly wrong.
+Everything is validated on the way in (duplicate ids, empty texts, malformed lines, qrels naming unknown ids, two
+judgments of one pair that disagree), because a silent problem here surfaces much later as a metric that is quietly
+wrong. Every row becomes a document through one path (`_document`): id and text must be text (an id may be an int),
+storable (no lone surrogate), the id non-empty; CSV is parsed strictly (extra fields, an unclosed quote). A bad row is
+an error naming its file, line or row and field, unless `bad_rows` asks to coerce ("coerce": numbers, UTF-8 bytes, a
+list of strings) or skip it ("skip": left out, listed in `rejected`): `qkrag index --bad-rows`.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +59,7 @@ class Corpus(Sequence[Document]):
     documents: tuple[Document, ...]
     source: str = "<memory>"
     skipped: tuple[str, ...] = ()  # ids of empty documents left out on request (`load_corpus(skip_empty=True)`)
+    rejected: tuple[str, ...] = ()  # rows left out with bad_rows="skip": where each was and why
     _positions: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -157,18 +164,42 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, row
 
 
+#: The longest CSV field read (csv's own default, 131,072 characters, is shorter than many documents).
+CSV_FIELD_LIMIT = 2**31 - 1
+
+
 def _read_csv(path: Path) -> Iterator[tuple[int, dict]]:
+    """Rows of a CSV/TSV file, each with the line it starts on. Strict: a row with more fields than the header, or a
+    quote that is never closed (which would swallow every later row into one field), is refused, naming its line."""
     dialect = "excel-tab" if path.suffix in (".tsv", ".tab") else "excel"
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     # csv reads any iterable of lines; decoded lines keep their line ends, as a file opened with newline="" does.
     lines = (line for _, line in _decoded_lines(path))
-    for lineno, row in enumerate(csv.DictReader(lines, dialect=dialect), 2):
-        yield lineno, row
+    reader = csv.reader(lines, dialect=dialect, strict=True)
+    start = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for fields in reader:
+            if len(fields) > len(header):
+                raise fail(f"{path}:{start}", f"has {len(fields)} fields but the header has {len(header)} "
+                           f"(extra: {', '.join(repr(f[:30]) for f in fields[len(header):][:3])})",
+                           "quote fields that contain the delimiter (\"hello, world\"), or fix the row")
+            if fields:
+                yield start, dict(itertools.zip_longest(header, fields[: len(header)]))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise fail(f"{path}:{start}", f"is not valid CSV ({err}; a quote opened here may never be closed)",
+                   "close the quote or escape it by doubling it (\"\"), then run again") from None
 
 
-def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
+def _field(row: Mapping, names: Sequence[str], where: str, what: str) -> tuple[str, object]:
+    """(name, value) of the first of `names` in `row` whose value is not null; a clear error when there is none."""
     for name in names:
         if name in row and row[name] is not None:
-            return str(row[name])
+            return name, row[name]
     empty = [name for name in names if name in row]  # present but null: say so, not "no field"
     if empty:
         raise fail(where, f"{what} field {empty[0]!r} is null", f"give it a {what}, or drop the row")
@@ -176,8 +207,67 @@ def _pick(row: Mapping, names: Sequence[str], where: str, what: str) -> str:
                f"name the {what} column one of: {', '.join(names)}")
 
 
+#: What `bad_rows` may be: refuse a row whose id or text is not text (the default), coerce what can be coerced
+#: (numbers and bytes to text, a list of strings joined, a lone surrogate replaced), or skip the row.
+BAD_ROWS = ("error", "coerce", "skip")
+BAD_ROWS_FIX = "fix the row; or pass --bad-rows coerce (turn numbers, bytes and lists into text) or --bad-rows skip"
+
+
+def check_bad_rows(bad_rows: str) -> str:
+    if bad_rows not in BAD_ROWS:
+        raise fail(f"--bad-rows {bad_rows!r}", "is not a way to handle bad rows", f"use one of {', '.join(BAD_ROWS)}")
+    return bad_rows
+
+
+def _coerced(value: object) -> str | None:
+    """`value` as text when it has one obvious reading (a number, UTF-8 bytes, a list of strings), else None."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return " ".join(value)
+    return None
+
+
+def _text_value(where: str, name: str, value: object, what: str, bad_rows: str) -> str:
+    """`value` of field `name` as text: strictly a str (an id may also be an int), or coerced when `bad_rows` is
+    "coerce". Lone surrogates (a JSON "\\ud800" escape) and an empty id are refused: neither can be stored."""
+    text: str | None = None
+    if isinstance(value, str):
+        text = value
+    elif what == "id" and isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif bad_rows == "coerce":
+        text = _coerced(value)
+    if text is None:
+        shown = repr(value)
+        raise fail(f"{where} field {name!r}", f"{what} is of type {type(value).__name__} ({shown[:60]}), not text",
+                   BAD_ROWS_FIX)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        if bad_rows != "coerce":
+            raise fail(f"{where} field {name!r}", f"{what} holds a lone surrogate (\\u{ord(text[err.start]):04x}), "
+                       "which is not valid Unicode", BAD_ROWS_FIX) from None
+        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    if what == "id" and not text.strip():
+        raise fail(f"{where} field {name!r}", "id is empty", "give every row a non-empty id, or --bad-rows skip")
+    return text
+
+
+def _pick(row: Mapping, names: Sequence[str], where: str, what: str, bad_rows: str = "error") -> str:
+    name, value = _field(row, names, where, what)
+    return _text_value(where, name, value, what, bad_rows)
+
+
 def _rows(path: Path) -> Iterator[tuple[str, dict]]:
     """(location, row) for every record of a JSONL/CSV/TSV file or a Hugging Face dataset."""
+    if not path.exists() and looks_local(path):
+        raise fail(str(path), "no such file or folder", "check the path")
     if path.suffix in (".jsonl", ".json"):
         for lineno, row in _read_jsonl(path):
             yield f"{path}:{lineno}", row
@@ -202,6 +292,9 @@ def _load_hf(path: Path | str) -> Iterable[Mapping]:
             ds = datasets.load_from_disk(str(p)) if saved else datasets.Dataset.from_file(str(p))
         except Exception as err:  # truncated or foreign files: pyarrow, json and OS errors alike
             raise _unreadable(p, "a Hugging Face dataset", err) from None
+    elif not p.exists() and looks_local(path):
+        raise fail(str(path), "no such file or folder",
+                   "check the path (for a Hugging Face hub dataset, write hf:NAME, e.g. hf:BeIR/scifact)")
     elif p.exists():
         raise fail(str(p), "not a corpus file or folder qkrag can read",
                    "give a BEIR folder, a .jsonl/.csv/.tsv file, a .parquet/.arrow file, or a save_to_disk folder")
@@ -210,7 +303,8 @@ def _load_hf(path: Path | str) -> Iterable[Mapping]:
             from qkrag.cache import default_cache_dir
 
             # its Arrow copy goes under QKRAG_CACHE_DIR with qkrag's other caches, not ~/.cache/huggingface
-            ds = datasets.load_dataset(str(path), cache_dir=str(default_cache_dir() / "datasets"))
+            name = str(path).removeprefix(HUB_PREFIX)
+            ds = datasets.load_dataset(name, cache_dir=str(default_cache_dir() / "datasets"))
         except Exception as err:  # offline, unknown name, ...: say which
             raise fail(str(path), f"no such file, and loading it as a Hugging Face hub dataset failed ({err})",
                        "check the path, or the dataset name and your network") from None
@@ -240,32 +334,63 @@ def _unreadable(path: Path, kind: str, err: Exception) -> Exception:
                 "looks like this), or convert it to JSONL")
 
 
-def _document(where: str, row: Mapping) -> Document:
-    return Document(_pick(row, ID_FIELDS, where, "id"), _pick(row, TEXT_FIELDS, where, "text"),
-                    str(row.get("title") or ""))
+def _document(where: str, row: Mapping, bad_rows: str = "error") -> Document:
+    """The one way a row becomes a document: id and text strictly text (see `_text_value`), title text or absent."""
+    title = row.get("title")
+    title = "" if title is None or title == "" else _text_value(where, "title", title, "title", bad_rows)
+    return Document(_pick(row, ID_FIELDS, where, "id", bad_rows), _pick(row, TEXT_FIELDS, where, "text", bad_rows),
+                    title)
+
+
+def _documents(rows: Iterable[tuple[str, Mapping]], bad_rows: str, rejected: list[str]
+               ) -> Iterator[tuple[str, Document]]:
+    """(location, document) of each row; with `bad_rows` "skip", a row that is refused is left out and its location
+    (with the reason) goes to `rejected`."""
+    check_bad_rows(bad_rows)
+    for where, row in rows:
+        try:
+            yield where, _document(where, row, bad_rows)
+        except QkragError as err:
+            if bad_rows != "skip":
+                raise
+            rejected.append(str(err).split(". Fix:")[0])
+
+
+#: The prefix that names a Hugging Face hub dataset (`hf:org/name`). Anything else is a local path: a command line
+#: turns "./x" into "x", so no spelling of a path can be told from a hub name, and a mistyped path is never looked up.
+HUB_PREFIX = "hf:"
+
+
+def looks_local(path: str | Path) -> bool:
+    """Whether `path` names a file or folder here: everything but `hf:NAME`. A local path that does not exist is
+    "no such file", never sent to the hub."""
+    return not str(path).startswith(HUB_PREFIX)
 
 
 def _corpus_path(path: str | Path) -> Path:
     p = Path(path)
+    if not p.exists() and looks_local(path):
+        raise fail(str(path), "no such file or folder",
+                   "check the path (for a Hugging Face hub dataset, write hf:NAME, e.g. hf:BeIR/scifact)")
     return p / "corpus.jsonl" if p.is_dir() and (p / "corpus.jsonl").exists() else p
 
 
-def load_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus:
+def load_corpus(path: str | Path, *, skip_empty: bool = False, bad_rows: str = "error") -> Corpus:
     """Documents from a BEIR folder, a JSONL/CSV/TSV file, or a Hugging Face dataset.
 
     A document with empty text is an error, unless `skip_empty`: then it is left out and its id is listed in
-    `corpus.skipped` (Cranfield has two such documents; one is even judged relevant, and stays a miss)."""
+    `corpus.skipped` (Cranfield has two such documents; one is even judged relevant, and stays a miss). A row whose
+    id or text is not text is an error naming the row, unless `bad_rows` is "coerce" or "skip" (see `BAD_ROWS`)."""
     p = _corpus_path(path)
-    docs, skipped = [], []
-    for where, row in _rows(p):
-        doc = _document(where, row)
+    docs, skipped, rejected = [], [], []
+    for where, doc in _documents(_rows(p), bad_rows, rejected):
         if skip_empty and not doc.content.strip():
             skipped.append(doc.id)
             continue
         docs.append(doc)
     if not docs:
         raise fail(str(p), "contains no documents", "point qkrag at a non-empty corpus")
-    return Corpus(tuple(docs), str(p), tuple(skipped))
+    return Corpus(tuple(docs), str(p), tuple(skipped), tuple(rejected))
 
 
 class CorpusFile:
@@ -274,15 +399,24 @@ class CorpusFile:
     document's byte offset; `contents` reads texts back from the file when asked, a slice at a time. What `qkrag
     index` uses, so the process holds ids (~100 bytes a document) and one chunk of texts, never the corpus."""
 
-    def __init__(self, path: str | Path, *, skip_empty: bool = False, source: str | None = None):
+    def __init__(self, path: str | Path, *, skip_empty: bool = False, source: str | None = None,
+                 bad_rows: str = "error", rejected: Sequence[str] = ()):
         self.path = _corpus_path(path)  # what is read; `source` is what messages name (the original of a copy)
         self.source = source or str(self.path)
         self.ids: list[str] = []
         self.offsets: list[int] = []
         skipped: list[str] = []
+        self.rejected: list[str] = list(rejected)  # rows left out with bad_rows="skip" (of the copy's source too)
         positions: dict[str, int] = {}
+        self.bad_rows = check_bad_rows(bad_rows)
         for where, offset, row in self._scan():
-            doc = _document(where, row)
+            try:
+                doc = _document(where, row, bad_rows)
+            except QkragError as err:
+                if bad_rows != "skip":
+                    raise
+                self.rejected.append(str(err).split(". Fix:")[0])
+                continue
             if skip_empty and not doc.content.strip():
                 skipped.append(doc.id)
                 continue
@@ -314,35 +448,42 @@ class CorpusFile:
         return len(self.ids)
 
 
-def open_corpus(path: str | Path, *, skip_empty: bool = False) -> Corpus | CorpusFile:
+def open_corpus(path: str | Path, *, skip_empty: bool = False, bad_rows: str = "error") -> Corpus | CorpusFile:
     """The corpus at `path` for indexing, its texts left on disk: a `CorpusFile` over a JSONL file or a BEIR
     folder's corpus.jsonl, or over a JSONL copy of a CSV/TSV, parquet or arrow file or a datasets folder
     (`jsonl_copy`). Only a hub dataset name is loaded whole (`load_corpus`)."""
     p = _corpus_path(path)
+    check_bad_rows(bad_rows)
     if p.suffix in (".jsonl", ".json"):
-        return CorpusFile(p, skip_empty=skip_empty)
+        return CorpusFile(p, skip_empty=skip_empty, bad_rows=bad_rows)
     if not p.exists():
-        return load_corpus(path, skip_empty=skip_empty)
-    return CorpusFile(jsonl_copy(p), skip_empty=skip_empty, source=str(p))
+        return load_corpus(path, skip_empty=skip_empty, bad_rows=bad_rows)
+    copy, rejected = jsonl_copy(p, bad_rows)
+    return CorpusFile(copy, skip_empty=skip_empty, source=str(p), rejected=rejected)
 
 
-def jsonl_copy(path: Path) -> Path:
+def jsonl_copy(path: Path, bad_rows: str = "error") -> tuple[Path, list[str]]:
     """A JSONL copy (`_id`, `title`, `text`) of a CSV/TSV, parquet or arrow corpus or a datasets folder, written a
     row at a time and atomically under the cache's `corpora/`, keyed by the source's path and its files' sizes and
-    modification times: reused while the source stays as it was, remade when it changes. A row without an id or
-    text is refused here, with its place in the original; `CorpusFile` checks the rest."""
-    from qkrag.atomic import atomic_open
+    modification times (and `bad_rows`): reused while the source stays as it was, remade when it changes. A row
+    whose id or text is missing or not text is refused here (or coerced, or skipped: `bad_rows`), with its place in
+    the original; `CorpusFile` checks the rest. Returns the copy and the rows skipped (kept beside the copy)."""
+    from qkrag.atomic import atomic_open, write_json
     from qkrag.cache import content_hash, default_cache_dir
 
     files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
     stats = [(str(f.relative_to(path)) if path.is_dir() else "", f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    copy = default_cache_dir() / "corpora" / f"{content_hash(str(path.resolve()), stats)[:32]}.jsonl"
-    if not copy.exists():
-        with atomic_open(copy) as out:
-            for where, row in _rows(path):
-                doc = _document(where, row)
-                out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n")
-    return copy
+    key = content_hash(str(path.resolve()), stats, *([bad_rows] if bad_rows != "error" else []))[:32]
+    copy = default_cache_dir() / "corpora" / f"{key}.jsonl"
+    rejected_file = copy.with_suffix(".rejected.json")
+    if copy.exists():
+        return copy, json.loads(rejected_file.read_text(encoding="utf-8")) if rejected_file.exists() else []
+    rejected: list[str] = []
+    with atomic_open(copy) as out:
+        for _, doc in _documents(_rows(path), bad_rows, rejected):
+            out.write(json.dumps({"_id": doc.id, "title": doc.title, "text": doc.text}, ensure_ascii=False) + "\n")
+        write_json(rejected_file, rejected)  # before the copy lands: a copy is never without its list
+    return copy, rejected
 
 
 class FileTexts(Sequence[str]):
@@ -370,7 +511,8 @@ class FileTexts(Sequence[str]):
         corpus = self._corpus
         handle.seek(corpus.offsets[position])
         try:
-            doc = _document(corpus.source, json.loads(handle.readline().decode("utf-8-sig")))
+            row = json.loads(handle.readline().decode("utf-8-sig"))
+            doc = _document(corpus.source, row, "coerce" if corpus.bad_rows == "coerce" else "error")
         except (ValueError, QkragError):  # not JSON, not UTF-8, no id or text any more
             doc = None
         if doc is None or doc.id != corpus.ids[position]:
@@ -404,6 +546,7 @@ def load_qrels(path: str | Path) -> Qrels:
     if not p.exists():
         raise fail(str(p), "no such qrels file", "check the path; BEIR folders keep them in qrels/<split>.tsv")
     qrels: Qrels = {}
+    seen: dict[tuple[str, str], int] = {}  # (query, document) -> the line that judged it first
     for lineno, line in _decoded_lines(p):
         parts = line.split()
         if not parts or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
@@ -413,7 +556,14 @@ def load_qrels(path: str | Path) -> Qrels:
         if len(parts) != 3 or not parts[2].lstrip("-").isdigit():
             raise fail(f"{p}:{lineno}", f"expected 'query-id<TAB>corpus-id<TAB>integer score', got {line.strip()!r}",
                        "fix that line")
-        qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+        judged = qrels.setdefault(parts[0], {})
+        score = int(parts[2])
+        if judged.get(parts[1], score) != score:  # the same line twice is harmless; two different scores are not
+            first = seen[(parts[0], parts[1])]
+            raise fail(f"{p}:{lineno}", f"judges query {parts[0]!r} / document {parts[1]!r} {score}, but line {first} "
+                       f"judged it {judged[parts[1]]}", "keep one judgment per query and document")
+        seen.setdefault((parts[0], parts[1]), lineno)
+        judged[parts[1]] = score
     if not qrels:
         raise fail(str(p), "contains no judgments", "check that you point at the right split")
     return qrels

@@ -31,8 +31,37 @@ class LLMUnavailableError(LLMError):
 
 
 def fail(what: str, problem: str, fix: str, exc: type[QkragError] = InputError) -> QkragError:
-    """Build an error whose message reads `what: problem. Fix: fix` (return it, so callers write `raise fail(...)`)."""
-    return exc(f"{what}: {problem}. Fix: {fix}")
+    """Build an error whose message reads `what: problem. Fix: fix` (return it, so callers write `raise fail(...)`).
+    A credential inside a URL it names (`?api_key=...`, `user:password@host`) is scrubbed (`redact_urls`)."""
+    return exc(redact_urls(f"{what}: {problem}. Fix: {fix}"))
+
+
+# Credentials a URL carries: a password in its userinfo (`scheme://user:password@host`, or `user:password@host` as a
+# --host value) and a query parameter named like a secret (`?api_key=...&token=...`).
+_URL_PATTERNS = [
+    (re.compile(r"(?i)((?:\b[a-z][a-z0-9+.-]*://|(?<![\w.:/-]))[^\s:/@'\"?#]+:)(?!\*\*\*@)[^\s@/'\"?#]+@"),
+     r"\1***@"),
+    (re.compile(r"(?i)([?&;][a-z0-9_.-]*(?:key|token|secret|password|passwd|pwd|sig|signature|auth|credential|code)"
+                r"[a-z0-9_.-]*=)[^&\s'\"#;]+"), r"\1***"),
+]
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the credentials inside any URL replaced by `***` (see `_URL_PATTERNS`): what every error message
+    and every echoed address goes through, so a key given in an address is never printed."""
+    for pattern, replacement in _URL_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_secrets(text: str, *secrets: str | None) -> str:
+    """`text` with each of the given `secrets` (4 characters or more) replaced by `***`, and nothing else changed:
+    for free text such as an LLM's answer, which may echo a request's key but where header-shaped patterns would
+    also match ordinary words."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 # A server's error body may echo the request, headers included (a careless proxy, a debug page): whatever it says is
@@ -52,9 +81,7 @@ def redact(text: str, *secrets: str | None) -> str:
     """`text` with every credential replaced by `***`: the given `secrets`, bearer/basic tokens, api-key and
     authorization header values, and anything shaped like an OpenAI key. Used by every message built from a server's
     answer (embeddings, LLM, Chroma), so a key never reaches a terminal, a log or a results file."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:  # a 1-3 character "key" would scrub ordinary words
-            text = text.replace(secret, "***")
+    text = redact_urls(redact_secrets(text, *secrets))  # a 1-3 character "key" would scrub ordinary words: not done
     text = _CREDENTIAL_PATTERNS[0].sub(lambda m: f"{m[1]}{m[2]}{m[3] or ''}***", text)
     text = _CREDENTIAL_PATTERNS[1].sub(r"\1\2***", text)
     return _CREDENTIAL_PATTERNS[2].sub("***", text)

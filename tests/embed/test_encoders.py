@@ -222,3 +222,20 @@ def test_the_shipped_models_short_name_is_the_same_encoder():
     from qkrag.embed.encoders import make_encoder
 
     assert make_encoder("all-MiniLM-L6-v2").fingerprint == make_encoder().fingerprint
+
+
+@pytest.mark.parametrize("vector, problem", [
+    (lambda text: [0.0, 0.0, 0.0], "all zero"),
+    (lambda text: [float("nan"), 1.0, 0.0], "NaN or infinite"),
+    (lambda text: [1e39, 1.0, 0.0], "NaN or infinite"),  # overflows float32: inf
+    (lambda text: [1.0] * (2 + len(text) % 2), "different lengths"),
+])
+def test_degenerate_vectors_from_a_server_are_refused_and_never_cached(tmp_path, vector, problem):
+    from qkrag.cache import DiskCache
+
+    cache = DiskCache(tmp_path / "e.sqlite")
+    with FakeOpenAIServer(embed=vector) as server:
+        enc = OpenAIEncoder("m", base_url=server.url, api_key="k", max_retries=0)
+        with pytest.raises(QkragError, match=problem):
+            embed(enc, ["ab", "abc"], "document", EmbedOptions(cache=cache, progress=False))
+    assert len(cache) == 0  # nothing degenerate is kept for the next run

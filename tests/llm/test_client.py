@@ -423,3 +423,55 @@ def test_retry_after_reads_seconds_and_milliseconds(headers, seconds):
         response = Response()
 
     assert retry_after(RateLimited()) == seconds
+
+
+def test_an_answer_that_echoes_the_key_is_redacted_before_it_is_cached_or_returned(tmp_path):
+    key = "plain-key-without-a-known-shape-42"  # no sk- prefix: only knowing the key can find it
+    with FakeOpenAIServer(chat=lambda body: f"Basic idea. You sent Authorization: Bearer {key} to me.") as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, api_key=key, timeout=2.0, max_retries=0),
+                  cache=tmp_path / "llm.sqlite")
+        answer = llm.complete("hello").text
+        again = llm.complete("hello")
+        llm.close()
+    assert server.auth_headers == [f"Bearer {key}"]
+    assert key not in answer and answer.startswith("Basic idea.") and "Bearer ***" in answer
+    assert again.cached and again.text == answer
+    assert key.encode() not in (tmp_path / "llm.sqlite").read_bytes()
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("http://127.0.0.1:{port}/v1?api_key=URLSECRET123", "URLSECRET123"),
+    ("http://user:URLSECRET123@127.0.0.1:{port}/v1", "URLSECRET123"),
+])
+def test_a_key_inside_the_server_url_is_never_in_a_message(url, secret):
+    from tests.fakes import free_port
+
+    llm = LLM(LLMConfig(model="m", base_url=url.format(port=free_port()), api_key="k", timeout=1.0, max_retries=0),
+              cache=None)
+    with pytest.raises(LLMError) as info:
+        llm.complete("hello")
+    assert secret not in str(info.value) and "***" in str(info.value)
+
+
+def test_a_retry_after_past_the_deadline_fails_at_once_with_a_message(tmp_path):
+    with FakeOpenAIServer(mode="429", retry_after="3600") as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, api_key="k", timeout=2.0, max_retries=3), cache=None)
+        assert llm.client is not None  # the openai client made (and imported) before the clock starts
+        start = time.monotonic()
+        with pytest.raises(LLMError, match=r"asked to wait 3600 s more \(Retry-After\), past its deadline of 8 s"):
+            llm.complete("hello")
+        llm.close()
+    assert time.monotonic() - start < 6 and server.hits == 1
+
+
+def test_retry_after_waits_count_against_the_deadline_and_long_ones_are_announced(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    with FakeOpenAIServer(mode="429", retry_after="6") as server:
+        llm = LLM(LLMConfig(model="m", base_url=server.url, api_key="k", timeout=2.0, max_retries=0, deadline=20),
+                  cache=None)
+        start = time.monotonic()
+        with pytest.raises(LLMError, match="deadline of 20 s"):
+            llm.complete("hello")
+        llm.close()
+    assert time.monotonic() - start < 21.5 and server.hits >= 2  # waited out, then stopped before the deadline
+    assert "asked to wait 6 s (Retry-After); waiting" in caplog.text

@@ -121,3 +121,24 @@ def test_rewrite_corpus_refuses_an_extractive_aspect(tmp_path):
     with pytest.raises(InputError, match="extracts sentences at embedding time"):
         rewrite_corpus(Corpus([Document("a", "text")], source="m"), None, tmp_path / "o.jsonl", aspect="extract:cuisine")
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_rewrite_corpus_failures_point_to_skip_failed(make_llm, server, tmp_path):
+    from qkrag.data import Corpus
+    from qkrag.llm.rewrite import rewrite_corpus
+
+    corpus = Corpus.from_texts({"a": "rain in spring", "b": "please REFUSE this"})
+    for texts in (corpus, Corpus.from_texts({"a": "rain in spring", "c": "BLANK answer here"})):
+        with pytest.raises(LLMError, match=r"Fix: .*pass --skip-failed") as info:
+            rewrite_corpus(texts, make_llm(), tmp_path / "out.jsonl")
+        assert "on_error=" not in str(info.value) and "on_failure=" not in str(info.value)
+    done = rewrite_corpus(corpus, make_llm(), tmp_path / "out.jsonl", skip_failed=True)
+    assert done["written"] == 1
+
+
+def test_cli_rewrite_takes_an_llm_model():
+    from typer.testing import CliRunner
+
+    import qkrag.cli as cli
+
+    assert "--llm-model" in CliRunner().invoke(cli.app, ["rewrite", "--help"], env={"COLUMNS": "200"}).output

@@ -757,3 +757,23 @@ def test_concurrency_8_against_a_fleet_killed_midway_resumes_to_the_pairs_of_one
         assert len(records) == 36
     finally:
         fleet.close()
+
+
+def test_a_second_generation_into_a_busy_folder_is_refused_before_any_llm_call(server, tmp_path):
+    from qkrag.pairs.generate import LOCK
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom qkrag.atomic import file_lock\n"
+         f"with file_lock({str(out / LOCK)!r}, 5, 'x'):\n    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match=rf"pairs folder .*another process \(pid {holder.pid}\) is writing it"):
+            generate_pairs(make_corpus(), FakeEncoder(dim=64), make_llm(server, None), GenerateConfig(**FAST), out)
+        assert server.hits == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    generate_pairs(make_corpus(), FakeEncoder(dim=64), make_llm(server, None), GenerateConfig(**FAST), out)
+    assert server.hits > 0 and len(load_pairs(out)) > 0  # once the first is gone, the folder is free

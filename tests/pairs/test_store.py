@@ -53,8 +53,10 @@ def test_unfinished_broken_and_missing_folders_are_one_clear_error(tmp_path):
         read_stats(tmp_path / "nowhere")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / PAIRS).write_bytes(b"")
-    with pytest.raises(InputError, match="holds no finished generation"):
+    with pytest.raises(InputError, match="is an incomplete pairs folder.*rerun `qkrag generate"):
         read_stats(tmp_path / "half")
+    with pytest.raises(InputError, match="is an incomplete pairs folder"):
+        load_pairs(tmp_path / "half")
     (tmp_path / "half" / STATS).write_text("{broken")
     with pytest.raises(InputError, match="is not a readable stats file"):
         read_stats(tmp_path / "half")

@@ -87,7 +87,7 @@ def test_bm25_load_refuses_other_documents(tmp_path):
     reordered = Corpus.from_texts(dict(reversed(list(PASSAGES.items()))))
     with pytest.raises(IndexMismatchError):
         BM25Retriever.load(tmp_path / "bm25", reordered)  # positions would name the wrong documents
-    with pytest.raises(InputError, match="holds no saved BM25 index"):
+    with pytest.raises(InputError, match="no BM25 index there"):
         BM25Retriever.load(tmp_path / "nowhere", corpus)
 
 

@@ -150,7 +150,7 @@ def test_opening_with_another_encoder_is_refused(config: IndexConfig) -> None:
 def test_an_incomplete_index_refuses_queries(config: IndexConfig) -> None:
     index = build(tiny_corpus(10), hash_encoder(), config)
     index.mark_complete(False)
-    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index`"):
+    with pytest.raises(QkragError, match="incomplete.*rerun `qkrag index`"):
         index.query(np.ones((1, 32), np.float32), 3)
 
 
@@ -189,7 +189,7 @@ def test_a_killed_build_is_incomplete_and_resumes_to_exactly_once(tmp_path: Path
     index = ChromaIndex.for_encoder(config, hash_encoder(), create=False)
     assert not index.complete
     assert 0 < index.count() < 3000
-    with pytest.raises(QkragError, match="incomplete.*re-run `qkrag index` to finish it"):
+    with pytest.raises(QkragError, match="incomplete.*rerun `qkrag index` to finish it"):
         DenseRetriever(hash_encoder(), index).search(["apple river"], 5)
     done_before = index.count()
 
@@ -690,3 +690,18 @@ def test_build_index_from_a_corpus_file_records_the_same_content_hash(tmp_path, 
     other = build_index(CorpusFile(path), fake_encoder,
                         IndexConfig(collection="streamed", path=tmp_path / "db", batch_size=8), progress=False)
     assert other.metadata["qkrag:content_hash"] == recorded and vars(other.last_build)["added"] == 44
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (lambda v: np.zeros_like(v), "all zero"),
+    (lambda v: np.where(np.arange(v.shape[1]) == 0, np.nan, v), "NaN or infinite"),
+    (lambda v: [list(row[:-1]) if i == 1 else list(row) for i, row in enumerate(v)], "different lengths"),
+])
+def test_every_vector_entering_an_index_is_checked(tmp_path, bad, problem):
+    vectors = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32)
+    with pytest.raises(QkragError, match=problem):
+        ExactIndex(["a", "b", "c"], bad(vectors))
+    index = ChromaIndex.open(IndexConfig(collection="checked", path=tmp_path / "db"), "enc", 8)
+    with pytest.raises(QkragError, match=problem):
+        index.add_vectors(["a", "b", "c"], bad(vectors))
+    assert index.count() == 0

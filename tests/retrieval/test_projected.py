@@ -170,3 +170,31 @@ def test_vectors_for_returns_the_stored_vectors_in_the_order_asked(fake_encoder,
     assert raw.vectors_for([]).shape == (0, 32)
     with pytest.raises(IndexMismatchError, match="holds no vector for id 'gone'"):
         raw.vectors_for([ids[0], "gone"])
+
+
+def test_a_reading_projected_search_writes_nothing_and_refuses_an_incomplete_collection(tmp_path, fake_encoder):
+    from qkrag.retrieval.hybrid import collection_bm25
+    from qkrag.retrieval.index import ExactIndex, IndexConfig, build_index, collection_names, read_collection
+    from qkrag.retrieval.projected import ProjectedRetriever
+    from tests.fakes import TINY_DOCS, random_projection
+
+    from qkrag.data import Corpus
+
+    corpus = Corpus.from_texts(TINY_DOCS)
+    config = IndexConfig(collection="reads", path=tmp_path / "db")
+    raw = build_index(corpus, fake_encoder, config, progress=False)
+    projection = random_projection(fake_encoder.dimension, fake_encoder.fingerprint, rank=8)
+    reading = ProjectedRetriever(fake_encoder, projection, raw, write=False)
+    assert collection_names(raw.client) == ["reads"]  # no projected collection made by a search
+    exact = ProjectedRetriever(fake_encoder, projection, ExactIndex.from_chroma(raw))
+    queries = ["yeast bread", "river stone"]
+    assert [[h.id for h in row] for row in reading.search(queries, 3)] == \
+        [[h.id for h in row] for row in exact.search(queries, 3)]
+    built = ProjectedRetriever(fake_encoder, projection, raw)  # what `qkrag index --projection` does
+    assert ProjectedRetriever(fake_encoder, projection, raw, write=False).index.name == built.index.name
+    raw.mark_complete(False)  # a build killed midway
+    for read in (lambda: ProjectedRetriever(fake_encoder, projection, raw, write=False),
+                 lambda: ProjectedRetriever(fake_encoder, projection, raw), lambda: collection_bm25(raw),
+                 lambda: read_collection(config, fake_encoder), lambda: ExactIndex.from_chroma(raw)):
+        with pytest.raises(InputError, match="is incomplete.*rerun `qkrag index`"):
+            read()

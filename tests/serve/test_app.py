@@ -14,13 +14,15 @@ from qkrag.serve import Served, make_app, open_served  # noqa: E402
 from tests.serve.test_workspace import DOCS, QRELS, QUERIES  # noqa: E402
 from tests.fakes import write_beir  # noqa: E402
 
+LOCAL = "http://127.0.0.1:8765"  # the Host a browser on this machine sends
+
 
 @pytest.fixture
 def client(tmp_path, fake_encoder):
     folder = write_beir(tmp_path / "tiny", DOCS, QUERIES, QRELS)
     proj = QKProjection.identity(fake_encoder.dimension, fake_encoder.fingerprint, scale=5.0).save(tmp_path / "p")
     served = open_served([folder], encoder=fake_encoder, projection=proj)
-    with TestClient(make_app(served), raise_server_exceptions=False) as c:
+    with TestClient(make_app(served), raise_server_exceptions=False, base_url=LOCAL) as c:
         yield c
 
 
@@ -80,7 +82,7 @@ def test_an_unexpected_failure_is_a_message_not_a_traceback(client, monkeypatch)
 def test_collection_view_and_a_source_that_failed_to_load(tmp_path, fake_encoder):
     good = write_beir(tmp_path / "tiny", DOCS, QUERIES, QRELS)
     served = open_served([good, tmp_path / "missing"], encoder=fake_encoder)
-    with TestClient(make_app(served), raise_server_exceptions=False) as c:
+    with TestClient(make_app(served), raise_server_exceptions=False, base_url=LOCAL) as c:
         sources = c.get("/api/sources").json()["sources"]
         assert [s["name"] for s in sources] == ["tiny", "missing"] and "missing: no such folder" in sources[1]["error"]
         report = c.get("/api/collection", params={"source": "tiny"}).json()
@@ -111,3 +113,26 @@ def test_cli_serve_binds_loopback_by_default():
     from qkrag.cli import serve
 
     assert inspect.signature(serve).parameters["bind"].default == "127.0.0.1"
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("127.0.0.1:8765", True), ("localhost:8765", True), ("[::1]:8765", True),
+    ("evil.example.com", False), ("evil.example.com:8765", False), ("127.0.0.1:9999", False),
+    ("127.0.0.1.evil.example.com:8765", False), ("", False),
+])
+def test_a_request_for_another_host_name_is_refused(client, host, ok):
+    answer = client.get("/api/sources", headers={"Host": host})
+    assert (answer.status_code == 200) == ok
+    if not ok:
+        assert answer.status_code == 421 and "is not this server" in answer.json()["error"]
+
+
+def test_queries_never_write_the_embedding_cache(client, monkeypatch, tmp_path):
+    from qkrag.cache import DiskCache
+    from qkrag.embed import encoders
+
+    cache = DiskCache(tmp_path / "e.sqlite")
+    monkeypatch.setattr(encoders, "_default_cache", cache)
+    for i in range(5):
+        assert client.get("/api/query", params={"q": f"a query never asked before {i}"}).status_code == 200
+    assert len(cache) == 0

@@ -146,7 +146,7 @@ def test_pairs_view_samples_rows_with_their_filters(tmp_path, fake_encoder):
     assert pair["base_rank"] >= 1 and isinstance(pair["question_form"], bool)
     assert [f["filter"] for f in pair["filters"]] == ["words", "passage copy", "title copy", "round-trip rank"]
     assert load_pairs_view(out, n=5) == view  # seeded
-    with pytest.raises(InputError, match="no finished generation"):
+    with pytest.raises(InputError, match="no pairs folder there"):
         load_pairs_view(tmp_path / "empty")
 
 

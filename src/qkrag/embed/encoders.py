@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from qkrag.cache import (DiskCache, content_hash, default_cache_dir, default_timeout, pack_vector, quiet,
-                         server_identity, unpack_vector)
+from qkrag.cache import (DiskCache, ReadOnlyCache, check_embeddings, content_hash, default_cache_dir, default_timeout,
+                         pack_vector, quiet, server_identity, unpack_vector)
 from qkrag.errors import QkragError, fail, redact, scrub_freed_memory
 
 Side = Literal["query", "document"]
@@ -244,7 +244,9 @@ class OpenAIEncoder(Encoder):
         except Exception as err:  # openai raises many types; the user needs where and why, not which class
             raise self._error(err) from None  # `from None`: the original's text may carry the echoed key
         data = sorted(response.data, key=lambda d: d.index)
-        vectors = np.asarray([d.embedding for d in data], dtype=np.float32)
+        where = f"embeddings API at {self.base_url or 'api.openai.com'} (model {self.model_name!r})"
+        vectors = check_embeddings(where, [d.embedding for d in data], len(texts), self._dimension,
+                                   fix="check the embeddings server: it answered vectors that cannot be indexed")
         self._dimension = vectors.shape[1]
         return vectors
 
@@ -273,7 +275,7 @@ class OpenAIEncoder(Encoder):
 class EmbedOptions:
     batch_size: int = 256
     progress: bool = True
-    cache: DiskCache | None | Literal["default"] = "default"
+    cache: DiskCache | ReadOnlyCache | None | Literal["default", "read-only"] = "default"  # read-only: never written
     engine: Any = None  # where cache misses are embedded: None here, or e.g. qkrag.embed.ray.RayEngine (`embed_into`)
 
 
@@ -301,7 +303,7 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
         if not isinstance(text, str) or not text.strip():
             raise fail(f"text #{i}", "is empty" if isinstance(text, str) else f"is {type(text).__name__}, not str",
                        "drop empty texts before embedding; an empty text has no meaning to embed")
-    cache = embedding_cache() if options.cache == "default" else options.cache
+    cache = _cache_of(options)
     keys = [content_hash(encoder.cache_key, side, t) for t in texts]
     found = _readable(cache.get_many(set(keys))) if cache is not None else {}
     first: dict[str, int] = {}
@@ -319,6 +321,14 @@ def embed(encoder: Encoder, texts: Sequence[str], side: Side, options: EmbedOpti
     return np.stack([out[first[key]] for key in keys]).astype(np.float32, copy=False)
 
 
+def _cache_of(options: EmbedOptions) -> DiskCache | ReadOnlyCache | None:
+    if options.cache == "default":
+        return embedding_cache()
+    if options.cache == "read-only":
+        return ReadOnlyCache(embedding_cache())
+    return options.cache  # type: ignore[return-value]
+
+
 def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, texts: Sequence[str],
                 keys: list[str], side: Side, options: EmbedOptions, cache: DiskCache | None,
                 desc: str | None) -> None:
@@ -333,9 +343,8 @@ def _embed_into(out: dict[int, np.ndarray], todo: list[int], encoder: Encoder, t
               dynamic_ncols=True) as bar:
         for start in range(0, len(todo), options.batch_size):
             batch = todo[start : start + options.batch_size]
-            vectors = encoder.embed_batch([texts[i] for i in batch], side)
-            if vectors.shape[0] != len(batch):
-                raise QkragError(f"{encoder!r} returned {vectors.shape[0]} vectors for {len(batch)} texts")
+            vectors = check_embeddings(f"{encoder!r}", encoder.embed_batch([texts[i] for i in batch], side),
+                                       len(batch), fix="check the encoder or embeddings server; nothing was cached")
             out.update(zip(batch, vectors))
             if cache is not None:
                 cache.put_many({keys[i]: pack_vector(v) for i, v in zip(batch, vectors)})

@@ -16,7 +16,9 @@ server. What this layer adds over a bare client:
   `on_error="skip"` a counted skip (`None` in the results);
 * bounded concurrency with a thread pool and a tqdm bar (`concurrency` requests in flight: a fleet behind one
   OpenAI-compatible endpoint, e.g. vLLM, takes many); a 429/503 with `Retry-After` pauses every worker of this
-  client until then, not just the one that got it; token and cost accounting.
+  client until then, not just the one that got it; token and cost accounting;
+* one deadline per request (`LLMConfig.total_seconds`: the tries' worth of the timeout), every try, backoff and
+  Retry-After wait included: a server asking to wait past it fails the request at once, and a long wait is announced.
 
 The API key is a secret: it is excluded from reprs, never logged, never part of a cache key or file, and scrubbed
 from every error message (a misbehaving server may echo request headers into its error body).
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from qkrag.cache import DiskCache, content_hash, default_cache_dir, default_timeout, quiet, server_identity
-from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, scrub_freed_memory
+from qkrag.errors import LLMError, LLMUnavailableError, fail, redact, redact_secrets, scrub_freed_memory
 from qkrag.llm.prompts import Prompt, output_problem
 
 if TYPE_CHECKING:  # openai is imported lazily: building a config or reading the cache should not pay for it
@@ -85,10 +87,19 @@ class LLMConfig:
     # the same name. None: the base URL. The embedded server passes "": its port changes every run (the URL would
     # defeat the cache), and its model file is pinned by hash, so its name is identity enough.
     cache_scope: str | None = None
+    # Seconds one request may take in all: every try, backoff and Retry-After wait included. None: the tries' worth
+    # of the timeout, (max_retries + 1) x timeout, so --timeout / $QKRAG_TIMEOUT caps it.
+    deadline: float | None = None
+
+    @property
+    def total_seconds(self) -> float:
+        return float(self.deadline) if self.deadline is not None else self.timeout * (self.max_retries + 1)
 
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
             raise fail("LLM config", "no model name is set", "set QKRAG_LLM_MODEL (or LLMConfig(model=...))")
+        if self.deadline is not None and not self.deadline > 0:
+            raise fail("LLM config deadline", f"{self.deadline!r} is not positive", "give deadline a value > 0")
         for name in ("timeout", "backoff", "max_tokens", "concurrency"):
             if not getattr(self, name) > 0 and not (name == "backoff" and getattr(self, name) == 0):
                 raise fail(f"LLM config {name}", f"{getattr(self, name)!r} is not positive", f"give {name} a value > 0")
@@ -370,6 +381,7 @@ class LLM:
         cfg = self.config
         last_problem = "no attempt made"
         timeouts = 0
+        deadline = time.monotonic() + cfg.total_seconds
         for attempt in range(cfg.max_retries + 1):
             if unavailable is not None and unavailable.is_set():
                 raise fail(f"LLM request to model {cfg.model!r} at {self._where}", "not sent: another request of "
@@ -379,6 +391,8 @@ class LLM:
                 with self._lock:
                     self.retries += 1
                 delay = min(30.0, cfg.backoff * 2 ** (attempt - 1)) * (0.5 + random.random())
+                if time.monotonic() + delay >= deadline:
+                    break  # no time left for another try: fail now with the last problem
                 time.sleep(delay)
             params = dict(request.params)
             if attempt and last_problem.startswith("unusable") and not params.get("temperature"):
@@ -386,9 +400,11 @@ class LLM:
                 # get a different answer. The cache key stays that of the original request.
                 params["temperature"] = 0.7
             try:
-                completion = self._send(request, params, attempt + 1)
+                completion = self._send(request, params, attempt + 1, deadline)
             except _Unusable as exc:
                 last_problem = f"unusable output ({exc})"
+            except LLMError:
+                raise  # out of time: already the one-line error to show
             except Exception as exc:  # noqa: BLE001 - sorted into retryable / fatal just below
                 retryable, last_problem = self._classify(exc)
                 self._pause_for(retry_after(exc))
@@ -423,9 +439,9 @@ class LLM:
         """A server asked for `seconds` of quiet (Retry-After): no worker of this client sends before then."""
         if seconds:
             with self._lock:
-                self._paused_until = max(self._paused_until, time.monotonic() + min(seconds, MAX_RETRY_AFTER))
+                self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    def _post(self, request: _Request, params: dict[str, Any]) -> Any:
+    def _post(self, request: _Request, params: dict[str, Any], deadline: float) -> Any:
         """One chat completion request, sent when no Retry-After pause is running. A 429/503 that says how long to
         wait (Retry-After) is waited out and sent again, up to RATE_LIMIT_WAITS times, without using up a retry: a
         busy fleet is not a faulty one. Anything else is raised for `_run` to sort."""
@@ -433,12 +449,16 @@ class LLM:
             with self._lock:
                 pause = self._paused_until - time.monotonic()
             if pause > 0:
-                time.sleep(pause)
+                self._wait(pause, deadline)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._out_of_time()
             with self._lock:
                 self.calls_made += 1
                 self.usage.requests += 1
             try:
-                return self.client.chat.completions.create(model=request.model, messages=request.messages, **params)
+                return self.client.chat.completions.create(model=request.model, messages=request.messages,
+                                                           timeout=min(self.config.timeout, left), **params)
             except Exception as exc:  # noqa: BLE001 - only a rate limit with Retry-After is handled here
                 seconds = retry_after(exc)
                 if seconds is None or waits == RATE_LIMIT_WAITS:
@@ -448,8 +468,25 @@ class LLM:
                     self.rate_limited += 1
         raise AssertionError("unreachable")
 
-    def _send(self, request: _Request, params: dict[str, Any], attempt: int) -> Completion:
-        response = self._post(request, params)
+    def _wait(self, pause: float, deadline: float) -> None:
+        """Sleep out a server's Retry-After pause, or fail at once when it ends past this request's deadline; a long
+        wait is announced (on stderr, through logging's last-resort handler when nothing else is set up)."""
+        if time.monotonic() + pause > deadline:
+            raise self._out_of_time(pause)
+        if pause >= LONG_WAIT:
+            log.warning("LLM server at %s asked to wait %.0f s (Retry-After); waiting (deadline in %.0f s)",
+                        redact(self._where), pause, deadline - time.monotonic())
+        time.sleep(pause)
+
+    def _out_of_time(self, pause: float | None = None) -> LLMError:
+        asked = f"the server asked to wait {pause:.0f} s more (Retry-After), past " if pause else "it ran past "
+        return fail(f"LLM request to model {self.config.model!r} at {self._where}",
+                    f"{asked}its deadline of {self.config.total_seconds:g} s (tries and waits included)",
+                    "try again later, or raise --timeout / $QKRAG_TIMEOUT (the deadline is the tries' worth of it)",
+                    exc=LLMUnavailableError)
+
+    def _send(self, request: _Request, params: dict[str, Any], attempt: int, deadline: float) -> Completion:
+        response = self._post(request, params, deadline)
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
@@ -462,7 +499,7 @@ class LLM:
         if not isinstance(text, str):
             raise _Unusable("no text in the response")
         return Completion(
-            text=text.strip(),
+            text=redact_secrets(text.strip(), self.config.api_key, os.environ.get("OPENAI_API_KEY")),  # echoed key
             model=str(getattr(response, "model", None) or request.model),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -519,10 +556,10 @@ class LLM:
         return "see the message above; this error is not retried"
 
 
+#: A Retry-After wait this long (seconds) or longer is announced on stderr.
+LONG_WAIT = 5.0
 #: How many Retry-After answers one request waits out before it counts as a failed try.
 RATE_LIMIT_WAITS = 20
-#: The longest Retry-After honoured, in seconds: a server asking for more is waited on this long, then tried again.
-MAX_RETRY_AFTER = 120.0
 
 
 def retry_after(exc: Exception) -> float | None:

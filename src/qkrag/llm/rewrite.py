@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qkrag.errors import LLMError, fail
+from qkrag.errors import LLMError, LLMUnavailableError, fail
 from qkrag.llm.prompts import PromptTemplate, aspect_template, is_refusal, load_template, parse_candidates
 
 if TYPE_CHECKING:
@@ -237,8 +237,15 @@ def rewrite_corpus(corpus: Corpus, llm: LLM, out: str | os.PathLike[str], *, asp
     stats = RewriteStats()
     texts = [d.content for d in docs]
     on_failure = "skip" if skip_failed else "error"
-    new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
-        rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
+    try:
+        new = aspect_texts(texts, llm, aspect, stats=stats, on_failure=on_failure) if aspect else \
+            rewrite_texts(texts, llm, max_words=max_words, stats=stats, on_failure=on_failure)
+    except LLMUnavailableError:
+        raise  # the server is down: skipping items would skip them all
+    except LLMError as err:  # one item's output was unusable: say how this command skips such items
+        what, _, problem = str(err).partition(": ")
+        raise fail(what, problem.split(". Fix:")[0], "check that the server answers this model with usable text, "
+                   "or pass --skip-failed to leave out (and count) documents it fails on", exc=LLMError) from None
     with atomic_open(out) as handle:  # all or nothing: a killed run leaves no half file (the LLM cache keeps the work)
         for doc, text in zip(docs, new):
             if text is None:  # failed and skipped: counted in stats, never written as the original

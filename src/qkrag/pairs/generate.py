@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qkrag.atomic import file_lock
 from qkrag.cache import content_hash, quiet
 from qkrag.data import Corpus, Document, load_corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
@@ -397,8 +398,19 @@ def generate_pairs(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: Ge
     `datasets.Dataset` (also in `out_dir/pairs.parquet`) with `stats.json` and a BEIR export beside it. A run that
     keeps no pair returns an empty dataset; `stats["no_pairs"]` then says where the candidates went.
     """
-    config = config or GenerateConfig()
     out = Path(out_dir)
+    # One generation per folder at a time: a second run would redo the first's LLM work (the journal is written as
+    # answers come back, so it could not skip them); it is refused at once, naming the running one.
+    with file_lock(out / LOCK, 0, f"pairs folder {out}"):
+        return _generate(corpus, encoder, llm, config or GenerateConfig(), out, doc_ids)
+
+
+#: The lock file a generation holds in its folder while it runs.
+LOCK = ".qkrag-generate.lock"
+
+
+def _generate(corpus: Corpus, encoder: Encoder, llm: LLM | None, config: GenerateConfig, out: Path,
+              doc_ids: Sequence[str] | None) -> GenerationResult:
     started = time.perf_counter()
     if llm is None and (config.generator == "llm" or config.answer_check in ("llm", "both")):
         raise fail("generate_pairs", f"generator={config.generator!r}, answer_check={config.answer_check!r} needs an "

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qkrag.atomic import require_whole
 from qkrag.errors import IndexMismatchError, fail
 
 if TYPE_CHECKING:
@@ -174,10 +175,7 @@ def read_parquet(path: Path) -> datasets.Dataset:
 def load_pairs(out_dir: str | os.PathLike[str]) -> datasets.Dataset:
     """The pairs a finished `generate_pairs` wrote to `out_dir`, as a `datasets.Dataset`."""
 
-    out = Path(out_dir)
-    if not (out / STATS).exists() or not (out / PAIRS).exists():
-        raise fail(str(out), "holds no finished generation (no stats.json / pairs.parquet)",
-                   "run generate_pairs (qkrag generate) into it; an interrupted run resumes when re-run")
+    out = require_whole(out_dir, "pairs folder")
     expected = read_stats(out)["counts"]["pairs"]
     dataset = read_parquet(out / PAIRS)
     if len(dataset) != expected:
@@ -194,12 +192,9 @@ def is_pairs_folder(folder: str | os.PathLike[str]) -> bool:
 
 def read_stats(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """stats.json of a finished generation."""
-    path = Path(folder) / STATS
     if not Path(folder).is_dir():
         raise fail(str(folder), "no such folder", "pass a pairs folder (qkrag generate --out) or a BEIR folder")
-    if not path.exists():
-        raise fail(str(folder), "holds no finished generation (no stats.json)",
-                   "run `qkrag generate ... --out` into it; an interrupted run resumes when re-run")
+    path = require_whole(folder, "pairs folder") / STATS
     try:
         stats = json.loads(path.read_text(encoding="utf-8"))
         stats["counts"]["pairs"]

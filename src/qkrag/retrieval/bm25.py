@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from qkrag.atomic import atomic_folder, write_json
+from qkrag.atomic import atomic_folder, require_whole, write_json
 from qkrag.cache import content_hash
 from qkrag.data import Corpus
 from qkrag.errors import IndexMismatchError, fail
@@ -156,7 +156,7 @@ class BM25Retriever:
         and the ids on disk: memory stays small whatever the corpus size."""
         import bm25s
 
-        folder = Path(folder)
+        folder = require_whole(folder, "BM25 index")
         saved = read_manifest(folder / cls.MANIFEST)
         if corpus is not None:
             check_built_on(folder, saved, corpus)

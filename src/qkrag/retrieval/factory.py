@@ -55,22 +55,26 @@ def load_projection(projection: Projection | str | os.PathLike[str], encoder: En
     """A fitted projection, or the one saved in a folder, checked against `encoder`."""
     from qkrag.projection.model import Projection, QKProjection
 
+    from qkrag.atomic import require_whole
+
     if isinstance(projection, Projection):
         projection.check_encoder(encoder.fingerprint, encoder.dimension)
         return projection
-    return QKProjection.load(projection, encoder)
+    return QKProjection.load(require_whole(projection, "projection"), encoder)
 
 
 def make_retriever(encoder: Encoder, index: Any, *, projection: Projection | str | os.PathLike[str] | None = None,
-                   lexical: Retriever | None = None, fusion: FusionConfig | None = None) -> Retriever:
+                   lexical: Retriever | None = None, fusion: FusionConfig | None = None,
+                   write: bool = True) -> Retriever:
     """Raw cosine over `index`, or σ(q·k) through `projection`; fused with `lexical` (e.g. BM25) when given, by
-    `fusion`, else by the rule recorded with the collection (`hybrid.served_fusion`)."""
+    `fusion`, else by the rule recorded with the collection (`hybrid.served_fusion`). With `write` false a Chroma
+    index is only read (see `ProjectedRetriever`): what a search does."""
     from qkrag.retrieval.index import DenseRetriever
 
     if projection is not None:
         from qkrag.retrieval.projected import ProjectedRetriever
 
-        dense: Retriever = ProjectedRetriever(encoder, load_projection(projection, encoder), index)
+        dense: Retriever = ProjectedRetriever(encoder, load_projection(projection, encoder), index, write=write)
     else:
         dense = DenseRetriever(encoder, index)
     if lexical is None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qkrag.atomic import remove_stale
 from qkrag.retrieval.bm25 import BM25Retriever, build_bm25, saved_source
 from qkrag.data import Collection, Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
@@ -459,6 +460,7 @@ def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
     is memory-mapped and hits fetch their texts from the collection, so serving does not hold the corpus either.
     """
     folder = bm25_folder(index.config)
+    index.require_complete()  # a BM25 index of half a collection is half an answer
     key, saved = index.source_hash, saved_source(folder)
     exists = (folder / BM25Retriever.MANIFEST).exists()
     if saved != key and not build:
@@ -467,6 +469,8 @@ def collection_bm25(index: ChromaIndex, build: bool = False) -> BM25Retriever:
         raise fail(f"collection {index.name!r}", (f"has a BM25 index of other documents than it holds now (in {folder})" if exists
                     else f"has no BM25 index (looked in {folder})"),
                    "build it with `qkrag index DATA --hybrid` (same --collection/--path/--host)")
+    if build:
+        remove_stale(folder)  # what a killed earlier build left beside it, even when the index itself is current
     if saved != key:
         build_bm25(_stored_documents(index), folder, source=key)
     return BM25Retriever.load(folder, mmap=True, texts=index.stored_texts)

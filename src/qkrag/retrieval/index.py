@@ -43,7 +43,7 @@ import numpy as np
 
 from qkrag import __version__
 from qkrag.atomic import file_lock
-from qkrag.cache import default_cache_dir, default_timeout, quiet
+from qkrag.cache import check_embeddings, default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
 from qkrag.ranking import Hit, Space, check_space, exact_search
 
@@ -284,6 +284,21 @@ class ChromaIndex:
                 index._set_meta(derived_from=source_hash)
         return index
 
+    def find_sibling(self, collection: str, fingerprint: str) -> ChromaIndex | None:
+        """The collection `collection` on this client when it exists and holds `fingerprint`'s vectors, opened
+        without writing anything (no creation, no setting changed); else None. What a reader uses where `sibling`
+        would create or empty one."""
+        from chromadb.errors import NotFoundError
+
+        try:
+            found = self.client.get_collection(collection, embedding_function=None)
+        except NotFoundError:
+            return None
+        index = ChromaIndex(self.client, found, self.config)
+        index = ChromaIndex(self.client, found, dataclasses.replace(self.config, collection=collection,
+                                                                      space=index.space))
+        return index if index.metadata.get(_META + "encoder") == fingerprint else None
+
     def is_current(self, source_hash: str) -> bool:
         """Complete and derived from `source_hash` (see `sibling`): safe to serve without recomputing."""
         meta = self.metadata
@@ -436,12 +451,9 @@ class ChromaIndex:
 
     def add_vectors(self, ids: Sequence[str], vectors: np.ndarray, texts: Sequence[str] | None = None) -> None:
         """Upsert vectors (and their texts, so hits carry them) in batches. Upserting an id again replaces it."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (len(ids), self.dimension):
-            raise fail(f"collection {self.name!r}", f"got vectors of shape {vectors.shape} for {len(ids)} ids; "
-                       f"the collection holds {self.dimension}-d vectors",
-                       "pass one vector per id, made by the encoder the collection was built with",
-                       exc=IndexMismatchError)
+        vectors = check_embeddings(f"collection {self.name!r}", vectors, len(ids), self.dimension,
+                                   fix="pass one finite, non-zero vector per id, made by the encoder the collection "
+                                   "was built with", nonzero=self.space == "cosine")
         if texts is not None and len(texts) != len(ids):
             raise fail(f"collection {self.name!r}", f"got {len(texts)} texts for {len(ids)} ids", "pass one per id")
         self._content_changed()
@@ -482,14 +494,18 @@ class ChromaIndex:
             self.collection.delete(ids=list(ids[part]))
 
     # -------------------------------------------------------------------------------------------- reading
-    def _require_complete(self) -> None:
+    def require_complete(self) -> ChromaIndex:
+        """This collection when its build finished (`build_index` marks it complete last): the one check every
+        reader of a collection goes through (query, read_collection, from_chroma, projection, BM25, evaluation).
+        A collection whose build was killed, or is still running, is one clear "incomplete" error."""
         if not self.complete:
             raise fail(f"{self.config.location} collection {self.name!r}",
                        f"is incomplete ({self.count()} vectors; its build was interrupted or is still running)",
-                       "re-run `qkrag index` to finish it; it resumes where it stopped")
+                       "rerun `qkrag index` to finish it; it resumes where it stopped")
+        return self
 
     def _query(self, vectors: np.ndarray, k: int, texts: bool) -> tuple[np.ndarray, np.ndarray, list]:
-        self._require_complete()
+        self.require_complete()
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if vectors.shape[1] != self.dimension:
             raise fail(f"collection {self.name!r}", f"queried with {vectors.shape[1]}-d vectors; it holds "
@@ -711,7 +727,7 @@ def index_for_evaluation(corpus: Any, encoder: Any, config: IndexConfig, *, prog
         connect(config).get_collection(config.collection, embedding_function=None)
     except NotFoundError:
         return build_index(corpus, encoder, config, progress=progress)
-    index = ChromaIndex.for_encoder(config, encoder, create=False)
+    index = ChromaIndex.for_encoder(config, encoder, create=False).require_complete()
     wanted = corpus_hash(encoder.fingerprint, corpus.ids, corpus.contents)
     if not index.complete or index.metadata.get(_META + "content_hash") != wanted:
         raise fail(f"{config.location} collection {config.collection!r}",
@@ -782,10 +798,9 @@ class ExactIndex:
 
     def __post_init__(self) -> None:
         check_space(self.space)
-        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        if self.vectors.ndim != 2 or len(self.ids) != self.vectors.shape[0]:
-            raise fail("ExactIndex", f"{len(self.ids)} ids for vectors of shape {self.vectors.shape}",
-                       "pass one 1-d vector per id")
+        self.vectors = np.ascontiguousarray(check_embeddings(
+            "ExactIndex", self.vectors, len(self.ids), fix="pass one finite, non-zero vector per id",
+            nonzero=self.space == "cosine"))
         self._ids = np.asarray(list(self.ids), dtype=object)
         # Cosine = dot product of unit vectors: normalize the documents once here, not on every query (exact_search
         # would re-normalize the whole matrix on every call).
@@ -793,7 +808,7 @@ class ExactIndex:
 
     @classmethod
     def from_chroma(cls, index: ChromaIndex) -> ExactIndex:
-        ids, vectors = index.get_vectors()
+        ids, vectors = index.require_complete().get_vectors()
         return cls(ids, vectors, index.space, fingerprint=index.fingerprint)
 
     @property
@@ -918,7 +933,7 @@ def read_collection(config: IndexConfig, encoder: Any) -> tuple[list[str], np.nd
     index = ChromaIndex(client, collection, config)
     index = ChromaIndex(client, collection, replace(config, space=index.space))  # any space is fine for reading
     index._check(encoder.fingerprint, encoder.dimension, where)
-    ids, vectors = index.get_vectors()
+    ids, vectors = index.require_complete().get_vectors()
     order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
     ids = [ids[i] for i in order]
     texts = index.stored_texts(ids)

@@ -29,7 +29,7 @@ class ProjectedRetriever:
     """
 
     def __init__(self, encoder: Encoder, projection: Projection, index: Any, mode: str = "full", *,
-                 depth: int = 100, options: EmbedOptions | None = None):
+                 depth: int = 100, options: EmbedOptions | None = None, write: bool = True):
         from qkrag.retrieval.index import ChromaIndex, ExactIndex
 
         if mode not in ("full", "rerank"):
@@ -47,7 +47,7 @@ class ProjectedRetriever:
         self._row: dict[str, int] = {}
         self._keys: np.ndarray | None = None  # K·v of every document, for rerank mode over an in-memory index
         if mode == "full":
-            self.index = (self._projected_collection(index) if isinstance(index, ChromaIndex)
+            self.index = (self._projected_collection(index, write) if isinstance(index, ChromaIndex)
                           else self._projected_exact(index))
         elif not isinstance(index, ChromaIndex):  # in memory already: project every document once
             self._row = {i: r for r, i in enumerate(index.ids)}
@@ -65,9 +65,16 @@ class ProjectedRetriever:
         return ExactIndex(list(index.ids), self.projection.transform_documents(index.vectors), "ip", index.texts,
                           f"{self.encoder.fingerprint}|projection:{self.projection_id()}")
 
-    def _projected_collection(self, raw: Any) -> Any:
+    def _projected_collection(self, raw: Any, write: bool = True) -> Any:
+        """The projected sibling collection of `raw` (a complete collection only), built when missing or stale. With
+        `write` false nothing is written: a current sibling (`qkrag index --projection` built it) is used, else the
+        stored vectors are projected into memory, a page at a time."""
+        raw.require_complete()
         fingerprint = f"{self.encoder.fingerprint}|projection:{self.projection_id()}"
         source = raw.source_hash
+        if not write:
+            found = raw.find_sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint)
+            return found if found is not None and found.is_current(source) else self._projected_in_memory(raw)
         projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip",
                                 source_hash=source)
         if projected.is_current(source):  # keyed by the content it was derived from, not by a count
@@ -79,6 +86,19 @@ class ProjectedRetriever:
                 projected.add_vectors(ids, self.projection.transform_documents(vectors), [t or "" for t in texts])
             projected.mark_complete(True)
         return projected
+
+    def _projected_in_memory(self, raw: Any) -> Any:
+        from qkrag.retrieval.index import ExactIndex
+
+        ids: list[str] = []
+        keys: list[np.ndarray] = []
+        texts: dict[str, str] = {}
+        for page_ids, vectors, page_texts in raw.iter_vectors(texts=True):
+            ids += page_ids
+            keys.append(self.projection.transform_documents(vectors))
+            texts.update(zip(page_ids, (t or "" for t in page_texts)))
+        return ExactIndex(ids, np.concatenate(keys), "ip", texts,
+                          f"{self.encoder.fingerprint}|projection:{self.projection_id()}")
 
     def query_vectors(self, queries: Sequence[str]) -> np.ndarray:
         from qkrag.embed.encoders import EmbedOptions, embed

@@ -109,10 +109,35 @@ def _require_server_packages() -> None:
                    'install the serve extra: pip install "qkrag[serve]"')
 
 
-def make_app(served: Served):
-    """The Starlette application serving `served`."""
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def host_allowed(host_header: str | None, port: int | None, allowed: tuple[str, ...] = LOOPBACK_NAMES) -> bool:
+    """Whether a request's Host header names this server: one of `allowed` (loopback names, or the address it was
+    bound to), with the port it listens on. A page on another site that rebinds its DNS name to 127.0.0.1 sends its
+    own name as Host, so it is refused: it cannot read the corpus through the visitor's browser."""
+    if not host_header:
+        return False
+    host = host_header.strip().lower()
+    if host.startswith("["):  # an IPv6 literal: [::1]:8765
+        name, _, rest = host.partition("]")
+        name, given = name + "]", rest.removeprefix(":")
+    else:
+        name, _, given = host.partition(":")
+    try:
+        given_port = int(given) if given else 80  # no port in Host: the scheme's default
+    except ValueError:
+        return False
+    return name in allowed and (port is None or given_port == int(port))
+
+
+def make_app(served: Served, allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES):
+    """The Starlette application serving `served`. Requests whose Host header is not one of `allowed_hosts` with
+    the server's port are answered 421 (see `host_allowed`)."""
     _require_server_packages()
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.base import BaseHTTPMiddleware
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -158,10 +183,18 @@ def make_app(served: Served):
         return JSONResponse({"error": f"internal error while answering {request.url.path}: {type(err).__name__}: "
                              f"{err} (the server log has the details)"}, status_code=500)
 
+    async def check_host(request, call_next):
+        server = request.scope.get("server")
+        if not host_allowed(request.headers.get("host"), server[1] if server else None, allowed_hosts):
+            return JSONResponse({"error": f"Host {request.headers.get('host')!r}: is not this server. Fix: open it "
+                                 "as http://127.0.0.1:PORT/ (the address `qkrag serve` printed)"}, status_code=421)
+        return await call_next(request)
+
     routes = [Route("/", page), Route("/api/sources", sources), Route("/api/query", query),
               Route("/api/collection", collection), Route("/api/aspects", aspects), Route("/api/pairs", pairs),
               Mount("/static", StaticFiles(directory=STATIC), name="static")]
-    return Starlette(routes=routes, exception_handlers={QkragError: library_error, Exception: other_error})
+    return Starlette(routes=routes, exception_handlers={QkragError: library_error, Exception: other_error},
+                     middleware=[Middleware(BaseHTTPMiddleware, dispatch=check_host)])
 
 
 def serve(served: Served, host: str = "127.0.0.1", port: int = 8765, on_ready: Any = None) -> None:
@@ -169,7 +202,8 @@ def serve(served: Served, host: str = "127.0.0.1", port: int = 8765, on_ready: A
     corpus to whoever can reach it). `on_ready(url)` is called once the socket listens."""
     import uvicorn
 
-    config = uvicorn.Config(make_app(served), host=host, port=port, log_level="warning", access_log=False)
+    names = LOOPBACK_NAMES if host in ("127.0.0.1", "localhost", "::1") else (*LOOPBACK_NAMES, host.lower())
+    config = uvicorn.Config(make_app(served, names), host=host, port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     if on_ready is not None:
         startup = server.startup

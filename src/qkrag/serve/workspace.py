@@ -29,7 +29,7 @@ from qkrag.evaluate.stats import Bootstrap
 from qkrag.ranking import Hit, to_run
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
-from qkrag.retrieval.factory import make_retriever
+from qkrag.retrieval.factory import load_projection, make_retriever
 from qkrag.retrieval.index import ExactIndex
 from qkrag.text import question_form
 
@@ -38,6 +38,7 @@ log = logging.getLogger("qkrag.serve")
 #: The columns of the query view, in page order.
 COLUMNS = ("cosine", "projection", "hybrid", "bm25")
 _QUIET = EmbedOptions(progress=False)
+_QUERIES = EmbedOptions(progress=False, cache="read-only")  # answering a request never writes the embedding cache
 _ONE = Bootstrap(n_resamples=1)  # a per-query score needs no confidence interval
 
 
@@ -99,13 +100,12 @@ class Source:
 
 def _load_projection(source: Source, encoder: Encoder, projection: str | Path | None) -> None:
     from qkrag.projection.calibrate import describe as describe_calibration
-    from qkrag.projection.model import QKProjection
 
     if projection is None:
         return
     source.projection_path = str(projection)
     try:
-        model = QKProjection.load(projection, encoder)
+        model = load_projection(projection, encoder)
         source.projected = make_retriever(encoder, source.raw, projection=model)
         source.probability_note = describe_calibration(model.calibration_)
     except QkragError as err:  # another encoder's projection, a corrupt folder: the other columns still work
@@ -176,7 +176,7 @@ def _rankings(source: Source, texts: list[str], depth: int) -> dict[str, list[li
     """Every column's rankings of `texts`, each to `depth`; None for the projection (and the hybrid built on it)
     when the source has none. The query is embedded once; hybrid fuses the projection's ranking (raw cosine's when
     there is no projection) with BM25's, under the source's fusion."""
-    vectors = embed(source.encoder, texts, "query", _QUIET)
+    vectors = embed(source.encoder, texts, "query", _QUERIES)
     cosine = source.raw.search_vectors(vectors, depth)
     projection = source.projected.search_vectors(vectors, depth) if source.projected is not None else None
     bm25 = source.bm25.search(texts, depth)
