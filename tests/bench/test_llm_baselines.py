@@ -6,7 +6,7 @@ import json
 import pytest
 
 from qkrag.bench import METHODS, Bench, BenchConfig, run_bench
-from qkrag.bench.llm_baselines import coverage_note, seconds_per_call
+from qkrag.bench.llm_baselines import coverage_note, seconds_per_passage
 from qkrag.errors import InputError
 
 from tests.fakes import FakeOpenAIServer, last_message, write_beir
@@ -55,8 +55,10 @@ def test_bench_rows_for_hyde_and_doc2query(folder, tmp_path, monkeypatch, fake_e
 
 
 def test_coverage_cost_uses_the_measured_rate_or_says_it_is_an_estimate():
-    measured = seconds_per_call({"llm": {"calls_made": 100}, "seconds": {"llm_stage": 250.0}}, 4.0)
-    assert measured == (2.5, "measured this run over 100 calls")
-    assert seconds_per_call({"llm": {"calls_made": 0}}, 4.0)[1].startswith("estimated")
+    generation = {"llm": {"calls_made": 100}, "seconds": {"llm_stage": 250.0}, "counts": {"passages": 50}}
+    measured = seconds_per_passage(generation, 4.0)
+    assert measured == (5.0, "measured this run over 50 passages")
+    assert seconds_per_passage({"llm": {"calls_made": 0}, "counts": {"passages": 50}}, 4.0) == \
+        (4.0, "estimated: this run's generation came from the cache")
     assert coverage_note(60, 420, 1, measured) == ("60 of 420 passages expanded; the other 360 need 360 more LLM "
-                                                   "calls (~0.2 h at 2.5 s/call, measured this run over 100 calls)")
+                                                   "calls (~0.5 h at 5.0 s/passage, measured this run over 50 passages)")

@@ -35,26 +35,27 @@ class Baseline:
     close: Callable[[], None] = field(default=lambda: None)
 
 
-def seconds_per_call(generation: dict[str, Any], fallback: float) -> tuple[float, str]:
-    """The generator's wall seconds per LLM call as this run measured it, or `fallback` (an estimate) when every
-    call came from the cache or journal."""
+def seconds_per_passage(generation: dict[str, Any], fallback: float) -> tuple[float, str]:
+    """The generation stage's wall seconds per sampled passage as this run measured it, or `fallback` (an estimate)
+    when its LLM outputs came from the cache or journal."""
     calls = (generation.get("llm") or {}).get("calls_made") or 0
     seconds = (generation.get("seconds") or {}).get("llm_stage") or 0.0
-    if calls and seconds:
-        return seconds / calls, f"measured this run over {calls} calls"
+    passages = (generation.get("counts") or {}).get("passages") or 0
+    if calls and seconds and passages:
+        return seconds / passages, f"measured this run over {passages} passages"
     return fallback, "estimated: this run's generation came from the cache"
 
 
 def coverage_note(expanded: int, corpus: int, calls_per_passage: int, rate: tuple[float, str]) -> str:
-    """What expanding every passage would cost: LLM calls and hours at `rate` (seconds per call, how it was known)."""
+    """What expanding every passage would cost: LLM calls, and hours at `rate` (seconds per passage, how it was
+    known)."""
     remaining = max(0, corpus - expanded)
-    calls = remaining * calls_per_passage
-    return (f"{expanded} of {corpus} passages expanded; the other {remaining} need {calls} more LLM calls "
-            f"(~{calls * rate[0] / 3600:.1f} h at {rate[0]:.1f} s/call, {rate[1]})")
+    return (f"{expanded} of {corpus} passages expanded; the other {remaining} need {remaining * calls_per_passage} "
+            f"more LLM calls (~{remaining * rate[0] / 3600:.1f} h at {rate[0]:.1f} s/passage, {rate[1]})")
 
 
 def doc2query_baselines(corpus, dataset, encoder, methods: set[str], generation: dict[str, Any],
-                        calls_per_passage: int, fallback_rate: float) -> list[Baseline]:
+                        calls_per_passage: int, seconds_per_call: float) -> list[Baseline]:
     """The doc2query rows asked for in `methods`: BM25 (`doc2query`) and dense (`doc2query_dense`, exact search) over
     `corpus` with each passage's kept generated queries (`dataset`: a pairs table) appended."""
     from qkrag.embed.encoders import EmbedOptions, embed
@@ -68,7 +69,8 @@ def doc2query_baselines(corpus, dataset, encoder, methods: set[str], generation:
     expand_seconds = time.perf_counter() - t0
     per_passage = sum(map(len, queries.values())) / max(1, len(queries))
     cost = (f"{per_passage:.1f} kept generated queries appended per expanded passage; 0 LLM calls per query; "
-            + coverage_note(len(queries), len(corpus), calls_per_passage, seconds_per_call(generation, fallback_rate)))
+            + coverage_note(len(queries), len(corpus), calls_per_passage,
+                           seconds_per_passage(generation, calls_per_passage * seconds_per_call)))
     positives = sorted(queries)
     rows = []
     if "doc2query" in methods:
