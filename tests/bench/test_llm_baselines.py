@@ -45,7 +45,7 @@ def test_bench_rows_for_hyde_and_doc2query(folder, tmp_path, monkeypatch, fake_e
     for method, base in (("doc2query", "bm25"), ("doc2query_dense", "cosine")):
         x = rows[method].extra
         assert x["audit_base"] == base and x["n_seen"] + x["n_novel"] == 6 and x["llm_calls_per_query"] == 0
-        assert "10 of 30 passages expanded; the other 20 need 0 more LLM calls" in rows[method].notes
+        assert "10 of 30 passages expanded (10 sampled of 30 eligible); the other 20 eligible need 0 more LLM calls" in rows[method].notes
     hyde = rows["hyde"]
     assert hyde.extra["llm_calls_per_query"] == 1.0 and hyde.extra["hyde"]["sent"] == 6
     assert "1.00 LLM calls per query (6 sent, 1 cached, 0 unusable" in hyde.notes and "n_seen" not in hyde.extra
@@ -60,5 +60,7 @@ def test_coverage_cost_uses_the_measured_rate_or_says_it_is_an_estimate():
     assert measured == (5.0, "measured this run over 50 passages")
     assert seconds_per_passage({"llm": {"calls_made": 0}, "counts": {"passages": 50}}, 4.0) == \
         (4.0, "estimated: this run's generation came from the cache")
-    assert coverage_note(60, 420, 1, measured) == ("60 of 420 passages expanded; the other 360 need 360 more LLM "
-                                                   "calls (~0.5 h at 5.0 s/passage, measured this run over 50 passages)")
+    assert coverage_note(56, 442, 1, measured, {"passages": 60, "skipped_no_answer": 282}) == (
+        "56 of 442 passages expanded (60 sampled of 160 eligible (282 question-form passages are never generated "
+        "for)); the other 100 eligible need 100 more LLM calls (~0.1 h at 5.0 s/passage, measured this run over 50 "
+        "passages)")

@@ -46,12 +46,19 @@ def seconds_per_passage(generation: dict[str, Any], fallback: float) -> tuple[fl
     return fallback, "estimated: this run's generation came from the cache"
 
 
-def coverage_note(expanded: int, corpus: int, calls_per_passage: int, rate: tuple[float, str]) -> str:
+def coverage_note(expanded: int, corpus: int, calls_per_passage: int, rate: tuple[float, str],
+                  counts: dict[str, Any] | None = None) -> str:
     """What expanding every passage would cost: LLM calls, and hours at `rate` (seconds per passage, how it was
-    known)."""
-    remaining = max(0, corpus - expanded)
-    return (f"{expanded} of {corpus} passages expanded; the other {remaining} need {remaining * calls_per_passage} "
-            f"more LLM calls (~{remaining * rate[0] / 3600:.1f} h at {rate[0]:.1f} s/passage, {rate[1]})")
+    known). `counts` (the generation's): passages sampled, and those the answer-form check keeps out of the pool
+    (question-form posts are never generated for), so the cost counts only the passages a generation would take."""
+    counts = counts or {}
+    sampled = counts.get("passages", expanded)
+    eligible = corpus - counts.get("skipped_no_answer", 0)
+    remaining = max(0, eligible - sampled)
+    left_out = f" ({corpus - eligible} question-form passages are never generated for)" if eligible < corpus else ""
+    return (f"{expanded} of {corpus} passages expanded ({sampled} sampled of {eligible} eligible{left_out}); the "
+            f"other {remaining} eligible need {remaining * calls_per_passage} more LLM calls (~"
+            f"{remaining * rate[0] / 3600:.1f} h at {rate[0]:.1f} s/passage, {rate[1]})")
 
 
 def doc2query_baselines(corpus, dataset, encoder, methods: set[str], generation: dict[str, Any],
@@ -70,7 +77,8 @@ def doc2query_baselines(corpus, dataset, encoder, methods: set[str], generation:
     per_passage = sum(map(len, queries.values())) / max(1, len(queries))
     cost = (f"{per_passage:.1f} kept generated queries appended per expanded passage; 0 LLM calls per query; "
             + coverage_note(len(queries), len(corpus), calls_per_passage,
-                           seconds_per_passage(generation, calls_per_passage * seconds_per_call)))
+                            seconds_per_passage(generation, calls_per_passage * seconds_per_call),
+                            generation.get("counts")))
     positives = sorted(queries)
     rows = []
     if "doc2query" in methods:
