@@ -114,9 +114,10 @@ def hyde_baseline(encoder, index, llm, max_words: int | None = None) -> Baseline
                 "every answer came from the cache, so ms/query leaves the LLM out (a first run pays one call per query)")
         notes = (f"query (query side) and hypothetical answer (document side, at most {hyde.max_words} words) "
                  f"averaged, searched in the raw index; {s.calls_per_query:.2f} LLM calls per query ({s.sent} sent, "
-                 f"{s.cached} cached, {s.failed} unusable: query alone) with {llm.config.model}; {rate}; the "
-                 f"queries go through the LLM's {llm.config.concurrency} parallel slots, so ms/query is per query of "
-                 "a batch, below one query's own latency")
+                 f"{s.cached} cached, {s.failed} unusable: query alone) with {llm.config.model}; {rate}"
+                 + (f"; the queries go through the LLM's {llm.config.concurrency} parallel slots, so ms/query is per "
+                    "query of a batch, below one query's own latency" if llm.config.concurrency > 1 else
+                    "; one request at a time, so ms/query is one query's latency"))
         return notes, {"llm_calls_per_query": s.calls_per_query, "hyde": s.as_dict()}
 
     return Baseline("hyde", hyde.search, 0.0, describe=describe, close=llm.close)
