@@ -831,7 +831,7 @@ def bench(
     llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
-    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated subset of the methods.")] = None,
+    methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all but hyde, which costs one LLM call per test query: add it by name).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,

@@ -29,3 +29,12 @@ def test_table_renders_rows_audit_and_notes():
 
 def test_audit_cell_is_a_dash_for_untrained_rows():
     assert audit_cell({}, "seen") == "—"
+
+
+def test_llm_calls_per_query_get_a_column_when_a_row_reports_them():
+    hyde = Row("hyde", result(0.5), latency_ms=1800.0, extra={"llm_calls_per_query": 1.0})
+    plain = Row("cosine", result(0.4))
+    lines = table([plain, hyde], questions=False).splitlines()
+    assert lines[0].endswith("| ms/query | LLM calls/query |") and lines[0].count("|") == lines[1].count("|")
+    assert lines[2].endswith("| 0 |") and lines[3].endswith("| 1800.00 | 1 |")
+    assert "LLM calls/query" not in table([plain], questions=False)

@@ -27,11 +27,13 @@ from typing import Any
 from qkrag.data import Collection, load_beir, splits
 from qkrag.errors import fail
 from qkrag.bench import report
+from qkrag.bench.llm_baselines import DOC2QUERY
 from qkrag.bench.report import Row
 from qkrag.ranking import Hit
 
 METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
-           "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune")
+           "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune", *DOC2QUERY)
+OPT_IN = ("hyde",)  # asked for by name: an LLM call per test query (bench.llm_baselines)
 LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
 MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
@@ -93,9 +95,9 @@ class Bench:
         from qkrag.text import question_form
 
         self.config = config
-        unknown = [m for m in config.methods if m not in METHODS]
+        unknown = [m for m in config.methods if m not in METHODS + OPT_IN]
         if unknown:
-            raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS)}")
+            raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS + OPT_IN)}")
         bad_loss = [x for x in config.losses if x not in LOSSES]
         if bad_loss or not config.losses:
             raise fail("losses", f"{list(config.losses)}", f"choose one or more of {list(LOSSES)}")
@@ -125,14 +127,16 @@ class Bench:
     def plan(self) -> str:
         """What the run will cost, in one line, before it starts (the LLM stage dominates)."""
         cfg = self.config
-        if not set(cfg.methods) & set(SYNTHETIC) or cfg.generator != "llm":
-            return f"no LLM stage; {len(self.test.queries)} test queries over {len(self.corpus)} documents"
+        hyde = (f"; HyDE: {len(self.test.queries)} LLM calls, one per test query (cached)"
+                if "hyde" in cfg.methods else "")
+        if not set(cfg.methods) & {*SYNTHETIC, *DOC2QUERY} or cfg.generator != "llm":
+            return f"no LLM stage; {len(self.test.queries)} test queries over {len(self.corpus)} documents{hyde}"
         calls = min(cfg.sample, len(self.corpus)) * -(-cfg.candidates // 2)
         where = "your LLM server" if cfg.llm_base_url else "the embedded model"
         minutes = calls * SECONDS_PER_CALL / 60
         return (f"LLM stage: about {calls} calls to {where}" + ("" if cfg.llm_base_url else
                 f", roughly {minutes:.0f} min on 2 free cores") + " (cached: a re-run pays only for new calls); "
-                "the progress bar refines the estimate")
+                "the progress bar refines the estimate" + hyde)
 
     # ------------------------------------------------------------------------------------------------ pieces
 
@@ -191,13 +195,13 @@ class Bench:
         bm25_seconds = time.perf_counter() - t0
         self.cosine_retriever = make_retriever(encoder, self.raw_index)
 
-        if "bm25" in methods:
+        if methods & {"bm25", "doc2query"}:  # doc2query's audit base
             self._evaluate("bm25", self.bm25.search, bm25_seconds, "bm25s, index time as train time")
             self._write()
         cosine = self._evaluate("cosine", self.cosine_retriever.search, 0.0, "Chroma, cosine space")
         self._write()
 
-        synthetic = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune"}
+        synthetic = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune", *DOC2QUERY}
         needs_pairs = bool(methods & synthetic) or ("hybrid" in methods and self.train is None)
         dataset = self._generate(encoder) if needs_pairs else None
         pairs = None
@@ -217,6 +221,7 @@ class Bench:
             self._human_rows(methods)
         if "finetune" in methods and dataset is not None:
             self._evaluate_finetune(dataset, pairs.positive_ids())
+        self._llm_baselines(dataset, methods)
         self._compare(cosine)
         self.rows = [r for r in self.rows if r.method in methods]  # hybrid may run only as a teacher and base
         self._write()
@@ -360,6 +365,36 @@ class Bench:
 
         teacher = HybridRetriever(self.cosine_retriever, self.bm25, self.fusions.get("hybrid", FusionConfig()))
         return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], teacher)
+
+    def _llm_baselines(self, dataset, methods: set[str]) -> None:
+        """The rows of `bench.llm_baselines`: doc2query over the generated pairs, HyDE with the configured LLM."""
+        from qkrag.bench import llm_baselines
+
+        baselines = []
+        if dataset is not None and methods & set(DOC2QUERY):
+            cfg = self.config
+            baselines += llm_baselines.doc2query_baselines(
+                self.corpus, dataset, self.encoder, methods, self.info.get("generation", {}),
+                -(-cfg.candidates // 2) if cfg.generator == "llm" else 0, SECONDS_PER_CALL)
+        for baseline in baselines:
+            self._baseline_row(baseline)
+        if "hyde" in methods:
+            from qkrag.llm.local import open_llm
+
+            self._baseline_row(llm_baselines.hyde_baseline(self.encoder, self.raw_index,
+                                                           open_llm(self.config.llm_base_url, self.config.llm_model)))
+
+    def _baseline_row(self, baseline) -> None:
+        try:
+            row = self._evaluate(baseline.method, baseline.search, baseline.seconds)
+        finally:
+            baseline.close()
+        row.notes, extra = baseline.describe()
+        row.extra.update(extra)
+        base = self._row(baseline.base) if baseline.base else None
+        if base is not None and baseline.positives is not None:
+            self._audit(row, base, baseline.positives)
+        self._write()
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
         from qkrag.embed.encoders import embed

@@ -37,12 +37,15 @@ class Row:
 def table(rows: list[Row], questions: bool) -> str:
     """The markdown table: every row's figures, then its leakage audit and notes; `questions` adds the share of
     question-form documents in each top 5. An ECE above the threshold is marked, with a warning in the notes: the
-    test split is judged data, so σ does not fit this collection's relevance rates."""
+    test split is judged data, so σ does not fit this collection's relevance rates. Where a row reports LLM calls
+    per query (the LLM baselines), a column shows them for every row: 0 for the rest, which call no LLM at search
+    time."""
     from qkrag.evaluate.calibration import ece_warning
 
+    llm = any("llm_calls_per_query" in row.extra for row in rows)
     head = ("| method | nDCG@10 [95% CI] | Recall@100 | MRR@10 | Δ vs cosine (p) | Δ vs hybrid (p) | seen: nDCG@10 "
             "(Δ vs base, n) | novel: nDCG@10 (Δ vs base, n) | " + ("questions in top 5 | " if questions else "")
-            + "ECE | train s | ms/query |")
+            + "ECE | train s | ms/query |" + (" LLM calls/query |" if llm else ""))
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
     for row in rows:
         r, x = row.result, row.extra
@@ -54,6 +57,8 @@ def table(rows: list[Row], questions: bool) -> str:
         if questions:
             cells.append(f"{x['question_share@5']:.3f}")
         cells += [ece_cell(row.ece), f"{row.train_seconds:.1f}", f"{row.latency_ms:.2f}"]
+        if llm:
+            cells.append(f"{x.get('llm_calls_per_query', 0):.2g}")
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- **{row.method}**: {row.notes}" + (f" (audit base: {row.extra['audit_base']})"
                                                     if "audit_base" in row.extra else "")
