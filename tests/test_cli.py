@@ -711,3 +711,14 @@ def test_generate_examples_that_are_not_utf8_are_one_line(tmp_path, capsys):
         cli.main(["generate", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "p"), "--examples",
                   str(tmp_path / "ex.txt"), "--generator", "ict"])
     assert info.value.code == 2 and "is not UTF-8 text (byte 0xe9" in capsys.readouterr().err
+
+
+def test_search_with_a_projection_says_whether_its_probability_is_calibrated(capsys, beir, tmp_path):
+    db = tmp_path / "db"
+    assert run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--epochs", "2")[0] == 0
+    assert run(capsys, "index", beir, "-c", "mini", "--path", db)[0] == 0
+    code, _, err = run(capsys, "search", "topic3", "-c", "mini", "--path", db, "--projection", tmp_path / "p")
+    assert code == 0, err
+    assert "probability: uncalibrated: " in err  # a handful of held-out queries cannot calibrate σ
+    code, _, err = run(capsys, "search", "topic3", "-c", "mini", "--path", db)
+    assert code == 0 and "probability:" not in err

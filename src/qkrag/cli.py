@@ -420,10 +420,22 @@ def search(
         encoder, raw, projection=projection, lexical=lexical, fusion=rule, write=False)  # a search never writes
     if hybrid:
         typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
+    if projection:
+        _say_probability(columns["projection"] if compare else served)
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
+
+
+def _say_probability(retriever: Any) -> None:
+    """What the σ beside each hit means: calibrated on what and how many queries, or uncalibrated and why."""
+    from qkrag.projection.calibrate import describe
+
+    projected = getattr(retriever, "dense", retriever)  # a hybrid's dense arm holds the projection
+    projection = getattr(projected, "projection", None)
+    if projection is not None:
+        typer.echo(f"probability: {describe(getattr(projection, 'calibration_', None))}", err=True)
 
 
 def _searched_collection(collection: str | None, path: Path, host: str | None, port: int) -> str:
