@@ -10,7 +10,7 @@ from qkrag.analysis.aspects import neighbour_agreement
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, embed
 from qkrag.embed.wrappers import AspectEncoder, RewritingEncoder, make_rewriting_encoder
-from qkrag.errors import IndexMismatchError, LLMError
+from qkrag.errors import IndexMismatchError, InputError, LLMError
 from qkrag.llm.prompts import PromptTemplate
 
 from tests.fakes import FakeEncoder, free_port
@@ -178,3 +178,14 @@ def test_instruction_aspect_puts_the_aspect_description_before_each_document(fak
     size = InstructionAspectEncoder(fake_encoder, "size")
     assert climate.fingerprint != size.fingerprint and size.fingerprint.endswith(fake_encoder.fingerprint)
     assert InstructionAspectEncoder(fake_encoder, "noise level").transform(["x"]) == ["noise level: x"]
+
+
+def test_aspect_method_defaults_to_extraction_and_names_the_llm_routes():
+    from qkrag.embed.wrappers import aspect_method
+
+    assert aspect_method("climate") == ("extract", "climate")
+    assert aspect_method("extract:noise level") == ("extract", "noise level")
+    assert aspect_method("llm:climate") == ("llm", "climate")
+    assert aspect_method("Sports teams of {text}") == ("llm", "Sports teams of {text}")
+    with pytest.raises(InputError, match="empty"):
+        aspect_method(" ")
