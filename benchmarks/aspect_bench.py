@@ -23,10 +23,10 @@ Methods (base encoder all-MiniLM-L6-v2 throughout):
   schema (a closed list of classes, prompts/aspect_schema.toml) and the answer is embedded; only with --llm (about
   50 s a call on a loaded 2-CPU machine), on the first --llm-limit items of each half.
 
-Writes benchmarks/results/aspect_bench.json, .md and .png.
+Writes benchmarks/results/aspect_bench.json, .md and .png; with --llm, aspect_bench_llm.json and .md.
 
-    python benchmarks/aspect_bench.py                 # the LLM-free methods (a few minutes on 2 CPUs)
-    python benchmarks/aspect_bench.py --llm --llm-limit 30
+    python benchmarks/aspect_bench.py                 # the LLM-free methods (a few minutes on 2 idle CPUs)
+    python benchmarks/aspect_bench.py --llm --llm-limit 10
     python benchmarks/aspect_bench.py --describe      # label counts and cross-aspect agreement of the data only
 """
 
@@ -150,7 +150,7 @@ def llm_vectors(texts: list[str], base, aspects, rows: np.ndarray, model: str | 
     import tomllib
 
     from qkrag.llm.local import open_llm
-    from qkrag.llm.rewrite import aspect_texts
+    from qkrag.llm.rewrite import RewriteStats, aspect_texts
 
     schema = tomllib.loads((ROOT / "prompts" / "aspect_schema.toml").read_text(encoding="utf-8"))["aspects"]
     vectors: dict = {a: {} for a in aspects}
@@ -160,16 +160,19 @@ def llm_vectors(texts: list[str], base, aspects, rows: np.ndarray, model: str | 
         for aspect in aspects:
             extracted = ExtractiveAspectEncoder(base, aspect).transform([texts[i] for i in rows])
             before = llm.calls_made
-            said, seconds = timed(aspect_texts, extracted, llm, schema[aspect])
+            stats = RewriteStats()
+            t0 = time.perf_counter()
+            said = aspect_texts(extracted, llm, schema[aspect], stats=stats, on_failure="skip", progress=False)
+            seconds = time.perf_counter() - t0
+            said = [a if a is not None else e for a, e in zip(said, extracted)]  # a failed call keeps the sentence
             full = np.zeros((len(texts), base.dimension), dtype=np.float32)
             full[rows] = embed(base, said, "document", EmbedOptions(progress=False))
             vectors[aspect]["llm-schema"] = full
             calls = llm.calls_made - before
             cost[aspect]["llm-schema"] = {"s_per_item": seconds / len(rows), "calls": calls,
-                                          "cached": len(rows) - calls}
+                                          "cached": len(rows) - calls, **stats.as_dict()}
             answers[aspect]["llm-schema"] = said[:4]
-        stats = llm.stats()
-    return vectors, cost, {"answers": answers, "llm": stats}
+        return vectors, cost, {"answers": answers, "llm": llm.stats()}
 
 
 def summarise(per_method: dict[str, dict[str, np.ndarray]], base: dict[str, np.ndarray], luck: dict[str, np.ndarray],
@@ -236,8 +239,7 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.ndarray], base,
-               llm_part: tuple | None) -> dict:
+def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.ndarray], base) -> dict:
     vectors, cost = fixed_vectors(texts, base, aspect)
     mapped, train_cost, selected = trained_vectors(vectors, labels, split)
     vectors.update(mapped)
@@ -246,18 +248,37 @@ def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.
     everyone = np.arange(len(labels))
     luck = chance(labels, split)
     table = summarise(per_method, per_method["raw"], luck, everyone)
-    result = {"table": table, "cost_s_per_item": cost, "selected": selected,
-              "chance": {m: float(luck[m].mean()) for m in METRICS}}
-    if llm_part:
-        llm_vecs, llm_cost, rows = llm_part[0][aspect], llm_part[1][aspect], llm_part[2]
-        # the LLM methods see only `rows`: score everything again on that subset, paired on the same items
-        sub = {name: score(v, labels, split, rows) for name, v in {**vectors, **llm_vecs}.items()}
-        sub_luck = chance(labels, split, rows)
-        keep = ["raw", "extract", "proj-weak", "proj-gold", *llm_vecs]
-        result["llm_table"] = summarise({k: sub[k] for k in keep}, sub["raw"], sub_luck, rows)
-        result["llm_cost"] = llm_cost
-        result["llm_chance"] = {m: float(sub_luck[m][rows].mean()) for m in METRICS}
-    return result
+    return {"table": table, "cost_s_per_item": cost, "selected": selected,
+            "chance": {m: float(luck[m].mean()) for m in METRICS}}
+
+
+def run_llm(args, texts: list[str], labels: dict[str, list[str]], split: list[np.ndarray], base) -> None:
+    """The LLM method next to raw and extract, on the first --llm-limit items of each half (neighbours searched
+    among those items of the item's half): writes results/aspect_bench_llm.{json,md}."""
+    rows = np.sort(np.concatenate([h[: args.llm_limit] for h in split]))
+    vecs, cost, info = llm_vectors(texts, base, ASPECTS, rows, args.llm_model)
+    cols = ["method", "agree@1", "agree@5", "agree@5 − raw", "agree@5 − chance", "ndcg@10", "ndcg@10 − raw",
+            "ms/item"]
+    results, lines = {}, [
+        f"The LLM method (\"extract, then classify\", {info['llm']['model']}) next to raw and extract, on the "
+        f"first {args.llm_limit} items of each half ({len(rows)} items; neighbours searched among those items of "
+        "the item's own half, so chance and every score differ from aspect_bench.md). Mean [95% bootstrap CI]; "
+        "paired differences (▲ above zero, ▼ below). ms/item for llm-schema: wall time of this run's LLM calls "
+        "(0 when all were cached; see the JSON for calls made).", ""]
+    for aspect in ASPECTS:
+        fixed = {"raw": embed(base, texts, "document", EmbedOptions(progress=False)),
+                 "extract": embed(ExtractiveAspectEncoder(base, aspect), texts, "document", EmbedOptions(progress=False)),
+                 **vecs[aspect]}
+        per = {name: score(v, labels[aspect], split, rows) for name, v in fixed.items()}
+        luck = chance(labels[aspect], split, rows)
+        table = summarise(per, per["raw"], luck, rows)
+        results[aspect] = {"table": table, "cost": cost[aspect], "chance": {m: float(luck[m][rows].mean())
+                                                                            for m in METRICS}}
+        lcost = {k: v["s_per_item"] for k, v in cost[aspect].items()}
+        lines += [f"## {aspect}", "", markdown_table(md_rows(table, lcost), cols), "",
+                  "First answers: " + " | ".join(f'"{a}"' for a in info["answers"][aspect]["llm-schema"]), ""]
+    save("aspect_bench_llm", {"seed": args.seed, "llm_limit": args.llm_limit, "rows": rows.tolist(),
+                              "results": results, "llm": info["llm"], "answers": info["answers"]}, "\n".join(lines))
 
 
 def pick_default(results: dict, candidates: tuple[str, ...]) -> str:
@@ -268,7 +289,7 @@ def pick_default(results: dict, candidates: tuple[str, ...]) -> str:
     return max(candidates, key=worst)
 
 
-def write(args, data: dict, results: dict, default: str, llm_info: dict | None, figure: Path) -> None:
+def write(args, data: dict, results: dict, default: str, figure: Path) -> None:
     cols = ["method", "agree@1", "agree@5", "agree@5 − raw", "agree@5 − chance", "ndcg@10", "ndcg@10 − raw",
             "ms/item"]
     lines = [
@@ -287,21 +308,8 @@ def write(args, data: dict, results: dict, default: str, llm_info: dict | None, 
     for aspect, res in results.items():
         lines += ["", f"## {aspect}", "", "Chance: " + ", ".join(f"{m} {v:.3f}" for m, v in res["chance"].items())
                   + ".", "", markdown_table(md_rows(res["table"], res["cost_s_per_item"]), cols)]
-        if "llm_table" in res:
-            lcost = {k: v["s_per_item"] for k, v in res["llm_cost"].items()}
-            lines += ["", f"LLM methods, on the {res['llm_table'][0]['items']} items they were run on (others "
-                      "re-scored on the same items, neighbours within those items of the half; chance: "
-                      + ", ".join(f"{m} {v:.3f}" for m, v in res["llm_chance"].items()) + "). ms/item for the LLM "
-                      "methods: wall time of this run's calls (a cached run shows ~0; see the JSON for calls made).",
-                      "", markdown_table(md_rows(res["llm_table"], {**res["cost_s_per_item"], **lcost}), cols)]
     lines += ["", f"![agree@5 by method]({figure.name})"]
-    if llm_info:
-        lines += ["", "## LLM answers (first items)", ""]
-        for aspect, by_method in llm_info["answers"].items():
-            for name, answers in by_method.items():
-                lines += [f"- {aspect}, {name}: " + " | ".join(f'"{a}"' for a in answers)]
     save("aspect_bench", {"data": data, "seed": args.seed, "default": default, "results": results,
-                          "llm": llm_info and {"stats": llm_info["llm"], "answers": llm_info["answers"]},
                           "figure": str(figure.relative_to(ROOT))}, "\n".join(lines))
     for aspect, res in results.items():
         print(aspect, file=sys.stderr)
@@ -312,7 +320,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / "data" / "world_cities" / "world_cities.jsonl"))
     parser.add_argument("--describe", action="store_true", help="only the labels' counts and cross-aspect agreement")
-    parser.add_argument("--llm", action="store_true", help="also the LLM methods (slow on CPU; cached)")
+    parser.add_argument("--llm", action="store_true", help="only the LLM method, next to raw and extract, on a "
+                        "subset: results/aspect_bench_llm.* (slow on CPU; cached)")
     parser.add_argument("--llm-limit", type=int, default=30, help="LLM methods on the first N items of each half")
     parser.add_argument("--llm-model", default=None, help="shipped LLM name (default: the 0.5B model)")
     parser.add_argument("--seed", type=int, default=0)
@@ -327,18 +336,16 @@ def main() -> None:
     split = halves(len(texts), args.seed)
     base = make_encoder()
     base.warm_up()
-    llm_part, llm_info = None, None
     if args.llm:
-        rows = np.sort(np.concatenate([h[: args.llm_limit] for h in split]))
-        vecs, cost, llm_info = llm_vectors(texts, base, ASPECTS, rows, args.llm_model)
-        llm_part = (vecs, cost, rows)
-    results = {a: run_aspect(a, texts, labels[a], split, base, llm_part) for a in ASPECTS}
+        run_llm(args, texts, labels, split, base)
+        return
+    results = {a: run_aspect(a, texts, labels[a], split, base) for a in ASPECTS}
     default = pick_default(results, ("prefix", "extract", "extract2", "proj-weak", "proj-weak(extract)"))
     for res in results.values():
         res["default"] = default
     figure = RESULTS / "aspect_bench.png"
     plot(results, figure)
-    write(args, data, results, default, llm_info, figure)
+    write(args, data, results, default, figure)
 
 
 if __name__ == "__main__":
