@@ -20,8 +20,8 @@ Methods (base encoder all-MiniLM-L6-v2 throughout):
 - proj-gold / proj-gold(extract): the same maps trained on the other half's gold labels: what labelling half of the
   items buys (a supervised ceiling, never trained on the items it is scored on).
 - llm-schema ("extract, then classify"): the `extract` sentence goes to the embedded LLM with a fixed answer
-  schema (a closed list of classes, prompts/aspect_schema.toml) and the answer is embedded; only with --llm (about
-  50 s a call on a loaded 2-CPU machine), on the first --llm-limit items of each half.
+  schema (a closed list of classes, prompts/aspect_schema.toml) and the answer is embedded; only with --llm (5 to 50 s a
+  call on the shared, loaded 2-CPU machine), on the first --llm-limit items of each half.
 
 Writes benchmarks/results/aspect_bench.json, .md and .png; with --llm, aspect_bench_llm.json and .md.
 
