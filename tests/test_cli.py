@@ -245,6 +245,16 @@ def test_index_with_an_extractive_aspect_needs_no_llm(capsys, beir, tmp_path, mo
     assert code == 0, err
 
 
+def test_index_with_a_plain_aspect_name_extracts_without_an_llm(capsys, beir, tmp_path, monkeypatch):
+    import qkrag.llm.local
+
+    monkeypatch.setattr(qkrag.llm.local, "open_llm", lambda *args: pytest.fail("no LLM should be started"))
+    code, out, err = run(capsys, "index", beir, "--path", tmp_path / "db", "-c", "plain", "--aspect", "climate",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["encoder"].startswith("extract[aspect=climate,")
+
+
 def test_generate_guide_names_only_real_flags():
     import typer.main
 

@@ -119,9 +119,10 @@ Rewrite = Annotated[bool, typer.Option(
     "--rewrite", help="Have the LLM rewrite each document in plain English (content only) before embedding (cached).", metavar="")]
 MaxWords = Annotated[Optional[int], typer.Option("--max-words", help="Length limit of a rewrite (implies --rewrite).")]
 Aspect = Annotated[Optional[str], typer.Option(
-    "--aspect", help='Embed one aspect of each item: a built-in name (climate, cuisine, size) or a template with '
-    '{text}, e.g. "Climate of {text}", answered by the LLM; or extract:NAME to embed, without an LLM, the sentence '
-    'of each document most about that aspect.')]
+    "--aspect", help='Embed one aspect of each item. A name (climate, cuisine, size, or your own words) embeds, '
+    'without an LLM, the sentence of each document most about that aspect (the best method in '
+    'benchmarks/results/aspect_bench.md); llm:NAME or a template with {text}, e.g. "Climate of {text}", embeds '
+    'what the LLM answers instead.')]
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
@@ -192,11 +193,11 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
     """Wrap `encoder` in a rewriting or aspect encoder when asked; the LLM (and an embedded server) lives in `stack`."""
     if not (rewrite or max_words or aspect):
         return encoder
-    if aspect and aspect.startswith("extract:"):  # the LLM-free aspect: the text's own sentences about it
-        from qkrag.embed.wrappers import ExtractiveAspectEncoder
+    from qkrag.embed.wrappers import ExtractiveAspectEncoder, aspect_method, make_rewriting_encoder
 
-        return ExtractiveAspectEncoder(encoder, aspect.removeprefix("extract:"))
-    from qkrag.embed.wrappers import make_rewriting_encoder
+    method, aspect = aspect_method(aspect) if aspect else (None, None)
+    if method == "extract":  # the default aspect: the text's own sentence about it, no LLM
+        return ExtractiveAspectEncoder(encoder, aspect)
     from qkrag.llm.local import open_llm
     from qkrag.llm.rewrite import DEFAULT_MAX_WORDS
 
@@ -272,9 +273,9 @@ def index(
 
       qkrag index ../shared/data/scifact --projection runs/scifact-proj   # adds the projected collection
 
-      qkrag index data/cities/cities.jsonl -c cities-climate --aspect climate
+      qkrag index data/world_cities/world_cities.jsonl -c cities-climate --aspect climate   # no LLM
 
-      qkrag index data/cities/cities.jsonl -c cities-food --aspect extract:cuisine   # no LLM
+      qkrag index data/cities/cities.jsonl -c cities-food --aspect llm:cuisine   # the LLM describes it
 
       qkrag index ../shared/data/scifact --hybrid   # also BM25, for `qkrag search --hybrid`
     """
@@ -594,8 +595,8 @@ def rewrite_(
 
     corpus = load_corpus(data, skip_empty=skip_empty)
     with open_llm(llm_base_url, llm_model) as llm:
-        done = rewrite_corpus(corpus, llm, out, aspect=aspect, max_words=max_words, limit=limit,
-                              skip_failed=skip_failed)
+        done = rewrite_corpus(corpus, llm, out, aspect=aspect and aspect.removeprefix("llm:"), max_words=max_words,
+                              limit=limit, skip_failed=skip_failed)
     if json_out:
         _print_json(done)
         return

@@ -92,3 +92,53 @@ def test_load_labelled_corpus_reads_the_cities():
         load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["size"], ids=["atlantis"])
     with pytest.raises(InputError, match="no 'population' label"):
         load_labelled_corpus(ROOT / "data" / "cities" / "cities.jsonl", ["population"])
+
+
+def test_neighbour_scores_count_label_agreement_per_item():
+    from qkrag.analysis.aspects import neighbour_scores
+
+    # two tight groups on two axes, labelled so that item 2 sits among the "a" vectors with label "b"
+    vectors = np.array([[1, 0.0], [0.995, 0.05], [0.95, 0.3], [0, 1.0], [0.1, 0.99], [0.2, 0.98]])
+    labels = ["a", "a", "b", "b", "b", "b"]
+    got = neighbour_scores(vectors, labels, k=2, ndcg_at=3)
+    assert got["agree@1"].tolist() == [1, 1, 0, 1, 1, 1]
+    np.testing.assert_allclose(got["agree@2"], [0.5, 0.5, 0, 1, 1, 1])
+    # item 0: order 1, 2, then the b group; its one relevant item is first
+    assert got["ndcg@3"][0] == pytest.approx(1.0)
+    # item 2 (label b): neighbours 1, 0, then 5 (b): relevant at rank 3 of 3 relevant
+    ideal = 1 + 1 / np.log2(3) + 1 / np.log2(4)
+    assert got["ndcg@3"][2] == pytest.approx((1 / np.log2(4)) / ideal)
+
+
+def test_chance_scores_are_the_label_shares_and_compare_scores_gives_paired_cis():
+    from qkrag.analysis.aspects import chance_scores, compare_scores
+
+    labels = ["a"] * 3 + ["b"] * 7
+    luck = chance_scores(labels, k=5, ndcg_at=3, draws=50)
+    np.testing.assert_allclose(luck["agree@5"], [2 / 9] * 3 + [6 / 9] * 7)
+    assert 0 < luck["ndcg@3"][0] < luck["ndcg@3"][5] < 1
+    better = {"m": np.ones(10)}
+    got = compare_scores(better, {"m": np.full(10, 0.25)}, n_resamples=200)["m"]
+    assert got["mean"] == 1.0 and got["diff"] == pytest.approx(0.75) and got["diff_lo"] == pytest.approx(0.75)
+
+
+def test_aspect_map_trained_on_labels_finds_the_labelled_aspect():
+    from qkrag.analysis.aspects import (label_pairs, neighbour_positives, neighbour_scores, same_label_positives,
+                                        train_aspect_map)
+    rng = np.random.default_rng(0)
+    n, d = 80, 16
+    aspect = rng.integers(0, 4, n)  # the aspect asked for lives in dims 0-3, weakly
+    other = rng.integers(0, 4, n)  # another aspect lives in dims 4-7, strongly: raw cosine follows it
+    x = rng.standard_normal((n, d)) * 0.3
+    x[np.arange(n), aspect] += 0.6
+    x[np.arange(n), 4 + other] += 2.0
+    labels = [str(a) for a in aspect]
+    train, test = np.arange(0, n, 2), np.arange(1, n, 2)
+    assert same_label_positives(["x", "y", "x"]) == [[2], [], [0]]
+    assert len(label_pairs(x[train], same_label_positives([labels[i] for i in train]))) > 0
+    assert all(len(p) == 3 and i not in p for i, p in enumerate(neighbour_positives(x, 3)))
+    model = train_aspect_map(x[train], same_label_positives([labels[i] for i in train]))
+    test_labels = [labels[i] for i in test]
+    raw = neighbour_scores(x[test], test_labels)["agree@5"].mean()
+    mapped = neighbour_scores(model.transform_documents(x[test]), test_labels)["agree@5"].mean()
+    assert mapped > raw + 0.08

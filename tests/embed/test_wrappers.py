@@ -10,7 +10,7 @@ from qkrag.analysis.aspects import neighbour_agreement
 from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, embed
 from qkrag.embed.wrappers import AspectEncoder, RewritingEncoder, make_rewriting_encoder
-from qkrag.errors import IndexMismatchError, LLMError
+from qkrag.errors import IndexMismatchError, InputError, LLMError
 from qkrag.llm.prompts import PromptTemplate
 
 from tests.fakes import FakeEncoder, free_port
@@ -162,3 +162,30 @@ def test_extractive_aspect_keeps_the_sentence_about_the_aspect(fake_encoder):
     assert ExtractiveAspectEncoder(fake_encoder, "x", top=3).transform([text]) == [text]
     # queries pass through unchanged by default: a query is already about what the user asks
     np.testing.assert_allclose(climate.embed_batch(["cold"], "query"), fake_encoder.embed_batch(["cold"], "query"))
+
+
+def test_instruction_aspect_puts_the_aspect_description_before_each_document(fake_encoder):
+    from qkrag.embed.wrappers import InstructionAspectEncoder
+    from qkrag.llm.prompts import aspect_description
+
+    climate = InstructionAspectEncoder(fake_encoder, "climate")
+    text = "Lisbon has dry summers."
+    assert climate.transform([text]) == [aspect_description("climate") + ": " + text]
+    np.testing.assert_allclose(climate.embed_batch([text], "document"),
+                               fake_encoder.embed_batch([aspect_description("climate") + ": " + text], "document"))
+    # queries pass through, and each aspect has its own vectors (fingerprint) over the same base
+    np.testing.assert_allclose(climate.embed_batch([text], "query"), fake_encoder.embed_batch([text], "query"))
+    size = InstructionAspectEncoder(fake_encoder, "size")
+    assert climate.fingerprint != size.fingerprint and size.fingerprint.endswith(fake_encoder.fingerprint)
+    assert InstructionAspectEncoder(fake_encoder, "noise level").transform(["x"]) == ["noise level: x"]
+
+
+def test_aspect_method_defaults_to_extraction_and_names_the_llm_routes():
+    from qkrag.embed.wrappers import aspect_method
+
+    assert aspect_method("climate") == ("extract", "climate")
+    assert aspect_method("extract:noise level") == ("extract", "noise level")
+    assert aspect_method("llm:climate") == ("llm", "climate")
+    assert aspect_method("Sports teams of {text}") == ("llm", "Sports teams of {text}")
+    with pytest.raises(InputError, match="empty"):
+        aspect_method(" ")

@@ -63,6 +63,101 @@ def neighbour_agreement(vectors: np.ndarray, labels: Sequence[str]) -> float:
     return float(np.mean([labels[int(nearest[i][0])] == labels[int(i)] for i in ids]))
 
 
+def neighbour_scores(vectors: np.ndarray, labels: Sequence[str], *, k: int = 5, ndcg_at: int = 10
+                     ) -> dict[str, np.ndarray]:
+    """Per item, how well its nearest other items (cosine) share its label: `agree@1` (0 or 1), `agree@{k}` (share of
+    the `k` nearest with its label) and `ndcg@{ndcg_at}` (binary gain: same label = relevant). Arrays of len(labels),
+    so a bootstrap over items and paired differences between embeddings come straight from them."""
+    from qkrag.evaluate.metrics import binary_ndcg
+    from qkrag.ranking import similarity
+
+    labels = np.asarray(labels, dtype=object)
+    n = len(labels)
+    if len(vectors) != n or n < 2:
+        raise fail("neighbour_scores", f"{len(vectors)} vectors for {n} labels",
+                   "pass one label per vector, at least two items")
+    scores = similarity(np.asarray(vectors), np.asarray(vectors), "cosine")
+    np.fill_diagonal(scores, -np.inf)
+    depth = min(max(k, ndcg_at), n - 1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
+    same = labels[order] == labels[:, None]
+    relevant = [set(np.flatnonzero((labels == labels[i]) & (np.arange(n) != i)).tolist()) for i in range(n)]
+    has_any = np.array([bool(r) for r in relevant])
+    ndcg = np.zeros(n)
+    ndcg[has_any] = binary_ndcg(order[has_any], [r for r in relevant if r], ndcg_at)
+    return {"agree@1": same[:, 0].astype(float), f"agree@{k}": same[:, :k].mean(axis=1), f"ndcg@{ndcg_at}": ndcg}
+
+
+def chance_scores(labels: Sequence[str], *, k: int = 5, ndcg_at: int = 10, draws: int = 200, seed: int = 0
+                  ) -> dict[str, np.ndarray]:
+    """What `neighbour_scores` expects per item from a random order of the other items: agreement is exactly the
+    share of other items with the item's label (at every k); nDCG is the mean over `draws` seeded random orders."""
+    labels = np.asarray(labels, dtype=object)
+    n = len(labels)
+    same_share = np.array([(np.sum(labels == v) - 1) / (n - 1) for v in labels])
+    rng = np.random.default_rng(seed)
+    ndcg = np.zeros(n)
+    for _ in range(draws):
+        ndcg += neighbour_scores(rng.standard_normal((n, 8)), labels, k=k, ndcg_at=ndcg_at)[f"ndcg@{ndcg_at}"]
+    return {"agree@1": same_share, f"agree@{k}": same_share.copy(), f"ndcg@{ndcg_at}": ndcg / draws}
+
+
+def compare_scores(scores: Mapping[str, np.ndarray], baseline: Mapping[str, np.ndarray], *,
+                   n_resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Per metric: the mean with its 95% bootstrap CI over items, and the paired difference from `baseline` (same
+    items) with its CI. `{metric: {"mean", "lo", "hi", "diff", "diff_lo", "diff_hi"}}`."""
+    from qkrag.evaluate.stats import Bootstrap, bootstrap_ci
+
+    boot = Bootstrap(n_resamples=n_resamples, seed=seed)
+    out = {}
+    for metric, values in scores.items():
+        values = np.asarray(values, dtype=np.float64)
+        diff = values - np.asarray(baseline[metric], dtype=np.float64)
+        lo, hi = bootstrap_ci(values, boot)
+        dlo, dhi = bootstrap_ci(diff, boot)
+        out[metric] = {"mean": float(values.mean()), "lo": lo, "hi": hi, "diff": float(diff.mean()), "diff_lo": dlo,
+                       "diff_hi": dhi}
+    return out
+
+
+def label_pairs(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, source: str = "aspect labels"):
+    """Training pairs for an item-to-item projection: item i's vector as the query, each row in `positives[i]` (items
+    that share i's aspect, by whatever labeller) as a positive document, over the same `vectors`."""
+    from qkrag.projection.data import Pairs
+
+    rows = [(i, j) for i, ps in enumerate(positives) for j in ps if j != i]
+    if not rows:
+        raise fail(source, "gives no pair of items that share the aspect", "label some items alike")
+    anchors, targets = np.array(rows).T
+    return Pairs(np.asarray(vectors)[anchors], targets, np.asarray(vectors), query_ids=tuple(map(str, anchors)),
+                 source=source)
+
+
+def same_label_positives(labels: Sequence[str]) -> list[list[int]]:
+    """For each item, the other items with its label: the positives of `label_pairs` when labels are known."""
+    labels = list(labels)
+    return [[j for j, b in enumerate(labels) if b == a and j != i] for i, a in enumerate(labels)]
+
+
+def neighbour_positives(vectors: np.ndarray, m: int = 5) -> list[list[int]]:
+    """For each item, its `m` nearest other items by cosine: weak positives for `label_pairs` when no labels are known
+    but some embedding (an extractive aspect one) already groups items by the aspect."""
+    ids = [str(i) for i in range(len(vectors))]
+    return [[int(j) for j in ns] for ns in nearest_neighbours(vectors, ids, k=m).values()]
+
+
+def train_aspect_map(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, config=None, rank: int | None = None):
+    """A symmetric projection (one map M for both sides: item-to-item similarity has no query side) trained so that
+    items listed as each other's `positives` come close. Apply it with `transform_documents` to any item's vector."""
+    from qkrag.projection.model import train_projection
+    from qkrag.projection.train import TrainConfig
+
+    # A few hundred items give too few validation queries to select an epoch by, so a fixed schedule with a higher
+    # learning rate than retrieval training's default (whose pairs number in the thousands) is used instead.
+    config = config or TrainConfig(epochs=20, learning_rate=1e-2, select=False, calibrate=False, progress=False)
+    return train_projection(label_pairs(vectors, positives), config, variant="symmetric", rank=rank)
+
+
 def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: Sequence[str]) -> dict[str, float]:
     """Mean cosine over pairs of items by kind: same content in another style, same style with other content, and
     neither. Raw embeddings that match on style score the second kind high; a good rewrite scores the first."""

@@ -218,6 +218,47 @@ class ExtractiveAspectEncoder(_WrappingEncoder):
         return out
 
 
+class InstructionAspectEncoder(_WrappingEncoder):
+    """An aspect as an instruction: embed "<the aspect's description>: <text>" with `base`, no LLM and no selection.
+
+    The cheapest way to say which similarity is meant; how much an instruction moves the vectors depends on the base
+    model (instruction-tuned encoders are trained to follow one, all-MiniLM-L6-v2 is not).
+    """
+
+    kind = "instruct"
+
+    def __init__(self, base: Encoder, aspect: str, *, sides: Sequence[str] = ("document",)):
+        super().__init__(base, sides)
+        self.aspect = aspect
+        self.instruction = aspect_description(aspect).rstrip(": ") + ": "
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return f"{self.kind}:{self.aspect}|{self.base.name}"
+
+    def _describe(self) -> list[str]:
+        from qkrag.cache import content_hash
+
+        return [f"aspect={self.aspect}", f"instruction={content_hash(self.instruction)[:12]}"]
+
+    def transform(self, texts: Sequence[str]) -> list[str]:
+        return [self.instruction + t for t in texts]
+
+
+def aspect_method(aspect: str) -> tuple[str, str]:
+    """How an `--aspect` value is embedded: `("extract", name)` for a plain name or "extract:NAME" (the default: the
+    text's own sentence most about the aspect, no LLM), `("llm", aspect)` for "llm:NAME" or a template with a
+    `{text}` slot (the LLM answers it). Extraction is the default because it beats raw embeddings on every aspect of
+    benchmarks/results/aspect_bench.md while the LLM methods do not, at a fraction of the cost."""
+    if not isinstance(aspect, str) or not aspect.strip():
+        raise fail("aspect", "it is empty", 'give a name (e.g. "climate"), "llm:climate", or a string with {text}')
+    if aspect.startswith("llm:"):
+        return "llm", aspect.removeprefix("llm:")
+    if "{" in aspect:
+        return "llm", aspect
+    return "extract", aspect.removeprefix("extract:")
+
+
 def make_rewriting_encoder(base: Encoder, llm: LLM, *, max_words: int | None = None, aspect: str | None = None,
                            template: str | Path | None = None, sides: Sequence[str] | None = None) -> Encoder:
     """The encoder behind `--rewrite` / `--aspect`: `base` unchanged when neither is asked for, a `RewritingEncoder`
