@@ -397,10 +397,7 @@ def search(
     from qkrag.retrieval.factory import make_retriever
     from qkrag.retrieval.index import ChromaIndex, connect
 
-    if (fusion_weight is not None or fusion != "auto") and not hybrid:
-        raise QkragError("--fusion/--fusion-weight: only apply to hybrid search. Fix: add --hybrid")
-    if compare and not (projection or hybrid):
-        raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
+    _check_search_flags(fusion != "auto" or fusion_weight is not None, hybrid, compare, bool(projection))
     config = _index_config(_searched_collection(collection, path, host, port), path, host, port, ef_search=ef_search)
     client = connect(config)  # a server that is down or silent fails now, before the encoder loads
     stack = ExitStack()
@@ -427,6 +424,13 @@ def search(
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
+
+
+def _check_search_flags(fusion_set: bool, hybrid: bool, compare: bool, projection: bool) -> None:
+    if fusion_set and not hybrid:
+        raise QkragError("--fusion/--fusion-weight: only apply to hybrid search. Fix: add --hybrid")
+    if compare and not (projection or hybrid):
+        raise QkragError("--compare: nothing to compare raw cosine with. Fix: add --projection PATH and/or --hybrid")
 
 
 def _say_probability(retriever: Any) -> None:
