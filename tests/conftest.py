@@ -131,17 +131,20 @@ def group_of(item: pytest.Item) -> str:
     return item.nodeid.split("::")[0]
 
 
-def send_order(items: list[pytest.Item]) -> dict[str, int]:
-    """The rank of each group in the order sent to the workers, longest work first: the shared LLM server's group;
-    groups holding a test that starts an embedded LLM of its own (mark `llm`: real generation takes minutes, on one
-    core, so two of them run side by side); groups holding a slow test; the rest. Collection order within a rank."""
+def send_order(items: list[pytest.Item]) -> dict[str, tuple[int, int]]:
+    """The sort key of each group, longest work first: the shared LLM server's group; then groups holding a test that
+    starts an embedded LLM of its own (mark `llm`: real generation takes minutes on one core, so it should run beside
+    the shared server's group, not after it), the smallest first (a group of one generating notebook before a file
+    of many quick tests); then groups holding a slow test; then the rest. Collection order otherwise."""
     rank: dict[str, int] = {}
+    size: dict[str, int] = {}
     for item in items:
         group = group_of(item)
         mine = (0 if group == LLM_GROUP else 1 if item.get_closest_marker("llm")
                 else 2 if item.get_closest_marker("slow") else 3)
         rank[group] = min(rank.get(group, mine), mine)
-    return rank
+        size[group] = size.get(group, 0) + 1
+    return {group: (r, size[group] if r == 1 else 0) for group, r in rank.items()}
 
 
 def tag_with_group(item: pytest.Item, group: str) -> None:
