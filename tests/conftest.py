@@ -1,8 +1,8 @@
 """Shared fixtures; the fakes they hand out live in tests/fakes.py.
 
-Heavy things a session shares: `llm_server`, the real embedded LLM, started once per session (once per pytest-xdist
-worker) for the tests that need a real model but do not test starting one; `real_llm` (clients of it) and `llm_env`
-(OPENAI_BASE_URL and friends, so `open_llm` in this process and in a CLI subprocess reaches it) hand it out.
+Heavy things a session shares: `shared_llm_server`, the real embedded LLM, started once per session (once per
+pytest-xdist worker) for the tests that need a real model but do not test starting one; `real_llm` (clients of it) and
+`llm_env` (OPENAI_BASE_URL and friends, so `open_llm` in this process and in a CLI subprocess reaches it) hand it out.
 
 Under pytest-xdist (`scripts/test.sh` runs `-n 2 --dist loadgroup`), `pytest_collection_modifyitems` gives each test a
 group: the tests of one file stay on one worker (they may share module-scoped fixtures), every test of the shared
@@ -71,7 +71,7 @@ def llm_model_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llm_server(llm_model_cache: Path):
+def shared_llm_server(llm_model_cache: Path):
     """The embedded LLM (xllamacpp serving the shipped default model), started once per session and stopped at its
     end."""
     from qkrag.llm.local import LocalLLMServer
@@ -81,7 +81,7 @@ def llm_server(llm_model_cache: Path):
 
 
 @pytest.fixture
-def real_llm(llm_server, tmp_path: Path) -> Iterator:
+def real_llm(shared_llm_server, tmp_path: Path) -> Iterator:
     """`real_llm(**overrides)`: a client of the shared embedded server (LLMConfig `overrides` on top of the embedded
     server's config), all of one test on one cache file that starts empty, so each test's first answers are real
     requests. Closed after the test; closing one leaves the server up."""
@@ -92,7 +92,7 @@ def real_llm(llm_server, tmp_path: Path) -> Iterator:
     made: list[LLM] = []
 
     def make(**overrides) -> LLM:
-        llm = LLM(replace(llm_server.config(), **overrides), cache=tmp_path / "real-llm.sqlite")
+        llm = LLM(replace(shared_llm_server.config(), **overrides), cache=tmp_path / "real-llm.sqlite")
         made.append(llm)
         return llm
 
@@ -102,16 +102,16 @@ def real_llm(llm_server, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def llm_env(llm_server, monkeypatch):
+def llm_env(shared_llm_server, monkeypatch):
     """Points `open_llm` at the shared server through the environment (OPENAI_BASE_URL, QKRAG_LLM_MODEL, no key),
     for this process and for the CLI subprocesses a test starts; QKRAG_TIMEOUT gets the embedded server's timeout
     unless it is set. Returns the server."""
-    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
-    monkeypatch.setenv("QKRAG_LLM_MODEL", llm_server.model.name)
+    monkeypatch.setenv("OPENAI_BASE_URL", shared_llm_server.base_url)
+    monkeypatch.setenv("QKRAG_LLM_MODEL", shared_llm_server.model.name)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     if not os.environ.get("QKRAG_TIMEOUT", "").strip():
-        monkeypatch.setenv("QKRAG_TIMEOUT", str(llm_server.config().timeout))
-    return llm_server
+        monkeypatch.setenv("QKRAG_TIMEOUT", str(shared_llm_server.config().timeout))
+    return shared_llm_server
 
 
 # ------------------------------------------------------------------------------------------------ pytest-xdist
@@ -124,7 +124,7 @@ def group_of(item: pytest.Item) -> str:
     mark = item.get_closest_marker("xdist_group")
     if mark:
         return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-    if "llm_server" in item.fixturenames:
+    if "shared_llm_server" in item.fixturenames:
         return LLM_GROUP
     if item.get_closest_marker("shared_data"):
         return SHARED_DATA_GROUP
