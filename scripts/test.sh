@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install (scripts/setup.sh) and run the whole test suite, slow tests included.
+# Install (scripts/setup.sh) and run the whole test suite, slow tests included, on two pytest-xdist workers
+# (QKRAG_TEST_WORKERS=N for another number, 0 for one process). tests/conftest.py groups the tests that must share a
+# worker and sends the longest first; --no-loadscope-reorder keeps that order.
 # The browser test of `qkrag serve` needs Debian's chromium and chromium-driver: installed here with apt-get when
 # they are missing and apt-get is usable (CI runs this as root on Debian); otherwise that test skips with the reason.
 set -euo pipefail
@@ -13,4 +15,4 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     fi
 fi
 bash scripts/setup.sh llm,test
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${QKRAG_TEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder "$@"

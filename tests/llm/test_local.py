@@ -214,8 +214,8 @@ needs_runtime = pytest.mark.skipif(importlib.util.find_spec("xllamacpp") is None
 @pytest.mark.slow
 @pytest.mark.llm
 @needs_runtime
-def test_shipped_default_model_is_what_it_claims():
-    meta = localllm.read_gguf_metadata(localllm.model_file())
+def test_shipped_default_model_is_what_it_claims(llm_model_cache):
+    meta = localllm.read_gguf_metadata(localllm.model_file(cache_dir=llm_model_cache))
     assert meta["general.architecture"] == "qwen2"
     assert meta["general.basename"] == "Qwen2.5-Coder" and meta["general.size_label"] == "0.5B"
     assert meta["general.file_type"] == 15  # Q4_K_M
@@ -225,14 +225,15 @@ def test_shipped_default_model_is_what_it_claims():
 @pytest.mark.slow
 @pytest.mark.llm
 @needs_runtime
-def test_real_local_server_end_to_end(tmp_path):
+def test_real_local_server_end_to_end(tmp_path, llm_model_cache):
     abstract = (
         "Vitamin D supplementation and fracture risk. In a randomized trial of 2,686 adults aged 65 to 85, "
         "100,000 IU of vitamin D3 every four months for five years reduced the rate of first fracture by 22% "
         "compared with placebo, with no effect on mortality."
     )
     prompt = prompts.render("query_zero_shot", text=abstract, n=3)
-    with localllm.default_llm(cache=tmp_path / "llm.sqlite", max_tokens=96) as llm:
+    server = LocalLLMServer(cache_dir=llm_model_cache)
+    with localllm.default_llm(cache=tmp_path / "llm.sqlite", server=server, max_tokens=96) as llm:
         url = llm.config.base_url
         out = llm.complete(prompt)
         queries = prompts.parse_candidates(out.text)
@@ -253,7 +254,7 @@ def test_real_local_server_end_to_end(tmp_path):
 @pytest.mark.llm
 @needs_runtime
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SIGKILL semantics")
-def test_no_server_outlives_a_killed_qkrag():
+def test_no_server_outlives_a_killed_qkrag(llm_model_cache):
     """SIGKILL skips every finaliser; the server lives in the process, so it must go with it, port and all."""
     parent = textwrap.dedent(
         """
@@ -264,7 +265,8 @@ def test_no_server_outlives_a_killed_qkrag():
         time.sleep(120)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "QKRAG_CACHE_DIR": str(llm_model_cache)})
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:") and not _refused(url)

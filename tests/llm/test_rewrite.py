@@ -3,8 +3,6 @@ tests/fakes.py (a fake OpenAI-compatible server on 127.0.0.1 that refuses on cue
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from qkrag.embed.encoders import EmbedOptions, embed
@@ -89,15 +87,11 @@ def test_bad_inputs_are_input_errors(make_llm, fake_encoder):
 
 @pytest.mark.slow
 @pytest.mark.llm
-def test_real_local_llm_rewrites_and_describes_aspects(tmp_path, fake_encoder):
-    if importlib.util.find_spec("xllamacpp") is None:
-        pytest.skip("xllamacpp is not importable (pip install 'qkrag[llm]')")
-    from qkrag.llm.local import default_llm
-
+def test_real_local_llm_rewrites_and_describes_aspects(real_llm, fake_encoder):
     texts = ["hey so like Oslo gets SUPER cold in winter lol, snow everywhere, and ppl eat tons of salmon",
              "<ul><li>City: Lima</li><li>Rain: almost never</li><li>Food: ceviche</li></ul>",
              "Marrakesh is hot and dry; its markets sell tagines slow-cooked with lamb and apricots."]
-    with default_llm(cache=tmp_path / "llm.sqlite") as llm:
+    with real_llm() as llm:
         stats = RewriteStats()
         rewrites = rewrite_texts(texts, llm, max_words=30, stats=stats, progress=False)
         climates = aspect_texts(texts, llm, "climate", stats=stats, progress=False)

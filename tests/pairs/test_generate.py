@@ -436,23 +436,21 @@ def test_some_failed_calls_are_counted_skips(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.llm
-def test_end_to_end_with_the_real_local_llm(tmp_path):
-    pytest.importorskip("xllamacpp", reason="xllamacpp is not installed (pip install 'qkrag[llm]')")
+def test_end_to_end_with_the_real_local_llm(tmp_path, real_llm):
     from qkrag.embed.encoders import make_encoder
-    from qkrag.llm.local import default_llm
 
     corpus = Corpus(tuple(Document(f"d{i}", f"{t[0].title()} research. " + " ".join(
         f"Scientists found that {w} plays a role in {t[0]} processes." for w in t[1].split()[:3]))
         for i, t in enumerate(TOPICS[:8])), "real-llm")
     config = GenerateConfig(candidates=2, per_call=2, negatives=2, negative_depth=5, progress=False)
     ids = corpus.ids[:5]
-    with default_llm() as llm:
+    with real_llm() as llm:
         result = generate_pairs(corpus, make_encoder(), llm, config, tmp_path / "out", doc_ids=ids)
         assert llm.calls_made > 0
     ds = load_pairs(tmp_path / "out")
     assert len(ds) == len(result) and {"query", "positive_id"} <= set(ds.column_names)
     assert set(ds["positive_id"]) <= set(ids)
-    with default_llm() as llm:
+    with real_llm() as llm:
         again = generate_pairs(corpus, make_encoder(), llm, config, tmp_path / "out", doc_ids=ids)
         assert llm.calls_made == 0
     assert rows(again.dataset) == rows(ds)

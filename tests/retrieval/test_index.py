@@ -292,9 +292,11 @@ def test_exact_index_rejects_misshapen_input() -> None:
 CHROMA_PROCESSES: dict[int, subprocess.Popen] = {}  # port -> the `chroma run` serving it
 
 
-@pytest.fixture
-def chroma_server(tmp_path: Path):
-    """A real `chroma run` on 127.0.0.1 at a free port; killed in teardown whatever happens."""
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    """A real `chroma run` on 127.0.0.1 at a free port, shared by this module's server tests (each uses a collection
+    of its own); killed in teardown whatever happens."""
+    tmp_path = tmp_path_factory.mktemp("chroma-server")
     port = free_port()
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen([str(VENV_BIN / "chroma"), "run", "--path", str(tmp_path / "server-db"),
@@ -610,7 +612,7 @@ def test_timeouts_default_to_a_minute_and_follow_the_environment(monkeypatch) ->
 
 @pytest.mark.slow
 def test_a_chroma_server_that_stops_answering_midway_fails_within_the_timeout(chroma_server: int) -> None:
-    config = IndexConfig(collection="served-docs", host="127.0.0.1", port=chroma_server, timeout=2.0)
+    config = IndexConfig(collection="stalled-docs", host="127.0.0.1", port=chroma_server, timeout=2.0)
     index = build(tiny_corpus(50), hash_encoder(), config)
     server = CHROMA_PROCESSES[chroma_server]
     os.kill(server.pid, signal.SIGSTOP)  # still listening, accepting into its backlog, never answering
