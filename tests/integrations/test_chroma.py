@@ -51,10 +51,10 @@ def demo_index(tmp_path_factory):
     from qkrag.embed.encoders import make_encoder
 
     root = tmp_path_factory.mktemp("chroma-demo")
-    os.environ["QKRAG_CACHE_DIR"] = str(root / "cache")  # module scope: the autouse per-test cache is not set yet
-    encoder = make_encoder()
-    random_projection(encoder.dimension, encoder.fingerprint, seed=3, noise=0.05).save(root / "demo-proj")
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:  # restored after set-up: later tests keep their own cache
+        patch.setenv("QKRAG_CACHE_DIR", str(root / "cache"))  # module scope: the per-test cache is not set yet
+        encoder = make_encoder()
+        random_projection(encoder.dimension, encoder.fingerprint, seed=3, noise=0.05).save(root / "demo-proj")
         patch.chdir(root)
         try:
             cli.main(["index", str(DEMO), "--collection", "demo", "--path", str(root / "chroma"),

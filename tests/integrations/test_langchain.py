@@ -54,11 +54,11 @@ def test_retriever_reports_qkrag_hits_with_probability(fake_encoder):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    import os
 
     root = tmp_path_factory.mktemp("lc-demo")
-    os.environ["QKRAG_CACHE_DIR"] = str(root / "cache")
-    return build_demo(root)
+    with pytest.MonkeyPatch.context() as patch:  # restored after set-up: later tests keep their own cache
+        patch.setenv("QKRAG_CACHE_DIR", str(root / "cache"))
+        return build_demo(root)
 
 
 @pytest.mark.slow
