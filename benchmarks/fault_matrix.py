@@ -596,6 +596,55 @@ def half_built(m: Matrix, emb: Embeddings) -> None:
              lambda: len(json.loads(run.out)[0]["hits"]) == 10 and not any("-proj-" in name for name in collections(m, "db-half")))
 
 
+TAMPER = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from safetensors.numpy import load_file, save_file
+folder, how = Path(sys.argv[1]), sys.argv[2]
+config, weights = json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors")
+if how == "config-list":
+    (folder / "config.json").write_text("[1, 2]")
+elif how == "future-format":
+    config["format_version"] = 99
+    (folder / "config.json").write_text(json.dumps(config))
+elif how == "nan-weights":
+    weights["Q"][0, 0] = np.nan
+    save_file(weights, folder / "model.safetensors")
+elif how == "k-shape":
+    weights["K"] = weights["K"][:, :-1].copy()
+    save_file(weights, folder / "model.safetensors")
+elif how == "half-swapped":  # a kill between two writes: another run's rank-8 weights beside this config
+    save_file({k: (v[:8].copy() if v.ndim == 2 else v) for k, v in weights.items()}, folder / "model.safetensors")
+"""
+
+
+def projection_files(m: Matrix, emb: Embeddings) -> None:
+    """Training that diverges, and projection folders that are tampered with, from a future version, or half
+    replaced: one clear error each, never NaN served or a traceback."""
+    model = ["--model", "openai:m", "--embed-base-url", emb.url]
+    beir = m.work / "beir-train"
+    (beir / "qrels").mkdir(parents=True)
+    corpus(beir / "corpus.jsonl", "t", 40, 5)
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"w{i} apple"}) + "\n"
+                                                for i in range(12)))
+    (beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\tt{i}\t1\n"
+                                                                                      for i in range(12)))
+    (beir / "qrels" / "test.tsv").write_text((beir / "qrels" / "train.tsv").read_text())
+    for lr in ("1e30", "1000", "1e38"):
+        m.record(f"train with a learning rate of {lr}",
+                 m.run(["train", str(beir), "--split", "train", "--lr", lr, "--out", f"proj-lr{lr}", *model]), "error")
+    env = {k: v for k, v in m.env().items() if k != "OPENAI_API_KEY"}
+    for how, what in (("config-list", "config.json is a list"), ("future-format", "a future format version"),
+                      ("nan-weights", "a NaN in Q"), ("k-shape", "K of the wrong shape"),
+                      ("half-swapped", "weights of another rank beside the config (a kill between two writes)")):
+        folder = m.work / f"proj-{how}"
+        subprocess.run([sys.executable, "-c", PROJECTION, str(folder)], env=env, check=True)
+        subprocess.run([sys.executable, "-c", TAMPER, str(folder), how], env=env, check=True)
+        m.record(f"projection folder: {what}: eval", m.run(["eval", str(beir), "--projection", str(folder), *model]),
+                 "error")
+
+
 COLLECTIONS = """
 import json, sys
 import chromadb
@@ -778,6 +827,7 @@ def main() -> None:
             waits_and_secrets(m, docs, emb)
             serve_guards(m, emb)
             leftovers_and_locks(m, emb)
+            projection_files(m, emb)
         finally:
             emb.close()
         leaked = leaks(m)
