@@ -91,3 +91,29 @@ def test_bench_report_carries_its_context_and_plots(tmp_path, monkeypatch, fake_
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "- data:" in md and "- encoder:" in md and "- qkrag:" in md and "- date:" in md
     assert (tmp_path / "b" / "bench-delta.png").stat().st_size > 0
+
+
+def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
+    """Every loss's TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
+    must leave cross-validation room to pick a later epoch."""
+    import qkrag.bench
+    import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    seen = []
+
+    def record(configs, *args, **kwargs):
+        seen.extend(configs.values())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(qkrag.bench, "_fit_each", record)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    assert BenchConfig(data=folder).epochs >= 30
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
+                         methods=("cosine", "qk_synthetic"), losses=("infonce",), epochs=17)
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_bench(config)
+    assert [c.epochs for c in seen] == [17]
