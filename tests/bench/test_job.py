@@ -107,3 +107,29 @@ def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monke
     assert "| 0.640 (> 0.1: uncalibrated here) |" in table and "| 0.050 |" in table
     assert "ECE 0.640 > 0.1: σ is not calibrated for this collection's relevance rates" in table
     assert "qkrag calibrate" in bench.rows[0].to_dict()["ece_warning"] and "ece_warning" not in bench.rows[1].to_dict()
+
+
+def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
+    """Every loss's TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
+    must leave cross-validation room to pick a later epoch."""
+    import qkrag.bench.job
+    import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    seen = []
+
+    def record(configs, *args, **kwargs):
+        seen.extend(configs.values())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(qkrag.bench.job, "_fit_each", record)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    assert BenchConfig(data=folder).epochs >= 30
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
+                         methods=("cosine", "qk_synthetic"), losses=("infonce",), epochs=17)
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_bench(config)
+    assert [c.epochs for c in seen] == [17]

@@ -62,6 +62,9 @@ class BenchConfig:
     methods: tuple[str, ...] = METHODS
     losses: tuple[str, ...] = LOSSES  # training signals tried for qk_synthetic (teacher: the hybrid ranking)
     finetune_epochs: int = 1
+    # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
+    # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
+    epochs: int = 30
     skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
 
@@ -340,7 +343,8 @@ class Bench:
         train_on = pairs if by_cv else fit_part
         if "distill" in losses or "both" in losses:
             train_on = self._with_teacher(train_on, text_of)
-        configs = {loss: TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss) for loss in losses}
+        configs = {loss: TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss,
+                                     epochs=self.config.epochs) for loss in losses}
         tried = _fit_each(configs, train_on, None if by_cv else val_part, variant)
         best = max(tried, key=lambda k: (_selection_score(tried[k]), -list(tried).index(k)))
         projection = tried[best]
