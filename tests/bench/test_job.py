@@ -17,7 +17,7 @@ def test_unknown_method_is_refused(tiny_beir, tmp_path):
 def test_bench_on_the_demo_collection_with_real_parts(tmp_path):
     from pathlib import Path
 
-    demo = Path(__file__).resolve().parents[1] / "data" / "demo"
+    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     config = BenchConfig(data=demo, out=tmp_path / "bench", generator="ict", sample=60, progress=False,
                          methods=("bm25", "cosine", "centered_cosine", "qk_synthetic", "qk_human"))
     bench = run_bench(config)

@@ -176,15 +176,19 @@ class PromptTemplate:
         )
 
 
+#: Files of prompts/ that hold aspect strings (an `[aspects]` table), not one template each.
+ASPECT_DATA = ("aspects", "aspect_schema")
+
+
 def list_templates() -> list[str]:
-    """Names of the shipped templates (`aspects.toml` is aspect data, not a template)."""
-    return sorted(p.stem for p in prompts_dir().glob("*.toml") if p.stem != "aspects")
+    """Names of the shipped templates (the ASPECT_DATA files are aspect strings, not templates)."""
+    return sorted(p.stem for p in prompts_dir().glob("*.toml") if p.stem not in ASPECT_DATA)
 
 
 @cache
 def _load_shipped(name: str) -> PromptTemplate:
     path = prompts_dir() / f"{name}.toml"
-    if not path.is_file() or name == "aspects":
+    if not path.is_file() or name in ASPECT_DATA:
         raise fail(
             f"prompt template {name!r}",
             "no such template",
