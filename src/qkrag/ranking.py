@@ -41,14 +41,19 @@ def check_space(space: str) -> Space:
     return space  # type: ignore[return-value]
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (an all-zero row stays zero), as float32: cosine as a dot product."""
+    v = np.ascontiguousarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
 def similarity(queries: np.ndarray, documents: np.ndarray, space: Space) -> np.ndarray:
     """Query-by-document similarity matrix, higher is better: cosine, dot product, or minus squared L2. numpy, not
     torch: metrics and search must not pay torch's import for one matrix product."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     d = np.ascontiguousarray(documents, dtype=np.float32)
     if space == "cosine":
-        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+        q, d = unit_rows(q), unit_rows(d)
     scores = q @ d.T
     if space == "l2":  # -(|q|² - 2 q·d + |d|²): same ranking as Chroma's squared L2
         scores = 2 * scores - (q * q).sum(1, keepdims=True) - (d * d).sum(1)[None, :]

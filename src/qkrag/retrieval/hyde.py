@@ -27,7 +27,7 @@ import numpy as np
 from qkrag.errors import fail
 from qkrag.llm.prompts import PromptTemplate, is_refusal, load_template
 from qkrag.llm.rewrite import clean_output
-from qkrag.ranking import Hit
+from qkrag.ranking import Hit, unit_rows
 
 DEFAULT_MAX_WORDS = 80
 #: ~1.3 tokens per English word, with slack so the last sentence can finish.
@@ -104,12 +104,12 @@ class HydeRetriever:
         from qkrag.embed.encoders import EmbedOptions, embed
 
         options = EmbedOptions(progress=False)
-        q = _unit(embed(self.encoder, list(queries), "query", options))
+        q = unit_rows(embed(self.encoder, list(queries), "query", options))
         answers = self.answers(queries)
         have = [i for i, a in enumerate(answers) if a is not None]
         out = q.copy()
         if have:
-            a = _unit(embed(self.encoder, [answers[i] for i in have], "document", options))
+            a = unit_rows(embed(self.encoder, [answers[i] for i in have], "document", options))
             out[have] = (1 - self.weight) * q[have] + self.weight * a
         return out
 
@@ -117,8 +117,3 @@ class HydeRetriever:
         if not queries:
             return []
         return self.index.search_vectors(self.vectors(queries), k)
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    v = np.asarray(vectors, dtype=np.float32)
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)

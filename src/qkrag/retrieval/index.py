@@ -45,7 +45,7 @@ from qkrag import __version__
 from qkrag.atomic import file_lock
 from qkrag.cache import check_embeddings, default_cache_dir, default_timeout, quiet
 from qkrag.errors import IndexMismatchError, QkragError, fail, redact
-from qkrag.ranking import Hit, Space, check_space, exact_search
+from qkrag.ranking import Hit, Space, check_space, exact_search, unit_rows
 
 # Chroma's own defaults, for the record and the benchmark; ours (IndexConfig) are higher, measured in index_bench.
 CHROMA_DEFAULT_HNSW = {"ef_search": 100, "ef_construction": 100, "M": 16}
@@ -647,7 +647,7 @@ def _sample_mismatch(texts: Sequence[str | None], vectors: np.ndarray, encoder: 
     fresh = embed(encoder, [texts[i] for i in keep], "document",
                   EmbedOptions(batch_size=options.batch_size, progress=False, cache=options.cache))
     stored = vectors[keep]
-    cosines = np.sum(_unit(stored) * _unit(fresh), axis=1)
+    cosines = np.sum(unit_rows(stored) * unit_rows(fresh), axis=1)
     if float(cosines.min()) < 0.99:
         return (f"{int((cosines < 0.99).sum())} of {len(keep)} sampled vectors are not what the encoder makes of their "
                 "texts (a second writer or another encoder mixed in)")
@@ -804,7 +804,7 @@ class ExactIndex:
         self._ids = np.asarray(list(self.ids), dtype=object)
         # Cosine = dot product of unit vectors: normalize the documents once here, not on every query (exact_search
         # would re-normalize the whole matrix on every call).
-        self._searched = _unit(self.vectors) if self.space == "cosine" else self.vectors
+        self._searched = unit_rows(self.vectors) if self.space == "cosine" else self.vectors
 
     @classmethod
     def from_chroma(cls, index: ChromaIndex) -> ExactIndex:
@@ -821,7 +821,7 @@ class ExactIndex:
     def query(self, vectors: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         if self.space == "cosine":
-            scores, positions = exact_search(_unit(vectors), self._searched, k, "ip")
+            scores, positions = exact_search(unit_rows(vectors), self._searched, k, "ip")
         else:
             scores, positions = exact_search(vectors, self._searched, k, self.space)
         return scores, self._ids[positions]
@@ -830,11 +830,6 @@ class ExactIndex:
         scores, ids = self.query(vectors, k)
         texts = self.texts or {}
         return [[Hit(str(i), float(s), texts.get(i)) for s, i in zip(srow, irow)] for srow, irow in zip(scores, ids)]
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)  # as torch's normalize does
 
 
 def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
