@@ -49,13 +49,12 @@ WORDS = "apple river stone cloud engine violin forest copper lantern harbor mead
 # ------------------------------------------------------------------------------------------------ loopback servers
 
 
-class Embeddings:
-    """An OpenAI-compatible /v1/embeddings server of hashed bag-of-words vectors (32-d). `mode`: "ok", "echo401"
-    (refuses, echoing the request headers and so the key), or "slow" (sleeps `delay` s per request). `offset` shifts
-    every vector, so two servers with one model name give different vectors."""
+class FakeServer:
+    """An OpenAI-compatible JSON server on a free loopback port: every POST is counted and answered by `respond`
+    (body, request headers) -> (status, payload, extra headers)."""
 
-    def __init__(self, mode: str = "ok", offset: float = 0.0, delay: float = 0.0):
-        self.mode, self.offset, self.delay, self.hits = mode, offset, delay, 0
+    def __init__(self):
+        self.hits = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,30 +64,49 @@ class Embeddings:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 outer.hits += 1
-                if outer.mode == "echo401":
-                    echoed = "\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items())
-                    return self._send(401, {"error": {"message": f"bad key; you sent:\n{echoed}", "type": "auth"}})
-                time.sleep(outer.delay)
-                data = [{"object": "embedding", "index": i, "embedding": outer.vector(t).tolist()}
-                        for i, t in enumerate(body.get("input", []))]  # NaN goes out as JSON's NaN, as it would
-                return self._send(200, {"object": "list", "data": data, "model": body.get("model", "m"),
-                                        "usage": {"prompt_tokens": 1, "total_tokens": 1}})
-
-            def _send(self, code, payload):
+                code, payload, headers = outer.respond(body, self.headers)
                 raw = json.dumps(payload).encode()
                 self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
+                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(raw)),
+                                   **headers}.items():
+                    self.send_header(key, value)
                 self.end_headers()
                 try:
                     self.wfile.write(raw)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client was killed on purpose (the SIGKILL row)
+                    pass  # the client was killed on purpose (the SIGKILL rows)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def respond(self, body: dict, headers) -> tuple[int, dict, dict[str, str]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Embeddings(FakeServer):
+    """An OpenAI-compatible /v1/embeddings server of hashed bag-of-words vectors (32-d). `mode`: "ok", "echo401"
+    (refuses, echoing the request headers and so the key), or "slow" (sleeps `delay` s per request). `offset` shifts
+    every vector, so two servers with one model name give different vectors."""
+
+    def __init__(self, mode: str = "ok", offset: float = 0.0, delay: float = 0.0):
+        self.mode, self.offset, self.delay = mode, offset, delay
+        super().__init__()
+
+    def respond(self, body: dict, headers) -> tuple[int, dict, dict[str, str]]:
+        if self.mode == "echo401":
+            echoed = "\n".join(f"{k.lower()}: {v}" for k, v in headers.items())
+            return 401, {"error": {"message": f"bad key; you sent:\n{echoed}", "type": "auth"}}, {}
+        time.sleep(self.delay)
+        data = [{"object": "embedding", "index": i, "embedding": self.vector(t).tolist()}
+                for i, t in enumerate(body.get("input", []))]  # NaN goes out as JSON's NaN, as it would
+        return 200, {"object": "list", "data": data, "model": body.get("model", "m"),
+                     "usage": {"prompt_tokens": 1, "total_tokens": 1}}, {}
 
     def vector(self, text: str) -> np.ndarray:
         if self.mode == "zero":
@@ -105,55 +123,24 @@ class Embeddings:
             out += np.random.default_rng(seed).normal(size=32)
         return out
 
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
-
-class Chat:
+class Chat(FakeServer):
     """An OpenAI-compatible /v1/chat/completions server. `mode`: "429" (always rate-limited, `Retry-After: 3600`),
     "echo" (answers with the request's Authorization header in its text, key included), "refuse" (a refusal)."""
 
     def __init__(self, mode: str):
-        self.mode, self.hits = mode, 0
-        outer = self
+        self.mode = mode
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                outer.hits += 1
-                if outer.mode == "429":
-                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "3600"})
-                text = (f"A plain rewrite. Authorization: {self.headers.get('Authorization')}" if outer.mode == "echo"
-                        else "I'm sorry, but I can't help with that request.")
-                return self._send(200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
-                                        "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": text}}],
-                                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-
-            def _send(self, code, payload, headers=None):
-                raw = json.dumps(payload).encode()
-                self.send_response(code)
-                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(raw)),
-                                   **(headers or {})}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                try:
-                    self.wfile.write(raw)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, body: dict, headers) -> tuple[int, dict, dict[str, str]]:
+        if self.mode == "429":
+            return 429, {"error": {"message": "slow down"}}, {"Retry-After": "3600"}
+        text = (f"A plain rewrite. Authorization: {headers.get('Authorization')}" if self.mode == "echo"
+                else "I'm sorry, but I can't help with that request.")
+        return 200, {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}, {}
 
 
 class Silent:

@@ -263,19 +263,19 @@ class Bench:
         setting (RRF k=60, parameter-free, when there is none); ties also go to that setting."""
         from qkrag.evaluate.metrics import queries_are_documents
         from qkrag.retrieval.hybrid import (DEFAULT_GRID, MIN_FUSION_QUERIES, FusionConfig, HybridRetriever,
-                                            choose_fusion_on)
+                                            select_fusion)
 
         t0 = time.perf_counter()
         config = self.fusions.get("hybrid", FusionConfig())
         chosen_on = "the untrained hybrid row" if "hybrid" in self.fusions else "none (RRF k=60, parameter-free)"
         if validation is not None and len(validation[0]) >= MIN_FUSION_QUERIES:
-            ids, texts, qrels = validation
-            grid = [config, *(c for c in DEFAULT_GRID if c.label() != config.label())]
+            grid = [config, *(c for c in DEFAULT_GRID if c.label() != config.label())]  # ties keep the hybrid's
             # a train split's query ids may collide with document ids by accident (as eval decides it)
             identical = queries_are_documents(self.train) if self.train is not None else True
-            config, scores = choose_fusion_on(dense, self.bm25, ids, texts, qrels, grid,
-                                              ignore_identical_ids=identical)
-            chosen_on = f"{len(ids)} validation queries (nDCG@10 {scores[config.label()]:.3f})"
+            choice = select_fusion(dense, self.bm25, validation, "validation", grid=grid,
+                                   ignore_identical_ids=identical)
+            config = choice.config
+            chosen_on = f"{choice.queries} validation queries (nDCG@10 {choice.score:.3f})"
         elif validation is not None:
             chosen_on += f"; {len(validation[0])} validation queries are too few to choose on"
         self.fusions[method] = config
