@@ -10,8 +10,8 @@ from qkrag.evaluate.calibration import expected_calibration_error
 from qkrag.errors import InputError
 from qkrag.projection.model import QKProjection
 from qkrag.projection.data import Pairs
-from qkrag.projection.calibrate import platt_scale
-from qkrag.projection.train import (TrainConfig, canonical_rows, hits_for_calibration, info_nce_loss, initial_maps,
+from qkrag.projection.calibrate import calibration_hits, platt_scale
+from qkrag.projection.train import (TrainConfig, canonical_rows, info_nce_loss, initial_maps,
                                     make_batches, mine_hard_negatives)
 from qkrag.projection.model import train_projection
 
@@ -82,7 +82,7 @@ def test_calibrated_probabilities_have_low_ece_on_validation_pairs():
     train, val = pairs.split(0.3, seed=0)
     model = QKProjection(config=TrainConfig(epochs=1, progress=False)).fit(train, val)
     assert model.validation_["calibrated"]
-    dots, labels = hits_for_calibration(model.Q_, model.K_, val, 10)
+    dots, labels, _ = calibration_hits(model.Q_, model.K_, val, 10)
     assert expected_calibration_error(model.probability(dots), labels) < 0.05
 
 

@@ -220,13 +220,6 @@ def _ranking_ndcg(Q: np.ndarray, K: np.ndarray | None, queries: np.ndarray, docu
     return binary_ndcg(top, relevant, k)
 
 
-def hits_for_calibration(Q: np.ndarray, K: np.ndarray | None, pairs: Pairs, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """(projected dot products, labels) for each query's top-`depth` documents plus its positives (see
-    `qkrag.projection.calibrate.calibration_hits`, which also says which query each hit belongs to)."""
-    dots, labels, _ = calibration_hits(Q, K, pairs, depth)
-    return dots, labels
-
-
 # ----------------------------------------------------------------------------------------------------------- fitting
 
 
