@@ -107,6 +107,10 @@ def demo_paragraphs(demo: dict | None) -> list[str]:
            f"passages {syn['ndcg@10']:.3f} ({syn['vs_cosine_delta']:+.3f}, p = {syn['vs_cosine_p_value']:.2g}; "
            f"novel queries {_f(syn.get('base_ndcg@10_novel'))} -> {_f(syn.get('ndcg@10_novel'))}); question posts "
            f"in the top 5 {cos.get('question_share@5', float('nan')):.2f} -> {syn.get('question_share@5', float('nan')):.2f}. "
+           + (f"Against the hybrid users would pick (BM25 + cosine, {hyb['ndcg@10']:.3f}), the fused projection scores "
+              f"{hq['ndcg@10']:.3f} ({hq['vs_hybrid_delta']:+.3f}, p = {hq['vs_hybrid_p_value']:.2g}; novel queries "
+              f"{_f(hq.get('base_ndcg@10_novel'))} -> {_f(hq.get('ndcg@10_novel'))}). "
+              if (hyb := rows.get("hybrid")) and (hq := rows.get("hybrid_qk_synthetic")) else "")
            + ("The demo's goal (+0.10, p < 0.01) is met." if met else
               "**Below the demo's goal of +0.10**: in the minutes a demo may take, the embedded model writes about a "
               "hundred pairs, and the gain grows with pairs (squad-mix, above, used 500 passages).")
