@@ -135,3 +135,22 @@ def test_a_residual_rank_moves_the_maps_by_a_low_rank_change_from_the_start():
         assert np.linalg.matrix_rank(moved, tol=1e-4) <= 2
     with pytest.raises(InputError, match="residual_rank"):
         TrainConfig(residual_rank=0).check()
+
+
+def test_a_full_softmax_contrasts_every_document_instead_of_a_sample():
+    """With full_softmax every document is a negative in every batch, so the number of sampled negatives no longer
+    matters; without it, it does."""
+    from qkrag.projection.train import fit_maps
+
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(50, 8)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    pairs = Pairs(docs[:30] + 0.3 * rng.normal(size=(30, 8)).astype(np.float32), np.arange(30), docs)
+
+    def trained(full: bool, sampled: int) -> np.ndarray:
+        config = TrainConfig(epochs=3, learning_rate=1e-2, select=False, calibrate=False, progress=False,
+                             full_softmax=full, random_negatives=sampled)
+        return fit_maps(pairs, None, config).Q
+
+    assert np.array_equal(trained(True, 5), trained(True, 40))
+    assert not np.array_equal(trained(False, 5), trained(False, 40))

@@ -61,6 +61,8 @@ class TrainConfig:
     hard_negatives: int = 2  # per pair per step, sampled from the mined pool
     hard_negative_pool: int = 30  # mine from the raw top-N minus known positives
     random_negatives: int = 256  # shared by the batch
+    full_softmax: bool = False  # every document a negative in every batch instead of `random_negatives` sampled ones:
+    # the most signal per step, at the cost of all document keys per step (keep it off beyond tens of thousands)
     bce_weight: float = 0.1  # weight of the logistic term next to the softmax
     temperature: float = 0.05  # initial softmax temperature (learned)
     validation_fraction: float = 0.1  # of queries, when no validation set is given
@@ -423,7 +425,8 @@ class _Trainer:
             hard = np.where(hard >= 0, hard, self.rng.integers(0, self.n_docs, hard.shape))
         else:
             hard = np.zeros((B, 0), dtype=np.int64)
-        rand = self.rng.integers(0, self.n_docs, self.config.random_negatives)
+        rand = (np.arange(self.n_docs) if self.config.full_softmax
+                else self.rng.integers(0, self.n_docs, self.config.random_negatives))
         columns = np.concatenate([self.pairs.positives[batch], hard.ravel(), rand])
         keys = self.pairs.groups[batch][:, None] * self.n_keys + self.canon[columns][None, :]
         idx = np.searchsorted(self.positive_keys, keys).clip(max=len(self.positive_keys) - 1)

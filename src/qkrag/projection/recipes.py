@@ -1,0 +1,40 @@
+"""Named training recipes: the `TrainConfig` settings that model selection chooses among on held-out queries.
+
+- "full": every entry of Q and K trained from the identity with TrainConfig's defaults (a small step, a pull toward
+  the start, sampled negatives, a logistic term beside the softmax): safe with thousands of pairs.
+- "low_rank": Q = I + A·Bᵀ and K likewise, A and B of rank 4, a larger step, the whole corpus as negatives in every
+  batch, and neither the pull nor the logistic term. A few hundred pairs can pin down a rank-4 change but not a
+  d × d one, and a full softmax puts every look-alike document (the question posts of a mixed corpus) against
+  every query at every step. (s, b) are Platt-fitted on held-out queries afterwards in both recipes.
+
+Which recipe wins depends on the corpus and the pairs, so `qkrag bench` trains each and keeps the best on
+validation queries; benchmarks/results/main_job_*.md name the choice and every recipe's held-out figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from qkrag.errors import fail
+from qkrag.projection.train import TrainConfig
+
+#: Above this many documents a full softmax costs more per step than it gives: sample `random_negatives` instead.
+FULL_SOFTMAX_DOCUMENTS = 20_000
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "full": {},
+    "low_rank": {"residual_rank": 4, "learning_rate": 3e-3, "batch_size": 128, "full_softmax": True,
+                 "random_negatives": 4096, "init_weight": 0.0, "bce_weight": 0.0, "epochs": 100, "patience": 15},
+}
+
+
+def recipe_config(name: str, n_documents: int | None = None, **settings: Any) -> TrainConfig:
+    """The TrainConfig of recipe `name`, with `settings` (seed, loss, progress...) underneath: the recipe's own
+    values win, so "low_rank" keeps its epoch cap. Over FULL_SOFTMAX_DOCUMENTS documents, negatives are sampled."""
+    if name not in RECIPES:
+        raise fail(f"recipe {name!r}", "is not a training recipe", f"use one of {', '.join(RECIPES)}")
+    config = dataclasses.replace(TrainConfig(**settings), **RECIPES[name])
+    if config.full_softmax and n_documents is not None and n_documents > FULL_SOFTMAX_DOCUMENTS:
+        config.full_softmax = False
+    return config
