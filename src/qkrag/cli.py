@@ -842,6 +842,9 @@ def bench(
     losses: Annotated[str, typer.Option(
         "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
         "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
+    recipes: Annotated[str, typer.Option(
+        "--recipes", help="Training recipes tried with each loss for qk_synthetic, comma-separated: full (every entry "
+        "of Q and K), low_rank (I + a rank-4 change, full softmax); the best on validation is kept.")] = "full,low_rank",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
@@ -874,6 +877,7 @@ def bench(
                          generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
+                         recipes=tuple(x.strip() for x in recipes.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     bench_run = Bench(config)  # validates data, methods and sample before any work
     typer.echo(bench_run.plan(), err=True)

@@ -61,6 +61,7 @@ class BenchConfig:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     losses: tuple[str, ...] = LOSSES  # training signals tried for qk_synthetic (teacher: the hybrid ranking)
+    recipes: tuple[str, ...] = ("full", "low_rank")  # training recipes tried for qk_synthetic (projection.recipes)
     finetune_epochs: int = 1
     # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
     # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
@@ -104,6 +105,10 @@ class Bench:
         bad_loss = [x for x in config.losses if x not in LOSSES]
         if bad_loss or not config.losses:
             raise fail("losses", f"{list(config.losses)}", f"choose one or more of {list(LOSSES)}")
+        from qkrag.projection.recipes import RECIPES
+
+        if not config.recipes or any(r not in RECIPES for r in config.recipes):
+            raise fail("recipes", f"{list(config.recipes)}", f"choose one or more of {list(RECIPES)}")
         self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None
@@ -296,7 +301,7 @@ class Bench:
             trained = self._train(train_pairs, "query_adapter", ("infonce",), lambda q: q)
             self._trained_row("query_adapter", trained, cosine)
         if methods & {"qk_synthetic", "hybrid_qk_synthetic"}:
-            trained = self._train(train_pairs, "qk_synthetic", self.config.losses, lambda q: q)
+            trained = self._train(train_pairs, "qk_synthetic", self.config.losses, lambda q: q, self.config.recipes)
             if "qk_synthetic" in methods:
                 self._trained_row("qk_synthetic", trained, cosine)
             if "hybrid_qk_synthetic" in methods and hybrid is not None:
@@ -327,40 +332,57 @@ class Bench:
             self._audit(row, base, trained.positives)
         self._write()
 
-    def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str]) -> Trained:
-        """Train a projection per loss and keep the best, then serve it. Selection is on a document-disjoint
-        validation split when it holds at least MIN_VALIDATION_QUERIES queries; on fewer, one split is a handful of
-        votes, so every loss is judged by 5-fold cross-validation over all pairs (`train_with_cv`) instead. Notes
-        name every loss's figure and what model selection decided."""
+    def _train(self, pairs, method: str, losses: Sequence[str], text_of: Callable[[str], str],
+               recipes: Sequence[str] = ("full",)) -> Trained:
+        """Train a projection per (recipe, loss) and keep the best on held-out queries, then serve it. Held out are,
+        in this order: the train split's judged queries when the collection has them and they did not train the map
+        (validation data, never test); else a document-disjoint split of the pairs when it holds at least
+        MIN_VALIDATION_QUERIES queries; else 5-fold cross-validation over all pairs (`train_with_cv`). Notes name
+        every candidate's figure and what model selection decided."""
         from qkrag.projection.calibrate import describe
-        from qkrag.projection.train import MIN_VALIDATION_QUERIES, TrainConfig
         from qkrag.retrieval.factory import make_retriever
 
-        variant = "query_adapter" if method == "query_adapter" else "qk"
-        fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
-        by_cv = val_part.n_queries < MIN_VALIDATION_QUERIES
         t0 = time.perf_counter()
-        train_on = pairs if by_cv else fit_part
+        judged = self._judged_validation() if method != "qk_human" else None
+        train_on, validation, split = self._selection_split(pairs, judged)
         if "distill" in losses or "both" in losses:
             train_on = self._with_teacher(train_on, text_of)
-        configs = {loss: TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss,
-                                     epochs=self.config.epochs) for loss in losses}
-        tried = _fit_each(configs, train_on, None if by_cv else val_part, variant)
+        configs = _candidates(recipes, losses, self.config, len(self.corpus))
+        tried = _fit_each(configs, train_on, validation, "query_adapter" if method == "query_adapter" else "qk")
         best = max(tried, key=lambda k: (_selection_score(tried[k]), -list(tried).index(k)))
         projection = tried[best]
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
         scores = ", ".join(f"{k} {_selection_score(p):.3f}" for k, p in tried.items())
-        split = (f"{pairs.n_queries} queries, 5-fold CV: {val_part.n_queries} held out would be under "
-                 f"{MIN_VALIDATION_QUERIES}" if by_cv else f"{len(fit_part)} train, {len(val_part)} validation, "
-                 f"split by document")
-        notes = (f"{len(pairs)} pairs ({split}); loss {best} (held-out nDCG@10: {scores}); selected "
+        notes = (f"{len(pairs)} pairs ({split}); chose {best} (held-out nDCG@10: {scores}); selected "
                  f"{projection.selected_}; probability {describe(projection.calibration_)}")
         # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
+        held_out = None if validation is None or judged is not None else _as_queries(validation, text_of)
         trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
-                          None if by_cv else _as_queries(val_part, text_of))
+                          held_out)
         trained.seconds, trained.notes = seconds, notes
         return trained
+
+    def _judged_validation(self):
+        """The train split's judged queries as validation pairs, or None when the collection has no train split."""
+        from qkrag.projection.data import pairs_from_collection
+
+        if self.train is None:
+            return None
+        return pairs_from_collection(self.train, self.encoder, documents=self.doc_vectors)
+
+    def _selection_split(self, pairs, judged) -> tuple[Any, Any, str]:
+        """(pairs to train on, validation pairs or None for cross-validation, the choice in words)."""
+        from qkrag.projection.train import MIN_VALIDATION_QUERIES
+
+        if judged is not None:
+            return pairs, judged, (f"all trained on; chosen and early-stopped on {judged.n_queries} judged queries "
+                                   f"of the train split")
+        fit_part, val_part = pairs.split(0.1, self.config.seed, by="document")
+        if val_part.n_queries < MIN_VALIDATION_QUERIES:
+            return pairs, None, (f"{pairs.n_queries} queries, 5-fold CV: {val_part.n_queries} held out would be "
+                                 f"under {MIN_VALIDATION_QUERIES}")
+        return fit_part, val_part, f"{len(fit_part)} train, {len(val_part)} validation, split by document"
 
     def _with_teacher(self, pairs, text_of: Callable[[str], str]):
         """Attach the untrained hybrid ranking as the distillation teacher (its fusion as chosen for the hybrid row)."""
@@ -491,6 +513,15 @@ class Bench:
 
     def _write(self) -> None:
         report.write(self.config.out, self.to_dict(), self.header(), self.table(), self.rows)
+
+
+def _candidates(recipes: Sequence[str], losses: Sequence[str], config: BenchConfig, n_documents: int) -> dict:
+    """One TrainConfig per (recipe, loss), named by the loss alone for the "full" recipe."""
+    from qkrag.projection.recipes import recipe_config
+
+    return {(loss if recipe == "full" else f"{recipe} {loss}"): recipe_config(
+                recipe, n_documents, seed=config.seed, progress=config.progress, loss=loss, epochs=config.epochs)
+            for recipe in recipes for loss in losses}
 
 
 def _fit_each(configs: dict, pairs, validation, variant: str) -> dict:
