@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExactIndex:
-    """Vectors in memory, searched by brute force: the ground truth for HNSW recall, and fast enough up to ~10⁵ docs."""
+    """Vectors in memory, searched by brute force: the ground truth for HNSW recall, and the index of corpora that fit
+    in memory (a search costs one matrix product over every vector)."""
 
     ids: Sequence[str]
     vectors: np.ndarray

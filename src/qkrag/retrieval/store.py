@@ -298,8 +298,8 @@ class ChromaIndex:
     def _free_http_bodies(self) -> None:
         """Free the bodies of the HTTP requests just made. Why: chromadb's HTTP client leaves every request and
         response in a reference cycle of httpx objects that holds the whole body (MBs of JSON for a page of vectors),
-        which only the cycle collector frees; left to its own pace, such bodies piled up and a projection build's
-        memory grew with the collection (benchmarks/results/scale_bench_chroma). Collecting the young generations
+        which only the cycle collector frees; left to its own pace, such bodies pile up and a projection build's
+        memory grows with the collection (benchmarks/results/scale_bench_chroma). Collecting the young generations
         suffices (the cycle was made by this request) and scans only new objects; a full collection scans every object
         in the process, slow once torch is imported (docs/scale.md has both costs). Paged reads and batched writes
         call it, not queries. An embedded client makes no HTTP requests."""
@@ -377,7 +377,7 @@ class ChromaIndex:
         include = ["distances", "documents"] if texts else ["distances"]
         distances, ids, docs = [], [], []
         # Chroma fetches each query's results with SQLite variables (queries x n_results of them), and SQLite caps a
-        # statement at 32,766: 330 queries at k = 100 already failed. Keep each request under that cap.
+        # statement at 32,766 (330 queries at k = 100 are over it). Keep each request under that cap.
         step = max(1, min(self._step, QUERY_VARIABLES // k))
         for part in [slice(s, s + step) for s in range(0, len(vectors), step)]:
             got = self.collection.query(query_embeddings=vectors[part],
