@@ -766,15 +766,16 @@ def leftovers_and_locks(m: Matrix, emb: Embeddings) -> None:
 # ------------------------------------------------------------------------------------------------ report
 
 NOT_HERE = """Faults not in this matrix, and where they are checked instead: stale derived collections (projected,
-centred, whitened) after the documents change, `tests/test_index.py::test_a_sibling_derived_from_other_content_is_
-emptied_not_reused`; a collection whose vectors do not match its texts,
-`tests/test_index.py::test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt`; an overwritten local model
-folder, `tests/test_embed.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma server that stops
-answering midway (SIGSTOP), `tests/test_index.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_
-timeout`; generate killed midway and resumed to exactly the pairs of an uninterrupted run,
-`tests/pairs/test_generate.py`; `qkrag index` killed at several moments, then search (with and without
---projection), eval and serve, `tests/test_cli.py::test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_
-whole_result`.
+centred, whitened) after the documents change,
+`tests/retrieval/test_store.py::test_a_sibling_derived_from_other_content_is_emptied_not_reused`; a collection whose
+vectors do not match its texts,
+`tests/retrieval/test_build.py::test_a_collection_whose_vectors_do_not_match_its_texts_is_rebuilt`; an overwritten
+local model folder, `tests/embed/test_encoders.py::test_overwritten_local_model_weights_miss_the_cache`; a Chroma
+server that stops answering midway (SIGSTOP),
+`tests/retrieval/test_connection.py::test_a_chroma_server_that_stops_answering_midway_fails_within_the_timeout`;
+generate killed midway and resumed to exactly the pairs of an uninterrupted run, `tests/pairs/test_generate.py`;
+`qkrag index` killed at several moments, then search (with and without --projection), eval and serve,
+`tests/test_cli.py::test_a_killed_index_gives_every_reader_the_incomplete_error_or_the_whole_result`.
 """
 
 

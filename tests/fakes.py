@@ -1,7 +1,8 @@
 """The fakes every test shares, in one place (write no other): the fake encoders (FakeEncoder, and FakeFolderModel
 for the real class's folder fingerprint), the one fake OpenAI-compatible server (FakeOpenAIServer: chat completions,
 embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, where the
-optional shared data lives, a tiny topic corpus (make_corpus), a random evaluation result of chosen quality
+optional shared data lives, a tiny topic corpus (make_corpus), the index tests' encoder, corpus and build
+(hash_encoder, tiny_corpus, build_quietly), a random evaluation result of chosen quality
 (random_result), and the tidy fake LLM the rewriting tests share (fake_answer, with the fixtures `server` and
 `make_llm` that a test module imports)."""
 
@@ -23,7 +24,7 @@ import numpy as np
 import pytest
 
 from qkrag.data import Corpus, Document
-from qkrag.embed.encoders import Encoder, SentenceTransformerEncoder
+from qkrag.embed.encoders import EmbedOptions, Encoder, SentenceTransformerEncoder
 from qkrag.evaluate.metrics import EvalResult, evaluate_run
 from qkrag.llm.client import LLM, LLMConfig
 
@@ -73,6 +74,30 @@ class FakeEncoder(Encoder):
         seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
         return np.random.default_rng(seed).normal(size=self._dim)
 
+
+
+def hash_encoder(dim: int = 32, name: str = "hash", **options) -> FakeEncoder:
+    """The shared fake encoder, named "<name>-<dim>" as an index records it; spread, for rankings without ties."""
+    return FakeEncoder(dim, f"{name}-{dim}", spread=True, **options)
+
+
+WORDS = "apple river stone cloud engine violin forest copper lantern harbor meadow falcon quartz orbit".split()
+
+
+def tiny_corpus(n: int, seed: int = 0) -> Corpus:
+    """`n` documents d0.. of four random WORDS each and a word of their own (for the index tests)."""
+    rng = np.random.default_rng(seed)
+    return Corpus.from_texts({f"d{i}": " ".join(rng.choice(WORDS, size=4)) + f" w{i}" for i in range(n)})
+
+
+NO_CACHE = EmbedOptions(cache=None, progress=False)
+
+
+def build_quietly(corpus: Corpus, encoder: Encoder, config):
+    """`build_index` without the embedding cache or a progress bar: what the index tests build with."""
+    from qkrag.retrieval.build import build_index
+
+    return build_index(corpus, encoder, config, NO_CACHE, progress=False)
 
 class FakeFolderModel(SentenceTransformerEncoder):
     """A sentence-transformers "model" in a local folder whose vectors ([scale] * 3) come from the folder's

@@ -169,7 +169,7 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
     assert code == 2 and "no-such-flag" in err and "Traceback" not in err
 
 
-@pytest.mark.slow  # about 30 s on a shared machine: trains and evaluates every method
+@pytest.mark.slow  # trains and evaluates every method
 def test_bench_json_contract(capsys, beir, tmp_path):
     methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
                "qk_human", "hybrid_qk_human"]

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from qkrag.errors import QkragError, redact, redact_urls
-from qkrag.retrieval.index import IndexConfig
+from qkrag.retrieval.connection import IndexConfig
 
 class _Flagless:
     """Help without a type beside `--help`: it is a flag, not a <bool> to pass (qkrag's own flags set metavar="")."""
@@ -209,7 +209,7 @@ def _with_llm(stack, encoder, rewrite: bool, max_words: int | None, aspect: str 
 
 def _index_config(collection: str, path: Path, host: str | None, port: int, space: str = "cosine",
                   ef_search: int | None = None, m: int | None = None):
-    from qkrag.retrieval.index import IndexConfig
+    from qkrag.retrieval.connection import IndexConfig
 
     kwargs: dict[str, Any] = {"collection": collection, "path": path, "host": host, "port": port, "space": space}
     if ef_search:
@@ -284,7 +284,7 @@ def index(
     from qkrag.data import open_corpus
     from qkrag.integrations.chroma import attach
     from qkrag.atomic import output_folder
-    from qkrag.retrieval.index import adopt_collection, build_index
+    from qkrag.retrieval.build import adopt_collection, build_index
 
     corpus = open_corpus(data, skip_empty=skip_empty, bad_rows=bad_rows)  # texts stay on disk: memory holds ids
     if host is None:
@@ -330,7 +330,7 @@ def _index_hybrid(built, encoder, projected, data: Path, pairs: Path | None) -> 
     """`index --hybrid`: the BM25 index beside the collection, and each dense arm's fusion rule chosen (on the train
     split, else held-out `pairs`, never on test) and recorded with the collection."""
     from qkrag.retrieval.hybrid import bm25_folder, collection_bm25, fusion_choice, record_fusion
-    from qkrag.retrieval.index import DenseRetriever
+    from qkrag.retrieval.dense import DenseRetriever
 
     lexical = collection_bm25(built, build=True)
     held = None
@@ -395,7 +395,8 @@ def search(
     from contextlib import ExitStack
 
     from qkrag.retrieval.factory import make_retriever
-    from qkrag.retrieval.index import ChromaIndex, connect
+    from qkrag.retrieval.connection import connect
+    from qkrag.retrieval.store import ChromaIndex
 
     _check_search_flags(fusion != "auto" or fusion_weight is not None, hybrid, compare, bool(projection))
     config = _index_config(_searched_collection(collection, path, host, port), path, host, port, ef_search=ef_search)
@@ -445,7 +446,7 @@ def _say_probability(retriever: Any) -> None:
 
 def _searched_collection(collection: str | None, path: Path, host: str | None, port: int) -> str:
     """The collection `search` uses: the one named, else the only one `qkrag index` built there (said on stderr)."""
-    from qkrag.retrieval.index import built_collections
+    from qkrag.retrieval.store import built_collections
 
     if host is None and not path.is_dir():  # else Chroma would create an empty database at a mistyped path
         raise QkragError(f"--path {path}: no Chroma database there. Fix: pass the folder `qkrag index` wrote "

@@ -397,7 +397,7 @@ class CorpusFile:
     """A JSONL corpus (or a BEIR folder's corpus.jsonl) read on demand, for corpora too big to hold: one scan checks
     every line as `load_corpus` does (ids unique, text present, valid JSON) and keeps only the ids and each
     document's byte offset; `contents` reads texts back from the file when asked, a slice at a time. What `qkrag
-    index` uses, so the process holds ids (~100 bytes a document) and one chunk of texts, never the corpus."""
+    index` uses, so the process holds ids, offsets and one chunk of texts, never the corpus."""
 
     def __init__(self, path: str | Path, *, skip_empty: bool = False, source: str | None = None,
                  bad_rows: str = "error", rejected: Sequence[str] = ()):

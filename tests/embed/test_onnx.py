@@ -36,7 +36,7 @@ def test_export_is_cached_by_model_and_vectors_stay_close_to_torch(tmp_path, mon
     got = encoder.embed_batch(texts, "document")
     want = base.embed_batch(texts, "document")
     cosine = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert got.shape == want.shape and cosine.min() > 0.98, cosine  # per-tensor int8 gave ~0.93 here
+    assert got.shape == want.shape and cosine.min() > 0.98, cosine  # per-tensor int8 scales fall below this
     assert not np.allclose(got, want, atol=1e-4)  # it is really the quantised model
     files = list(tmp_path.rglob("*.onnx"))
     assert [f.name for f in files] == ["model_int8.onnx"]

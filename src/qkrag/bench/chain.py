@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
     from qkrag.evaluate.metrics import EvalResult
     from qkrag.ranking import Hit, Run
-    from qkrag.retrieval.index import IndexConfig
+    from qkrag.retrieval.connection import IndexConfig
 
 BASELINES = ("cosine", "bm25", "hybrid")
 

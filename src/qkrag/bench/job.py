@@ -191,7 +191,8 @@ class Bench:
         from qkrag.embed.encoders import embed
         from qkrag.retrieval.bm25 import BM25Retriever
         from qkrag.retrieval.factory import make_retriever
-        from qkrag.retrieval.index import IndexConfig, build_index
+        from qkrag.retrieval.build import build_index
+        from qkrag.retrieval.connection import IndexConfig
 
         self.doc_vectors = embed(encoder, self.corpus.contents, "document", desc="embed corpus")
         chroma = IndexConfig(collection=f"{self.test.name or 'bench'}-raw"[:63], path=cfg.out / "chroma")
@@ -447,7 +448,7 @@ class Bench:
     def _evaluate_finetune(self, dataset, training_positives: list[str]) -> None:
         from qkrag.embed.encoders import embed
         from qkrag.embed.finetune import FinetuneConfig, finetune_encoder
-        from qkrag.retrieval.index import ExactIndex
+        from qkrag.retrieval.exact import ExactIndex
 
         queries = list(dataset["query"])
         positive_texts = [self.corpus.get(str(p)).content for p in dataset["positive_id"]]

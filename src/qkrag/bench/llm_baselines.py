@@ -68,7 +68,7 @@ def doc2query_baselines(corpus, dataset, encoder, methods: set[str], generation:
     from qkrag.embed.encoders import EmbedOptions, embed
     from qkrag.retrieval.bm25 import BM25Retriever
     from qkrag.retrieval.doc2query import expand_corpus, queries_by_passage
-    from qkrag.retrieval.index import ExactIndex
+    from qkrag.retrieval.exact import ExactIndex
 
     t0 = time.perf_counter()
     queries = queries_by_passage(dataset["positive_id"], dataset["query"])

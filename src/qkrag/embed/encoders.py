@@ -93,7 +93,7 @@ class SentenceTransformerEncoder(Encoder):
         if self.normalize:
             parts.append("normalized")
         if self.weights and side_routes(self.model_name):  # only a local folder can be read without loading
-            parts.append("sides=encode_query/encode_document")  # vectors made before sides were honoured differ
+            parts.append("sides=encode_query/encode_document")  # these vectors differ from plain encode()'s
         return "|".join(parts)
 
     @classmethod

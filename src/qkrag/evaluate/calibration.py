@@ -30,7 +30,9 @@ def _check_probabilities(probabilities, labels) -> tuple[np.ndarray, np.ndarray]
 
 
 def _bins(p: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-width bin of each probability; 1.0 falls in the last bin."""
+    """Equal-width bin of each probability; 1.0 falls in the last bin. Hand-written rather than
+    `sklearn.calibration.calibration_curve`, which returns no bin counts (the ECE weights, `count`, the diagram's
+    labels) and whose import loads scipy and much of scikit-learn into an otherwise numpy-only module."""
     if n_bins < 1:
         raise fail("n_bins", f"{n_bins} is not a positive number of bins", "use e.g. 15")
     return np.minimum((p * n_bins).astype(np.int64), n_bins - 1)

@@ -307,7 +307,7 @@ def _stored_function(client: Any, name: str) -> dict[str, Any] | None:
 
 def _sibling_projection(client: Any, collection: str) -> Path:
     """The projection of the one projected collection `qkrag index --projection` built beside `collection`."""
-    from qkrag.retrieval.index import collection_names
+    from qkrag.retrieval.connection import collection_names
 
     found = {}
     for name in collection_names(client):
@@ -331,7 +331,8 @@ def collection_retriever(collection: str, *, path: str | os.PathLike[str] = ".qk
     collection (else the default)."""
     from qkrag.embed.encoders import Encoder, make_encoder
     from qkrag.retrieval.factory import make_retriever
-    from qkrag.retrieval.index import ChromaIndex, IndexConfig, connect
+    from qkrag.retrieval.connection import IndexConfig, connect
+    from qkrag.retrieval.store import ChromaIndex
 
     config = IndexConfig(collection=collection, path=path, host=host, port=port)
     if host is None and not Path(path).is_dir():

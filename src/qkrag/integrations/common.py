@@ -247,7 +247,7 @@ def search(retriever: Any, query: str, k: int) -> list[Scored]:
 def _hybrid_probabilities(retriever: Any, query: str, ids: list[str]) -> dict[str, float]:
     """σ for hybrid hits the projected dense arm did not return (BM25 found them), from their stored raw vectors."""
     from qkrag.retrieval.projected import ProjectedRetriever
-    from qkrag.retrieval.index import ChromaIndex
+    from qkrag.retrieval.store import ChromaIndex
 
     dense = getattr(retriever, "dense", None)
     if not isinstance(dense, ProjectedRetriever):

@@ -283,7 +283,7 @@ class LLM:
         pool = ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(todo)), thread_name_prefix="qkrag-llm")
         try:
             # Set when one request finds the server down or hung: the others of this batch then fail at once instead
-            # of each waiting out its own timeouts (a hung server cost minutes per batch).
+            # of each waiting out its own timeouts (with a hung server, every request of the batch would).
             unavailable = threading.Event()
             futures = {pool.submit(self._run, requests[idx[0]], check, unavailable): idx for idx in todo.values()}
             for future in as_completed(futures):

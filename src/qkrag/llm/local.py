@@ -143,8 +143,8 @@ def _sha256_of(chunks: Iterable[Path], sink: Any = None) -> str:
 def model_file(name: str = DEFAULT_MODEL, *, cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The verified GGUF file of a shipped model, joining its parts into `<cache>/models/` on first use.
 
-    A model in one part is used in place. Hashing ~0.5 GB takes a second or two, so a verified file gets a stamp
-    (size + mtime + hash) and is not hashed again until it changes.
+    A model in one part is used in place. Hashing hundreds of megabytes on every start is slow, so a verified file
+    gets a stamp (size + mtime + hash) and is not hashed again until it changes.
     """
     model = shipped_model(name)
     parts = model.part_paths()

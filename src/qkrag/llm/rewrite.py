@@ -208,15 +208,6 @@ def aspect_texts(texts: Sequence[str], llm: LLM, aspect: str, *, stats: RewriteS
                 progress=progress, desc=f"aspect {aspect_label(aspect)}", on_failure=on_failure)
 
 
-# ---------------------------------------------------------------------------------------------------- encoders
-
-
-# ---------------------------------------------------------------------------------------------------- neighbours
-
-
-# ---------------------------------------------------------------------------------------------------- pictures
-
-
 def aspect_label(aspect: str) -> str:
     return aspect if "{" not in aspect else " ".join(aspect.split())[:40]
 

@@ -18,7 +18,7 @@ from qkrag.data import Corpus
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed, make_encoder
 from qkrag.errors import fail
 from qkrag.ranking import Hit, Space, check_space
-from qkrag.retrieval.index import ExactIndex
+from qkrag.retrieval.exact import ExactIndex
 
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from qkrag.projection.model import Projection
     from qkrag.ranking import Retriever
     from qkrag.retrieval.hybrid import FusionConfig
-    from qkrag.retrieval.index import IndexConfig
+    from qkrag.retrieval.connection import IndexConfig
 
 KINDS = ("exact", "chroma", "bm25", "hybrid")
 
@@ -39,7 +39,8 @@ def check_kind(kind: str) -> str:
 def dense_index(kind: str, corpus: Corpus, encoder: Encoder, config: IndexConfig | None = None) -> Any:
     """The raw vectors to search: a Chroma collection built or checked for `corpus` (kind "chroma"; never rewritten),
     else the corpus embedded (cached) into an exact index in memory."""
-    from qkrag.retrieval.index import ExactIndex, index_for_evaluation
+    from qkrag.retrieval.build import index_for_evaluation
+    from qkrag.retrieval.exact import ExactIndex
 
     if kind == "chroma":
         if config is None:
@@ -69,7 +70,7 @@ def make_retriever(encoder: Encoder, index: Any, *, projection: Projection | str
     """Raw cosine over `index`, or σ(q·k) through `projection`; fused with `lexical` (e.g. BM25) when given, by
     `fusion`, else by the rule recorded with the collection (`hybrid.served_fusion`). With `write` false a Chroma
     index is only read (see `ProjectedRetriever`): what a search does."""
-    from qkrag.retrieval.index import DenseRetriever
+    from qkrag.retrieval.dense import DenseRetriever
 
     if projection is not None:
         from qkrag.retrieval.projected import ProjectedRetriever
@@ -120,7 +121,8 @@ def default_teacher(corpus: Any, encoder: Any, documents: np.ndarray | None = No
     from qkrag.embed.encoders import embed
     from qkrag.retrieval.bm25 import BM25Retriever
     from qkrag.retrieval.hybrid import HybridRetriever
-    from qkrag.retrieval.index import DenseRetriever, ExactIndex
+    from qkrag.retrieval.dense import DenseRetriever
+    from qkrag.retrieval.exact import ExactIndex
 
     vectors = documents if documents is not None else embed(encoder, corpus.contents, "document")
     dense = DenseRetriever(encoder, ExactIndex(corpus.ids, vectors, "cosine", fingerprint=encoder.fingerprint))

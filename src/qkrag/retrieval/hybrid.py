@@ -32,7 +32,8 @@ from qkrag.data import Collection, Corpus, Document, Qrels, load_beir, splits
 from qkrag.errors import IndexMismatchError, fail
 from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
 from qkrag.evaluate.stats import Bootstrap
-from qkrag.retrieval.index import ChromaIndex, IndexConfig
+from qkrag.retrieval.connection import IndexConfig
+from qkrag.retrieval.store import ChromaIndex
 from qkrag.ranking import Hit, Retriever, to_run
 
 FusionMethod = Literal["rrf", "convex"]

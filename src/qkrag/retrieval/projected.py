@@ -30,7 +30,8 @@ class ProjectedRetriever:
 
     def __init__(self, encoder: Encoder, projection: Projection, index: Any, mode: str = "full", *,
                  depth: int = 100, options: EmbedOptions | None = None, write: bool = True):
-        from qkrag.retrieval.index import ChromaIndex, ExactIndex
+        from qkrag.retrieval.exact import ExactIndex
+        from qkrag.retrieval.store import ChromaIndex
 
         if mode not in ("full", "rerank"):
             raise fail("mode", f"{mode!r} is not a serving mode", "use 'full' or 'rerank'")
@@ -60,7 +61,7 @@ class ProjectedRetriever:
         return h[:12]
 
     def _projected_exact(self, index: Any) -> Any:
-        from qkrag.retrieval.index import ExactIndex
+        from qkrag.retrieval.exact import ExactIndex
 
         return ExactIndex(list(index.ids), self.projection.transform_documents(index.vectors), "ip", index.texts,
                           f"{self.encoder.fingerprint}|projection:{self.projection_id()}")
@@ -88,7 +89,7 @@ class ProjectedRetriever:
         return projected
 
     def _projected_in_memory(self, raw: Any) -> Any:
-        from qkrag.retrieval.index import ExactIndex
+        from qkrag.retrieval.exact import ExactIndex
 
         ids: list[str] = []
         keys: list[np.ndarray] = []

@@ -30,7 +30,7 @@ from qkrag.ranking import Hit, to_run
 from qkrag.retrieval.bm25 import BM25Retriever
 from qkrag.retrieval.hybrid import FusionConfig, fuse, fusion_for_split
 from qkrag.retrieval.factory import load_projection, make_retriever
-from qkrag.retrieval.index import ExactIndex
+from qkrag.retrieval.exact import ExactIndex
 from qkrag.text import question_form
 
 log = logging.getLogger("qkrag.serve")
@@ -148,7 +148,8 @@ def load_index(config: Any, encoder: Encoder, projection: str | Path | None = No
     one, else it is built in memory; the hybrid column fuses by the rule recorded with it (else RRF). No qrels: the
     query view works, the collection view says why it cannot."""
     from qkrag.retrieval.hybrid import bm25_folder, served_fusion
-    from qkrag.retrieval.index import ChromaIndex, connect, read_collection
+    from qkrag.retrieval.connection import connect
+    from qkrag.retrieval.store import ChromaIndex, read_collection
 
     try:
         ids, vectors, texts, space = read_collection(config, encoder)
