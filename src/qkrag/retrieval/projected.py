@@ -134,7 +134,6 @@ class ProjectedRetriever:
         return self.search_vectors(self.query_vectors(queries), k)
 
 
-
 def derived_collection(raw: Any, name: str, fingerprint: str, dimension: int, space: Space,
                        transform: Callable[[np.ndarray], np.ndarray],
                        pages: Iterable[tuple[Sequence[str], np.ndarray, Sequence[str | None] | None]] | None = None
