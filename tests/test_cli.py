@@ -744,7 +744,8 @@ def test_search_compare_and_eval_load_the_projection_once(capsys, beir, tmp_path
     db = tmp_path / "db"
     assert run(capsys, "index", beir, "-c", "mini", "--path", db, "--hybrid")[0] == 0
     loads, built = [], []
-    real_load, real_init = qkrag.projection.model.QKProjection.load, qkrag.retrieval.projected.ProjectedRetriever.__init__
+    real_load = qkrag.projection.model.QKProjection.load
+    real_init = qkrag.retrieval.projected.ProjectedRetriever.__init__
     monkeypatch.setattr(qkrag.projection.model.QKProjection, "load",
                         classmethod(lambda cls, *a, **k: loads.append(a) or real_load.__func__(cls, *a, **k)))
     monkeypatch.setattr(qkrag.retrieval.projected.ProjectedRetriever, "__init__",

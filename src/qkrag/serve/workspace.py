@@ -4,8 +4,8 @@ collection read into memory), and the four views' data as JSON-ready dicts.
 Every number comes from a library call: rankings from `ExactIndex` / `ProjectedRetriever` / `BM25Retriever` and
 `hybrid.fuse`; the collection view's metrics, paired test and calibration from the evaluation chain that `qkrag eval`
 and the main job use (`bench.chain`: `score`, `paired`), with `reliability_bins`; the aspect maps from `pca_2d` and
-`nearest_neighbours`. This module only arranges them. Nothing here writes to an index: a Chroma collection is read once (ids, vectors, texts)
-and searched in memory.
+`nearest_neighbours`. This module only arranges them. Nothing here writes to an index: a Chroma collection is read
+once (ids, vectors, texts) and searched in memory.
 """
 
 from __future__ import annotations
