@@ -732,3 +732,30 @@ def test_search_with_a_projection_says_whether_its_probability_is_calibrated(cap
     assert "probability: uncalibrated: " in err  # a handful of held-out queries cannot calibrate σ
     code, _, err = run(capsys, "search", "topic3", "-c", "mini", "--path", db)
     assert code == 0 and "probability:" not in err
+
+
+def test_search_compare_and_eval_load_the_projection_once(capsys, beir, tmp_path, monkeypatch):
+    """search --compare --hybrid shows the projection alone and fuses the same arm; eval scores it and audits its
+    training positives: each command loads the projection once and projects the documents once."""
+    import qkrag.projection.model
+    import qkrag.retrieval.projected
+
+    assert run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--epochs", "1")[0] == 0
+    db = tmp_path / "db"
+    assert run(capsys, "index", beir, "-c", "mini", "--path", db, "--hybrid")[0] == 0
+    loads, built = [], []
+    real_load = qkrag.projection.model.QKProjection.load
+    real_init = qkrag.retrieval.projected.ProjectedRetriever.__init__
+    monkeypatch.setattr(qkrag.projection.model.QKProjection, "load",
+                        classmethod(lambda cls, *a, **k: loads.append(a) or real_load.__func__(cls, *a, **k)))
+    monkeypatch.setattr(qkrag.retrieval.projected.ProjectedRetriever, "__init__",
+                        lambda self, *a, **k: built.append(a) or real_init(self, *a, **k))
+    code, out, err = run(capsys, "search", "topic3", "-c", "mini", "--path", db, "--projection", tmp_path / "p",
+                         "--hybrid", "--compare", "--json")
+    assert code == 0, err
+    assert len(loads) == 1 and len(built) == 1
+    assert {row["retriever"] for row in json.loads(out)[0]["rows"]} == {"cosine", "projection", "hybrid"}
+    loads.clear(), built.clear()
+    code, out, err = run(capsys, "eval", beir, "--projection", tmp_path / "p", "--json")
+    assert code == 0, err
+    assert len(loads) == 1 and len(built) == 1 and "n_seen" in json.loads(out)

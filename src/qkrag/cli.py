@@ -394,7 +394,6 @@ def search(
     """
     from contextlib import ExitStack
 
-    from qkrag.retrieval.factory import make_retriever
     from qkrag.retrieval.connection import connect
     from qkrag.retrieval.store import ChromaIndex
 
@@ -406,25 +405,37 @@ def search(
                                                  doc_prefix), backend), rewrite, max_words, aspect, llm_base_url)
     raw = ChromaIndex.open(config, encoder.fingerprint, encoder.dimension, create=False,
                            client=client).require_complete()  # a half-built index is refused, never searched
-    lexical = rule = None
+    fused = None
     if hybrid:
         from qkrag.retrieval.hybrid import collection_bm25, fusion_from_options
 
-        lexical = collection_bm25(raw)
-        rule = fusion_from_options(fusion, fusion_weight)
-    columns = {"cosine": make_retriever(encoder, raw)} if compare else {}
-    if projection and compare:
-        columns["projection"] = make_retriever(encoder, raw, projection=projection, write=False)
-    columns["hybrid" if hybrid else "projection" if projection else "cosine"] = served = make_retriever(
-        encoder, raw, projection=projection, lexical=lexical, fusion=rule, write=False)  # a search never writes
-    if hybrid:
-        typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
-    if projection:
-        _say_probability(columns["projection"] if compare else served)
+        fused = (collection_bm25(raw), fusion_from_options(fusion, fusion_weight))
+    columns = _search_columns(encoder, raw, projection, fused, compare)
     with stack:
         results = {name: r.search(list(queries), max(k, 100) if compare and name == "cosine" else k)
                    for name, r in columns.items()}
     _print_search(list(queries), results, k, compare, json_out)
+
+
+def _search_columns(encoder, raw, projection: Path | None, fused: tuple[Any, Any] | None, compare: bool
+                    ) -> dict[str, Any]:
+    """The retrievers `search` shows, by column: each arm built once (a projection is loaded and its documents
+    projected once), shown and/or fused with `fused` (BM25 and the fusion rule); the fusion and the probability's
+    meaning said on stderr. A search never writes: no projected collection is made."""
+    from qkrag.retrieval.factory import make_retriever
+
+    columns = {"cosine": make_retriever(encoder, raw)} if compare or not projection else {}
+    if projection:
+        columns["projection"] = make_retriever(encoder, raw, projection=projection, write=False)
+    if fused is not None:
+        from qkrag.retrieval.hybrid import HybridRetriever
+
+        served = HybridRetriever(columns["projection" if projection else "cosine"], *fused)
+        columns = {**columns, "hybrid": served} if compare else {"hybrid": served}
+        typer.echo(f"fusion: {served.fusion.describe()}", err=True)  # which rule, and where it came from
+    if projection:
+        _say_probability(columns["projection"] if "projection" in columns else columns["hybrid"])
+    return columns
 
 
 def _check_search_flags(fusion_set: bool, hybrid: bool, compare: bool, projection: bool) -> None:

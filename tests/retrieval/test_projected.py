@@ -198,3 +198,35 @@ def test_a_reading_projected_search_writes_nothing_and_refuses_an_incomplete_col
                  lambda: read_collection(config, fake_encoder), lambda: ExactIndex.from_chroma(raw)):
         with pytest.raises(InputError, match="is incomplete.*rerun `qkrag index`"):
             read()
+
+
+def test_a_derived_collection_is_filled_once_and_refilled_when_its_source_changes(fake_encoder, tmp_path):
+    """`derived_collection` is the one fill of a collection derived from a raw one: transformed vectors, reused while
+    the raw content is the same, filled anew (never served stale) once it changes."""
+    from qkrag.retrieval.index import ChromaIndex, IndexConfig
+    from qkrag.retrieval.projected import derived_collection
+    from tests.fakes import TINY_DOCS
+
+    ids = list(TINY_DOCS)
+    vectors = fake_encoder.embed_batch(list(TINY_DOCS.values()), "document")
+    raw = ChromaIndex.for_encoder(IndexConfig(collection="raw-docs", path=tmp_path / "chroma"), fake_encoder)
+    raw.add_vectors(ids, vectors, list(TINY_DOCS.values()))
+    raw.mark_complete()
+    calls = []
+
+    def double(v):
+        calls.append(len(v))
+        return 2 * v
+
+    derived = derived_collection(raw, "raw-docs-double", "fake|double", vectors.shape[1], "ip", double)
+    got_ids, got = derived.get_vectors()
+    np.testing.assert_allclose(got[[got_ids.index(i) for i in ids]], 2 * vectors, atol=1e-6)
+    assert derived.search_vectors(vectors[:1], 1)[0][0].text == TINY_DOCS[ids[0]]  # texts travel with the vectors
+    assert sum(calls) == len(ids)
+    again = derived_collection(raw, "raw-docs-double", "fake|double", vectors.shape[1], "ip", double)
+    assert again.count() == len(ids) and sum(calls) == len(ids)  # current: reused, nothing transformed again
+    raw.remove([ids[0]])
+    raw.mark_complete()
+    fresh = derived_collection(raw, "raw-docs-double", "fake|double", vectors.shape[1], "ip", double,
+                               pages=[(ids[1:], vectors[1:], None)])
+    assert fresh.count() == len(ids) - 1 and sum(calls) == 2 * len(ids) - 1

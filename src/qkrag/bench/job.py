@@ -154,27 +154,22 @@ class Bench:
         return make_encoder(self.config.model, base_url=self.config.embed_base_url)
 
     def _evaluate(self, method: str, search, train_seconds: float = 0.0, notes: str = "") -> Row:
-        from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error
-        from qkrag.evaluate.metrics import evaluate_run, queries_are_documents, question_share
-        from qkrag.ranking import to_run
+        from qkrag.bench.chain import score
+        from qkrag.evaluate.metrics import question_share
 
-        qids = list(self.test.queries)
-        hits, latency = _timed_search(search, [self.test.queries[q] for q in qids], 100)
-        result = evaluate_run(self.test.qrels, to_run(qids, hits), name=method,
-                              ignore_identical_ids=queries_are_documents(self.test))
-        calibration = calibration_pairs(hits, qids, self.test.qrels)  # None where hits carry no probability
-        ece = expected_calibration_error(*calibration) if calibration else None
-        row = Row(method, result, train_seconds, latency, ece, notes, calibration=calibration)
+        hits, latency = _timed_search(search, list(self.test.queries.values()), 100)
+        scored = score(self.test, hits, method)
+        row = Row(method, scored.result, train_seconds, latency, scored.ece(), notes, calibration=scored.calibration)
         if self.question_docs is not None:
             row.extra["question_share@5"] = question_share(hits, self.question_docs, 5)
         self.rows.append(row)
         return row
 
     def _audit(self, row: Row, base: Row, positives: list[str]) -> None:
-        """Seen/novel split of a trained row against its base (see evaluate.leakage_audit)."""
-        from qkrag.evaluate.compare import leakage_audit
+        """Seen/novel split of a trained row against its base (`chain.audit`)."""
+        from qkrag.bench.chain import audit
 
-        row.extra.update(leakage_audit(row.result, base.result, self.test.qrels, positives))
+        row.extra.update(audit(row.result, base.result, self.test.qrels, positives))
         row.extra["audit_base"] = base.method
 
     def _row(self, method: str) -> Row | None:
@@ -237,15 +232,16 @@ class Bench:
         return self.rows
 
     def _compare(self, cosine: Row) -> None:
-        from qkrag.evaluate.compare import compare
+        """Every row against raw cosine, and the fused rows also against the untrained hybrid (`chain.paired`)."""
+        from qkrag.bench.chain import paired
 
         hybrid = self._row("hybrid")
         for row in self.rows:
             if row is not cosine:
-                c = compare(row.result, cosine.result, "ndcg@10")
+                c = paired(row.result, cosine.result)
                 row.comparison = {"delta": c.difference, "delta_ci": list(c.ci), "p_value": c.p_value}
             if hybrid is not None and row.method.startswith("hybrid_"):
-                c = compare(row.result, hybrid.result, "ndcg@10")
+                c = paired(row.result, hybrid.result)
                 row.extra.update({"vs_hybrid_delta": c.difference, "vs_hybrid_delta_ci": list(c.ci),
                                   "vs_hybrid_p_value": c.p_value})
 
@@ -424,24 +420,22 @@ class Bench:
         self._write()
 
     def _evaluate_transform(self, name: str, transform_name: str, encoder, doc_vectors, raw_index) -> None:
+        """A training-free fix of cosine (`retrieval.baselines`), fitted on the document vectors and served from a
+        collection derived from the raw one (`derived_collection`, filled from the vectors already embedded)."""
         from qkrag.embed.encoders import embed
         from qkrag.retrieval import baselines
+        from qkrag.retrieval.projected import derived_collection
 
         t0 = time.perf_counter()
         transform = getattr(baselines, transform_name)().fit(doc_vectors)
-        source = raw_index.source_hash
-        sibling = raw_index.sibling(f"{raw_index.name}-{name}"[:63], f"{encoder.fingerprint}|{name}",
-                                    doc_vectors.shape[1], space="cosine", source_hash=source)
-        if not sibling.is_current(source):  # derived from other documents, or never finished: recompute
-            with sibling.writing():
-                sibling.mark_complete(False)
-                sibling.add_vectors(self.corpus.ids, transform.transform(doc_vectors))
-                sibling.mark_complete(True)
+        derived = derived_collection(raw_index, f"{raw_index.name}-{name}"[:63], f"{encoder.fingerprint}|{name}",
+                                     doc_vectors.shape[1], "cosine", transform.transform,
+                                     pages=[(self.corpus.ids, doc_vectors, None)])
         seconds = time.perf_counter() - t0
 
         def search(queries, k):
             q = transform.transform(embed(encoder, list(queries), "query", _quiet()))
-            return sibling.search_vectors(q, k)
+            return derived.search_vectors(q, k)
 
         self._evaluate(name, search, seconds, f"{transform_name} fitted on document vectors")
 
@@ -498,16 +492,13 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ report
 
     def to_dict(self) -> dict[str, Any]:
-        cfg = asdict(self.config)
-        cfg = {k: str(v) if isinstance(v, Path) else v for k, v in cfg.items()}
-        return {"data": str(self.config.data), "split": self.config.split, "queries": len(self.test.queries),
-                "documents": len(self.corpus), "config": cfg, **self.info, "rows": [r.to_dict() for r in self.rows]}
+        return report.summary(asdict(self.config), len(self.test.queries), len(self.corpus), self.info, self.rows)
 
     def header(self) -> str:
         cfg = self.config
         encoder = getattr(getattr(self, "encoder", None), "fingerprint", cfg.model or "default")
-        return report.header(f"{cfg.data} (split {cfg.split}: {len(self.test.queries)} queries, {len(self.corpus)} "
-                             "documents)", encoder, self.info.get("generation", {}), cfg.sample, cfg.generator)
+        return report.header(report.data_line(cfg.data, cfg.split, len(self.test.queries), len(self.corpus)),
+                             encoder, self.info.get("generation", {}), cfg.sample, cfg.generator)
 
     def table(self) -> str:
         return report.table(self.rows, questions=self.question_docs is not None)

@@ -66,6 +66,19 @@ def table(rows: list[Row], questions: bool) -> str:
     return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes)
 
 
+def summary(config: dict[str, Any], queries: int, documents: int, info: dict[str, Any], rows: list[Row]
+            ) -> dict[str, Any]:
+    """bench.json: what was run on what (`config` as `asdict` gives it, paths as text), the run's facts, every row."""
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in config.items()}
+    return {"data": config["data"], "split": config["split"], "queries": queries, "documents": documents,
+            "config": config, **info, "rows": [r.to_dict() for r in rows]}
+
+
+def data_line(data: Path, split: str, queries: int, documents: int) -> str:
+    """The header's data fact: the folder, the split and its size."""
+    return f"{data} (split {split}: {queries} queries, {documents} documents)"
+
+
 def header(data: str, encoder: str, generation: dict[str, Any], sample: int | None, generator: str) -> str:
     """What the table is about: data, encoder, generator, version, date; enough to reproduce and to read it."""
     from datetime import datetime, timezone

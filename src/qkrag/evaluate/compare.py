@@ -89,17 +89,3 @@ def leakage_audit(result: EvalResult, base: EvalResult, qrels: Qrels, training_p
                     f"delta_{metric}_{part}_ci": list(c.ci), f"p_{metric}_{part}": c.p_value})
     return out
 
-
-def against_base(result: EvalResult, base: EvalResult, qrels: Qrels, training_positives: Iterable[str] | None,
-                 metric: str = PRIMARY_METRIC) -> dict[str, float | int | list[float] | str | None]:
-    """What a trained system's figure means: its paired difference to `base` (the same retriever untrained) on all
-    queries, and, when the training positives are known, the seen/novel `leakage_audit`. JSON-ready."""
-    c = compare(result, base, metric)
-    out: dict[str, float | int | list[float] | str | None] = {
-        f"base_{metric}": c.mean_b, f"delta_{metric}": c.difference, f"delta_{metric}_ci": list(c.ci),
-        f"p_{metric}": c.p_value}
-    if training_positives is None:
-        out["leakage_audit"] = "not available: the projection does not record its training positives (retrain it)"
-    else:
-        out.update(leakage_audit(result, base, qrels, training_positives, metric))
-    return out

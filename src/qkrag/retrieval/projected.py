@@ -1,10 +1,11 @@
 """Serving a projection: a retriever that ranks by σ(s·q·k + b), over a projected Chroma collection, an exact index in
-memory, or as a reranker of raw cosine hits."""
+memory, or as a reranker of raw cosine hits; and `derived_collection`, the one way a collection derived from a raw
+one (projected, centred, whitened) is filled."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from qkrag.projection.data import check_vectors
 if TYPE_CHECKING:
     from qkrag.embed.encoders import EmbedOptions, Encoder
     from qkrag.projection.model import Projection
+    from qkrag.ranking import Space
 
 
 class ProjectedRetriever:
@@ -72,21 +74,12 @@ class ProjectedRetriever:
         stored vectors are projected into memory, a page at a time."""
         raw.require_complete()
         fingerprint = f"{self.encoder.fingerprint}|projection:{self.projection_id()}"
-        source = raw.source_hash
+        name = f"{raw.name}-proj-{self.projection_id()}"
         if not write:
-            found = raw.find_sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint)
-            return found if found is not None and found.is_current(source) else self._projected_in_memory(raw)
-        projected = raw.sibling(f"{raw.name}-proj-{self.projection_id()}", fingerprint, self.projection.rank_, "ip",
-                                source_hash=source)
-        if projected.is_current(source):  # keyed by the content it was derived from, not by a count
-            return projected
-        with projected.writing():
-            projected.mark_complete(False)
-            # Page by page (ChromaIndex.iter_vectors): memory bounded by one page, not the corpus.
-            for ids, vectors, texts in raw.iter_vectors(texts=True):
-                projected.add_vectors(ids, self.projection.transform_documents(vectors), [t or "" for t in texts])
-            projected.mark_complete(True)
-        return projected
+            found = raw.find_sibling(name, fingerprint)
+            return found if found is not None and found.is_current(raw.source_hash) else self._projected_in_memory(raw)
+        return derived_collection(raw, name, fingerprint, self.projection.rank_, "ip",
+                                  self.projection.transform_documents)
 
     def _projected_in_memory(self, raw: Any) -> Any:
         from qkrag.retrieval.exact import ExactIndex
@@ -141,3 +134,22 @@ class ProjectedRetriever:
             return []
         return self.search_vectors(self.query_vectors(queries), k)
 
+
+def derived_collection(raw: Any, name: str, fingerprint: str, dimension: int, space: Space,
+                       transform: Callable[[np.ndarray], np.ndarray],
+                       pages: Iterable[tuple[Sequence[str], np.ndarray, Sequence[str | None] | None]] | None = None
+                       ) -> Any:
+    """The sibling collection `name` of the Chroma collection `raw` that holds `transform` of its vectors (a
+    projection's K·v, a centred or whitened cosine): reused while it is complete and derived from `raw`'s current
+    content, else filled anew under the writer lock. Its vectors come from `pages` of (ids, vectors, texts), by
+    default the vectors `raw` stores, read a page at a time (memory bounded by one page, never the corpus)."""
+    source = raw.source_hash
+    derived = raw.sibling(name, fingerprint, dimension, space, source_hash=source)
+    if derived.is_current(source):  # keyed by the content it was derived from, not by a count
+        return derived
+    with derived.writing():
+        derived.mark_complete(False)
+        for ids, vectors, texts in (raw.iter_vectors(texts=True) if pages is None else pages):
+            derived.add_vectors(ids, transform(vectors), None if texts is None else [t or "" for t in texts])
+        derived.mark_complete(True)
+    return derived

@@ -2,10 +2,10 @@
 collection read into memory), and the four views' data as JSON-ready dicts.
 
 Every number comes from a library call: rankings from `ExactIndex` / `ProjectedRetriever` / `BM25Retriever` and
-`hybrid.fuse`, metrics from `evaluate_run`, the paired test from `compare`, calibration from `calibration_pairs`,
-`reliability_bins` and `expected_calibration_error`, the aspect maps from `pca_2d` and `nearest_neighbours`. This
-module only arranges them. Nothing here writes to an index: a Chroma collection is read once (ids, vectors, texts)
-and searched in memory.
+`hybrid.fuse`; the collection view's metrics, paired test and calibration from the evaluation chain that `qkrag eval`
+and the main job use (`bench.chain`: `score`, `paired`), with `reliability_bins`; the aspect maps from `pca_2d` and
+`nearest_neighbours`. This module only arranges them. Nothing here writes to an index: a Chroma collection is read
+once (ids, vectors, texts) and searched in memory.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from qkrag.bench.chain import Scored, paired, score
 from qkrag.data import Collection, Corpus, load_beir
 from qkrag.embed.encoders import EmbedOptions, Encoder, embed
 from qkrag.errors import QkragError, fail
 from qkrag.evaluate.metrics import evaluate_run, queries_are_documents
-from qkrag.evaluate.calibration import calibration_pairs, expected_calibration_error, reliability_bins
-from qkrag.evaluate.compare import compare
+from qkrag.evaluate.calibration import reliability_bins
 from qkrag.evaluate.stats import Bootstrap
 from qkrag.ranking import Hit, to_run
 from qkrag.retrieval.bm25 import BM25Retriever
@@ -269,18 +269,17 @@ def _histogram(scores: list[float], labels: list[bool], bins: int = 20, span: tu
             "n_relevant": int(mask.sum()), "n_not_relevant": int((~mask).sum())}
 
 
-def _calibration(hits: list[list[Hit]], query_ids: list[str], qrels: dict) -> dict[str, Any]:
-    pairs = calibration_pairs(hits, query_ids, qrels, depth=10)
-    if pairs is None:
+def _calibration(scored: Scored) -> dict[str, Any]:
+    if scored.calibration is None:
         return {"error": "the hits carry no probability"}
-    p, y = pairs
-    return {"ece": expected_calibration_error(p, y, 10), "n": int(p.size), "bins": reliability_bins(p, y, 10),
+    p, y = scored.calibration
+    return {"ece": scored.ece(10), "n": int(p.size), "bins": reliability_bins(p, y, 10),
             "histogram": _histogram(p.tolist(), y.astype(bool).tolist(), 20, (0.0, 1.0))}
 
 
 def collection_report(source: Source) -> dict[str, Any]:
     """The judged split under every column: per-query nDCG@10, the projection's paired comparison with cosine
-    (`compare`), score histograms of relevant and other hits, and the projection's reliability diagram.
+    (`chain.paired`), score histograms of relevant and other hits, and the projection's reliability diagram.
     Computed once per source and kept."""
     if source.error:
         raise fail(f"collection {source.name!r}", f"could not be loaded ({source.error})", "fix it and restart")
@@ -297,9 +296,8 @@ def _report(source: Source) -> dict[str, Any]:
     collection = source.collection
     query_ids = list(collection.queries)
     rankings = _rankings(source, [collection.queries[q] for q in query_ids], min(100, source.depth))
-    ignore = queries_are_documents(collection)
-    results = {name: evaluate_run(collection.qrels, to_run(query_ids, hits), ["ndcg@10"], ignore_identical_ids=ignore,
-                                  name=name) for name, hits in rankings.items() if hits is not None}
+    scored = {name: score(collection, hits, name, ["ndcg@10"]) for name, hits in rankings.items() if hits is not None}
+    results = {name: s.result for name, s in scored.items()}
     per_query = [{"id": q, "text": collection.queries[q], **{name: r.per_query["ndcg@10"][q]
                                                              for name, r in results.items()}} for q in query_ids]
     out: dict[str, Any] = {"split": collection.split, "n_queries": len(query_ids), "per_query": per_query,
@@ -309,12 +307,12 @@ def _report(source: Source) -> dict[str, Any]:
                            "histograms": {"cosine": _histogram(*_scored(rankings["cosine"], query_ids,
                                                                         collection.qrels))}}
     if "projection" in results:
-        c = compare(results["projection"], results["cosine"])
+        c = paired(results["projection"], results["cosine"])
         deltas = [row["projection"] - row["cosine"] for row in per_query]
         out["comparison"] = {"difference": c.difference, "ci": list(c.ci), "p_value": c.p_value,
                              "gains": sum(d > 0 for d in deltas), "losses": sum(d < 0 for d in deltas),
                              "ties": sum(d == 0 for d in deltas)}
-        out["calibration"] = _calibration(rankings["projection"], query_ids, collection.qrels)
+        out["calibration"] = _calibration(scored["projection"])
         out["histograms"]["projection"] = out["calibration"]["histogram"]
     return out
 
