@@ -6,6 +6,7 @@ import pytest
 
 from qkrag.bench import METHODS, Bench, BenchConfig, run_bench
 from qkrag.errors import InputError
+from qkrag.projection.recipes import RECIPES
 
 
 def test_unknown_method_is_refused(tiny_beir, tmp_path):
@@ -110,7 +111,7 @@ def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monke
 
 
 def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
-    """Every loss's TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
+    """Every loss's full-recipe TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
     must leave cross-validation room to pick a later epoch."""
     import qkrag.bench.job
     import qkrag.embed.encoders
@@ -132,4 +133,5 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
                          methods=("cosine", "qk_synthetic"), losses=("infonce",), epochs=17)
     with pytest.raises(RuntimeError, match="recorded"):
         run_bench(config)
-    assert [c.epochs for c in seen] == [17]
+    # the full recipe runs under the bench's cap; low_rank (one batch an epoch on small data) keeps its own
+    assert [c.epochs for c in seen] == [17, RECIPES["low_rank"]["epochs"]]
