@@ -16,7 +16,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from qkrag.errors import QkragError, redact, redact_urls
+from qkrag.projection.losses import LOSSES, loss_choices
+from qkrag.retrieval.factory import RETRIEVERS, baselines
 from qkrag.retrieval.index import IndexConfig
+from qkrag.text import or_list
 
 class _Flagless:
     """Help without a type beside `--help`: it is a flag, not a <bool> to pass (qkrag's own flags set metavar="")."""
@@ -492,7 +495,7 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 @app.command("eval", cls=_Command)
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
-    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
+    retriever: Annotated[str, typer.Option("--retriever", "-r", help=f"{or_list(RETRIEVERS)}.")] = "exact",
     split: Split = "test",
     model: Model = None,
     embed_base_url: EmbedURL = None,
@@ -501,8 +504,8 @@ def eval_(
     doc_prefix: DocPrefix = "",
     projection: Projection = None,
     baseline: Annotated[Optional[str], typer.Option(
-        "--baseline", help="Compare with cosine (the same dense retriever, raw), bm25 or hybrid: paired difference "
-        "and p-value. A projection is always compared with its retriever without it.")] = None,
+        "--baseline", help=f"Compare with cosine (the same dense retriever, raw), {or_list(baselines()[1:])}: paired "
+        "difference and p-value. A projection is always compared with its retriever without it.")] = None,
     collection: Collection = None,
     path: Path_ = DEFAULT_PATH,
     host: Host = None,
@@ -710,8 +713,7 @@ def train(
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     loss: Annotated[str, typer.Option(
-        "--loss", help="infonce (binary labels), distill (match a BM25 + cosine hybrid teacher's scores over each "
-        "query's top 30, listwise) or both.")] = "infonce",
+        "--loss", help=f"{loss_choices()}.")] = "infonce",
     holdout: Annotated[Optional[str], typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
         "training positives, so a validation gain is not a prior over documents). Default: document for judged "
@@ -763,7 +765,7 @@ def train(
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
                                    documents=pairs.documents)[0]
-    if loss != "infonce":
+    if LOSSES[loss].needs_teacher:
         from qkrag.projection.teacher import hybrid_teacher
         from qkrag.retrieval.factory import default_teacher
 
@@ -840,8 +842,8 @@ def bench(
         "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
     per_passage: Annotated[int, typer.Option("--per-passage", help="Pairs kept per passage.")] = 1,
     losses: Annotated[str, typer.Option(
-        "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
-        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
+        "--losses", help=f"Training signals tried for qk_synthetic, comma-separated ({', '.join(LOSSES)}); "
+        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = ",".join(LOSSES),
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,

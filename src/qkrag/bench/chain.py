@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from qkrag.atomic import atomic_open
 from qkrag.errors import fail
+from qkrag.retrieval.factory import baselines
 
 if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from qkrag.ranking import Hit, Run
     from qkrag.retrieval.index import IndexConfig
 
-BASELINES = ("cosine", "bm25", "hybrid")
+BASELINES = baselines()  # "cosine" and the other kinds of retrieval.factory.RETRIEVERS
 
 
 @dataclass
