@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Optional
 
 import typer
@@ -57,9 +58,6 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM: "
-                  "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large "
-                  "extra) or smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")
 
 
 @app.callback()
@@ -128,6 +126,11 @@ Aspect = Annotated[Optional[str], typer.Option(
     'what the LLM answers instead.')]
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
+LLMModel = Annotated[Optional[str], typer.Option(
+    "--llm-model", help="Model name on that server; without one, a shipped model for the embedded LLM: "
+    "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large extra) or "
+    "smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")]
+Seed = Annotated[int, typer.Option("--seed")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid", help="Also use BM25: index saves a BM25 index beside the collection and records the fusion rule, "
@@ -230,8 +233,24 @@ def _default_collection(data: Path) -> str:
     return (name + "-qkrag")[:63] if len(name) < 3 else name[:63]
 
 
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=float))
+def _emit(result: Any, json_out: bool, text: str | Callable[[], str] | None = None, hide: tuple[str, ...] = ()) -> None:
+    """Print a command's result: with --json, `result` as one JSON document; else `text` (a callable is called only
+    then), or by default `result`'s items as aligned `key: value` lines without the `hide` keys (JSON carries them)."""
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=float))
+    elif text is not None:
+        typer.echo(text() if callable(text) else text)
+    else:
+        width = max((len(k) for k in result), default=0)
+        typer.echo("\n".join(f"{key:>{width}}: {_plain(value)}" for key, value in result.items() if key not in hide))
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------ index / search
@@ -310,11 +329,7 @@ def index(
         projected = _index_projection(built, encoder, projection, out) if projection else None
         if hybrid:
             out.update(_index_hybrid(built, encoder, projected, data, pairs))
-    if json_out:
-        _print_json(out)
-    else:
-        for key, value in out.items():
-            typer.echo(f"{key:>22}: {value}")
+    _emit(out, json_out)
 
 
 def _index_projection(built, encoder, projection: Path, out: dict[str, Any]):
@@ -472,21 +487,22 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 
     if compare:
         tables = [compare_rankings({n: hits[i] for n, hits in results.items()}, "cosine", k) for i in range(len(queries))]
-        if json_out:
-            _print_json([{"query": q, "rows": rows} for q, rows in zip(queries, tables)])
-        for q, rows in zip(queries, tables if not json_out else ()):
-            typer.echo(format_comparison(q, rows) + "\n")
+        _emit([{"query": q, "rows": rows} for q, rows in zip(queries, tables)], json_out,
+              lambda: "\n".join(format_comparison(q, rows) + "\n" for q, rows in zip(queries, tables)))
         return
     (hits_per_query,) = results.values()
-    if json_out:
-        _print_json([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)])
-        return
-    for q, hits in zip(queries, hits_per_query):
-        typer.echo(f"\nquery: {q}\n  rank     score  p(rel)  id  text")
-        for rank, h in enumerate(hits[:k], 1):
-            prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
-            text = " ".join((h.text or "").split())
-            typer.echo(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
+    _emit([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)], json_out,
+          lambda: "\n".join(_hit_lines(q, hits[:k]) for q, hits in zip(queries, hits_per_query)))
+
+
+def _hit_lines(query: str, hits: list) -> str:
+    """One query's hits as `search` prints them: rank, score, probability, id and the start of the text."""
+    lines = [f"\nquery: {query}\n  rank     score  p(rel)  id  text"]
+    for rank, h in enumerate(hits, 1):
+        prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
+        text = " ".join((h.text or "").split())
+        lines.append(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -536,7 +552,6 @@ def eval_(
 
       qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
-    from qkrag.evaluate.report import results_table
     from qkrag.bench.chain import evaluate_folder, write_trec_run
     from qkrag.retrieval.factory import check_kind
 
@@ -553,25 +568,18 @@ def eval_(
            "queries": ev.result.n_queries, **ev.result.to_dict(), **ev.extra, **ev.info, "seconds": ev.seconds}
     if per_query:
         out["per_query_ndcg@10"] = ev.result.per_query["ndcg@10"]
-    if json_out:
-        _print_json(out)
-        return
-    results = {f"{retriever}{' + projection' if projection else ''}": ev.result}
-    if ev.base is not None:
-        results[f"base: {ev.info['baseline']}"] = ev.base
-    typer.echo(results_table(results))
-    for key, value in {**ev.extra, **ev.info}.items():
-        typer.echo(f"{key}: {_plain(value)}")
-    for qid, score in (ev.result.per_query["ndcg@10"].items() if per_query else ()):
-        typer.echo(f"{qid}\tndcg@10={score:.4f}")
+    _emit(out, json_out, lambda: _eval_text(ev, f"{retriever}{' + projection' if projection else ''}", per_query))
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_plain(v) for v in value) + "]"
-    return str(value)
+def _eval_text(ev, name: str, per_query: bool) -> str:
+    """`qkrag eval`'s table (the result, and its base when there is one), its facts, and each query's nDCG@10."""
+    from qkrag.evaluate.report import results_table
+
+    results = {name: ev.result, **({f"base: {ev.info['baseline']}": ev.base} if ev.base is not None else {})}
+    lines = [results_table(results), *(f"{key}: {_plain(value)}" for key, value in {**ev.extra, **ev.info}.items())]
+    lines += [f"{qid}\tndcg@10={score:.4f}" for qid, score in (ev.result.per_query["ndcg@10"].items() if per_query
+                                                                else ())]
+    return "\n".join(lines)
 
 
 @app.command("rewrite", cls=_Command)
@@ -582,7 +590,7 @@ def rewrite_(
     aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.", metavar="")] = False,
@@ -604,11 +612,8 @@ def rewrite_(
     with open_llm(llm_base_url, llm_model) as llm:
         done = rewrite_corpus(corpus, llm, out, aspect=aspect and aspect.removeprefix("llm:"), max_words=max_words,
                               limit=limit, skip_failed=skip_failed)
-    if json_out:
-        _print_json(done)
-        return
-    typer.echo(f"wrote {done['written']} of {done['documents']} documents to {out}; "
-               + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
+    _emit(done, json_out, f"wrote {done['written']} of {done['documents']} documents to {out}; "
+          + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
@@ -626,7 +631,7 @@ def generate(
         help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
         "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
@@ -649,7 +654,7 @@ def generate(
         "--examples, else query_zero_shot).")] = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     json_out: Json = False,
 ) -> None:
     """Generate (query, positive, hard negatives) pairs from a corpus with an LLM; saved as a datasets dataset.
@@ -684,12 +689,9 @@ def generate(
 
         with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
-    if json_out:
-        _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
-                     ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}})
-        return
-    for key, value in summary_lines(result.stats, out):
-        typer.echo(f"{key:>10}  {value}")
+    _emit({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
+           ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}, json_out,
+          lambda: "\n".join(f"{key:>10}  {value}" for key, value in summary_lines(result.stats, out)))
 
 
 def _utf8_text(path: Path, option: str) -> str:
@@ -711,7 +713,7 @@ def train(
     rank: Annotated[Optional[int], typer.Option("--rank", help="Output dimension r < d (low rank); default d.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Default: TrainConfig's.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     loss: Annotated[str, typer.Option(
         "--loss", help=f"{loss_choices()}.")] = "infonce",
     holdout: Annotated[Optional[str], typer.Option(
@@ -774,21 +776,10 @@ def train(
     projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
                   train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
-    _print_summary({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
+    _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
                     ("given" if held is not None else config.holdout), "selected": projection.selected_,
                     **projection.validation_, "probability": describe(projection.calibration_),
                     "calibration": projection.calibration_}, json_out, hide=("calibration",))
-
-
-def _print_summary(summary: dict[str, Any], json_out: bool, hide: tuple[str, ...] = ()) -> None:
-    """One JSON object, or `key: value` lines (without the `hide` keys, which only the JSON carries)."""
-    if json_out:
-        _print_json(summary)
-        return
-    width = max(len(k) for k in summary)
-    for key, value in summary.items():
-        if key not in hide:
-            typer.echo(f"{key:>{width}}: {_plain(value)}")
 
 
 @app.command("calibrate")
@@ -824,7 +815,7 @@ def calibrate_(
     target = out or projection
     refit.save(target)
     record = refit.calibration_
-    _print_summary({"out": str(target), "queries": record["n_queries"], "against": record["against"],
+    _emit({"out": str(target), "queries": record["n_queries"], "against": record["against"],
                     "ece_before": record["ece_before"], "held_out_ece_after": record["held_out_ece"],
                     "scale": refit.scale_, "bias": refit.bias_, "probability": describe(record)}, json_out)
 
@@ -847,11 +838,11 @@ def bench(
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all but hyde, which costs one LLM call per test query: add it by name).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
@@ -880,12 +871,8 @@ def bench(
     bench_run = Bench(config)  # validates data, methods and sample before any work
     typer.echo(bench_run.plan(), err=True)
     bench_run.run()
-    result = bench_run
-    if json_out:
-        _print_json(result.to_dict())
-    else:
-        typer.echo(result.table())
-        typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
+    _emit(bench_run.to_dict(), json_out,
+          lambda: f"{bench_run.table()}\n\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
 @app.command("export", cls=_Command)
@@ -909,11 +896,7 @@ def export_(
     info = json.loads((path / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
     result = {"out": str(path), "base_model": info["base_model"], "variant": info["variant"], "rank": info["rank"],
               "bias": info["bias"]}
-    if json_out:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            typer.echo(f"{key:>12}: {value}")
+    _emit(result, json_out)
 
 
 @app.command(cls=_Command)
@@ -928,7 +911,7 @@ def doctor(
     from qkrag.doctor import diagnose, render
 
     report = diagnose(check_llm=llm, model=llm_model)
-    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
+    _emit(report, as_json, lambda: render(report))
 
 
 # ------------------------------------------------------------------------------------------------ serve
