@@ -186,7 +186,7 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
 
 @pytest.mark.slow  # about 30 s on a shared machine: trains and evaluates every method
 def test_bench_json_contract(capsys, beir, tmp_path):
-    methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
+    methods = ["cosine", "bm25", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
                "qk_human", "hybrid_qk_human"]
     code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
                          "--methods", ",".join(methods), "--json")

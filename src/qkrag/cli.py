@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -56,8 +56,6 @@ def _show_version(value: bool) -> None:
 
         typer.echo(f"qkrag {__version__}")
         raise typer.Exit()
-
-
 
 
 @app.callback()
@@ -246,6 +244,7 @@ def _emit(result: Any, json_out: bool, text: str | Callable[[], str] | None = No
 
 
 def _plain(value: Any) -> str:
+    """A value as a text line shows it: floats to four places, lists item by item."""
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, list):
