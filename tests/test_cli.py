@@ -84,6 +84,21 @@ def test_bad_input_is_one_line_and_exit_2(capsys, beir, tmp_path):
     assert code == 2 and "no split 'dev'" in err
 
 
+def test_a_registered_retriever_is_evaluated_by_name(capsys, beir, monkeypatch):
+    from qkrag.retrieval.bm25 import BM25Retriever
+    from qkrag.retrieval.factory import RETRIEVERS, RetrieverKind
+
+    again = RetrieverKind(lambda request: (BM25Retriever(request.corpus), {"built": "from the table"}), "BM25 again")
+    monkeypatch.setitem(RETRIEVERS, "lexical", again)
+    code, out, err = run(capsys, "eval", beir, "--retriever", "lexical", "--json")
+    bm25 = json.loads(run(capsys, "eval", beir, "--retriever", "bm25", "--json")[1])
+    assert code == 0, err
+    assert json.loads(out)["built"] == "from the table" and json.loads(out)["ndcg@10"] == bm25["ndcg@10"]
+    code, out, _ = run(capsys, "eval", beir, "--retriever", "lexical")  # the text: a table, then its facts
+    lines = out.splitlines()
+    assert code == 0 and lines[2].startswith("| lexical | ") and lines[-1] == "built: from the table"
+
+
 def test_train_then_eval_with_projection_reports_ece(capsys, beir, tmp_path):
     code, out, _ = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "proj", "--epochs", "2", "--json")
     assert code == 0 and (tmp_path / "proj" / "config.json").exists()
@@ -171,7 +186,7 @@ def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
 
 @pytest.mark.slow  # trains and evaluates every method
 def test_bench_json_contract(capsys, beir, tmp_path):
-    methods = ["bm25", "cosine", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
+    methods = ["cosine", "bm25", "hybrid", "centered_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
                "qk_human", "hybrid_qk_human"]
     code, out, err = run(capsys, "bench", beir, "--generator", "ict", "--sample", "30", "--out", tmp_path / "b",
                          "--methods", ",".join(methods), "--json")

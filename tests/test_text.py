@@ -115,3 +115,9 @@ def test_sentences_split_tokenised_lower_case_text_too():
     assert sentences(cranfield_like) == ["a study of a wing in a slipstream .",
                                          "an experimental study was made , e.g. at two angles .", "done ."]
     assert sentences("We measured e.g. the lift. The drag fell.") == ["We measured e.g. the lift.", "The drag fell."]
+
+
+def test_or_list_joins_choices_in_words():
+    from qkrag.text import or_list
+
+    assert [or_list(["a"]), or_list(["a", "b"]), or_list(iter("abc"))] == ["a", "a or b", "a, b or c"]

@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from qkrag.errors import QkragError, redact, redact_urls
+from qkrag.projection.losses import LOSSES, loss_choices
+from qkrag.retrieval.factory import RETRIEVERS, baselines
 from qkrag.retrieval.connection import IndexConfig
+from qkrag.text import or_list
 
 class _Flagless:
     """Help without a type beside `--help`: it is a flag, not a <bool> to pass (qkrag's own flags set metavar="")."""
@@ -52,11 +56,6 @@ def _show_version(value: bool) -> None:
 
         typer.echo(f"qkrag {__version__}")
         raise typer.Exit()
-
-
-LLM_MODEL_HELP = ("Model name on that server; without one, a shipped model for the embedded LLM: "
-                  "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large "
-                  "extra) or smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")
 
 
 @app.callback()
@@ -125,6 +124,11 @@ Aspect = Annotated[Optional[str], typer.Option(
     'what the LLM answers instead.')]
 LLMURL = Annotated[Optional[str], typer.Option(
     "--llm-base-url", help="OpenAI-compatible LLM server (default: the embedded local model, started for you).")]
+LLMModel = Annotated[Optional[str], typer.Option(
+    "--llm-model", help="Model name on that server; without one, a shipped model for the embedded LLM: "
+    "qwen2.5-coder-0.5b-instruct-q4_k_m (default), qwen2.5-coder-1.5b-instruct-q4_k_m (the llm-large extra) or "
+    "smollm2-135m-instruct-q4_1; `qkrag doctor` lists what is installed.")]
+Seed = Annotated[int, typer.Option("--seed")]
 Split = Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")]
 Hybrid = Annotated[bool, typer.Option(
     "--hybrid", help="Also use BM25: index saves a BM25 index beside the collection and records the fusion rule, "
@@ -227,8 +231,25 @@ def _default_collection(data: Path) -> str:
     return (name + "-qkrag")[:63] if len(name) < 3 else name[:63]
 
 
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=float))
+def _emit(result: Any, json_out: bool, text: str | Callable[[], str] | None = None, hide: tuple[str, ...] = ()) -> None:
+    """Print a command's result: with --json, `result` as one JSON document; else `text` (a callable is called only
+    then), or by default `result`'s items as aligned `key: value` lines without the `hide` keys (JSON carries them)."""
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, ensure_ascii=False, default=float))
+    elif text is not None:
+        typer.echo(text() if callable(text) else text)
+    else:
+        width = max((len(k) for k in result), default=0)
+        typer.echo("\n".join(f"{key:>{width}}: {_plain(value)}" for key, value in result.items() if key not in hide))
+
+
+def _plain(value: Any) -> str:
+    """A value as a text line shows it: floats to four places, lists item by item."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_plain(v) for v in value) + "]"
+    return str(value)
 
 
 # ------------------------------------------------------------------------------------------------ index / search
@@ -307,11 +328,7 @@ def index(
         projected = _index_projection(built, encoder, projection, out) if projection else None
         if hybrid:
             out.update(_index_hybrid(built, encoder, projected, data, pairs))
-    if json_out:
-        _print_json(out)
-    else:
-        for key, value in out.items():
-            typer.echo(f"{key:>22}: {value}")
+    _emit(out, json_out)
 
 
 def _index_projection(built, encoder, projection: Path, out: dict[str, Any]):
@@ -481,21 +498,22 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 
     if compare:
         tables = [compare_rankings({n: hits[i] for n, hits in results.items()}, "cosine", k) for i in range(len(queries))]
-        if json_out:
-            _print_json([{"query": q, "rows": rows} for q, rows in zip(queries, tables)])
-        for q, rows in zip(queries, tables if not json_out else ()):
-            typer.echo(format_comparison(q, rows) + "\n")
+        _emit([{"query": q, "rows": rows} for q, rows in zip(queries, tables)], json_out,
+              lambda: "\n".join(format_comparison(q, rows) + "\n" for q, rows in zip(queries, tables)))
         return
     (hits_per_query,) = results.values()
-    if json_out:
-        _print_json([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)])
-        return
-    for q, hits in zip(queries, hits_per_query):
-        typer.echo(f"\nquery: {q}\n  rank     score  p(rel)  id  text")
-        for rank, h in enumerate(hits[:k], 1):
-            prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
-            text = " ".join((h.text or "").split())
-            typer.echo(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
+    _emit([{"query": q, "hits": [vars(h) for h in hits[:k]]} for q, hits in zip(queries, hits_per_query)], json_out,
+          lambda: "\n".join(_hit_lines(q, hits[:k]) for q, hits in zip(queries, hits_per_query)))
+
+
+def _hit_lines(query: str, hits: list) -> str:
+    """One query's hits as `search` prints them: rank, score, probability, id and the start of the text."""
+    lines = [f"\nquery: {query}\n  rank     score  p(rel)  id  text"]
+    for rank, h in enumerate(hits, 1):
+        prob = f"{h.probability:6.3f}" if h.probability is not None else "     —"
+        text = " ".join((h.text or "").split())
+        lines.append(f"  {rank:>4}  {h.score:8.4f}  {prob}  {h.id}  {text[:90]}")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -504,7 +522,7 @@ def _print_search(queries: list[str], results: dict[str, list], k: int, compare:
 @app.command("eval", cls=_Command)
 def eval_(
     data: Annotated[Path, typer.Argument(help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")],
-    retriever: Annotated[str, typer.Option("--retriever", "-r", help="exact, chroma, bm25 or hybrid.")] = "exact",
+    retriever: Annotated[str, typer.Option("--retriever", "-r", help=f"{or_list(RETRIEVERS)}.")] = "exact",
     split: Split = "test",
     model: Model = None,
     embed_base_url: EmbedURL = None,
@@ -513,8 +531,8 @@ def eval_(
     doc_prefix: DocPrefix = "",
     projection: Projection = None,
     baseline: Annotated[Optional[str], typer.Option(
-        "--baseline", help="Compare with cosine (the same dense retriever, raw), bm25 or hybrid: paired difference "
-        "and p-value. A projection is always compared with its retriever without it.")] = None,
+        "--baseline", help=f"Compare with cosine (the same dense retriever, raw), {or_list(baselines()[1:])}: paired "
+        "difference and p-value. A projection is always compared with its retriever without it.")] = None,
     collection: Collection = None,
     path: Path_ = DEFAULT_PATH,
     host: Host = None,
@@ -545,7 +563,6 @@ def eval_(
 
       qkrag eval ../shared/data/scifact --retriever hybrid --json   # exact dense + BM25, fusion chosen on train
     """
-    from qkrag.evaluate.report import results_table
     from qkrag.bench.chain import evaluate_folder, write_trec_run
     from qkrag.retrieval.factory import check_kind
 
@@ -562,25 +579,18 @@ def eval_(
            "queries": ev.result.n_queries, **ev.result.to_dict(), **ev.extra, **ev.info, "seconds": ev.seconds}
     if per_query:
         out["per_query_ndcg@10"] = ev.result.per_query["ndcg@10"]
-    if json_out:
-        _print_json(out)
-        return
-    results = {f"{retriever}{' + projection' if projection else ''}": ev.result}
-    if ev.base is not None:
-        results[f"base: {ev.info['baseline']}"] = ev.base
-    typer.echo(results_table(results))
-    for key, value in {**ev.extra, **ev.info}.items():
-        typer.echo(f"{key}: {_plain(value)}")
-    for qid, score in (ev.result.per_query["ndcg@10"].items() if per_query else ()):
-        typer.echo(f"{qid}\tndcg@10={score:.4f}")
+    _emit(out, json_out, lambda: _eval_text(ev, f"{retriever}{' + projection' if projection else ''}", per_query))
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_plain(v) for v in value) + "]"
-    return str(value)
+def _eval_text(ev, name: str, per_query: bool) -> str:
+    """`qkrag eval`'s table (the result, and its base when there is one), its facts, and each query's nDCG@10."""
+    from qkrag.evaluate.report import results_table
+
+    results = {name: ev.result, **({f"base: {ev.info['baseline']}": ev.base} if ev.base is not None else {})}
+    lines = [results_table(results), *(f"{key}: {_plain(value)}" for key, value in {**ev.extra, **ev.info}.items())]
+    lines += [f"{qid}\tndcg@10={score:.4f}" for qid, score in (ev.result.per_query["ndcg@10"].items() if per_query
+                                                                else ())]
+    return "\n".join(lines)
 
 
 @app.command("rewrite", cls=_Command)
@@ -591,7 +601,7 @@ def rewrite_(
     aspect: RewriteAspect = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N documents.", min=1)] = None,
     llm_base_url: LLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     skip_empty: SkipEmpty = False,
     skip_failed: Annotated[bool, typer.Option(
         "--skip-failed", help="Leave out (and count) documents the LLM failed to rewrite, instead of stopping.", metavar="")] = False,
@@ -613,11 +623,8 @@ def rewrite_(
     with open_llm(llm_base_url, llm_model) as llm:
         done = rewrite_corpus(corpus, llm, out, aspect=aspect and aspect.removeprefix("llm:"), max_words=max_words,
                               limit=limit, skip_failed=skip_failed)
-    if json_out:
-        _print_json(done)
-        return
-    typer.echo(f"wrote {done['written']} of {done['documents']} documents to {out}; "
-               + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
+    _emit(done, json_out, f"wrote {done['written']} of {done['documents']} documents to {out}; "
+          + ", ".join(f"{k} {v}" for k, v in done.items() if k not in ("out", "written", "documents")))
 
 
 # ------------------------------------------------------------------------------------------------ generate / train
@@ -635,7 +642,7 @@ def generate(
         help="A file of example queries (one per line, up to 8): generated queries imitate their form.")] = None,
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Requests in flight to the LLM "
         "server (default 4; a vLLM fleet takes dozens); a 429 with Retry-After pauses them all.")] = None,
     candidates: Annotated[Optional[int], typer.Option(
@@ -658,7 +665,7 @@ def generate(
         "--examples, else query_zero_shot).")] = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     json_out: Json = False,
 ) -> None:
     """Generate (query, positive, hard negatives) pairs from a corpus with an LLM; saved as a datasets dataset.
@@ -693,12 +700,9 @@ def generate(
 
         with open_llm(llm_base_url, llm_model, concurrency=concurrency) as llm:
             result = generate_pairs(corpus, encoder, llm, config, out, doc_ids=doc_ids)
-    if json_out:
-        _print_json({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
-                     ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}})
-        return
-    for key, value in summary_lines(result.stats, out):
-        typer.echo(f"{key:>10}  {value}")
+    _emit({"out": str(out), "pairs": len(result), **{k: result.stats[k] for k in
+           ("generator", "kept_fraction", "pair_ranks", "form", "llm") if k in result.stats}}, json_out,
+          lambda: "\n".join(f"{key:>10}  {value}" for key, value in summary_lines(result.stats, out)))
 
 
 def _utf8_text(path: Path, option: str) -> str:
@@ -720,10 +724,9 @@ def train(
     rank: Annotated[Optional[int], typer.Option("--rank", help="Output dimension r < d (low rank); default d.")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="Default: TrainConfig's.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option("--lr", help="Default: TrainConfig's.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     loss: Annotated[str, typer.Option(
-        "--loss", help="infonce (binary labels), distill (match a BM25 + cosine hybrid teacher's scores over each "
-        "query's top 30, listwise) or both.")] = "infonce",
+        "--loss", help=f"{loss_choices()}.")] = "infonce",
     holdout: Annotated[Optional[str], typer.Option(
         "--holdout", help="How validation pairs are held out: query, or document (validation documents are never "
         "training positives, so a validation gain is not a prior over documents). Default: document for judged "
@@ -775,7 +778,7 @@ def train(
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
                                    documents=pairs.documents)[0]
-    if loss != "infonce":
+    if LOSSES[loss].needs_teacher:
         from qkrag.projection.teacher import hybrid_teacher
         from qkrag.retrieval.factory import default_teacher
 
@@ -784,21 +787,10 @@ def train(
     projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
                   train_projection(pairs, config, variant=variant, rank=rank, validation=held))
     projection.save(out)
-    _print_summary({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
+    _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
                     ("given" if held is not None else config.holdout), "selected": projection.selected_,
                     **projection.validation_, "probability": describe(projection.calibration_),
                     "calibration": projection.calibration_}, json_out, hide=("calibration",))
-
-
-def _print_summary(summary: dict[str, Any], json_out: bool, hide: tuple[str, ...] = ()) -> None:
-    """One JSON object, or `key: value` lines (without the `hide` keys, which only the JSON carries)."""
-    if json_out:
-        _print_json(summary)
-        return
-    width = max(len(k) for k in summary)
-    for key, value in summary.items():
-        if key not in hide:
-            typer.echo(f"{key:>{width}}: {_plain(value)}")
 
 
 @app.command("calibrate")
@@ -834,7 +826,7 @@ def calibrate_(
     target = out or projection
     refit.save(target)
     record = refit.calibration_
-    _print_summary({"out": str(target), "queries": record["n_queries"], "against": record["against"],
+    _emit({"out": str(target), "queries": record["n_queries"], "against": record["against"],
                     "ece_before": record["ece_before"], "held_out_ece_after": record["held_out_ece"],
                     "scale": refit.scale_, "bias": refit.bias_, "probability": describe(record)}, json_out)
 
@@ -852,19 +844,19 @@ def bench(
         "--candidates", help="LLM candidate queries per passage (two per call); more = harder pairs, slower.")] = 4,
     per_passage: Annotated[int, typer.Option("--per-passage", help="Pairs kept per passage.")] = 1,
     losses: Annotated[str, typer.Option(
-        "--losses", help="Training signals tried for qk_synthetic, comma-separated (infonce, distill, both); "
-        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = "infonce,distill,both",
+        "--losses", help=f"Training signals tried for qk_synthetic, comma-separated ({', '.join(LOSSES)}); "
+        "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = ",".join(LOSSES),
     recipes: Annotated[str, typer.Option(
         "--recipes", help="Training recipes tried with each loss for qk_synthetic, comma-separated: full (every entry "
         "of Q and K), low_rank (I + a rank-4 change, full softmax); the best on validation is kept.")] = "full,low_rank",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
-    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help=LLM_MODEL_HELP)] = None,
+    llm_model: LLMModel = None,
     model: Model = None,
     embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all but hyde, which costs one LLM call per test query: add it by name).")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
 ) -> None:
@@ -894,12 +886,8 @@ def bench(
     bench_run = Bench(config)  # validates data, methods and sample before any work
     typer.echo(bench_run.plan(), err=True)
     bench_run.run()
-    result = bench_run
-    if json_out:
-        _print_json(result.to_dict())
-    else:
-        typer.echo(result.table())
-        typer.echo(f"\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
+    _emit(bench_run.to_dict(), json_out,
+          lambda: f"{bench_run.table()}\n\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
 
 
 @app.command("export", cls=_Command)
@@ -923,11 +911,7 @@ def export_(
     info = json.loads((path / EXPORT_INFO_FILE).read_text(encoding="utf-8"))
     result = {"out": str(path), "base_model": info["base_model"], "variant": info["variant"], "rank": info["rank"],
               "bias": info["bias"]}
-    if json_out:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            typer.echo(f"{key:>12}: {value}")
+    _emit(result, json_out)
 
 
 @app.command(cls=_Command)
@@ -942,7 +926,7 @@ def doctor(
     from qkrag.doctor import diagnose, render
 
     report = diagnose(check_llm=llm, model=llm_model)
-    typer.echo(json.dumps(report, indent=2) if as_json else render(report))
+    _emit(report, as_json, lambda: render(report))
 
 
 # ------------------------------------------------------------------------------------------------ serve

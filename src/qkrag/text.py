@@ -24,6 +24,7 @@ then answers carries an answer).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 __all__ = ["carries_answer", "content_words", "is_question", "normalize", "question_form", "sentences",
            "word_overlap", "words", "MIN_CONTENT_WORDS", "STOPWORDS"]
@@ -220,3 +221,9 @@ def carries_answer(text: str) -> bool:
     if question_form(text):
         return False
     return len(content_words(_BOILERPLATE.sub(" ", text))) >= MIN_CONTENT_WORDS
+
+
+def or_list(items: Iterable[str]) -> str:
+    """Choices in words, for help texts and errors: "a", "a or b", "a, b or c"."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"

@@ -69,7 +69,7 @@ def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="LLM died"):
         run_bench(config)
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert [r["method"] for r in report["rows"]] == ["bm25", "cosine"]
+    assert [r["method"] for r in report["rows"]] == ["cosine", "bm25"]
     assert "| cosine |" in (tmp_path / "b" / "bench.md").read_text()
 
 
@@ -135,3 +135,27 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
         run_bench(config)
     # the full recipe runs under the bench's cap; low_rank (one batch an epoch on small data) keeps its own
     assert [c.epochs for c in seen] == [17, RECIPES["low_rank"]["epochs"]]
+
+
+def test_a_retriever_registered_before_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):
+    import qkrag.bench.job
+    import qkrag.embed.encoders
+    from qkrag.retrieval.bm25 import BM25Retriever
+    from qkrag.retrieval.factory import RETRIEVERS, RetrieverKind, baselines
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    monkeypatch.setitem(RETRIEVERS, "lexical", RetrieverKind(lambda r: (BM25Retriever(r.corpus), {}), "BM25 again"))
+    # what the module computes on import, recomputed as an import after the registration would
+    monkeypatch.setattr(qkrag.bench.job, "UNTRAINED", baselines())
+    monkeypatch.setattr(qkrag.bench.job, "METHODS", (*baselines(), *METHODS[3:]))
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}." for i in range(30)}
+    folder = write_beir(tmp_path / "thirty", docs, {f"q{i}": f"topic {i} detail" for i in range(5)},
+                        {f"q{i}": [f"d{i}"] for i in range(5)})
+    bench = run_bench(BenchConfig(data=folder, out=tmp_path / "b", methods=("cosine", "bm25", "lexical"),
+                                  progress=False))
+    rows = {r.method: r for r in bench.rows}
+    assert list(rows) == ["cosine", "bm25", "lexical"]
+    assert rows["lexical"].result["ndcg@10"] == pytest.approx(rows["bm25"].result["ndcg@10"])
+    with pytest.raises(InputError, match=r"\['soft'\] are not losses\. Fix: choose one or more of infonce, distill"):
+        Bench(BenchConfig(data=folder, out=tmp_path / "c", methods=("cosine",), losses=("soft",)))

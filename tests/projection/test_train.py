@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from qkrag.evaluate.calibration import expected_calibration_error
 from qkrag.errors import InputError
 from qkrag.projection.model import QKProjection
 from qkrag.projection.data import Pairs
 from qkrag.projection.calibrate import calibration_hits, platt_scale
-from qkrag.projection.train import (TrainConfig, canonical_rows, info_nce_loss, initial_maps,
-                                    make_batches, mine_hard_negatives)
+from qkrag.projection.train import (TrainConfig, canonical_rows, initial_maps, make_batches,
+                                    mine_hard_negatives)
 from qkrag.projection.model import train_projection
 
 
@@ -46,15 +45,6 @@ def test_explicit_negatives_take_precedence():
     mined = mine_hard_negatives(pairs, canonical_rows(docs), pool=2)
     assert mined[0].tolist() == [3, -1]
     assert 1 not in mined[1].tolist()
-
-
-def test_info_nce_ignores_masked_columns():
-    logits = torch.tensor([[2.0, 5.0, 0.0], [0.0, 1.0, 0.0]])
-    masked = info_nce_loss(logits, torch.tensor([[False, True, False], [False, False, False]]))
-    row0 = -np.log(np.exp(2) / (np.exp(2) + 1))  # column 1 (a known positive) is gone
-    row1 = -np.log(np.e / (1 + np.e + 1))
-    reference = (row0 + row1) / 2
-    assert float(masked) == pytest.approx(float(reference), rel=1e-6)
 
 
 def test_initial_maps_identity_or_orthonormal_pca():

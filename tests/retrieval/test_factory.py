@@ -32,3 +32,28 @@ def test_named_retrievers_and_their_refusals(tiny_beir, fake_encoder):
         retriever_for_folder("bm25", corpus, None, data=tiny_beir, projection="p")
     with pytest.raises(InputError, match="only apply to the hybrid"):
         retriever_for_folder("exact", corpus, fake_encoder, data=tiny_beir, fusion="rrf")
+
+
+def test_a_registered_retriever_is_built_by_name_and_listed_as_a_baseline(tiny_beir, fake_encoder, monkeypatch):
+    from qkrag.retrieval.factory import RETRIEVERS, FolderRequest, RetrieverKind, baselines
+
+    corpus = load_beir(tiny_beir).corpus
+    asked: list[FolderRequest] = []
+
+    def build(request):
+        asked.append(request)
+        return BM25Retriever(request.corpus), {"built": "by the test"}
+
+    monkeypatch.setitem(RETRIEVERS, "fake", RetrieverKind(build, "a test's retriever"))
+    found, info = retriever_for_folder("fake", corpus, None, data=tiny_beir, split="test")
+    assert isinstance(found, BM25Retriever) and info == {"built": "by the test"}
+    assert asked[0].kind == "fake" and asked[0].corpus is corpus and asked[0].split == "test"
+    assert check_kind("fake") == "fake" and baselines() == ("cosine", "bm25", "hybrid", "fake")
+    with pytest.raises(InputError, match="only apply to the hybrid"):  # a kind fuses only when its row says so
+        retriever_for_folder("fake", corpus, None, data=tiny_beir, fusion="rrf")
+
+
+def test_an_unknown_retriever_fails_naming_the_choices():
+    with pytest.raises(InputError, match=r"--retriever 'colbert': is not a retriever\. Fix: use one of exact, chroma, "
+                                         r"bm25, hybrid"):
+        check_kind("colbert")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from qkrag.atomic import atomic_open
 from qkrag.errors import fail
+from qkrag.retrieval.factory import baselines
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,7 +97,7 @@ def audit(result: EvalResult, base: EvalResult, qrels: Qrels, positives: Iterabl
 # ---------------------------------------------------------------------------------------------------------- qkrag eval
 
 
-BASELINES = ("cosine", "bm25", "hybrid")
+BASELINES = baselines()  # "cosine" and the other kinds of retrieval.factory.RETRIEVERS
 
 
 @dataclass

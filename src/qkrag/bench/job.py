@@ -3,7 +3,7 @@ data, honest numbers.
 
     embed corpus -> generate pairs from the corpus only -> train projections -> index in Chroma -> evaluate on test
 
-Every method is a row: BM25; raw cosine; hybrid (BM25 fused with cosine, no training: what users pick first);
+Every method is a row: raw cosine; BM25; hybrid (BM25 fused with cosine, no training: what users pick first);
 centred and whitened cosine; a query-only adapter and a Q/K projection on the synthetic pairs, alone and fused with
 BM25; a Q/K projection on the human train split when the folder has one, alone and fused; and a full fine-tune of the
 encoder on the same synthetic pairs. Each row gets nDCG@10, Recall@100, MRR@10 with bootstrap CIs, a paired test
@@ -29,12 +29,16 @@ from qkrag.errors import fail
 from qkrag.bench import report
 from qkrag.bench.llm_baselines import DOC2QUERY
 from qkrag.bench.report import Row
+from qkrag.projection.losses import LOSSES as TRAINING_LOSSES
 from qkrag.ranking import Hit
+from qkrag.retrieval.factory import baselines
 
-METHODS = ("bm25", "cosine", "hybrid", "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic",
-           "hybrid_qk_synthetic", "qk_human", "hybrid_qk_human", "finetune", *DOC2QUERY)
+UNTRAINED = baselines()  # cosine, bm25, hybrid and any further kind registered in retrieval.factory.RETRIEVERS
+OWN_ROWS = ("cosine", "bm25", "hybrid")  # untrained rows the bench builds itself (index timing, the fusion it records)
+METHODS = (*UNTRAINED, "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
+           "qk_human", "hybrid_qk_human", "finetune", *DOC2QUERY)
 OPT_IN = ("hyde",)  # asked for by name: an LLM call per test query (bench.llm_baselines)
-LOSSES = ("infonce", "distill", "both")  # tried for qk_synthetic; the best on validation is kept
+LOSSES = tuple(TRAINING_LOSSES)  # tried for qk_synthetic; the best on validation is kept
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
 MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
 SECONDS_PER_CALL = 4.0  # an LLM call of the embedded 0.5B model on 2 free cores, for the plan's time estimate only
@@ -102,13 +106,14 @@ class Bench:
         unknown = [m for m in config.methods if m not in METHODS + OPT_IN]
         if unknown:
             raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS + OPT_IN)}")
-        bad_loss = [x for x in config.losses if x not in LOSSES]
+        bad_loss = [x for x in config.losses if x not in TRAINING_LOSSES]
         if bad_loss or not config.losses:
-            raise fail("losses", f"{list(config.losses)}", f"choose one or more of {list(LOSSES)}")
+            raise fail("losses", f"{bad_loss} are not losses" if bad_loss else "names no loss",
+                       f"choose one or more of {', '.join(TRAINING_LOSSES)}")
         from qkrag.projection.recipes import RECIPES
 
-        if not config.recipes or any(r not in RECIPES for r in config.recipes):
-            raise fail("recipes", f"{list(config.recipes)}", f"choose one or more of {list(RECIPES)}")
+        if not config.recipes or any(x not in RECIPES for x in config.recipes):
+            raise fail("recipes", f"{list(config.recipes)}", f"choose one or more of {', '.join(RECIPES)}")
         self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None
@@ -199,11 +204,11 @@ class Bench:
         bm25_seconds = time.perf_counter() - t0
         self.cosine_retriever = make_retriever(encoder, self.raw_index)
 
+        cosine = self._evaluate("cosine", self.cosine_retriever.search, 0.0, "Chroma, cosine space")
+        self._write()
         if methods & {"bm25", "doc2query"}:  # doc2query's audit base
             self._evaluate("bm25", self.bm25.search, bm25_seconds, "bm25s, index time as train time")
             self._write()
-        cosine = self._evaluate("cosine", self.cosine_retriever.search, 0.0, "Chroma, cosine space")
-        self._write()
 
         synthetic = {"query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune", *DOC2QUERY}
         needs_pairs = bool(methods & synthetic) or ("hybrid" in methods and self.train is None)
@@ -215,6 +220,7 @@ class Bench:
             pairs = pairs_from_dataset(dataset, self.corpus, encoder, documents=self.doc_vectors, source="synthetic")
         if methods & {"hybrid", "qk_synthetic", "hybrid_qk_synthetic", "hybrid_qk_human"}:
             self._evaluate_hybrid("hybrid", self.cosine_retriever, self._hybrid_validation(pairs))
+        self._registered_rows(methods)
         for name, transform_name in (("centered_cosine", "CenteredCosine"), ("whitened_cosine", "Whitening")):
             if name in methods:
                 self._evaluate_transform(name, transform_name, encoder, self.doc_vectors, self.raw_index)
@@ -230,6 +236,17 @@ class Bench:
         self.rows = [r for r in self.rows if r.method in methods]  # hybrid may run only as a teacher and base
         self._write()
         return self.rows
+
+    def _registered_rows(self, methods: set[str]) -> None:
+        """Rows of the further retrievers registered in `retrieval.factory.RETRIEVERS`, built as `qkrag eval` builds
+        them, over the bench's Chroma vectors."""
+        from qkrag.retrieval.factory import retriever_for_folder
+
+        for name in (m for m in UNTRAINED if m in methods and m not in OWN_ROWS):
+            retriever, _ = retriever_for_folder(name, self.corpus, self.encoder, data=self.config.data,
+                                                split=self.config.split, index=self.raw_index)
+            self._evaluate(name, retriever.search)
+            self._write()
 
     def _compare(self, cosine: Row) -> None:
         """Every row against raw cosine, and the fused rows also against the untrained hybrid (`chain.paired`)."""
@@ -342,7 +359,7 @@ class Bench:
         t0 = time.perf_counter()
         judged = self._judged_validation() if method != "qk_human" else None
         train_on, validation, split = self._selection_split(pairs, judged)
-        if "distill" in losses or "both" in losses:
+        if any(TRAINING_LOSSES[loss].needs_teacher for loss in losses):
             train_on = self._with_teacher(train_on, text_of)
         configs = _candidates(recipes, losses, self.config, len(self.corpus))
         tried = _fit_each(configs, train_on, validation, "query_adapter" if method == "query_adapter" else "qk")

@@ -1,9 +1,10 @@
-"""Training a projection: losses, batching, hard-negative mining, early stopping, model selection, calibration.
+"""Training a projection: batching, hard-negative mining, early stopping, model selection, calibration.
 
 The recipe, and why (a naive logistic loss against random negatives made ranking worse than raw cosine on SciFact;
 the figures are in benchmarks/results/projection_bench.md):
 
-- a softmax (InfoNCE) loss ranks the positive above in-batch positives of other queries, mined hard negatives (raw
+- a ranking loss, named by `TrainConfig.loss` from `qkrag.projection.losses.LOSSES`: by default a softmax (InfoNCE)
+  loss that ranks the positive above in-batch positives of other queries, mined hard negatives (raw
   top-N minus known positives: what the raw model confuses) and random negatives; ranking is what we are judged on;
 - a logistic (BCE) term on σ(s·q·k + b) with its own scale and bias keeps the score a probability;
 - a squared pull toward the initialisation (‖Q−Q₀‖² + ‖K−K₀‖²): with ~1,000 pairs and 2·d² parameters the map
@@ -35,11 +36,10 @@ from qkrag.evaluate.metrics import binary_ndcg
 from qkrag.evaluate.stats import sign_flip_p_value
 from qkrag.projection.calibrate import calibration_hits, fit_calibration, uncalibrated
 from qkrag.projection.light import check_scale_bias
+from qkrag.projection.losses import RankingBatch, check_loss, logistic_loss
 from qkrag.ranking import exact_search
 
 if TYPE_CHECKING:
-    import torch
-
     from qkrag.projection.data import Pairs
 
 
@@ -70,8 +70,9 @@ class TrainConfig:
     # "auto": document for judged queries (a random query split would reward a prior over documents), else query
     residual_rank: int | None = None  # train Q = Q₀ + A·Bᵀ (and K likewise) with A, B of this many columns instead
     # of every entry: a low-rank change from the start, which few pairs can pin down; None trains Q and K whole
-    loss: str = "infonce"  # "infonce" (binary labels), "distill" (match the pairs' teacher), or "both"
-    distill_weight: float = 1.0  # weight of the distillation term when loss="both"
+    loss: str = "infonce"  # a name in projection.losses.LOSSES: "infonce" (binary labels), "distill" (match the
+    # pairs' teacher), "both"
+    distill_weight: float = 1.0  # weight of the distillation term (losses "distill" and "both")
     teacher_temperature: float = 0.5  # softmax temperature over the teacher's (per-query z-scored) candidate scores
     patience: int = 3  # epochs without validation gain before stopping
     select: bool = True  # early stopping and selection against the start; False keeps the last epoch (the epoch
@@ -104,8 +105,7 @@ class TrainConfig:
         for name, value in non_negative.items():
             if value < 0:
                 raise fail(f"TrainConfig.{name}", f"{value!r} is negative", f"set {name} >= 0")
-        if self.loss not in ("infonce", "distill", "both"):
-            raise fail("TrainConfig.loss", f"{self.loss!r} is not a loss", 'use "infonce", "distill" or "both"')
+        check_loss(self.loss)
         if self.holdout not in ("auto", "query", "document"):
             raise fail("TrainConfig.holdout", f"{self.holdout!r} is not a holdout", 'use "auto", "query" or "document"')
         if self.teacher_temperature <= 0:
@@ -116,39 +116,6 @@ class TrainConfig:
         if self.batch_size < 2 and self.random_negatives == 0 and self.hard_negatives == 0:
             raise fail("TrainConfig", "batch_size 1 with no hard or random negatives leaves nothing to contrast",
                        "raise batch_size or random_negatives")
-
-
-# ------------------------------------------------------------------------------------------------------------ losses
-
-
-def info_nce_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy where row i's positive is column i; `mask` (True = drop) removes other positives."""
-    import torch
-
-    logits = logits.masked_fill(mask, float("-inf"))
-    return torch.nn.functional.cross_entropy(logits, torch.arange(logits.shape[0]))
-
-
-def logistic_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on σ(logit), averaged over the entries with weight 1 (padding gets weight 0)."""
-    import torch
-
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    return (loss * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
-    """KL(teacher || student) over each row's valid candidates: the student's softmax over the candidates is pulled
-    toward the teacher's softmax(teacher / temperature). Soft labels instead of binary ones: a mined "negative" the
-    teacher scores close to the positive is not pushed away (the GPL paper's finding: soft labels beat hard ones)."""
-    import torch
-
-    neg_inf = torch.tensor(float("-inf"))
-    target = torch.softmax(torch.where(valid, teacher / temperature, neg_inf), dim=1)
-    log_student = torch.log_softmax(torch.where(valid, student, neg_inf), dim=1)
-    terms = torch.where(valid, target * (torch.log(target.clamp_min(1e-12)) - log_student), torch.zeros(()))
-    return terms.sum(1).mean()
 
 
 # ------------------------------------------------------------------------------------------------------------ pieces
@@ -225,16 +192,16 @@ def _ranking_ndcg(Q: np.ndarray, K: np.ndarray | None, queries: np.ndarray, docu
 # ----------------------------------------------------------------------------------------------------------- fitting
 
 
-def _batch_distillation(q, keys_of, D_t, pairs: Pairs, batch: np.ndarray, inv_temp, temperature: float):
-    """The distillation term for one batch: student logits q·k over each pair's teacher candidates."""
+def _teacher_scores(q, keys_of, D_t, pairs: Pairs, batch: np.ndarray, inv_temp):
+    """Per pair of the batch, over its teacher's candidates: the student's logits q·k, the teacher's scores, and
+    which candidates are real (not padding)."""
     import torch
 
     rows = pairs.teacher_rows[batch]
     valid = torch.from_numpy(rows >= 0)
     keys = keys_of(D_t[torch.from_numpy(np.where(rows >= 0, rows, 0)).reshape(-1)]).reshape(*rows.shape, -1)
     student = torch.einsum("br,bcr->bc", q, keys) * inv_temp
-    teacher = torch.from_numpy(pairs.teacher_scores[batch])
-    return distillation_loss(student, teacher, valid, temperature)
+    return student, torch.from_numpy(pairs.teacher_scores[batch]), valid
 
 
 @dataclass(frozen=True)
@@ -325,7 +292,7 @@ def holdout_for(pairs: Pairs, holdout: str) -> str:
 def _checked_split(pairs: Pairs, validation: Pairs | None, config: TrainConfig) -> tuple[Pairs, Pairs]:
     if validation is None:
         pairs, validation = pairs.split(config.validation_fraction, config.seed, by=holdout_for(pairs, config.holdout))
-    if config.loss != "infonce" and pairs.teacher_rows is None:
+    if check_loss(config.loss).needs_teacher and pairs.teacher_rows is None:
         raise fail(pairs.source, f"has no teacher scores, which loss={config.loss!r} needs",
                    "attach a teacher (qkrag.projection.teacher.hybrid_teacher) or use loss='infonce'")
     if validation.documents.shape != pairs.documents.shape or not np.array_equal(validation.documents,
@@ -442,10 +409,13 @@ class _Trainer:
         q = self.Vq[batch] @ self.q_part.matrix().T
         dots = q @ self.keys_of(self.D[columns]).T
         mask_t = torch.from_numpy(mask)
-        loss = info_nce_loss(dots * self.log_inv_temp.exp(), mask_t) if config.loss != "distill" else 0.0
-        if config.loss != "infonce":
-            loss = loss + config.distill_weight * _batch_distillation(
-                q, self.keys_of, self.D, self.pairs, batch, self.log_inv_temp.exp(), config.teacher_temperature)
+        chosen = check_loss(config.loss)
+        scores = RankingBatch(dots * self.log_inv_temp.exp(), mask_t, teacher_temperature=config.teacher_temperature,
+                              distill_weight=config.distill_weight)
+        if chosen.needs_teacher:
+            scores.student, scores.teacher, scores.valid = _teacher_scores(
+                q, self.keys_of, self.D, self.pairs, batch, self.log_inv_temp.exp())
+        loss = chosen.fn(scores)
         if config.bce_weight:
             # Own positive (label 1); own hard negatives and the first few random ones (label 0).
             n_rand = max(h, 1)
