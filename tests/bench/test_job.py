@@ -113,18 +113,18 @@ def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monke
 def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
     """Every loss's full-recipe TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
     must leave cross-validation room to pick a later epoch."""
-    import qkrag.bench.job
     import qkrag.embed.encoders
+    import qkrag.projection.select
     from tests.fakes import write_beir
 
     monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
     seen = []
 
-    def record(configs, *args, **kwargs):
+    def record(pairs, configs, **kwargs):
         seen.extend(configs.values())
         raise RuntimeError("recorded")
 
-    monkeypatch.setattr(qkrag.bench.job, "_fit_each", record)
+    monkeypatch.setattr(qkrag.projection.select, "train_best", record)
     docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
             for i in range(40)}
     folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})

@@ -3,7 +3,7 @@
 import numpy as np
 
 from qkrag.projection.data import Pairs
-from qkrag.projection.select import kfold, train_with_cv
+from qkrag.projection.select import kfold, train_best, train_with_cv
 from qkrag.projection.train import TrainConfig
 
 
@@ -34,3 +34,15 @@ def test_cv_keeps_the_start_when_training_cannot_help():
     config = TrainConfig(epochs=2, progress=False, hard_negatives=0, learning_rate=1e-9)
     model = train_with_cv(_pairs(signal=False), config, folds=3)
     assert model.selected_.startswith("start kept") and np.allclose(model.Q_, np.eye(8), atol=1e-5)
+
+
+def test_train_best_keeps_the_config_that_wins_on_the_held_out_queries():
+    pairs = _pairs(60)
+    train, validation = pairs.subset(np.arange(40), "train"), pairs.subset(np.arange(40, 60), "validation")
+    still = TrainConfig(epochs=2, progress=False, hard_negatives=0, learning_rate=1e-9)
+    moving = TrainConfig(epochs=6, progress=False, hard_negatives=0, learning_rate=3e-2, init_weight=0.0)
+    best, model, scores = train_best(train, {"still": still, "moving": moving}, validation=validation)
+    assert best == "moving" and scores["moving"] > scores["still"]
+    assert not np.allclose(model.Q_, np.eye(8))
+    best, _, scores = train_best(train, {"a": still, "b": still}, validation=validation)
+    assert best == "a" and scores["a"] == scores["b"]  # a tie goes to the earlier name

@@ -354,6 +354,7 @@ class Bench:
         MIN_VALIDATION_QUERIES queries; else 5-fold cross-validation over all pairs (`train_with_cv`). Notes name
         every candidate's figure and what model selection decided."""
         from qkrag.projection.calibrate import describe
+        from qkrag.projection.select import train_best
         from qkrag.retrieval.factory import make_retriever
 
         t0 = time.perf_counter()
@@ -362,12 +363,11 @@ class Bench:
         if any(TRAINING_LOSSES[loss].needs_teacher for loss in losses):
             train_on = self._with_teacher(train_on, text_of)
         configs = _candidates(recipes, losses, self.config, len(self.corpus))
-        tried = _fit_each(configs, train_on, validation, "query_adapter" if method == "query_adapter" else "qk")
-        best = max(tried, key=lambda k: (_selection_score(tried[k]), -list(tried).index(k)))
-        projection = tried[best]
+        best, projection, held_out = train_best(train_on, configs, validation=validation,
+                                                variant="query_adapter" if method == "query_adapter" else "qk")
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
-        scores = ", ".join(f"{k} {_selection_score(p):.3f}" for k, p in tried.items())
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
         notes = (f"{len(pairs)} pairs ({split}); chose {best} (held-out nDCG@10: {scores}); selected "
                  f"{projection.selected_}; probability {describe(projection.calibration_)}")
         # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
@@ -531,23 +531,6 @@ def _candidates(recipes: Sequence[str], losses: Sequence[str], config: BenchConf
     return {(loss if recipe == "full" else f"{recipe} {loss}"): recipe_config(
                 recipe, n_documents, seed=config.seed, progress=config.progress, loss=loss, epochs=config.epochs)
             for recipe in recipes for loss in losses}
-
-
-def _fit_each(configs: dict, pairs, validation, variant: str) -> dict:
-    """One projection per config: selected on `validation` pairs, or by 5-fold CV over `pairs` when it is None."""
-    from qkrag.projection.model import train_projection
-    from qkrag.projection.select import train_with_cv
-
-    if validation is None:
-        return {name: train_with_cv(pairs, config, variant=variant) for name, config in configs.items()}
-    return {name: train_projection(pairs, config, variant=variant, validation=validation)
-            for name, config in configs.items()}
-
-
-def _selection_score(projection) -> float:
-    """The held-out nDCG@10 a projection was selected on: its CV mean when cross-validated, else its validation's."""
-    val = projection.validation_
-    return float(val["cv"]["ndcg"]) if "cv" in val else float(val.get("ndcg@10", 0.0))
 
 
 def _as_queries(pairs, text_of: Callable[[str], str]) -> tuple[list[str], list[str], dict[str, dict[str, int]]]:

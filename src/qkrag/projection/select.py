@@ -126,3 +126,29 @@ def train_with_cv(pairs: Pairs, config: TrainConfig, *, variant: str = "qk", ran
                          "calibrated": bool(calibration["calibrated"]),
                          "train_seconds": model.validation_.get("train_seconds")}
     return model
+
+
+def held_out_ndcg(projection: Projection) -> float:
+    """The held-out nDCG@10 a projection was selected on: its CV mean when cross-validated, else its validation's."""
+    val = projection.validation_
+    return float(val["cv"]["ndcg"]) if "cv" in val else float(val.get("ndcg@10", 0.0))
+
+
+def train_best(pairs: Pairs, configs: Mapping[str, TrainConfig], *, validation: Pairs | None = None,
+               variant: str = "qk", rank: int | None = None, folds: int = 5,
+               seed: int = 0) -> tuple[str, Projection, dict[str, float]]:
+    """Train one projection per named config and keep the best on held-out queries: `validation` when given (early
+    stopping and selection against the start happen there), else `folds`-fold cross-validation over `pairs`
+    (`train_with_cv`). Ties go to the earlier name. Returns (the best name, its projection, every name's held-out
+    nDCG@10)."""
+    from qkrag.projection.model import train_projection
+
+    if not configs:
+        raise fail("train_best", "no configs given", "pass {name: TrainConfig}, e.g. from projection.recipes")
+    tried = {name: (train_with_cv(pairs, config, variant=variant, rank=rank, folds=folds, seed=seed)
+                    if validation is None else
+                    train_projection(pairs, config, variant=variant, rank=rank, validation=validation))
+             for name, config in configs.items()}
+    scores = {name: held_out_ndcg(p) for name, p in tried.items()}
+    best = max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
+    return best, tried[best], scores
