@@ -600,6 +600,20 @@ def test_train_with_cv_prints_no_p_value_beside_its_decision(capsys, beir, tmp_p
     assert "probability: calibrated on 30 held-out judged queries" in out or "probability: uncalibrated" in out
 
 
+def test_train_tries_every_recipe_by_default_and_keeps_the_best_on_validation(capsys, beir, tmp_path):
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "auto", "--epochs", "2",
+                         "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert set(summary["recipes"]) == {"full", "low_rank"}
+    assert summary["recipe"] == max(summary["recipes"], key=lambda name: summary["recipes"][name])
+    code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "one", "--epochs", "2",
+                         "--recipe", "low_rank", "--json")
+    assert code == 0 and json.loads(out)["recipe"] == "low_rank" and "recipes" not in json.loads(out)
+    code, _, err = run(capsys, "train", beir, "--out", tmp_path / "x", "--recipe", "lowrank")
+    assert code == 2 and "low_rank" in err and "Traceback" not in err
+
+
 def test_train_with_an_absurd_learning_rate_is_one_line(capsys, beir, tmp_path):
     code, _, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "p", "--lr", "1e38")
     assert code == 2 and "learning_rate" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -734,6 +734,9 @@ def train(
     cv: Annotated[Optional[int], typer.Option(
         "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
         "start (every query votes; for small collections).")] = None,
+    recipe: Annotated[str, typer.Option(
+        "--recipe", help="Training recipe: full (every entry of Q and K), low_rank (I + a rank-4 change, every "
+        "document a negative), or auto: train each and keep the best on the held-out queries.")] = "auto",
     validation: Annotated[Optional[Path], typer.Option(
         "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
         "share of the training pairs.")] = None,
@@ -759,21 +762,27 @@ def train(
     from qkrag.atomic import output_folder
     from qkrag.data import require_folder
     from qkrag.projection.calibrate import describe
+    import dataclasses
+
     from qkrag.projection.data import load_training_pairs
-    from qkrag.projection.model import train_projection
-    from qkrag.projection.select import train_with_cv
-    from qkrag.projection.train import TrainConfig, holdout_for
+    from qkrag.projection.recipes import RECIPES, recipe_config
+    from qkrag.projection.select import train_best
+    from qkrag.projection.train import holdout_for
 
     require_folder(data, "pass a pairs folder (qkrag generate --out) or a BEIR folder")
     output_folder(out, "--out", "projection")  # before any training
     if cv is not None and validation is not None:
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
-    overrides = {"epochs": epochs, "learning_rate": learning_rate, "holdout": holdout}
-    config = TrainConfig(seed=seed, loss=loss, **{k: v for k, v in overrides.items() if v is not None})
-    config.check()  # a bad flag fails here, before any embedding
+    overrides = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate, "holdout": holdout}.items()
+                 if v is not None}
+    names = tuple(RECIPES) if recipe == "auto" else (recipe,)
+    for name in names:  # a bad flag fails here, before any embedding
+        dataclasses.replace(recipe_config(name, seed=seed, loss=loss), **overrides).check()
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
-    config.holdout = holdout_for(pairs, config.holdout)  # judged queries: by document, as bench does
+    overrides["holdout"] = holdout_for(pairs, overrides.get("holdout", "auto"))  # judged: by document, as bench
+    configs = {name: dataclasses.replace(recipe_config(name, len(pairs.documents), seed=seed, loss=loss),
+                                         **overrides) for name in names}
     held = None
     if validation is not None:
         held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
@@ -784,11 +793,14 @@ def train(
 
         pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
                                default_teacher(corpus, encoder, pairs.documents))
-    projection = (train_with_cv(pairs, config, variant=variant, rank=rank, folds=cv, seed=seed) if cv else
-                  train_projection(pairs, config, variant=variant, rank=rank, validation=held))
+    if not cv and held is None:  # every recipe is judged on the same held-out share
+        pairs, held = pairs.split(configs[names[0]].validation_fraction, seed, by=overrides["holdout"])
+    chosen, projection, scores = train_best(pairs, configs, validation=held, variant=variant, rank=rank,
+                                            folds=cv or 5, seed=seed)
     projection.save(out)
     _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
-                    ("given" if held is not None else config.holdout), "selected": projection.selected_,
+                    ("given" if validation is not None else overrides["holdout"]), "recipe": chosen,
+                    **({"recipes": scores} if len(scores) > 1 else {}), "selected": projection.selected_,
                     **projection.validation_, "probability": describe(projection.calibration_),
                     "calibration": projection.calibration_}, json_out, hide=("calibration",))
 
