@@ -73,6 +73,8 @@ def test_the_quickstarts_train_and_agree_on_every_number(readme):
     trained = re.search(r"selected: (.*)", one(commands, "train", "--split")[0]).group(1).strip()
     assert trained.startswith("trained"), f"the quickstart's projection kept the start: {trained}"
     assert re.search(r"^selected: (.*)$", python, re.M).group(1).strip() == trained  # the same training
+    recipe = re.search(r"recipe: (\S+)", one(commands, "train", "--split")[0]).group(1)
+    assert re.search(r"^recipe: (\S+)", python, re.M).group(1) == recipe  # the same recipe chosen
     evaluated = json_of(one(commands, "eval", "--projection", "--json", without=("--retriever",))[0])
     cosine, learned = (float(x) for x in re.search(r"cosine nDCG@10 ([\d.]+), projection nDCG@10 ([\d.]+)",
                                                    python).groups())

@@ -7,7 +7,7 @@ cheap (no torch, no Chroma): each name is imported from its stage module the fir
     embed       make_encoder, embed
     generate    GenerateConfig, generate_pairs, load_pairs
     train       pairs_from_collection, pairs_from_folder, QKProjection, SymmetricProjection, QueryAdapter,
-                TrainConfig, train_projection, train_with_cv
+                TrainConfig, RECIPES, recipe_config, train_projection, train_with_cv, train_best
     index       IndexConfig, build_index, ChromaIndex, make_retriever, DenseRetriever, ProjectedRetriever,
                 BM25Retriever, HybridRetriever, FusionConfig
     evaluate    evaluate_retriever, evaluate_folder, compare
@@ -32,7 +32,8 @@ _PUBLIC = {
     "qkrag.projection.model": ("Projection", "QKProjection", "SymmetricProjection", "QueryAdapter",
                                "train_projection"),
     "qkrag.projection.train": ("TrainConfig",),
-    "qkrag.projection.select": ("train_with_cv", "cross_validate"),
+    "qkrag.projection.recipes": ("RECIPES", "recipe_config"),
+    "qkrag.projection.select": ("train_with_cv", "train_best", "cross_validate"),
     "qkrag.retrieval.connection": ("IndexConfig",),
     "qkrag.retrieval.build": ("build_index",),
     "qkrag.retrieval.store": ("ChromaIndex",),
