@@ -100,18 +100,23 @@ def demo_paragraphs(demo: dict | None) -> list[str]:
     if not syn:
         return []
     met = syn.get("vs_cosine_delta", 0) >= 0.10 and syn.get("vs_cosine_p_value", 1) < 0.01
+    halved = syn.get("question_share@5", 1.0) <= cos.get("question_share@5", 0.0) / 2
     share = demo.get("answer_above_every_post", {})
     out = [f"**The demo** (`bash scripts/demo.sh`: data/homeqa, answers mixed with question posts; "
            f"{demo['documents']} documents, {demo['queries']} test queries): cosine {cos['ndcg@10']:.3f}, the "
            f"projection trained on pairs the embedded 0.5B model wrote from {demo['config']['sample']} sampled "
            f"passages {syn['ndcg@10']:.3f} ({syn['vs_cosine_delta']:+.3f}, p = {syn['vs_cosine_p_value']:.2g}; "
            f"novel queries {_f(syn.get('base_ndcg@10_novel'))} -> {_f(syn.get('ndcg@10_novel'))}); question posts "
-           f"in the top 5 {cos.get('question_share@5', float('nan')):.2f} -> {syn.get('question_share@5', float('nan')):.2f}. "
+           f"in the top 5 {cos.get('question_share@5', float('nan')):.3f} -> {syn.get('question_share@5', float('nan')):.3f}. "
+           f"The training recipe and its epoch were chosen on the train split's judged queries (validation data; "
+           f"train and test share no document), never on test. "
            + (f"Against the hybrid users would pick (BM25 + cosine, {hyb['ndcg@10']:.3f}), the fused projection scores "
               f"{hq['ndcg@10']:.3f} ({hq['vs_hybrid_delta']:+.3f}, p = {hq['vs_hybrid_p_value']:.2g}; novel queries "
               f"{_f(hq.get('base_ndcg@10_novel'))} -> {_f(hq.get('ndcg@10_novel'))}). "
               if (hyb := rows.get("hybrid")) and (hq := rows.get("hybrid_qk_synthetic")) else "")
-           + ("The demo's goal (+0.10, p < 0.01) is met." if met else
+           + ("The demo's goal (+0.10, p < 0.01) is met" + ("." if halved else
+              f"; halving the question share (at most {cos['question_share@5'] / 2:.3f}) is **not**, narrowly.")
+              if met else
               "**Below the demo's goal of +0.10**: in the minutes a demo may take, the embedded model writes about a "
               "hundred pairs, and the gain grows with pairs (squad-mix, above, used 500 passages).")
            + (f" The share of test queries whose answer ranks above every post: {share['cosine']:.3f} with cosine, "
