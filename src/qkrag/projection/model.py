@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from qkrag.embed.encoders import Encoder
     from qkrag.projection.train import TrainConfig
 
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return sigmoid(x).astype(np.float32)
 
