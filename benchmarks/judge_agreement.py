@@ -21,13 +21,14 @@ this run. Results are written after every 5 queries.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import markdown_table, save
+from _common import RESULTS, markdown_table, save
 
 from qkrag.data import load_beir
 from qkrag.embed.encoders import make_encoder
@@ -53,29 +54,43 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def pooled_auc_ci(rows: list[dict], seed: int = 0, n: int = 2000) -> tuple[float, tuple[float, float]]:
-    """Pooled AUC and its bootstrap CI, resampling queries (pairs of one query are not independent)."""
+def pooled_auc_ci(rows: list[dict], key: str, seed: int = 0, n: int = 2000) -> tuple[float, tuple[float, float]]:
+    """Pooled AUC of `key` and its bootstrap CI, resampling queries (pairs of one query are not independent)."""
     by_query: dict[str, list[dict]] = {}
     for r in rows:
         by_query.setdefault(r["query_id"], []).append(r)
     queries = list(by_query)
-    point = auc(np.array([r["judge"] for r in rows]), np.array([r["label"] for r in rows]))
+    point = auc(np.array([r[key] for r in rows]), np.array([r["label"] for r in rows]))
     rng, draws = np.random.default_rng(seed), []
     for _ in range(n):
         sample = [r for q in rng.choice(queries, len(queries)) for r in by_query[q]]
-        draws.append(auc(np.array([r["judge"] for r in sample]), np.array([r["label"] for r in sample])))
+        draws.append(auc(np.array([r[key] for r in sample]), np.array([r["label"] for r in sample])))
     return point, (float(np.nanpercentile(draws, 2.5)), float(np.nanpercentile(draws, 97.5)))
 
 
-def summarise(rows: list[dict], qrels: dict, depth: int, cost: dict) -> dict:
-    scored = [r for r in rows if not np.isnan(r["judge"])]
-    pooled, pooled_ci = pooled_auc_ci(scored)
-    within = []
-    for q in dict.fromkeys(r["query_id"] for r in scored):
-        mine = [r for r in scored if r["query_id"] == q]
-        a = auc(np.array([r["judge"] for r in mine]), np.array([r["label"] for r in mine]))
+def within_query_aucs(rows: list[dict], key: str) -> list[float]:
+    """Each query's AUC of `key` over its own judged pairs (queries with both labels only)."""
+    out = []
+    for q in dict.fromkeys(r["query_id"] for r in rows):
+        mine = [r for r in rows if r["query_id"] == q]
+        a = auc(np.array([r[key] for r in mine]), np.array([r["label"] for r in mine]))
         if not np.isnan(a):
-            within.append(a)
+            out.append(a)
+    return out
+
+
+def auc_figures(rows: list[dict], key: str, name: str) -> dict:
+    pooled, pooled_ci = pooled_auc_ci(rows, key)
+    within = within_query_aucs(rows, key)
+    return {f"{name}_auc_pooled": round(pooled, 4), f"{name}_auc_pooled_ci": [round(x, 4) for x in pooled_ci],
+            f"{name}_auc_within": round(float(np.mean(within)), 4) if within else None,
+            f"{name}_auc_within_ci": [round(x, 4) for x in bootstrap_ci(within)] if len(within) > 1 else None}
+
+
+def summarise(rows: list[dict], qrels: dict, depth: int, cost: dict) -> dict:
+    scored = [dict(r, first_stage=-r["first_rank"]) for r in rows if not np.isnan(r["judge"])]
+    within = within_query_aucs(scored, "judge")
+    paired = [a - b for a, b in zip(within, within_query_aucs(scored, "first_stage"))]
     first = {q: {} for q in dict.fromkeys(r["query_id"] for r in rows)}
     judged = {q: {} for q in first}
     for r in rows:
@@ -89,10 +104,11 @@ def summarise(rows: list[dict], qrels: dict, depth: int, cost: dict) -> dict:
     return {
         "queries": len(first), "pairs": len(rows), "pairs_scored": len(scored),
         "relevant_pairs": sum(r["label"] for r in rows),
-        "auc_pooled": round(pooled, 4), "auc_pooled_ci": [round(x, 4) for x in pooled_ci],
-        "auc_within_query_mean": round(float(np.mean(within)), 4) if within else None,
-        "auc_within_query_ci": [round(x, 4) for x in bootstrap_ci(within)] if len(within) > 1 else None,
+        **auc_figures(scored, "judge", "judge"), **auc_figures(scored, "first_stage", "first_stage"),
         "queries_with_both_labels": len(within),
+        # per query, the judge's AUC minus the first stage's (its rank as the score) over the same pairs
+        "auc_within_delta": round(float(np.mean(paired)), 4) if paired else None,
+        "auc_within_delta_ci": [round(x, 4) for x in bootstrap_ci(paired)] if len(paired) > 1 else None,
         "ndcg10_first_stage": round(b.means["ndcg@10"], 4), "ndcg10_judge": round(a.means["ndcg@10"], 4),
         "ndcg10_delta": round(diff.difference, 4), "ndcg10_delta_ci": [round(x, 4) for x in diff.ci],
         "ndcg10_p": round(diff.p_value, 4),
@@ -108,8 +124,16 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=1000, help="passages are cut here for the judge")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="judge_agreement")
+    parser.add_argument("--resummarise", action="store_true",
+                        help="recompute the summary from the saved rows and cost (no model, no judging)")
     args = parser.parse_args()
     collection = load_beir(args.data, split="train")
+    if args.resummarise:
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text(encoding="utf-8"))
+        cost_keys = ("judged_in_this_run", "judge_seconds", "s_per_pair", "s_per_query", "prompt_tokens_per_pair",
+                     "threads", "load_before", "load_now")
+        cost = {k: saved["summary"][k] for k in cost_keys}
+        return report(args, saved["rows"], summarise(saved["rows"], collection.qrels, args.depth, cost))
     qids = sorted(q for q in collection.queries if any(g > 0 for g in collection.qrels.get(q, {}).values()))
     qids = random.Random(args.seed).sample(qids, min(args.queries, len(qids)))
     teacher = default_teacher(collection.corpus, make_encoder(None))
@@ -144,14 +168,23 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
-    keys = ["queries", "pairs", "relevant_pairs", "auc_pooled", "auc_pooled_ci", "auc_within_query_mean",
-            "auc_within_query_ci", "queries_with_both_labels", "ndcg10_first_stage", "ndcg10_judge", "ndcg10_delta",
-            "s_per_pair", "s_per_query", "prompt_tokens_per_pair", "load_before", "load_now"]
+    keys = ["queries", "pairs", "relevant_pairs", "queries_with_both_labels", "s_per_pair", "s_per_query",
+            "prompt_tokens_per_pair", "load_before", "load_now"]
+    aucs = [{"score": name, "pooled AUC": summary[f"{name}_auc_pooled"], "CI": summary[f"{name}_auc_pooled_ci"],
+             "within-query AUC": summary[f"{name}_auc_within"], "CI ": summary[f"{name}_auc_within_ci"]}
+            for name in ("judge", "first_stage")]
     body = (f"SciFact train claims (`{args.data}`), {summary['queries']} sampled (seed {args.seed}); candidates: the "
             f"offline teacher's (cosine + BM25, RRF) top {args.depth} plus the relevant abstracts it missed; judge: "
             f"the embedded 0.5B model's P(yes) from logprobs, passages cut at {args.max_chars} characters. "
-            "nDCG@10 re-orders only the first stage's top candidates. CIs: bootstrap over queries.\n\n"
-            + markdown_table([{k: summary.get(k) for k in keys}], keys)
+            "nDCG@10 re-orders only the first stage's top candidates. CIs: bootstrap over queries."
+            + (" The summary was recomputed from the saved rows and cost of the judging run (the same command "
+               "without --resummarise)." if args.resummarise else "") + "\n\n"
+            + markdown_table([{k: summary.get(k) for k in keys}], keys) + "\n\nAgreement with the human labels, "
+            "over the same judged pairs (first_stage: the teacher's rank as the score, the missed relevant abstracts "
+            "ranked where it put them, or last):\n\n"
+            + markdown_table(aucs, ["score", "pooled AUC", "CI", "within-query AUC", "CI "])
+            + f"\n\nWithin-query AUC, judge minus first stage (paired): {summary['auc_within_delta']:+.4f}, "
+            f"CI {summary['auc_within_delta_ci']}"
             + f"\n\nnDCG@10, judge order minus first-stage order (paired, same documents): "
             f"{summary['ndcg10_delta']:+.4f}, CI {summary['ndcg10_delta_ci']}, p = {summary['ndcg10_p']}\n")
     save(args.name, {"summary": summary, "rows": rows, "args": vars(args)}, body)

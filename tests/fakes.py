@@ -419,19 +419,3 @@ def random_projection(d: int, encoder: str, seed: int = 0, rank: int | None = No
                        np.eye(r, d, dtype=np.float32) + noise * rng.normal(size=(r, d)).astype(np.float32), 7.5, -3.0)
     return model
 
-
-class FakeJudge:
-    """A relevance judge without a model (`qkrag.llm.judge.LLMJudge`'s `score`): P(relevant) is the share of the
-    query's words found in the passage; a passage containing UNKNOWN scores NaN. `pairs` records what was judged."""
-
-    def __init__(self):
-        self.pairs: list[tuple[str, str]] = []
-
-    def score(self, queries, texts, *, progress: bool = True) -> np.ndarray:
-        self.pairs += list(zip(queries, texts))
-        out = []
-        for q, t in zip(queries, texts):
-            words = set(re.findall(r"[a-z]+", q.lower()))
-            found = words & set(re.findall(r"[a-z]+", t.lower()))
-            out.append(np.nan if "UNKNOWN" in t else len(found) / max(1, len(words)))
-        return np.array(out, dtype=np.float64)
