@@ -71,3 +71,15 @@ def test_judge_cuts_long_passages_and_refuses_mismatched_input(tmp_path):
         assert "word " * 6 not in last_message(server.requests[0])
         with pytest.raises(QkragError, match="2 queries for 1 passages"):
             judge.score(["a", "b"], ["c"])
+
+
+@pytest.mark.slow
+@pytest.mark.llm
+def test_the_embedded_model_gives_graded_scores_through_logprobs(real_llm):
+    """The shipped runtime returns the answer token's alternatives, so scores are graded, not the verdict's 0 or 1."""
+    abstract = ("In a randomized trial of 2,686 adults aged 65 to 85, 100,000 IU of vitamin D3 every four months for "
+                "five years reduced the rate of first fracture by 22% compared with placebo.")
+    scores = LLMJudge(real_llm()).score(["vitamin D supplements reduce fractures in older adults",
+                                         "how to bake sourdough bread at home"], [abstract, abstract], progress=False)
+    assert all(0 < s < 1 for s in scores), scores
+    assert scores[0] > scores[1], scores
