@@ -129,15 +129,18 @@ class FakeOpenAIServer:
     GET (any path; /v1/models is the one that means something) lists one model ("fake-model"). A chat prompt containing "ALWAYS_REFUSE" is refused every time. `delay` sleeps before every answer:
     seconds, or (low, high) for a random delay seeded by the request body (a fleet's uneven latency, the same for the
     same request whatever the timing); `active`/`max_active` count requests in flight, `arrivals` their
-    time.monotonic(). Rate limits: behaviour "429" answers 429 with `Retry-After: retry_after`, and with `limit` every
+    time.monotonic(). `logprobs(body) -> {token: logprob}`: the first token's alternatives, answered (the top
+    `top_logprobs` of them) when a request asks `logprobs=True`. Rate limits: behaviour "429" answers 429 with `Retry-After: retry_after`, and with `limit` every
     request beyond `limit` in flight gets that (`rejected` counts them)."""
 
     TEXTS = {"empty": "", "refusal": "I'm sorry, but I can't help with that request.",
              "garbled": "\ufffd\ufffd #### $$$ 1234 ---- ((((( \ufffd"}
 
     def __init__(self, chat=None, embed=None, mode: str = "ok", delay: float | tuple[float, float] = 0.0,
-                 slow_seconds: float = 3.0, port: int = 0, limit: int | None = None, retry_after: str = "0.2"):
+                 slow_seconds: float = 3.0, port: int = 0, limit: int | None = None, retry_after: str = "0.2",
+                 logprobs=None):
         self.chat = chat or (lambda body: f"answer to: {last_message(body)} (t={body.get('temperature')})")
+        self.logprobs = logprobs  # body -> {token: logprob} of the first token, sent when a request asks logprobs
         self.embed = embed or (lambda text: [float(len(text)), 1.0, 0.0])
         self.mode, self.delay, self.slow_seconds = mode, delay, slow_seconds
         self.script: deque[str] = deque()
@@ -230,10 +233,14 @@ class FakeOpenAIServer:
         if "ALWAYS_REFUSE" in last_message(body):
             behaviour = "refusal"
         text = self.chat(body) if behaviour == "ok" else self.TEXTS[behaviour]
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        if self.logprobs is not None and body.get("logprobs"):
+            top = sorted(self.logprobs(body).items(), key=lambda kv: -kv[1])[: body.get("top_logprobs") or 1]
+            choice["logprobs"] = {"content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None, "top_logprobs":
+                                               [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]}
         return reply_json(handler, 200, {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+            "choices": [choice], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
 
 def free_port() -> int:
@@ -436,3 +443,4 @@ def random_projection(d: int, encoder: str, seed: int = 0, rank: int | None = No
     model._set_weights(np.eye(r, d, dtype=np.float32) + noise * rng.normal(size=(r, d)).astype(np.float32),
                        np.eye(r, d, dtype=np.float32) + noise * rng.normal(size=(r, d)).astype(np.float32), 7.5, -3.0)
     return model
+

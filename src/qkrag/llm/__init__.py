@@ -1,2 +1,2 @@
 """The LLM stage: one OpenAI-compatible client (`client`), the embedded local model (`local`), prompt templates
-(`prompts`) and LLM text transforms (`rewrite`)."""
+(`prompts`), LLM text transforms (`rewrite`) and the relevance judge (`judge`)."""

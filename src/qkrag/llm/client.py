@@ -146,6 +146,9 @@ class Completion:
     template: str | None = None  # the prompt template's name and hash, when a `Prompt` was given
     template_hash: str | None = None
     key: str = ""  # the cache key: a content hash of (model, messages, parameters)
+    # Asked with logprobs=True (and top_logprobs=N): per generated token, its most likely alternatives as
+    # {token text: log probability}, the chosen token among them. None when not asked or the server gives none.
+    logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass
@@ -500,6 +503,7 @@ class LLM:
             raise _Unusable("no text in the response")
         return Completion(
             text=redact_secrets(text.strip(), self.config.api_key, os.environ.get("OPENAI_API_KEY")),  # echoed key
+            logprobs=_token_logprobs(choice),
             model=str(getattr(response, "model", None) or request.model),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
@@ -584,6 +588,20 @@ def retry_after(exc: Exception) -> float | None:
         return None
 
 
+def _token_logprobs(choice: Any) -> list[dict[str, float]] | None:
+    """Per generated token of a chat completion choice, {token: log probability} of its top alternatives (the
+    chosen token included), or None when the response carries no logprobs."""
+    content = getattr(getattr(choice, "logprobs", None), "content", None)
+    if not content:
+        return None
+    out = []
+    for token in content:
+        alternatives = {str(t.token): float(t.logprob) for t in (getattr(token, "top_logprobs", None) or [])}
+        alternatives.setdefault(str(token.token), float(token.logprob))
+        out.append(alternatives)
+    return out
+
+
 @dataclass(frozen=True)
 class _Request:
     messages: list[dict[str, str]]
@@ -596,6 +614,8 @@ class _Request:
     def to_cache(self, c: Completion) -> bytes:
         record = {"text": c.text, "model": c.model, "prompt_tokens": c.prompt_tokens,
                   "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason}
+        if c.logprobs is not None:
+            record["logprobs"] = c.logprobs
         return json.dumps(record, ensure_ascii=False).encode("utf-8")
 
     def from_cache(self, blob: bytes | None) -> Completion | None:
