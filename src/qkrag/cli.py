@@ -762,10 +762,8 @@ def train(
     from qkrag.atomic import output_folder
     from qkrag.data import require_folder
     from qkrag.projection.calibrate import describe
-    import dataclasses
-
     from qkrag.projection.data import load_training_pairs
-    from qkrag.projection.recipes import RECIPES, recipe_config
+    from qkrag.projection.recipes import recipe_configs
     from qkrag.projection.select import train_best
     from qkrag.projection.train import holdout_for
 
@@ -775,34 +773,31 @@ def train(
         raise QkragError("--cv and --validation: two ways to validate. Fix: keep one")
     overrides = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate, "holdout": holdout}.items()
                  if v is not None}
-    names = tuple(RECIPES) if recipe == "auto" else (recipe,)
-    for name in names:  # a bad flag fails here, before any embedding
-        dataclasses.replace(recipe_config(name, seed=seed, loss=loss), **overrides).check()
+    recipe_configs(recipe, None, overrides, seed=seed, loss=loss)  # a bad flag fails here, before any embedding
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
     overrides["holdout"] = holdout_for(pairs, overrides.get("holdout", "auto"))  # judged: by document, as bench
-    configs = {name: dataclasses.replace(recipe_config(name, len(pairs.documents), seed=seed, loss=loss),
-                                         **overrides) for name in names}
-    held = None
-    if validation is not None:
-        held = load_training_pairs(validation, encoder, split=validation_split, corpus=corpus,
-                                   documents=pairs.documents)[0]
+    configs = recipe_configs(recipe, len(pairs.documents), overrides, seed=seed, loss=loss)
+    held = None if validation is None else load_training_pairs(
+        validation, encoder, split=validation_split, corpus=corpus, documents=pairs.documents)[0]
     if LOSSES[loss].needs_teacher:
-        from qkrag.projection.teacher import hybrid_teacher
-        from qkrag.retrieval.factory import default_teacher
-
-        pairs = hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids],
-                               default_teacher(corpus, encoder, pairs.documents))
-    if not cv and held is None:  # every recipe is judged on the same held-out share
-        pairs, held = pairs.split(configs[names[0]].validation_fraction, seed, by=overrides["holdout"])
-    chosen, projection, scores = train_best(pairs, configs, validation=held, variant=variant, rank=rank,
-                                            folds=cv or 5, seed=seed)
+        pairs = _with_teacher(pairs, corpus, encoder, text_of)
+    chosen, projection, scores = train_best(pairs, configs, validation=held, folds=cv, variant=variant, rank=rank,
+                                            seed=seed)
     projection.save(out)
     _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
                     ("given" if validation is not None else overrides["holdout"]), "recipe": chosen,
                     **({"recipes": scores} if len(scores) > 1 else {}), "selected": projection.selected_,
                     **projection.validation_, "probability": describe(projection.calibration_),
                     "calibration": projection.calibration_}, json_out, hide=("calibration",))
+
+
+def _with_teacher(pairs, corpus, encoder, text_of):
+    """The pairs with the untrained BM25 + cosine hybrid's scores attached as the distillation teacher."""
+    from qkrag.projection.teacher import hybrid_teacher
+    from qkrag.retrieval.factory import default_teacher
+
+    return hybrid_teacher(pairs, [text_of(q) for q in pairs.query_ids], default_teacher(corpus, encoder, pairs.documents))
 
 
 @app.command("calibrate")

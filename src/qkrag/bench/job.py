@@ -364,6 +364,7 @@ class Bench:
             train_on = self._with_teacher(train_on, text_of)
         configs = _candidates(recipes, losses, self.config, len(self.corpus))
         best, projection, held_out = train_best(train_on, configs, validation=validation,
+                                                folds=None if validation is not None else 5,
                                                 variant="query_adapter" if method == "query_adapter" else "qk")
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)

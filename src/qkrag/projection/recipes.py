@@ -38,3 +38,15 @@ def recipe_config(name: str, n_documents: int | None = None, **settings: Any) ->
     if config.full_softmax and n_documents is not None and n_documents > FULL_SOFTMAX_DOCUMENTS:
         config.full_softmax = False
     return config
+
+
+def recipe_configs(choice: str, n_documents: int | None = None, overrides: dict[str, Any] | None = None,
+                   **settings: Any) -> dict[str, TrainConfig]:
+    """{name: TrainConfig} for `choice`, one recipe's name or "auto" (every recipe), each checked: `settings` sit
+    under each recipe's values and `overrides` (what a user set explicitly, e.g. --epochs) over them."""
+    names = tuple(RECIPES) if choice == "auto" else (choice,)
+    configs = {name: dataclasses.replace(recipe_config(name, n_documents, **settings), **(overrides or {}))
+               for name in names}
+    for config in configs.values():
+        config.check()
+    return configs

@@ -135,16 +135,21 @@ def held_out_ndcg(projection: Projection) -> float:
 
 
 def train_best(pairs: Pairs, configs: Mapping[str, TrainConfig], *, validation: Pairs | None = None,
-               variant: str = "qk", rank: int | None = None, folds: int = 5,
+               folds: int | None = None, variant: str = "qk", rank: int | None = None,
                seed: int = 0) -> tuple[str, Projection, dict[str, float]]:
-    """Train one projection per named config and keep the best on held-out queries: `validation` when given (early
-    stopping and selection against the start happen there), else `folds`-fold cross-validation over `pairs`
-    (`train_with_cv`). Ties go to the earlier name. Returns (the best name, its projection, every name's held-out
-    nDCG@10)."""
+    """Train one projection per named config and keep the best on the same held-out queries: `validation` when
+    given (early stopping and selection against the start happen there); else `folds`-fold cross-validation over
+    `pairs` (`train_with_cv`) when `folds` is set; else the share of `pairs` the first config holds out
+    (`validation_fraction`, split as its `holdout` says). Ties go to the earlier name. Returns (the best name, its
+    projection, every name's held-out nDCG@10)."""
     from qkrag.projection.model import train_projection
+    from qkrag.projection.train import holdout_for
 
     if not configs:
         raise fail("train_best", "no configs given", "pass {name: TrainConfig}, e.g. from projection.recipes")
+    if validation is None and folds is None:
+        first = next(iter(configs.values()))
+        pairs, validation = pairs.split(first.validation_fraction, first.seed, by=holdout_for(pairs, first.holdout))
     tried = {name: (train_with_cv(pairs, config, variant=variant, rank=rank, folds=folds, seed=seed)
                     if validation is None else
                     train_projection(pairs, config, variant=variant, rank=rank, validation=validation))
