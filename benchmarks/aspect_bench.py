@@ -31,6 +31,8 @@ Methods (base encoder all-MiniLM-L6-v2 throughout):
 - llm-schema ("extract, then classify"): the `extract` sentence goes to the embedded LLM with a fixed answer
   schema (a closed list of classes, prompts/aspect_schema.toml) and the answer is embedded; only with --llm (5 to 50 s a
   call on the shared, loaded 2-CPU machine), on the first --llm-limit items of each half.
+- llm-fewshot: the same after one worked example per class (invented sentences, no place names; the [few_shot] table
+  of prompts/aspect_schema.toml); with --llm.
 
 Writes benchmarks/results/aspect_bench.json, .md and .png; with --llm, aspect_bench_llm.json and .md.
 
@@ -180,35 +182,39 @@ def chance(labels: list[str], split: list[np.ndarray], rows: np.ndarray | None =
 
 def llm_vectors(texts: list[str], base, aspects, rows: np.ndarray, model: str | None
                 ) -> tuple[dict, dict, dict]:
-    """The LLM method on the items `rows` (other rows stay zero), "extract, then classify": each text is cut to its
+    """The LLM methods on the items `rows` (other rows stay zero), "extract, then classify": each text is cut to its
     sentence most about the aspect (as `extract`), the LLM names a class from the closed list of
-    prompts/aspect_schema.toml, and that answer is embedded (an answer of "none" keeps the sentence). Cached by the
-    LLM client, so a re-run is free; the cost per item is the wall time of the calls this run made (0 when cached)."""
+    prompts/aspect_schema.toml (llm-schema: the question alone; llm-fewshot: one worked example per class first), and
+    that answer is embedded (an answer of "none" keeps the sentence). Cached by the LLM client, so a re-run is free;
+    the cost per item is the wall time of this run's uncached calls divided by their number (one call per item;
+    None when every call was cached)."""
     import tomllib
 
     from qkrag.llm.local import open_llm
     from qkrag.llm.rewrite import RewriteStats, aspect_texts
 
-    schema = tomllib.loads((ROOT / "prompts" / "aspect_schema.toml").read_text(encoding="utf-8"))["aspects"]
+    prompts = tomllib.loads((ROOT / "prompts" / "aspect_schema.toml").read_text(encoding="utf-8"))
+    variants = {"llm-schema": prompts["aspects"], "llm-fewshot": prompts["few_shot"]}
     vectors: dict = {a: {} for a in aspects}
     cost: dict = {a: {} for a in aspects}
     answers: dict = {a: {} for a in aspects}
     with open_llm(None, model) as llm:
         for aspect in aspects:
             extracted = ExtractiveAspectEncoder(base, aspect).transform([texts[i] for i in rows])
-            before = llm.calls_made
-            stats = RewriteStats()
-            t0 = time.perf_counter()
-            said = aspect_texts(extracted, llm, schema[aspect], stats=stats, on_failure="skip", progress=False)
-            seconds = time.perf_counter() - t0
-            said = [a if a is not None else e for a, e in zip(said, extracted)]  # a failed call keeps the sentence
-            full = np.zeros((len(texts), base.dimension), dtype=np.float32)
-            full[rows] = embed(base, said, "document", EmbedOptions(progress=False))
-            vectors[aspect]["llm-schema"] = full
-            calls = llm.calls_made - before
-            cost[aspect]["llm-schema"] = {"s_per_item": seconds / len(rows), "calls": calls,
-                                          "cached": len(rows) - calls, **stats.as_dict()}
-            answers[aspect]["llm-schema"] = said[:4]
+            for name, template in variants.items():
+                before = llm.calls_made
+                stats = RewriteStats()
+                t0 = time.perf_counter()
+                said = aspect_texts(extracted, llm, template[aspect], stats=stats, on_failure="skip", progress=False)
+                seconds = time.perf_counter() - t0
+                said = [a if a is not None else e for a, e in zip(said, extracted)]  # a failed call keeps the sentence
+                full = np.zeros((len(texts), base.dimension), dtype=np.float32)
+                full[rows] = embed(base, said, "document", EmbedOptions(progress=False))
+                vectors[aspect][name] = full
+                calls = llm.calls_made - before
+                cost[aspect][name] = {"s_per_item": seconds / calls if calls else None, "calls": calls,
+                                      "cached": len(rows) - calls, **stats.as_dict()}
+                answers[aspect][name] = said[:4]
         return vectors, cost, {"answers": answers, "llm": llm.stats()}
 
 
@@ -337,18 +343,19 @@ def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.
 
 
 def run_llm(args, texts: list[str], labels: dict[str, list[str]], split: list[np.ndarray], base) -> None:
-    """The LLM method next to raw and extract, on the first --llm-limit items of each half (neighbours searched
+    """The LLM methods next to raw and extract, on the first --llm-limit items of each half (neighbours searched
     among those items of the item's half): writes results/aspect_bench_llm.{json,md}."""
     rows = np.sort(np.concatenate([h[: args.llm_limit] for h in split]))
     vecs, cost, info = llm_vectors(texts, base, ASPECTS, rows, args.llm_model)
     cols = ["method", "agree@1", "agree@5", "agree@5 − raw", "agree@5 − chance", "ndcg@10", "ndcg@10 − raw",
             "ms/item"]
     results, lines = {}, [
-        f"The LLM method (\"extract, then classify\", {info['llm']['model']}) next to raw and extract, on the "
-        f"first {args.llm_limit} items of each half ({len(rows)} items; neighbours searched among those items of "
+        f"The LLM methods (\"extract, then classify\", {info['llm']['model']}; llm-schema: the question and its "
+        "closed list of classes; llm-fewshot: the same after one worked example per class) next to raw and extract, "
+        f"on the first {args.llm_limit} items of each half ({len(rows)} items; neighbours searched among those items of "
         "the item's own half, so chance and every score differ from aspect_bench.md). Mean [95% bootstrap CI]; "
-        "paired differences (▲ above zero, ▼ below). ms/item for llm-schema: wall time of this run's LLM calls "
-        "(0 when all were cached; see the JSON for calls made).", ""]
+        "paired differences (▲ above zero, ▼ below). ms/item for the LLM rows: wall time per uncached LLM call "
+        "of this run, one call per item (nan when every call was cached; see the JSON for calls made).", ""]
     for aspect in ASPECTS:
         fixed = {"raw": embed(base, texts, "document", EmbedOptions(progress=False)),
                  "extract": embed(ExtractiveAspectEncoder(base, aspect), texts, "document", EmbedOptions(progress=False)),
@@ -358,9 +365,10 @@ def run_llm(args, texts: list[str], labels: dict[str, list[str]], split: list[np
         table = summarise(per, per["raw"], luck, rows)
         results[aspect] = {"table": table, "cost": cost[aspect], "chance": {m: float(luck[m][rows].mean())
                                                                             for m in METRICS}}
-        lcost = {k: v["s_per_item"] for k, v in cost[aspect].items()}
-        lines += [f"## {aspect}", "", markdown_table(md_rows(table, lcost), cols), "",
-                  "First answers: " + " | ".join(f'"{a}"' for a in info["answers"][aspect]["llm-schema"]), ""]
+        lcost = {k: float("nan") if v["s_per_item"] is None else v["s_per_item"] for k, v in cost[aspect].items()}
+        lines += [f"## {aspect}", "", markdown_table(md_rows(table, lcost), cols), ""]
+        lines += [f"First answers, {name}: " + " | ".join(f'"{a}"' for a in said) + ""
+                  for name, said in info["answers"][aspect].items()] + [""]
     save("aspect_bench_llm", {"seed": args.seed, "llm_limit": args.llm_limit, "rows": rows.tolist(),
                               "results": results, "llm": info["llm"], "answers": info["answers"]}, "\n".join(lines))
 
@@ -401,7 +409,7 @@ def write(args, data: dict, results: dict, default: str, figure: Path) -> None:
                 f"{p['calls']} uncached calls)")
             lines += ["", f"proj-llm labels: the LLM judged {p['pairs_judged']} candidate pairs of {p['items_judged']} "
                       f"items and said yes to {p['yes']}; LLM cost {per}, on top of the ms/item (training)."]
-    lines += ["", f"![agree@5 by method]({figure.name})"]
+    lines += [""] + ([args.note, ""] if args.note else []) + [f"![agree@5 by method]({figure.name})"]
     save("aspect_bench", {"data": data, "seed": args.seed, "default": default, "results": results,
                           "figure": str(figure.relative_to(ROOT))}, "\n".join(lines))
     for aspect, res in results.items():
@@ -421,6 +429,8 @@ def main() -> None:
                         "the LLM judges (0: leave the proj-llm rows out)")
     parser.add_argument("--pair-candidates", type=int, default=3, help="proj-llm: candidates per anchor (its nearest "
                         "items under extract)")
+    parser.add_argument("--note", default="", help="a sentence appended to the markdown (e.g. the LLM cost of the "
+                        "earlier run that made the cached calls)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
