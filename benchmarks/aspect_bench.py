@@ -61,6 +61,7 @@ from qkrag.embed.wrappers import ExtractiveAspectEncoder, InstructionAspectEncod
 ROOT = Path(__file__).resolve().parents[1]
 ASPECTS = ("climate", "cuisine", "size")
 METRICS = ("agree@1", "agree@5", "ndcg@10")
+MIN_LABELLED = 10  # items of a half with at least one positive, below which a map is not trained (identity)
 UNCACHED = EmbedOptions(cache=None, progress=False)  # every run pays (and times) the embedding it measures
 
 
@@ -137,6 +138,12 @@ def trained_vectors(vectors: dict[str, np.ndarray], labels: list[str], split: li
         for h, other in ((0, 1), (1, 0)):
             rows, train_rows = split[h], split[other]
             queries = None if query_source is None else vectors[query_source][train_rows]
+            labelled = sum(1 for p in positives(other) if p)
+            if labelled < MIN_LABELLED:  # too few to train on, or to hold validation pairs out of: no map
+                docs, q = vectors[source][rows], None if query_source is None else vectors[query_source][rows]
+                mapped[h] = docs if q is None else (q, docs)
+                chosen.append(f"identity ({labelled} items with a positive)")
+                continue
             model, s = timed(lambda: train_aspect_map(vectors[source][train_rows], positives(other), queries=queries,
                                                       negatives=negatives(other) if negatives else None))
             docs = model.transform_documents(vectors[source][rows])
