@@ -19,13 +19,26 @@ Methods (base encoder all-MiniLM-L6-v2 throughout):
 - proj-weak(extract): the same map trained and applied on `extract` vectors.
 - proj-gold / proj-gold(extract): the same maps trained on the other half's gold labels: what labelling half of the
   items buys (a supervised ceiling, never trained on the items it is scored on).
+- proj-gold(extract→raw): a Q/K map (not symmetric) trained on the other half's gold labels whose query side is an
+  item's `extract` vector and whose key side is the raw vector: the index keeps raw paragraph vectors, and the aspect
+  lives in the query and the small map (the ceiling of the next row).
+- proj-llm / proj-llm(extract→raw): the project's aspect-specific projection with LLM labels, no gold label: the
+  embedded LLM judges, for the first --pair-anchors items of each half, whether the item and each of its
+  --pair-candidates nearest items under `extract` share the aspect (prompts/aspect_pair.toml, on the two extract
+  sentences); "yes" pairs are the positives, "no" pairs the hard negatives. proj-llm is the symmetric map on raw
+  vectors (one raw index, one small map per aspect); proj-llm(extract→raw) the Q/K map of the row above. Cross-fitted
+  like every map: trained on one half's cities, scored on the other's.
 - llm-schema ("extract, then classify"): the `extract` sentence goes to the embedded LLM with a fixed answer
   schema (a closed list of classes, prompts/aspect_schema.toml) and the answer is embedded; only with --llm (5 to 50 s a
   call on the shared, loaded 2-CPU machine), on the first --llm-limit items of each half.
+- llm-fewshot: the same after one worked example per class (invented sentences, no place names; the [few_shot] table
+  of prompts/aspect_schema.toml); with --llm.
 
 Writes benchmarks/results/aspect_bench.json, .md and .png; with --llm, aspect_bench_llm.json and .md.
 
-    python benchmarks/aspect_bench.py                 # the LLM-free methods (a few minutes on 2 idle CPUs)
+    python benchmarks/aspect_bench.py                 # every method but llm-schema (LLM pair labels cached after
+                                                      # the first run, which judges 432 pairs: ~15 min on 2 CPUs)
+    python benchmarks/aspect_bench.py --pair-anchors 0   # the LLM-free methods only (a few minutes on 2 idle CPUs)
     python benchmarks/aspect_bench.py --llm --llm-limit 10
     python benchmarks/aspect_bench.py --describe      # label counts and cross-aspect agreement of the data only
 """
@@ -41,13 +54,14 @@ import numpy as np
 from _common import RESULTS, markdown_table, save
 
 from qkrag.analysis.aspects import (chance_scores, compare_scores, load_labelled_corpus, neighbour_positives,
-                                    neighbour_scores, same_label_positives, train_aspect_map)
+                                    neighbour_scores, ranked_neighbour_scores, same_label_positives, train_aspect_map)
 from qkrag.embed.encoders import EmbedOptions, embed, make_encoder
 from qkrag.embed.wrappers import ExtractiveAspectEncoder, InstructionAspectEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 ASPECTS = ("climate", "cuisine", "size")
 METRICS = ("agree@1", "agree@5", "ndcg@10")
+MIN_LABELLED = 10  # items of a half with at least one positive, below which a map is not trained (identity)
 UNCACHED = EmbedOptions(cache=None, progress=False)  # every run pays (and times) the embedding it measures
 
 
@@ -95,22 +109,45 @@ def fixed_vectors(texts: list[str], base, aspect: str) -> tuple[dict[str, np.nda
     return vectors, cost
 
 
-def trained_vectors(vectors: dict[str, np.ndarray], labels: list[str], split: list[np.ndarray]
+def trained_vectors(vectors: dict[str, np.ndarray], labels: list[str], split: list[np.ndarray],
+                    llm_labels: list[dict] | None = None
                     ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, list[str]]]:
-    """The projection methods, cross-fitted: each half's vectors mapped by the map trained on the other half."""
-    plans = {  # name: (input vectors, positives of the training half)
-        "proj-weak": ("raw", lambda rows: neighbour_positives(vectors["extract"][rows], 5)),
-        "proj-weak(extract)": ("extract", lambda rows: neighbour_positives(vectors["extract"][rows], 5)),
-        "proj-gold": ("raw", lambda rows: same_label_positives([labels[i] for i in rows])),
-        "proj-gold(extract)": ("extract", lambda rows: same_label_positives([labels[i] for i in rows])),
+    """The projection methods, cross-fitted: each half's vectors mapped by the map trained on the other half. A map
+    with a query source scores its half's query vectors through Q against the half's raw vectors through K (the index
+    keeps raw vectors); its output is the query-to-document score matrix of each half."""
+    def weak(h):
+        return neighbour_positives(vectors["extract"][split[h]], 5)
+
+    def gold(h):
+        return same_label_positives([labels[i] for i in split[h]])
+
+    plans = {  # name: (document vectors, query vectors or None for a symmetric map, positives, negatives of half h)
+        "proj-weak": ("raw", None, weak, None),
+        "proj-weak(extract)": ("extract", None, weak, None),
+        "proj-gold": ("raw", None, gold, None),
+        "proj-gold(extract)": ("extract", None, gold, None),
+        "proj-gold(extract→raw)": ("raw", "extract", gold, None),
     }
+    if llm_labels is not None:
+        plans["proj-llm"] = ("raw", None, lambda h: llm_labels[h]["pos"], lambda h: llm_labels[h]["neg"])
+        plans["proj-llm(extract→raw)"] = ("raw", "extract", lambda h: llm_labels[h]["pos"], lambda h: llm_labels[h]["neg"])
     out, cost, selected = {}, {}, {}
-    for name, (source, positives) in plans.items():
-        mapped = np.zeros_like(vectors[source])
+    for name, (source, query_source, positives, negatives) in plans.items():
+        mapped: list = [None, None]
         seconds, chosen = 0.0, []
-        for half, other in ((split[0], split[1]), (split[1], split[0])):
-            model, s = timed(train_aspect_map, vectors[source][other], positives(other))
-            mapped[half] = model.transform_documents(vectors[source][half])
+        for h, other in ((0, 1), (1, 0)):
+            rows, train_rows = split[h], split[other]
+            queries = None if query_source is None else vectors[query_source][train_rows]
+            labelled = sum(1 for p in positives(other) if p)
+            if labelled < MIN_LABELLED:  # too few to train on, or to hold validation pairs out of: no map
+                docs, q = vectors[source][rows], None if query_source is None else vectors[query_source][rows]
+                mapped[h] = docs if q is None else (q, docs)
+                chosen.append(f"identity ({labelled} items with a positive)")
+                continue
+            model, s = timed(lambda: train_aspect_map(vectors[source][train_rows], positives(other), queries=queries,
+                                                      negatives=negatives(other) if negatives else None))
+            docs = model.transform_documents(vectors[source][rows])
+            mapped[h] = docs if query_source is None else (model.transform_queries(vectors[query_source][rows]), docs)
             seconds += s
             chosen.append(str(model.selected_))
         out[name], selected[name] = mapped, chosen
@@ -118,16 +155,25 @@ def trained_vectors(vectors: dict[str, np.ndarray], labels: list[str], split: li
     return out, cost, selected
 
 
-def score(vectors: np.ndarray, labels: list[str], split: list[np.ndarray], rows: np.ndarray | None = None
+def score(vectors, labels: list[str], split: list[np.ndarray], rows: np.ndarray | None = None
           ) -> dict[str, np.ndarray]:
-    """Per-item scores, each item against the other items of its own half (`rows`: a subset of every half)."""
+    """Per-item scores, each item against the other items of its own half (`rows`: a subset of every half).
+    `vectors`: one array for every item (ranked by cosine), or per half an array or a (Q side, K side) pair of a Q/K
+    map (ranked by their dot product)."""
     n = len(labels)
     out = {m: np.full(n, np.nan) for m in METRICS}
-    for half in split:
-        half = half if rows is None else np.intersect1d(half, rows)
-        got = neighbour_scores(vectors[half], [labels[i] for i in half], k=5, ndcg_at=10)
+    for h, half in enumerate(split):
+        keep = np.arange(len(half)) if rows is None else np.flatnonzero(np.isin(half, rows))
+        mine = [labels[i] for i in half[keep]]
+        if isinstance(vectors, np.ndarray):
+            got = neighbour_scores(vectors[half[keep]], mine, k=5, ndcg_at=10)
+        elif isinstance(vectors[h], tuple):
+            q, d = vectors[h]
+            got = ranked_neighbour_scores(q[keep] @ d[keep].T, mine, k=5, ndcg_at=10)
+        else:
+            got = neighbour_scores(vectors[h][keep], mine, k=5, ndcg_at=10)
         for m in METRICS:
-            out[m][half] = got[m]
+            out[m][half[keep]] = got[m]
     return out
 
 
@@ -143,36 +189,86 @@ def chance(labels: list[str], split: list[np.ndarray], rows: np.ndarray | None =
 
 def llm_vectors(texts: list[str], base, aspects, rows: np.ndarray, model: str | None
                 ) -> tuple[dict, dict, dict]:
-    """The LLM method on the items `rows` (other rows stay zero), "extract, then classify": each text is cut to its
+    """The LLM methods on the items `rows` (other rows stay zero), "extract, then classify": each text is cut to its
     sentence most about the aspect (as `extract`), the LLM names a class from the closed list of
-    prompts/aspect_schema.toml, and that answer is embedded (an answer of "none" keeps the sentence). Cached by the
-    LLM client, so a re-run is free; the cost per item is the wall time of the calls this run made (0 when cached)."""
+    prompts/aspect_schema.toml (llm-schema: the question alone; llm-fewshot: one worked example per class first), and
+    that answer is embedded (an answer of "none" keeps the sentence). Cached by the LLM client, so a re-run is free;
+    the cost per item is the wall time of this run's uncached calls divided by their number (one call per item;
+    None when every call was cached)."""
     import tomllib
 
     from qkrag.llm.local import open_llm
     from qkrag.llm.rewrite import RewriteStats, aspect_texts
 
-    schema = tomllib.loads((ROOT / "prompts" / "aspect_schema.toml").read_text(encoding="utf-8"))["aspects"]
+    prompts = tomllib.loads((ROOT / "prompts" / "aspect_schema.toml").read_text(encoding="utf-8"))
+    variants = {"llm-schema": prompts["aspects"], "llm-fewshot": prompts["few_shot"]}
     vectors: dict = {a: {} for a in aspects}
     cost: dict = {a: {} for a in aspects}
     answers: dict = {a: {} for a in aspects}
     with open_llm(None, model) as llm:
         for aspect in aspects:
             extracted = ExtractiveAspectEncoder(base, aspect).transform([texts[i] for i in rows])
-            before = llm.calls_made
-            stats = RewriteStats()
-            t0 = time.perf_counter()
-            said = aspect_texts(extracted, llm, schema[aspect], stats=stats, on_failure="skip", progress=False)
-            seconds = time.perf_counter() - t0
-            said = [a if a is not None else e for a, e in zip(said, extracted)]  # a failed call keeps the sentence
-            full = np.zeros((len(texts), base.dimension), dtype=np.float32)
-            full[rows] = embed(base, said, "document", EmbedOptions(progress=False))
-            vectors[aspect]["llm-schema"] = full
-            calls = llm.calls_made - before
-            cost[aspect]["llm-schema"] = {"s_per_item": seconds / len(rows), "calls": calls,
-                                          "cached": len(rows) - calls, **stats.as_dict()}
-            answers[aspect]["llm-schema"] = said[:4]
+            for name, template in variants.items():
+                before = llm.calls_made
+                stats = RewriteStats()
+                t0 = time.perf_counter()
+                said = aspect_texts(extracted, llm, template[aspect], stats=stats, on_failure="skip", progress=False)
+                seconds = time.perf_counter() - t0
+                said = [a if a is not None else e for a, e in zip(said, extracted)]  # a failed call keeps the sentence
+                full = np.zeros((len(texts), base.dimension), dtype=np.float32)
+                full[rows] = embed(base, said, "document", EmbedOptions(progress=False))
+                vectors[aspect][name] = full
+                calls = llm.calls_made - before
+                cost[aspect][name] = {"s_per_item": seconds / calls if calls else None, "calls": calls,
+                                      "cached": len(rows) - calls, **stats.as_dict()}
+                answers[aspect][name] = said[:4]
         return vectors, cost, {"answers": answers, "llm": llm.stats()}
+
+
+PAIR_NOUNS = {"climate": "climate", "cuisine": "kind of food", "size": "population size"}  # {aspect} of aspect_pair
+
+
+def llm_pair_labels(texts: list[str], base, aspects, split: list[np.ndarray], anchors: int, candidates: int,
+                    model: str | None) -> tuple[dict, dict, dict]:
+    """LLM-judged pairs for the aspect maps, per aspect and half: the first `anchors` items of the half, each with its
+    `candidates` nearest items of the half under `extract`, and the embedded LLM asked whether the two share the aspect
+    (prompts/aspect_pair.toml, on the two extract sentences). Returns `{aspect: [{"pos": [[j...] per item of the half],
+    "neg": [[j...] ...]} per half]}` (rows local to the half; a "yes" counts both ways), the cost per aspect and the
+    LLM's stats. No gold label is read; cached by the LLM client, so a re-run is free."""
+    from qkrag.llm.local import open_llm
+    from qkrag.llm.prompts import parse_yes_no, render
+
+    labels: dict = {}
+    cost: dict = {}
+    with open_llm(None, model) as llm:
+        for aspect in aspects:
+            extractor = ExtractiveAspectEncoder(base, aspect)
+            labels[aspect], seconds, judged, calls, yes = [], 0.0, 0, 0, 0
+            for half in split:
+                said = extractor.transform([texts[i] for i in half])
+                near = neighbour_positives(embed(base, said, "document", EmbedOptions(progress=False)), candidates)
+                pairs = [(a, b) for a in range(min(anchors, len(half))) for b in near[a]]
+                prompts = [render("aspect_pair", text=said[a], other=said[b], aspect=PAIR_NOUNS.get(aspect, aspect))
+                           for a, b in pairs]
+                before = llm.calls_made
+                out, s = timed(lambda: llm.complete_many(prompts, on_error="skip", progress=False, max_tokens=3,
+                                                         temperature=0))
+                seconds, calls, judged = seconds + s, calls + llm.calls_made - before, judged + min(anchors, len(half))
+                pos: list[list[int]] = [[] for _ in half]
+                neg: list[list[int]] = [[] for _ in half]
+                for (a, b), answer in zip(pairs, out):
+                    verdict = parse_yes_no(answer.text if answer else None)
+                    if verdict:
+                        pos[a].append(b)
+                        pos[b].append(a)
+                        yes += 1
+                    elif verdict is False:
+                        neg[a].append(b)
+                labels[aspect].append({"pos": [sorted(set(p)) for p in pos], "neg": neg})
+            cost[aspect] = {"llm_s_per_call": seconds / calls if calls else None, "items_judged": judged,
+                            "pairs_judged": judged * candidates, "calls": calls, "yes": yes,
+                            "llm_s_per_item": candidates * seconds / calls if calls else None}
+        return labels, cost, llm.stats()
 
 
 def summarise(per_method: dict[str, dict[str, np.ndarray]], base: dict[str, np.ndarray], luck: dict[str, np.ndarray],
@@ -239,9 +335,10 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.ndarray], base) -> dict:
+def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.ndarray], base,
+               llm_labels: list[dict] | None = None) -> dict:
     vectors, cost = fixed_vectors(texts, base, aspect)
-    mapped, train_cost, selected = trained_vectors(vectors, labels, split)
+    mapped, train_cost, selected = trained_vectors(vectors, labels, split, llm_labels)
     vectors.update(mapped)
     cost.update(train_cost)
     per_method = {name: score(v, labels, split) for name, v in vectors.items()}
@@ -253,18 +350,19 @@ def run_aspect(aspect: str, texts: list[str], labels: list[str], split: list[np.
 
 
 def run_llm(args, texts: list[str], labels: dict[str, list[str]], split: list[np.ndarray], base) -> None:
-    """The LLM method next to raw and extract, on the first --llm-limit items of each half (neighbours searched
+    """The LLM methods next to raw and extract, on the first --llm-limit items of each half (neighbours searched
     among those items of the item's half): writes results/aspect_bench_llm.{json,md}."""
     rows = np.sort(np.concatenate([h[: args.llm_limit] for h in split]))
     vecs, cost, info = llm_vectors(texts, base, ASPECTS, rows, args.llm_model)
     cols = ["method", "agree@1", "agree@5", "agree@5 − raw", "agree@5 − chance", "ndcg@10", "ndcg@10 − raw",
             "ms/item"]
     results, lines = {}, [
-        f"The LLM method (\"extract, then classify\", {info['llm']['model']}) next to raw and extract, on the "
-        f"first {args.llm_limit} items of each half ({len(rows)} items; neighbours searched among those items of "
+        f"The LLM methods (\"extract, then classify\", {info['llm']['model']}; llm-schema: the question and its "
+        "closed list of classes; llm-fewshot: the same after one worked example per class) next to raw and extract, "
+        f"on the first {args.llm_limit} items of each half ({len(rows)} items; neighbours searched among those items of "
         "the item's own half, so chance and every score differ from aspect_bench.md). Mean [95% bootstrap CI]; "
-        "paired differences (▲ above zero, ▼ below). ms/item for llm-schema: wall time of this run's LLM calls "
-        "(0 when all were cached; see the JSON for calls made).", ""]
+        "paired differences (▲ above zero, ▼ below). ms/item for the LLM rows: wall time per uncached LLM call "
+        "of this run, one call per item (nan when every call was cached; see the JSON for calls made).", ""]
     for aspect in ASPECTS:
         fixed = {"raw": embed(base, texts, "document", EmbedOptions(progress=False)),
                  "extract": embed(ExtractiveAspectEncoder(base, aspect), texts, "document", EmbedOptions(progress=False)),
@@ -274,15 +372,17 @@ def run_llm(args, texts: list[str], labels: dict[str, list[str]], split: list[np
         table = summarise(per, per["raw"], luck, rows)
         results[aspect] = {"table": table, "cost": cost[aspect], "chance": {m: float(luck[m][rows].mean())
                                                                             for m in METRICS}}
-        lcost = {k: v["s_per_item"] for k, v in cost[aspect].items()}
-        lines += [f"## {aspect}", "", markdown_table(md_rows(table, lcost), cols), "",
-                  "First answers: " + " | ".join(f'"{a}"' for a in info["answers"][aspect]["llm-schema"]), ""]
+        lcost = {k: float("nan") if v["s_per_item"] is None else v["s_per_item"] for k, v in cost[aspect].items()}
+        lines += [f"## {aspect}", "", markdown_table(md_rows(table, lcost), cols), ""]
+        lines += [f"First answers, {name}: " + " | ".join(f'"{a}"' for a in said) + ""
+                  for name, said in info["answers"][aspect].items()] + [""]
     save("aspect_bench_llm", {"seed": args.seed, "llm_limit": args.llm_limit, "rows": rows.tolist(),
                               "results": results, "llm": info["llm"], "answers": info["answers"]}, "\n".join(lines))
 
 
 def pick_default(results: dict, candidates: tuple[str, ...]) -> str:
-    """The LLM-free, label-free method whose worst aspect gains most over raw at agree@5 (lower CI bound)."""
+    """The method (of `candidates`, none trained on gold labels) whose worst aspect gains most over raw at agree@5
+    (lower CI bound)."""
     def worst(name):
         return min(next(r for r in res["table"] if r["method"] == name)["agree@5 vs raw"][1]
                    for res in results.values())
@@ -299,8 +399,9 @@ def write(args, data: dict, results: dict, default: str, figure: Path) -> None:
         "(▲: CI above zero, ▼: below). Chance = the label-frequency expectation of a random order. ms/item: "
         "embedding (uncached) or, for maps, training time spread over the items.",
         "",
-        f"**Default method (`qkrag index --aspect NAME`): `{default}`** - the LLM-free, label-free method whose "
-        "worst aspect gains most over raw at agree@5.",
+        f"**Default method (`qkrag index --aspect NAME`): `{default}`** - of the methods that read no gold label "
+        "(prefix, extract, extract2, proj-weak*, proj-llm*), the one whose worst aspect gains most over raw at agree@5 "
+        "(lower CI bound).",
         "",
         "Label agreement between aspects (the data's own): " + "; ".join(
             f"{p['aspects']} ARI {p['ari']}" for p in data["pairs"]) + ".",
@@ -308,7 +409,14 @@ def write(args, data: dict, results: dict, default: str, figure: Path) -> None:
     for aspect, res in results.items():
         lines += ["", f"## {aspect}", "", "Chance: " + ", ".join(f"{m} {v:.3f}" for m, v in res["chance"].items())
                   + ".", "", markdown_table(md_rows(res["table"], res["cost_s_per_item"]), cols)]
-    lines += ["", f"![agree@5 by method]({figure.name})"]
+        if res.get("llm_pairs"):
+            p = res["llm_pairs"]
+            per = "n/a (all cached)" if p["llm_s_per_item"] is None else (
+                f"{p['llm_s_per_item']:.1f} s per judged item ({p['llm_s_per_call']:.2f} s a call, from this run's "
+                f"{p['calls']} uncached calls)")
+            lines += ["", f"proj-llm labels: the LLM judged {p['pairs_judged']} candidate pairs of {p['items_judged']} "
+                      f"items and said yes to {p['yes']}; LLM cost {per}, on top of the ms/item (training)."]
+    lines += [""] + ([args.note, ""] if args.note else []) + [f"![agree@5 by method]({figure.name})"]
     save("aspect_bench", {"data": data, "seed": args.seed, "default": default, "results": results,
                           "figure": str(figure.relative_to(ROOT))}, "\n".join(lines))
     for aspect, res in results.items():
@@ -324,6 +432,12 @@ def main() -> None:
                         "subset: results/aspect_bench_llm.* (slow on CPU; cached)")
     parser.add_argument("--llm-limit", type=int, default=30, help="LLM methods on the first N items of each half")
     parser.add_argument("--llm-model", default=None, help="shipped LLM name (default: the 0.5B model)")
+    parser.add_argument("--pair-anchors", type=int, default=24, help="proj-llm: items per half whose candidate pairs "
+                        "the LLM judges (0: leave the proj-llm rows out)")
+    parser.add_argument("--pair-candidates", type=int, default=3, help="proj-llm: candidates per anchor (its nearest "
+                        "items under extract)")
+    parser.add_argument("--note", default="", help="a sentence appended to the markdown (e.g. the LLM cost of the "
+                        "earlier run that made the cached calls)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -339,10 +453,18 @@ def main() -> None:
     if args.llm:
         run_llm(args, texts, labels, split, base)
         return
-    results = {a: run_aspect(a, texts, labels[a], split, base) for a in ASPECTS}
-    default = pick_default(results, ("prefix", "extract", "extract2", "proj-weak", "proj-weak(extract)"))
-    for res in results.values():
+    pair_labels, pair_cost, pair_llm = ({a: None for a in ASPECTS}, {}, None)
+    if args.pair_anchors:
+        pair_labels, pair_cost, pair_llm = llm_pair_labels(texts, base, ASPECTS, split, args.pair_anchors,
+                                                           args.pair_candidates, args.llm_model)
+    results = {a: run_aspect(a, texts, labels[a], split, base, pair_labels[a]) for a in ASPECTS}
+    default = pick_default(results, ("prefix", "extract", "extract2", "proj-weak", "proj-weak(extract)", "proj-llm",
+                                     "proj-llm(extract→raw)") if args.pair_anchors else
+                           ("prefix", "extract", "extract2", "proj-weak", "proj-weak(extract)"))
+    for aspect, res in results.items():
         res["default"] = default
+        res["llm_pairs"] = pair_cost.get(aspect)
+    data["llm_pairs"] = {"anchors_per_half": args.pair_anchors, "candidates": args.pair_candidates, "llm": pair_llm}
     figure = RESULTS / "aspect_bench.png"
     plot(results, figure)
     write(args, data, results, default, figure)

@@ -142,3 +142,55 @@ def test_aspect_map_trained_on_labels_finds_the_labelled_aspect():
     raw = neighbour_scores(x[test], test_labels)["agree@5"].mean()
     mapped = neighbour_scores(model.transform_documents(x[test]), test_labels)["agree@5"].mean()
     assert mapped > raw + 0.08
+
+
+def test_ranked_neighbour_scores_rank_by_any_matrix_and_ignore_the_diagonal():
+    from qkrag.analysis.aspects import neighbour_scores, ranked_neighbour_scores
+    from qkrag.ranking import similarity
+
+    vectors = np.array([[1, 0.0], [0.995, 0.05], [0.95, 0.3], [0, 1.0], [0.1, 0.99], [0.2, 0.98]])
+    labels = ["a", "a", "b", "b", "b", "b"]
+    cosine = similarity(vectors, vectors, "cosine")
+    same = ranked_neighbour_scores(cosine, labels, k=2, ndcg_at=3)
+    for metric, values in neighbour_scores(vectors, labels, k=2, ndcg_at=3).items():
+        np.testing.assert_allclose(same[metric], values)
+    # an asymmetric matrix whose diagonal is the largest entry: item 2's best other is item 5 (label b)
+    scores = np.eye(6) * 10
+    scores[2, 5] = 1
+    assert ranked_neighbour_scores(scores, labels, k=1, ndcg_at=3)["agree@1"][2] == 1
+    with pytest.raises(InputError, match="6 labels"):
+        ranked_neighbour_scores(np.zeros((5, 5)), labels)
+
+
+def test_label_pairs_put_query_vectors_and_judged_negatives_on_the_pairs():
+    from qkrag.analysis.aspects import label_pairs
+
+    docs = np.eye(4, dtype=np.float32)
+    queries = np.arange(16, dtype=np.float32).reshape(4, 4)
+    pairs = label_pairs(docs, [[1], [], [0, 3], []], queries=queries, negatives=[[2, 3], [], [1], []])
+    assert pairs.positives.tolist() == [1, 0, 3]
+    np.testing.assert_array_equal(pairs.queries, queries[[0, 2, 2]])
+    assert pairs.negatives.tolist() == [[2, 3], [1, -1], [1, -1]]
+    assert label_pairs(docs, [[1], [], [], []], negatives=[[], [], [], []]).negatives is None
+    with pytest.raises(InputError, match="3 query vectors for 4 items"):
+        label_pairs(docs, [[1], [], [], []], queries=queries[:3])
+
+
+def test_aspect_qk_map_with_an_aspect_query_side_keeps_plain_document_vectors():
+    from qkrag.analysis.aspects import ranked_neighbour_scores, same_label_positives, train_aspect_map
+
+    rng = np.random.default_rng(0)
+    n, d = 80, 16
+    aspect, other = rng.integers(0, 4, n), rng.integers(0, 4, n)
+    docs = rng.standard_normal((n, d)) * 0.3  # the whole text: the aspect weak, another aspect strong
+    docs[np.arange(n), aspect] += 0.6
+    docs[np.arange(n), 4 + other] += 2.0
+    queries = rng.standard_normal((n, d)) * 0.3  # the aspect sentence: the aspect strong
+    queries[np.arange(n), aspect] += 2.0
+    labels = [str(a) for a in aspect]
+    train, test = np.arange(0, n, 2), np.arange(1, n, 2)
+    model = train_aspect_map(docs[train], same_label_positives([labels[i] for i in train]), queries=queries[train])
+    test_labels = [labels[i] for i in test]
+    raw = ranked_neighbour_scores(docs[test] @ docs[test].T, test_labels)["agree@5"].mean()
+    mapped = model.transform_queries(queries[test]) @ model.transform_documents(docs[test]).T
+    assert ranked_neighbour_scores(mapped, test_labels)["agree@5"].mean() > raw + 0.1

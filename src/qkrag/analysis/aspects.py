@@ -68,15 +68,27 @@ def neighbour_scores(vectors: np.ndarray, labels: Sequence[str], *, k: int = 5, 
     """Per item, how well its nearest other items (cosine) share its label: `agree@1` (0 or 1), `agree@{k}` (share of
     the `k` nearest with its label) and `ndcg@{ndcg_at}` (binary gain: same label = relevant). Arrays of len(labels),
     so a bootstrap over items and paired differences between embeddings come straight from them."""
-    from qkrag.evaluate.metrics import binary_ndcg
     from qkrag.ranking import similarity
+
+    if len(vectors) != len(labels) or len(labels) < 2:
+        raise fail("neighbour_scores", f"{len(vectors)} vectors for {len(labels)} labels",
+                   "pass one label per vector, at least two items")
+    return ranked_neighbour_scores(similarity(np.asarray(vectors), np.asarray(vectors), "cosine"), labels, k=k,
+                                   ndcg_at=ndcg_at)
+
+
+def ranked_neighbour_scores(scores: np.ndarray, labels: Sequence[str], *, k: int = 5, ndcg_at: int = 10
+                            ) -> dict[str, np.ndarray]:
+    """`neighbour_scores` from any item-to-item score matrix (row i: item i as the query, higher = nearer), such as
+    a Q/K projection's query-to-document scores; the diagonal is ignored."""
+    from qkrag.evaluate.metrics import binary_ndcg
 
     labels = np.asarray(labels, dtype=object)
     n = len(labels)
-    if len(vectors) != n or n < 2:
-        raise fail("neighbour_scores", f"{len(vectors)} vectors for {n} labels",
-                   "pass one label per vector, at least two items")
-    scores = similarity(np.asarray(vectors), np.asarray(vectors), "cosine")
+    if np.shape(scores) != (n, n) or n < 2:
+        raise fail("ranked_neighbour_scores", f"a score matrix of shape {np.shape(scores)} for {n} labels",
+                   "pass an n-by-n matrix for n labels, at least two items")
+    scores = np.array(scores, dtype=np.float64)
     np.fill_diagonal(scores, -np.inf)
     depth = min(max(k, ndcg_at), n - 1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
@@ -120,16 +132,28 @@ def compare_scores(scores: Mapping[str, np.ndarray], baseline: Mapping[str, np.n
     return out
 
 
-def label_pairs(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, source: str = "aspect labels"):
+def label_pairs(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, queries: np.ndarray | None = None,
+                negatives: Sequence[Sequence[int]] | None = None, source: str = "aspect labels"):
     """Training pairs for an item-to-item projection: item i's vector as the query, each row in `positives[i]` (items
-    that share i's aspect, by whatever labeller) as a positive document, over the same `vectors`."""
+    that share i's aspect, by whatever labeller) as a positive document, over the same `vectors`. `queries` (one row
+    per item) puts another vector of item i on the query side (its aspect sentence against the documents' whole
+    text); `negatives[i]` are items judged not to share i's aspect, the hard negatives of i's pairs."""
     from qkrag.projection.data import Pairs
 
     rows = [(i, j) for i, ps in enumerate(positives) for j in ps if j != i]
     if not rows:
         raise fail(source, "gives no pair of items that share the aspect", "label some items alike")
     anchors, targets = np.array(rows).T
-    return Pairs(np.asarray(vectors)[anchors], targets, np.asarray(vectors), query_ids=tuple(map(str, anchors)),
+    side = np.asarray(vectors if queries is None else queries)
+    if len(side) != len(vectors):
+        raise fail(source, f"{len(side)} query vectors for {len(vectors)} items", "pass one query vector per item")
+    hard = None
+    if negatives is not None and any(negatives[i] for i in anchors):
+        width = max(len(negatives[i]) for i in anchors)
+        hard = np.full((len(anchors), width), -1, dtype=np.int64)
+        for row, i in enumerate(anchors):
+            hard[row, : len(negatives[i])] = negatives[i]
+    return Pairs(side[anchors], targets, np.asarray(vectors), negatives=hard, query_ids=tuple(map(str, anchors)),
                  source=source)
 
 
@@ -146,16 +170,20 @@ def neighbour_positives(vectors: np.ndarray, m: int = 5) -> list[list[int]]:
     return [[int(j) for j in ns] for ns in nearest_neighbours(vectors, ids, k=m).values()]
 
 
-def train_aspect_map(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, config=None, rank: int | None = None):
-    """A symmetric projection (one map M for both sides: item-to-item similarity has no query side) trained so that
-    items listed as each other's `positives` come close. Apply it with `transform_documents` to any item's vector."""
+def train_aspect_map(vectors: np.ndarray, positives: Sequence[Sequence[int]], *, queries: np.ndarray | None = None,
+                     negatives: Sequence[Sequence[int]] | None = None, config=None, rank: int | None = None):
+    """A projection trained so that items listed as each other's `positives` come close. Without `queries`, one
+    symmetric map M for both sides (item-to-item similarity has no query side): apply `transform_documents` to any
+    item's vector. With `queries` (another vector per item, e.g. its aspect sentence), a Q/K pair: score
+    `transform_queries(queries)` against `transform_documents(vectors)`, so the index keeps the plain vectors."""
     from qkrag.projection.model import train_projection
     from qkrag.projection.train import TrainConfig
 
     # A few hundred items give too few validation queries to select an epoch by, so a fixed schedule with a higher
     # learning rate than retrieval training's default (whose pairs number in the thousands) is used instead.
     config = config or TrainConfig(epochs=20, learning_rate=1e-2, select=False, calibrate=False, progress=False)
-    return train_projection(label_pairs(vectors, positives), config, variant="symmetric", rank=rank)
+    pairs = label_pairs(vectors, positives, queries=queries, negatives=negatives)
+    return train_projection(pairs, config, variant="symmetric" if queries is None else "qk", rank=rank)
 
 
 def similarity_by_pair_kind(vectors: np.ndarray, content: Sequence[str], style: Sequence[str]) -> dict[str, float]:

@@ -249,7 +249,8 @@ def aspect_method(aspect: str) -> tuple[str, str]:
     """How an `--aspect` value is embedded: `("extract", name)` for a plain name or "extract:NAME" (the default: the
     text's own sentence most about the aspect, no LLM), `("llm", aspect)` for "llm:NAME" or a template with a
     `{text}` slot (the LLM answers it). Extraction is the default because it beats raw embeddings on every aspect of
-    benchmarks/results/aspect_bench.md while the LLM methods do not, at a fraction of the cost."""
+    benchmarks/results/aspect_bench.md while the LLM methods, the instruction prefix and the aspect maps trained on raw
+    vectors (from LLM-judged pairs, or even from true labels) do not, at a fraction of their cost."""
     if not isinstance(aspect, str) or not aspect.strip():
         raise fail("aspect", "it is empty", 'give a name (e.g. "climate"), "llm:climate", or a string with {text}')
     if aspect.startswith("llm:"):
