@@ -133,3 +133,28 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="recorded"):
         run_bench(config)
     assert [c.epochs for c in seen] == [17]
+    assert [c.residual_rank for c in seen] == [None]
+
+
+def test_bench_residual_rank_reaches_every_loss(tmp_path, monkeypatch, fake_encoder):
+    """BenchConfig.residual_rank trains Q = Q0 + A·Bᵀ for every loss tried, not the whole maps."""
+    import qkrag.bench.job
+    import qkrag.embed.encoders
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    seen = []
+
+    def record(configs, *args, **kwargs):
+        seen.extend(configs.values())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(qkrag.bench.job, "_fit_each", record)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
+                         methods=("cosine", "qk_synthetic"), losses=("infonce", "distill"), residual_rank=8)
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_bench(config)
+    assert [c.residual_rank for c in seen] == [8, 8]

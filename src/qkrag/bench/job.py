@@ -65,6 +65,9 @@ class BenchConfig:
     # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
     # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
     epochs: int = 30
+    # Train Q = Q₀ + A·Bᵀ (and K likewise) with this many columns instead of every entry (TrainConfig.residual_rank);
+    # None trains the maps whole.
+    residual_rank: int | None = None
     skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
 
@@ -344,7 +347,8 @@ class Bench:
         if "distill" in losses or "both" in losses:
             train_on = self._with_teacher(train_on, text_of)
         configs = {loss: TrainConfig(seed=self.config.seed, progress=self.config.progress, loss=loss,
-                                     epochs=self.config.epochs) for loss in losses}
+                                     epochs=self.config.epochs, residual_rank=self.config.residual_rank)
+                   for loss in losses}
         tried = _fit_each(configs, train_on, None if by_cv else val_part, variant)
         best = max(tried, key=lambda k: (_selection_score(tried[k]), -list(tried).index(k)))
         projection = tried[best]
