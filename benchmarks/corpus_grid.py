@@ -242,7 +242,11 @@ def goal_lines(cells: list[dict]) -> list[str]:
     return out
 
 
-def write(cells: list[dict], extra: dict) -> None:
+def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
+    if part:  # a run beside another: its own file, merged into the grid by the next run without --part
+        save(f"{NAME}_part-{part}", {"cells": cells, **extra}, f"Cells of a parallel run, merged into {NAME}.json by "
+             "the next run without --part.\n")
+        return
     ordered = sorted(cells, key=lambda c: (c["collection"], c["lever"], c.get("pairs") or 0))
     plot(ordered, RESULTS / f"{NAME}.png")
     body = ("Each cell: `qkrag bench` (in-process) with ICT pairs from a seeded, nested sample of passages, methods "
@@ -271,6 +275,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="../runs/corpus_grid")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--part", default=None, help="write results/corpus_grid_part-PART.json instead (a run beside "
+                        "another one); the next run without --part merges it")
     args = parser.parse_args()
 
     import torch
@@ -281,6 +287,15 @@ def main() -> None:
     cells: list[dict] = old.get("cells", [])
     commands = old.get("commands", [])
     from _common import command
+
+    keys = {(c["collection"], c["lever"], str(c["size"])) for c in cells}
+    for part in sorted(RESULTS.glob(f"{NAME}_part-*.json")):  # cells a parallel run (--part) wrote: merged here
+        extra = json.loads(part.read_text())
+        cells += [c for c in extra["cells"] if (c["collection"], c["lever"], str(c["size"])) not in keys]
+        commands += [x for x in extra.get("commands", []) if x not in commands]
+        keys = {(c["collection"], c["lever"], str(c["size"])) for c in cells}
+    if args.part:  # a run beside another: its own file, merged into the grid by the next run without --part
+        cells = [c for c in cells if c["collection"] in args.collections.split(",")]
 
     if not args.report_only and command() not in commands:
         commands.append(command())
@@ -300,10 +315,10 @@ def main() -> None:
                 cell = run_cell(Path(args.data), name, lever, size, Path(args.out), args.seed)
                 cells.append(cell)
                 have.add((name, lever, size))
-                write(cells, {"commands": commands})
+                write(cells, {"commands": commands}, args.part)
                 print(f"  done in {cell['wall_seconds']} s: qk {cell['rows']['qk_synthetic'].get('ndcg@10')}",
                       flush=True)
-    write(cells, {"commands": commands})
+    write(cells, {"commands": commands}, args.part)
 
 
 if __name__ == "__main__":
