@@ -165,7 +165,7 @@ def bases(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(cells: list[dict], path: Path) -> None:
+def plot(cells: list[dict], path: Path, command: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,8 +178,10 @@ def plot(cells: list[dict], path: Path) -> None:
         base = next((c for c in mine if "cosine" in c["rows"] and not c["lever"].startswith("llm")), None)
         if base:
             ax.axhline(base["rows"]["cosine"]["ndcg@10"], color="grey", ls=":", label="cosine")
-            if "hybrid" in base["rows"]:
-                ax.axhline(base["rows"]["hybrid"]["ndcg@10"], color="black", ls=":", label="hybrid")
+            hyb = sorted({(c["pairs"], c["rows"]["hybrid"]["ndcg@10"]) for c in mine
+                          if c["lever"] == base["lever"] and "hybrid" in c["rows"]})
+            if hyb:  # the untrained hybrid of each cell (its fusion may be chosen on the cell's pairs)
+                ax.plot(*zip(*hyb), "k:x", label="hybrid (untrained)")
         for lever in dict.fromkeys(c["lever"] for c in mine):
             pts = sorted((c["pairs"], c["rows"]) for c in mine if c["lever"] == lever)
             xs = [p for p, _ in pts]
@@ -188,12 +190,16 @@ def plot(cells: list[dict], path: Path) -> None:
                 if any(y is not None for y in ys):
                     ax.plot(xs, ys, style, label=f"{lever}: {'qk' if method == 'qk_synthetic' else 'hybrid_qk'}")
         ax.set_xscale("log")
+        ticks = sorted({c["pairs"] for c in mine})
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+        ax.minorticks_off()
         ax.set_title(name)
         ax.set_xlabel("synthetic pairs")
         ax.set_ylabel("nDCG@10 (test)")
         ax.legend(fontsize=7)
     fig.suptitle("nDCG@10 against pairs (ICT unless marked llm), one line per lever")
-    fig.tight_layout()
+    fig.text(0.01, 0.005, f"made by: {command}", fontsize=6, color="grey")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -271,7 +277,7 @@ def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
              "the next run without --part.\n")
         return
     ordered = sorted(cells, key=lambda c: (c["collection"], c["lever"], c.get("pairs") or 0))
-    plot(ordered, RESULTS / f"{NAME}.png")
+    plot(ordered, RESULTS / f"{NAME}.png", f"benchmarks/{NAME}.py (results/{NAME}.md lists the commands)")
     body = ("Each cell: `qkrag bench` (in-process) with ICT pairs from a seeded, nested sample of passages, methods "
             "cosine, hybrid, qk_synthetic, hybrid_qk_synthetic; losses infonce, distill, both (best on held-out pairs "
             "kept); model selection as bench does it. qk = qk_synthetic (Δ vs cosine), hqk = hybrid_qk_synthetic "
@@ -285,7 +291,9 @@ def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
             f"Bases (untrained):\n\n{bases(ordered)}\n\n## Grid\n\n{table(ordered)}\n\n"
             f"## Lever chosen on validation (never test)\n\n{chosen(ordered)}\n\n"
             "## Goals, per cell\n\n" + "".join(f"- {g}\n" for g in goal_lines(ordered)) + "\n"
-            + "".join(f"{k}: {v}\n\n" for k, v in extra.items()) + f"![grid]({NAME}.png)\n")
+            + "Cells made by these commands, run from benchmarks/ with `PYTHONPATH=../src OMP_NUM_THREADS=1 nice -n 10`"
+            " (the header's command wrote this report):\n\n" + "".join(f"- `{c}`\n" for c in extra.get("commands", []))
+            + f"\n![grid]({NAME}.png)\n")
     save(NAME, {"cells": ordered, **extra}, body)
 
 
