@@ -29,6 +29,7 @@ from _common import RESULTS, save
 
 NAME = "corpus_grid"
 ROWS = ("cosine", "hybrid", "qk_synthetic", "hybrid_qk_synthetic")
+HUMAN_ROWS = ("cosine", "hybrid", "qk_human", "hybrid_qk_human")  # size "human": reported in the qk columns
 MIN_NOVEL = 30  # fewer novel test queries than this: the goal is read on all test queries (ICT at corpus scale makes
 # nearly every document a training positive; uniform sampling carries no prior over judged documents)
 
@@ -65,19 +66,22 @@ def run_cell(data: Path, collection: str, lever: str, size: str, out_root: Path,
     shared.mkdir(parents=True, exist_ok=True)
     if not (out / "chroma").exists():
         (out / "chroma").symlink_to(shared.resolve())
-    sample = 10 ** 9 if size == "all" else int(size)
+    human = size == "human"  # the same map on the train split's human judgments: what labels, not pairs, give
+    sample = 10 ** 9 if size in ("all", "human") else int(size)
     config = BenchConfig(data=data / collection, out=out, generator="ict", sample=sample, seed=seed,
-                         methods=ROWS, skip_empty=collection == "cranfield", progress=False,
+                         methods=HUMAN_ROWS if human else ROWS, skip_empty=collection == "cranfield", progress=False,
                          **lever_config(lever))
     t0 = time.perf_counter()
     bench = Bench(config)
-    rows = {r.method: r.to_dict() for r in bench.run()}
+    rows = {r.method.replace("_human", "_synthetic"): r.to_dict() for r in bench.run()}
     wall = time.perf_counter() - t0
     info = bench.to_dict()
     gen = info.get("generation", {})
     n_pairs = int(gen.get("counts", {}).get("pairs", 0)) or None
+    if human:
+        n_pairs = int(re.match(r"(\d+) pairs", rows["qk_synthetic"]["notes"]).group(1))
     gen_s = info.get("generation_seconds")
-    validation = Projection.load(out / "projections" / "qk_synthetic").validation_
+    validation = Projection.load(out / "projections" / ("qk_human" if human else "qk_synthetic")).validation_
     return {"collection": collection, "lever": lever, "size": size, "seed": seed, "pairs": n_pairs,
             "passages_with_pairs": gen.get("passages_with_pairs"), "generation_seconds": gen_s,
             "pairs_per_minute": round(60 * n_pairs / gen_s, 1) if n_pairs and gen_s else None,
@@ -182,8 +186,11 @@ def plot(cells: list[dict], path: Path, command: str) -> None:
                           if c["lever"] == base["lever"] and "hybrid" in c["rows"]})
             if hyb:  # the untrained hybrid of each cell (its fusion may be chosen on the cell's pairs)
                 ax.plot(*zip(*hyb), "k:x", label="hybrid (untrained)")
+        for c in (c for c in mine if c["size"] == "human"):
+            ax.plot([c["pairs"]], [c["rows"]["qk_synthetic"]["ndcg@10"]], "*", ms=10,
+                    label=f"{c['lever']}: qk on human train pairs")
         for lever in dict.fromkeys(c["lever"] for c in mine):
-            pts = sorted((c["pairs"], c["rows"]) for c in mine if c["lever"] == lever)
+            pts = sorted((c["pairs"], c["rows"]) for c in mine if c["lever"] == lever and c["size"] != "human")
             xs = [p for p, _ in pts]
             for method, style in (("qk_synthetic", "-o"), ("hybrid_qk_synthetic", "--s")):
                 ys = [r.get(method, {}).get("ndcg@10") for _, r in pts]
@@ -282,7 +289,9 @@ def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
             "cosine, hybrid, qk_synthetic, hybrid_qk_synthetic; losses infonce, distill, both (best on held-out pairs "
             "kept); model selection as bench does it. qk = qk_synthetic (Δ vs cosine), hqk = hybrid_qk_synthetic "
             "(Δ vs hybrid). Novel = test queries none of whose relevant documents was a training positive; with ICT "
-            "over the whole corpus every document is a positive, so n=0 there. The hybrid's fusion is chosen on the "
+            "over the whole corpus every document is a positive, so n=0 there. Passages `human`: the same map trained on "
+            "the train split's human judgments instead (bench's qk_human rows, shown in the qk columns), for "
+            "comparison. The hybrid's fusion is chosen on the "
             "train split where there is one (SciFact, squad-mix), else on the cell's held-out pairs (Cranfield), so "
             "Cranfield's hybrid differs by cell. new pairs/min (cold) is the generation stage's rate (embedding the "
             "ICT candidates and ranking them) over the pairs a nested sample adds, for the first cell at each size; "
