@@ -140,7 +140,7 @@ def _selected(r: dict) -> str:
 def table(cells: list[dict]) -> str:
     head = ("| collection | lever | passages | pairs | cosine | hybrid | qk nDCG@10 | qk Δ vs cosine [CI] p | qk novel (Δ vs cosine) | "
             "hqk nDCG@10 | hqk Δ vs hybrid [CI] p | hqk novel (Δ vs hybrid) | val nDCG@10 (start) | wall s | "
-            "new pairs/min (cold) | selected |")
+            "new pairs/min (cold) | questions in top 5: cosine / qk / hqk | selected |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for c in cells:
         qk, hqk = c["rows"].get("qk_synthetic", {}), c["rows"].get("hybrid_qk_synthetic", {})
@@ -151,7 +151,8 @@ def table(cells: list[dict]) -> str:
             _fmt(qk.get("ndcg@10")),
             _delta(qk, "vs_cosine"), _novel(qk), _fmt(hqk.get("ndcg@10")), _delta(hqk, "vs_hybrid"), _novel(hqk),
             f"{_fmt(val.get('ndcg@10'))} ({_fmt(val.get('init_ndcg@10'))})" if val else "—",
-            _fmt(c.get("wall_seconds"), 0), _fmt(c.get("cold_pairs_per_minute"), 0), _selected(qk)]) + " |")
+            _fmt(c.get("wall_seconds"), 0), _fmt(c.get("cold_pairs_per_minute"), 0),
+            " / ".join(_fmt(r.get("question_share@5"), 2) for r in (c["rows"].get("cosine", {}), qk, hqk)), _selected(qk)]) + " |")
     return "\n".join(lines)
 
 
