@@ -4,16 +4,20 @@ number of passages, each cell a `qkrag bench` run (the `Bench` class, in-process
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/corpus_grid.py --data /work/shared/data \
         --collections cranfield,scifact --levers full,r16 --sizes 100,300,1000,all --out /work/runs/corpus_grid
 
-Levers: `full` trains Q and K whole (bench's default); `rN` trains Q = Q0 + A·Bᵀ with rank N (BenchConfig.residual_rank);
-a suffix `-eM` sets the epoch cap to M (early stopping or cross-validation picks the count below it). Sizes are seeded
-passage samples, nested (a larger sample extends a smaller one); `all` is the whole corpus. Each cell reports
-qk_synthetic and hybrid_qk_synthetic: nDCG@10 on all test queries and on novel ones (relevant documents never a
-training positive), the paired difference to cosine (to hybrid for the fused row) with its 95% CI and sign-flip p,
+Levers: `full` trains Q and K whole (bench's default); `rN` trains Q = Q0 + A·Bᵀ with rank N
+(BenchConfig.residual_rank); a suffix `-eM` sets the epoch cap to M (early stopping or cross-validation picks the count below it). Sizes are seeded
+passage samples, nested (a larger sample extends a smaller one); `all` is the whole corpus; `human` trains the same
+map on the train split's human judgments instead (bench's qk_human rows, reported in the qk columns): labels against
+capacity. Each cell reports qk_synthetic and hybrid_qk_synthetic: nDCG@10 on all test queries and on novel
+ones (relevant documents never a training positive), the paired difference to cosine (to hybrid for the fused row) with its 95% CI and sign-flip p,
 the cell's wall time and pairs per minute of generation. Model selection is bench's own (held-out pairs split by
 document, or 5-fold CV on few pairs; the identity stays a candidate); the lever per size is chosen on that held-out
 figure, never on test. Rows of LLM pairs come from the committed main_job results, where they exist.
 
-Resumable: a cell already in results/corpus_grid.json is skipped. `--report-only` rewrites the .md and .png.
+Resumable: a cell already in results/corpus_grid.json is skipped. `--report-only` rewrites the .md and .png. A run
+beside another takes `--part NAME` (its cells go to results/corpus_grid_part-NAME.json; the next run without --part
+merges them). On 2 shared cores ICT generation embeds about 4 candidates per passage: SciFact's whole corpus is over an
+hour there, so its curve stops at 1,000 passages unless that cell is run.
 """
 
 from __future__ import annotations
@@ -121,7 +125,8 @@ def _delta(r: dict, key: str) -> str:
     if f"{key}_delta" not in r:
         return "—"
     lo, hi = r.get(f"{key}_delta_ci") or (None, None)
-    return f"{_fmt(r[f'{key}_delta'], sign=True)} [{_fmt(lo, sign=True)}, {_fmt(hi, sign=True)}] p {r[f'{key}_p_value']:.2g}"
+    return (f"{_fmt(r[f'{key}_delta'], sign=True)} [{_fmt(lo, sign=True)}, {_fmt(hi, sign=True)}] "
+            f"p {r[f'{key}_p_value']:.2g}")
 
 
 def _novel(r: dict) -> str:
@@ -138,7 +143,8 @@ def _selected(r: dict) -> str:
 
 
 def table(cells: list[dict]) -> str:
-    head = ("| collection | lever | passages | pairs | cosine | hybrid | qk nDCG@10 | qk Δ vs cosine [CI] p | qk novel (Δ vs cosine) | "
+    head = ("| collection | lever | passages | pairs | cosine | hybrid | qk nDCG@10 | qk Δ vs cosine [CI] p | "
+            "qk novel (Δ vs cosine) | "
             "hqk nDCG@10 | hqk Δ vs hybrid [CI] p | hqk novel (Δ vs hybrid) | val nDCG@10 (start) | wall s | "
             "new pairs/min (cold) | questions in top 5: cosine / qk / hqk | selected |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -152,7 +158,8 @@ def table(cells: list[dict]) -> str:
             _delta(qk, "vs_cosine"), _novel(qk), _fmt(hqk.get("ndcg@10")), _delta(hqk, "vs_hybrid"), _novel(hqk),
             f"{_fmt(val.get('ndcg@10'))} ({_fmt(val.get('init_ndcg@10'))})" if val else "—",
             _fmt(c.get("wall_seconds"), 0), _fmt(c.get("cold_pairs_per_minute"), 0),
-            " / ".join(_fmt(r.get("question_share@5"), 2) for r in (c["rows"].get("cosine", {}), qk, hqk)), _selected(qk)]) + " |")
+            " / ".join(_fmt(r.get("question_share@5"), 2) for r in (c["rows"].get("cosine", {}), qk, hqk)),
+            _selected(qk)]) + " |")
     return "\n".join(lines)
 
 
@@ -230,8 +237,8 @@ def chosen(cells: list[dict]) -> str:
 
 def goal_lines(cells: list[dict]) -> list[str]:
     """The issue's goals per cell, stated plainly. SciFact and Cranfield: qk_synthetic on novel test queries >= cosine
-    + 0.02 with p < 0.05 (on all test queries where fewer than MIN_NOVEL are novel), hybrid_qk_synthetic >= hybrid + 0.01 with its
-    CI above 0. squad-mix: no trained row below its base beyond its CI. Every collection: the same no-regression
+    + 0.02 with p < 0.05 (on all test queries where fewer than MIN_NOVEL are novel), hybrid_qk_synthetic >= hybrid
+    + 0.01 with its CI above 0. squad-mix: no trained row below its base beyond its CI. Every collection: the same no-regression
     check."""
     out = []
     for c in cells:
