@@ -5,14 +5,15 @@ number of passages, each cell a `qkrag bench` run (the `Bench` class, in-process
         --collections cranfield,scifact --levers full,r16 --sizes 100,300,1000,all --out /work/runs/corpus_grid
 
 Levers: `full` trains Q and K whole (bench's default); `rN` trains Q = Q0 + A·Bᵀ with rank N
-(BenchConfig.residual_rank); a suffix `-eM` sets the epoch cap to M (early stopping or cross-validation picks the count below it). Sizes are seeded
-passage samples, nested (a larger sample extends a smaller one); `all` is the whole corpus; `human` trains the same
-map on the train split's human judgments instead (bench's qk_human rows, reported in the qk columns): labels against
-capacity. Each cell reports qk_synthetic and hybrid_qk_synthetic: nDCG@10 on all test queries and on novel
-ones (relevant documents never a training positive), the paired difference to cosine (to hybrid for the fused row) with its 95% CI and sign-flip p,
-the cell's wall time and pairs per minute of generation. Model selection is bench's own (held-out pairs split by
-document, or 5-fold CV on few pairs; the identity stays a candidate); the lever per size is chosen on that held-out
-figure, never on test. Rows of LLM pairs come from the committed main_job results, where they exist.
+(BenchConfig.residual_rank); a suffix `-eM` sets the epoch cap to M (early stopping or cross-validation picks the
+count below it). Sizes are seeded passage samples, nested (a larger sample extends a smaller one); `all` is the whole
+corpus; `human` trains the same map on the train split's human judgments instead (bench's qk_human rows, reported in
+the qk columns): labels against capacity. Each cell reports qk_synthetic and hybrid_qk_synthetic: nDCG@10 on all test
+queries and on novel ones (relevant documents never a training positive), the paired difference to cosine (to hybrid
+for the fused row) with its 95% CI and sign-flip p, the cell's wall time and pairs per minute of generation. Model
+selection is bench's own (held-out pairs split by document, or 5-fold CV on few pairs; the identity stays a
+candidate); the lever per size is chosen on that held-out figure, never on test. Rows of LLM pairs come from the
+committed main_job results, where they exist.
 
 Resumable: a cell already in results/corpus_grid.json is skipped. `--report-only` rewrites the .md and .png. A run
 beside another takes `--part NAME` (its cells go to results/corpus_grid_part-NAME.json; the next run without --part
@@ -237,9 +238,9 @@ def chosen(cells: list[dict]) -> str:
 
 def goal_lines(cells: list[dict]) -> list[str]:
     """The issue's goals per cell, stated plainly. SciFact and Cranfield: qk_synthetic on novel test queries >= cosine
-    + 0.02 with p < 0.05 (on all test queries where fewer than MIN_NOVEL are novel), hybrid_qk_synthetic >= hybrid
-    + 0.01 with its CI above 0. squad-mix: no trained row below its base beyond its CI. Every collection: the same no-regression
-    check."""
+    + 0.02 with p < 0.05 (on all test queries where fewer than MIN_NOVEL are novel), hybrid_qk_synthetic >=
+    hybrid + 0.01 with its CI above 0. squad-mix: no trained row below its base beyond its CI. Every collection:
+    the same no-regression check."""
     out = []
     for c in cells:
         qk, hqk = c["rows"].get("qk_synthetic"), c["rows"].get("hybrid_qk_synthetic")
@@ -297,8 +298,9 @@ def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
             "cosine, hybrid, qk_synthetic, hybrid_qk_synthetic; losses infonce, distill, both (best on held-out pairs "
             "kept); model selection as bench does it. qk = qk_synthetic (Δ vs cosine), hqk = hybrid_qk_synthetic "
             "(Δ vs hybrid). Novel = test queries none of whose relevant documents was a training positive; with ICT "
-            "over the whole corpus every document is a positive, so n=0 there. Passages `human`: the same map trained on "
-            "the train split's human judgments instead (bench's qk_human rows, shown in the qk columns), for "
+            "over the whole corpus every document is a positive, so n=0 there. Passages `human`: the same map "
+            "trained on the train split's human judgments instead (bench's qk_human rows, shown in the qk columns), "
+            "for "
             "comparison. The hybrid's fusion is chosen on the "
             "train split where there is one (SciFact, squad-mix), else on the cell's held-out pairs (Cranfield), so "
             "Cranfield's hybrid differs by cell. new pairs/min (cold) is the generation stage's rate (embedding the "
