@@ -196,18 +196,20 @@ def plot(cells: list[dict], path: Path, command: str) -> None:
             if hyb:  # the untrained hybrid of each cell (its fusion may be chosen on the cell's pairs)
                 ax.plot(*zip(*hyb), "k:x", label="hybrid (untrained)")
         for c in (c for c in mine if c["size"] == "human"):
-            ax.plot([c["pairs"]], [c["rows"]["qk_synthetic"]["ndcg@10"]], "*", ms=10,
+            ax.plot([c["pairs"]], [c["rows"]["qk_synthetic"]["ndcg@10"]], "*", ms=10, color="C9" if "r" in c["lever"]
+                    else "C8",
                     label=f"{c['lever']}: qk on human train pairs")
-        for lever in dict.fromkeys(c["lever"] for c in mine):
+        for i, lever in enumerate(dict.fromkeys(c["lever"] for c in mine)):
             pts = sorted((c["pairs"], c["rows"]) for c in mine if c["lever"] == lever and c["size"] != "human")
             xs = [p for p, _ in pts]
             for method, style in (("qk_synthetic", "-o"), ("hybrid_qk_synthetic", "--s")):
                 ys = [r.get(method, {}).get("ndcg@10") for _, r in pts]
                 if any(y is not None for y in ys):
-                    ax.plot(xs, ys, style, label=f"{lever}: {'qk' if method == 'qk_synthetic' else 'hybrid_qk'}")
+                    ax.plot(xs, ys, style, color=f"C{i}",
+                            label=f"{lever}: {'qk' if method == 'qk_synthetic' else 'hybrid_qk'}")
         ax.set_xscale("log")
         ticks = sorted({c["pairs"] for c in mine})
-        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=7)
+        ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=6, rotation=60)
         ax.minorticks_off()
         ax.set_title(name)
         ax.set_xlabel("synthetic pairs")
