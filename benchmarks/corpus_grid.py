@@ -270,22 +270,22 @@ def goal_lines(cells: list[dict]) -> list[str]:
 
 
 def cold_rates(cells: list[dict]) -> None:
-    """Each cell's cold generation rate, in run order: the first cell at a new size pays for the passages its nested
-    sample adds (pairs beyond the previous size's, per minute of its generation stage); a later cell at a size already
-    run reads cached embeddings, so it gets none."""
-    best: dict[str, int] = {}
+    """Each size's cold generation rate: samples are nested and embeddings cached by content, so the cell that paid
+    for a size's new passages is its slowest generation stage (the first one run); its rate counts the pairs beyond
+    the previous size's. The other cells at that size read the cache and get none. LLM rows keep their own rate."""
+    by_size: dict[tuple[str, int], list[dict]] = {}
     for c in cells:
         if c["lever"].startswith("llm"):
             c["cold_pairs_per_minute"] = c.get("pairs_per_minute")
-            continue
-        if not c.get("pairs") or not c.get("generation_seconds"):
-            continue
-        prev = best.get(c["collection"], 0)
-        if c["pairs"] > prev:
-            c["cold_pairs_per_minute"] = round(60 * (c["pairs"] - prev) / c["generation_seconds"], 1)
-            best[c["collection"]] = c["pairs"]
-        else:
+        elif c.get("pairs") and c.get("generation_seconds"):
+            by_size.setdefault((c["collection"], c["pairs"]), []).append(c)
+    previous: dict[str, int] = {}
+    for (name, pairs), group in sorted(by_size.items()):
+        cold = max(group, key=lambda c: c["generation_seconds"])
+        for c in group:
             c["cold_pairs_per_minute"] = None
+        cold["cold_pairs_per_minute"] = round(60 * (pairs - previous.get(name, 0)) / cold["generation_seconds"], 1)
+        previous[name] = pairs
 
 
 def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
