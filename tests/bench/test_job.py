@@ -137,6 +137,7 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
         run_bench(config)
     # the full recipe runs under the bench's cap; low_rank (one batch an epoch on small data) keeps its own
     assert [c.epochs for c in seen] == [17, RECIPES["low_rank"]["epochs"]]
+    assert [c.residual_rank for c in seen] == [None, RECIPES["low_rank"]["residual_rank"]]
 
 
 def test_a_retriever_registered_before_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):
@@ -161,3 +162,28 @@ def test_a_retriever_registered_before_the_bench_is_imported_gets_a_row(tmp_path
     assert rows["lexical"].result["ndcg@10"] == pytest.approx(rows["bm25"].result["ndcg@10"])
     with pytest.raises(InputError, match=r"\['soft'\] are not losses\. Fix: choose one or more of infonce, distill"):
         Bench(BenchConfig(data=folder, out=tmp_path / "c", methods=("cosine",), losses=("soft",)))
+
+
+def test_bench_residual_rank_reaches_every_loss(tmp_path, monkeypatch, fake_encoder):
+    """BenchConfig.residual_rank trains the full recipe's Q = Q0 + A·Bᵀ for every loss tried, not the whole maps."""
+    import qkrag.embed.encoders
+    import qkrag.projection.select
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    seen = []
+
+    def record(pairs, configs, **kwargs):
+        seen.extend(configs.values())
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(qkrag.projection.select, "train_best", record)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
+                         methods=("cosine", "qk_synthetic"), losses=("infonce", "distill"), recipes=("full",),
+                         residual_rank=8)
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_bench(config)
+    assert [c.residual_rank for c in seen] == [8, 8]

@@ -70,6 +70,9 @@ class BenchConfig:
     # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
     # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
     epochs: int = 30
+    # The "full" recipe trains Q = Q₀ + A·Bᵀ (and K likewise) with this many columns instead of every entry
+    # (TrainConfig.residual_rank); None trains the maps whole. The "low_rank" recipe keeps its own rank.
+    residual_rank: int | None = None
     skip_empty: bool = False  # leave empty documents out (Cranfield has two) instead of failing
     progress: bool = True
 
@@ -530,7 +533,8 @@ def _candidates(recipes: Sequence[str], losses: Sequence[str], config: BenchConf
     from qkrag.projection.recipes import recipe_config
 
     return {(loss if recipe == "full" else f"{recipe} {loss}"): recipe_config(
-                recipe, n_documents, seed=config.seed, progress=config.progress, loss=loss, epochs=config.epochs)
+                recipe, n_documents, seed=config.seed, progress=config.progress, loss=loss, epochs=config.epochs,
+                residual_rank=config.residual_rank)
             for recipe in recipes for loss in losses}
 
 
