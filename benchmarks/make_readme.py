@@ -21,7 +21,7 @@ def load(name: str) -> dict | None:
 
 
 EXAMPLE = "loaf stayed dense and flat, the dough never puffed up"
-MAIN_JOBS = ("homeqa_llm", "squad-mix_llm", "scifact_llm", "cranfield_ict", "cranfield_llm")
+MAIN_JOBS = ("homeqa_llm", "squad-mix_ict", "squad-mix_llm", "scifact_ict", "scifact_llm", "cranfield_ict", "cranfield_llm")
 
 
 def _rows(main: dict) -> dict[str, dict]:
@@ -66,6 +66,15 @@ def summary() -> str:
                 f"{_f(syn.get('base_ndcg@10_novel'))}."
                 + (f" BM25 alone scores {bm['ndcg@10']:.3f}; fused with BM25 the projection scores "
                    f"{hyb['ndcg@10']:.3f}, {_delta(hyb)}." if bm and hyb else ""))
+    ict = load("main_job_squad-mix_ict")
+    if ict and (r := _rows(ict)).get("qk_synthetic") and r.get("hybrid_qk_synthetic"):
+        syn, hyb = r["qk_synthetic"], r["hybrid_qk_synthetic"]
+        out.append(f"**The same corpus without an LLM** (ICT pairs cut from {ict['config']['sample']} sampled "
+                   f"passages; the recipe and epoch chosen on the judged train questions): the projection scores "
+                   f"{syn['ndcg@10']:.3f} ({syn['vs_cosine_delta']:+.3f}; novel queries "
+                   f"{_f(syn.get('base_ndcg@10_novel'))} -> {_f(syn.get('ndcg@10_novel'))}; questions in the top 5: "
+                   f"{syn.get('question_share@5', float('nan')):.0%}), and fused with BM25 {hyb['ndcg@10']:.3f}, "
+                   f"{_delta(hyb)}.")
     sci = load("main_job_scifact_llm")
     if sci:
         r = _rows(sci)
