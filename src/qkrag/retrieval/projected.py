@@ -57,7 +57,8 @@ class ProjectedRetriever:
             self._keys = projection.transform_documents(index.vectors)
 
     def projection_id(self) -> str:
-        """A short hash of the weights: names the projected collection, so a new projection never reuses a stale one."""
+        """A short hash of the maps (Q, K, variant): names the projected collection, so a new projection never reuses
+        a stale one. Not `light.weights_hash`, which also covers (s, b): recalibrating σ leaves the stored keys valid."""
         p = self.projection
         h = hashlib.sha256(p.Q_.tobytes() + p.K_.tobytes() + p.variant.encode()).hexdigest()
         return h[:12]
