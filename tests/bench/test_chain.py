@@ -65,3 +65,12 @@ def test_a_projection_is_compared_and_audited_against_its_base(tiny_beir, fake_e
     old = evaluate_folder(tiny_beir, encoder=fake_encoder, projection=tmp_path / "old", k=5)
     assert "not available" in old.extra["leakage_audit"] and "n_seen" not in old.extra
 
+
+
+def test_a_retriever_registered_after_import_is_a_baseline(tiny_beir, fake_encoder, monkeypatch):
+    from qkrag.retrieval.bm25 import BM25Retriever
+    from qkrag.retrieval.factory import RETRIEVERS, RetrieverKind
+
+    monkeypatch.setitem(RETRIEVERS, "lexical", RetrieverKind(lambda r: (BM25Retriever(r.corpus), {}), "BM25 again"))
+    ev = evaluate_folder(tiny_beir, retriever="exact", encoder=fake_encoder, baseline="lexical", k=5)
+    assert ev.base is not None and ev.info["baseline"] == "lexical"

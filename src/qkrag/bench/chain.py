@@ -97,9 +97,6 @@ def audit(result: EvalResult, base: EvalResult, qrels: Qrels, positives: Iterabl
 # ---------------------------------------------------------------------------------------------------------- qkrag eval
 
 
-BASELINES = baselines()  # "cosine" and the other kinds of retrieval.factory.RETRIEVERS
-
-
 @dataclass
 class Evaluation:
     """One evaluated retriever: its result, the run it made, JSON-ready figures (`extra`: ECE, the difference to the
@@ -128,8 +125,8 @@ def evaluate_folder(data: str | os.PathLike[str], *, split: str = "test", retrie
     from qkrag.evaluate.calibration import ece_warning
     from qkrag.retrieval.factory import dense_index, load_projection, retriever_for_folder
 
-    if baseline is not None and baseline not in BASELINES:
-        raise fail(f"--baseline {baseline!r}", "is not a baseline", f"use one of {', '.join(BASELINES)}")
+    if baseline is not None and baseline not in (known := baselines()):  # read now: registrations made after import count
+        raise fail(f"--baseline {baseline!r}", "is not a baseline", f"use one of {', '.join(known)}")
     started = time.perf_counter()
     collection = load_beir(data, split, skip_empty=skip_empty)
     dense = retriever != "bm25" and encoder is not None
