@@ -140,18 +140,14 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
     assert [c.residual_rank for c in seen] == [None, RECIPES["low_rank"]["residual_rank"]]
 
 
-def test_a_retriever_registered_before_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):
-    import qkrag.bench.job
+def test_a_retriever_registered_after_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):
     import qkrag.embed.encoders
     from qkrag.retrieval.bm25 import BM25Retriever
-    from qkrag.retrieval.factory import RETRIEVERS, RetrieverKind, baselines
+    from qkrag.retrieval.factory import RETRIEVERS, RetrieverKind
     from tests.fakes import write_beir
 
     monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
     monkeypatch.setitem(RETRIEVERS, "lexical", RetrieverKind(lambda r: (BM25Retriever(r.corpus), {}), "BM25 again"))
-    # what the module computes on import, recomputed as an import after the registration would
-    monkeypatch.setattr(qkrag.bench.job, "UNTRAINED", baselines())
-    monkeypatch.setattr(qkrag.bench.job, "METHODS", (*baselines(), *METHODS[3:]))
     docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}." for i in range(30)}
     folder = write_beir(tmp_path / "thirty", docs, {f"q{i}": f"topic {i} detail" for i in range(5)},
                         {f"q{i}": [f"d{i}"] for i in range(5)})

@@ -35,8 +35,9 @@ from qkrag.retrieval.factory import baselines
 
 UNTRAINED = baselines()  # cosine, bm25, hybrid and any further kind registered in retrieval.factory.RETRIEVERS
 OWN_ROWS = ("cosine", "bm25", "hybrid")  # untrained rows the bench builds itself (index timing, the fusion it records)
-METHODS = (*UNTRAINED, "centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic",
-           "qk_human", "hybrid_qk_human", "finetune", *DOC2QUERY)
+TRAINED = ("centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "qk_human",
+           "hybrid_qk_human", "finetune", *DOC2QUERY)  # rows that fit or transform something first
+METHODS = (*UNTRAINED, *TRAINED)  # the default: every row but the opt-in ones, as registered at import
 OPT_IN = ("hyde",)  # asked for by name: an LLM call per test query (bench.llm_baselines)
 LOSSES = tuple(TRAINING_LOSSES)  # tried for qk_synthetic; the best on validation is kept
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
@@ -106,9 +107,10 @@ class Bench:
         from qkrag.text import question_form
 
         self.config = config
-        unknown = [m for m in config.methods if m not in METHODS + OPT_IN]
+        known = (*baselines(), *TRAINED, *OPT_IN)  # read now: retrievers registered after import count
+        unknown = [m for m in config.methods if m not in known]
         if unknown:
-            raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(METHODS + OPT_IN)}")
+            raise fail("methods", f"{unknown} are not benchmark methods", f"choose from {list(known)}")
         bad_loss = [x for x in config.losses if x not in TRAINING_LOSSES]
         if bad_loss or not config.losses:
             raise fail("losses", f"{bad_loss} are not losses" if bad_loss else "names no loss",
@@ -245,7 +247,7 @@ class Bench:
         them, over the bench's Chroma vectors."""
         from qkrag.retrieval.factory import retriever_for_folder
 
-        for name in (m for m in UNTRAINED if m in methods and m not in OWN_ROWS):
+        for name in (m for m in baselines() if m in methods and m not in OWN_ROWS):
             retriever, _ = retriever_for_folder(name, self.corpus, self.encoder, data=self.config.data,
                                                 split=self.config.split, index=self.raw_index)
             self._evaluate(name, retriever.search)
