@@ -121,3 +121,10 @@ def test_or_list_joins_choices_in_words():
     from qkrag.text import or_list
 
     assert [or_list(["a"]), or_list(["a", "b"]), or_list(iter("abc"))] == ["a", "a or b", "a, b or c"]
+
+
+def test_cut_at_word_keeps_short_text_and_cuts_long_text_back_to_a_word():
+    from qkrag.text import cut_at_word
+
+    assert cut_at_word("short text", 20) == "short text"
+    assert cut_at_word("one two three four", 11) == "one two ..."

@@ -223,6 +223,12 @@ def carries_answer(text: str) -> bool:
     return len(content_words(_BOILERPLATE.sub(" ", text))) >= MIN_CONTENT_WORDS
 
 
+def cut_at_word(text: str, max_chars: int) -> str:
+    """`text` if it fits in `max_chars`, else its first `max_chars` characters cut back to a word and marked " ...":
+    how much of a passage a prompt shows (prompt length dominates a small CPU model's time)."""
+    return text if len(text) <= max_chars else text[:max_chars].rsplit(" ", 1)[0] + " ..."
+
+
 def or_list(items: Iterable[str]) -> str:
     """Choices in words, for help texts and errors: "a", "a or b", "a, b or c"."""
     items = list(items)

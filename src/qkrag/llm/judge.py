@@ -26,6 +26,7 @@ import numpy as np
 
 from qkrag.errors import fail
 from qkrag.llm import prompts
+from qkrag.text import cut_at_word
 
 if TYPE_CHECKING:
     from qkrag.llm.client import LLM
@@ -81,4 +82,4 @@ class LLMJudge:
 
     def cut(self, text: str) -> str:
         """The passage as the judge sees it: at most `max_chars` characters, cut at a word."""
-        return text if len(text) <= self.max_chars else text[: self.max_chars].rsplit(" ", 1)[0] + " ..."
+        return cut_at_word(text, self.max_chars)

@@ -60,7 +60,7 @@ from qkrag.pairs.filters import (FILTERS, Seen, copy_score, first_drop, form_sum
 from qkrag.pairs.steer import (Candidate, document_vectors, drop_near_duplicates, hard_negatives, rank_candidates,
                                rank_summary, steer_candidates)
 from qkrag.pairs.store import ANSWER_JOURNAL, JOURNAL, Journal, write_pairs
-from qkrag.text import carries_answer, normalize, words
+from qkrag.text import carries_answer, cut_at_word, normalize, words
 
 if TYPE_CHECKING:
     import datasets
@@ -135,7 +135,7 @@ def _check_text(doc: Document) -> str:
 
 def _passage_text(doc: Document, config: GenerateConfig) -> str:
     text = doc.content if config.include_title else doc.text or doc.content
-    return text if len(text) <= config.max_chars else text[: config.max_chars].rsplit(" ", 1)[0] + " ..."
+    return cut_at_word(text, config.max_chars)
 
 
 def _prompts(doc: Document, config: GenerateConfig) -> list:
