@@ -112,9 +112,9 @@ def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monke
     assert "qkrag calibrate" in bench.rows[0].to_dict()["ece_warning"] and "ece_warning" not in bench.rows[1].to_dict()
 
 
-def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
-    """Every loss's full-recipe TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
-    must leave cross-validation room to pick a later epoch."""
+def _configs_tried(tmp_path, monkeypatch, fake_encoder, **settings) -> list:
+    """The TrainConfigs bench hands to model selection for qk_synthetic on 40 ICT pairs (training itself is cut
+    short): what `settings` of BenchConfig reach."""
     import qkrag.embed.encoders
     import qkrag.projection.select
     from tests.fakes import write_beir
@@ -130,11 +130,18 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
     docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
             for i in range(40)}
     folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
-    assert BenchConfig(data=folder).epochs >= 30
     config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
-                         methods=("cosine", "qk_synthetic"), losses=("infonce",), epochs=17)
+                         methods=("cosine", "qk_synthetic"), **settings)
     with pytest.raises(RuntimeError, match="recorded"):
         run_bench(config)
+    return seen
+
+
+def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatch, fake_encoder):
+    """Every loss's full-recipe TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
+    must leave cross-validation room to pick a later epoch."""
+    assert BenchConfig(data=tmp_path).epochs >= 30
+    seen = _configs_tried(tmp_path, monkeypatch, fake_encoder, losses=("infonce",), epochs=17)
     # the full recipe runs under the bench's cap; low_rank (one batch an epoch on small data) keeps its own
     assert [c.epochs for c in seen] == [17, RECIPES["low_rank"]["epochs"]]
     assert [c.residual_rank for c in seen] == [None, RECIPES["low_rank"]["residual_rank"]]
@@ -162,24 +169,6 @@ def test_a_retriever_registered_after_the_bench_is_imported_gets_a_row(tmp_path,
 
 def test_bench_residual_rank_reaches_every_loss(tmp_path, monkeypatch, fake_encoder):
     """BenchConfig.residual_rank trains the full recipe's Q = Q0 + A·Bᵀ for every loss tried, not the whole maps."""
-    import qkrag.embed.encoders
-    import qkrag.projection.select
-    from tests.fakes import write_beir
-
-    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
-    seen = []
-
-    def record(pairs, configs, **kwargs):
-        seen.extend(configs.values())
-        raise RuntimeError("recorded")
-
-    monkeypatch.setattr(qkrag.projection.select, "train_best", record)
-    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
-            for i in range(40)}
-    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
-    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
-                         methods=("cosine", "qk_synthetic"), losses=("infonce", "distill"), recipes=("full",),
-                         residual_rank=8)
-    with pytest.raises(RuntimeError, match="recorded"):
-        run_bench(config)
+    seen = _configs_tried(tmp_path, monkeypatch, fake_encoder, losses=("infonce", "distill"), recipes=("full",),
+                          residual_rank=8)
     assert [c.residual_rank for c in seen] == [8, 8]

@@ -376,10 +376,11 @@ class Bench:
         scores = ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
         notes = (f"{len(pairs)} pairs ({split}); chose {best} (held-out nDCG@10: {scores}); selected "
                  f"{projection.selected_}; probability {describe(projection.calibration_)}")
-        # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on
-        held_out = None if validation is None or judged is not None else _as_queries(validation, text_of)
+        # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on; judged
+        # queries are the train split, where _synthetic_rows chooses the fusion as the untrained hybrid does
+        fusion_queries = None if validation is None or judged is not None else _as_queries(validation, text_of)
         trained = Trained(make_retriever(self.encoder, self.raw_index, projection=projection), pairs.positive_ids(),
-                          held_out)
+                          fusion_queries)
         trained.seconds, trained.notes = seconds, notes
         return trained
 

@@ -155,5 +155,5 @@ def train_best(pairs: Pairs, configs: Mapping[str, TrainConfig], *, validation: 
                     train_projection(pairs, config, variant=variant, rank=rank, validation=validation))
              for name, config in configs.items()}
     scores = {name: held_out_ndcg(p) for name, p in tried.items()}
-    best = max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
+    best = max(scores, key=scores.__getitem__)  # max keeps the first of equal scores: ties go to the earlier name
     return best, tried[best], scores
