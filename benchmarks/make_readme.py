@@ -74,7 +74,8 @@ def summary() -> str:
                    f"{syn['ndcg@10']:.3f} ({syn['vs_cosine_delta']:+.3f}; novel queries "
                    f"{_f(syn.get('base_ndcg@10_novel'))} -> {_f(syn.get('ndcg@10_novel'))}; questions in the top 5: "
                    f"{syn.get('question_share@5', float('nan')):.0%}), and fused with BM25 {hyb['ndcg@10']:.3f}, "
-                   f"{_delta(hyb)}.")
+                   f"{_delta(hyb)} (novel queries {_f(hyb.get('base_ndcg@10_novel'))} -> "
+                   f"{_f(hyb.get('ndcg@10_novel'))}).")
     sci = load("main_job_scifact_llm")
     if sci:
         r = _rows(sci)
