@@ -379,6 +379,18 @@ def cache_faults(m: Matrix, docs: Path, emb: Embeddings) -> None:
 
 
 
+def kill_midway(m: Matrix, emb: Embeddings, argv: list[str], delay: float, requests: int) -> None:
+    """Start `argv` with the embeddings server slowed to `delay` s a request, SIGKILL it once `requests` more
+    requests arrived (or it ended), then restore the server's speed."""
+    emb.delay, hits = delay, emb.hits
+    proc = m.start(argv)
+    while emb.hits < hits + requests and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    emb.delay = 0.0
+
+
 def index_faults(m: Matrix, emb: Embeddings) -> None:
     model = ["--model", "openai:m", "--embed-base-url", emb.url]
     a, b = corpus(m.work / "a.jsonl", "a", 2000, 1), corpus(m.work / "b.jsonl", "b", 2000, 2)
@@ -401,13 +413,7 @@ def index_faults(m: Matrix, emb: Embeddings) -> None:
     m.record("two `qkrag index` runs into one collection at once (second shown)", run_b, "success", one_corpus)
     big = corpus(m.work / "big.jsonl", "d", 3000)
     argv = ["index", str(big), "-c", "big", "--path", "db3", *model]
-    emb.delay, hits = 0.2, emb.hits
-    proc = m.start(argv)
-    while emb.hits < hits + 5 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    emb.delay = 0.0
+    kill_midway(m, emb, argv, delay=0.2, requests=5)
     run = m.run(argv)
     m.record("index SIGKILLed midway, then re-run", run, "success",
              lambda: fresh_ids(m.work, "db3", "big")[1:] == (True, 3000))
@@ -561,13 +567,7 @@ def half_built(m: Matrix, emb: Embeddings) -> None:
                                                 for i in range(5)))
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\th{i}\t1\n" for i in range(5)))
     argv = ["index", str(beir), "-c", "half", "--path", "db-half", *model]
-    emb.delay, hits = 0.3, emb.hits
-    proc = m.start(argv)
-    while emb.hits < hits + 4 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    emb.delay = 0.0
+    kill_midway(m, emb, argv, delay=0.3, requests=4)
     where = ["-c", "half", "--path", "db-half", *model]
     m.record("index killed midway: search", m.run(["search", "apple", *where]), "error")
     m.record("index killed midway: search --projection (must not build or search a projected collection)",
