@@ -73,6 +73,9 @@ def test_a_bench_that_fails_late_keeps_the_rows_it_finished(tmp_path, monkeypatc
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [r["method"] for r in report["rows"]] == ["cosine", "bm25"]
     assert "| cosine |" in (tmp_path / "b" / "bench.md").read_text()
+    # every row's per-query scores, for paired tests between any two rows
+    per_query = json.loads((tmp_path / "b" / "per_query.json").read_text())
+    assert sorted(per_query) == ["bm25", "cosine"] and set(per_query["cosine"]["ndcg@10"]) == {"q1"}
 
 
 def test_a_sample_too_small_for_validation_fails_before_any_work(tiny_beir, tmp_path):

@@ -95,11 +95,13 @@ def header(data: str, encoder: str, generation: dict[str, Any], sample: int | No
 
 
 def write(out: Path, summary: dict[str, Any], head: str, body: str, rows: list[Row]) -> None:
-    """bench.json (`summary`), bench.md (`head` and the table `body`), and the plots of `rows`."""
+    """bench.json (`summary`), bench.md (`head` and the table `body`), per_query.json (every row's score on every
+    test query, so any two rows can be compared with a paired test), and the plots of `rows`."""
     from qkrag.evaluate.calibration import reliability_diagram
     from qkrag.evaluate.report import plot_deltas, plot_results, plot_score_histograms
 
     write_json(out / "bench.json", summary)
+    write_json(out / "per_query.json", {r.method: r.result.per_query for r in rows})
     write_text(out / "bench.md", f"# qkrag bench\n\n{head}\n\n{body}\n")
     plot_results({r.method: r.result for r in rows}, out / "bench.png", metrics=["ndcg@10", "recall@100"])
     deltas = {r.method: (r.comparison["delta"], *r.comparison["delta_ci"]) for r in rows if r.comparison}
