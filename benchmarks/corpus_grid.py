@@ -132,7 +132,7 @@ def _delta(r: dict, key: str) -> str:
 
 def _novel(r: dict) -> str:
     if not r.get("n_novel"):
-        return f"— (n=0)"
+        return "— (n=0)"
     lo, hi = r.get("delta_ndcg@10_novel_ci") or (None, None)
     return (f"{_fmt(r['ndcg@10_novel'])} ({_fmt(r['delta_ndcg@10_novel'], sign=True)} [{_fmt(lo, sign=True)}, "
             f"{_fmt(hi, sign=True)}] p {r['p_ndcg@10_novel']:.2g}, n={r['n_novel']})")

@@ -93,7 +93,7 @@ def collection_rows(report: dict, per_query: dict) -> list[dict]:
         row = {k: r.get(k) for k in ("method", "ndcg@10", "ndcg@10_ci", "latency_ms", "question_share@5",
                                      "vs_cosine_delta", "vs_cosine_delta_ci", "vs_cosine_p_value",
                                      "vs_hybrid_delta", "vs_hybrid_delta_ci", "vs_hybrid_p_value",
-                                     "ndcg@10_novel", "n_novel", "notes")}
+                                     "ndcg@10_novel", "n_novel", "notes", "hyde")}
         row["llm_calls_per_query"] = r.get("llm_calls_per_query", 0.0)
         row["vs_hyde"] = against(per_query, r["method"], "hyde")
         rows.append(row)

@@ -54,7 +54,6 @@ def summary() -> str:
         r = _rows(squad)
         cos, syn, bm, hyb = r.get("cosine"), r.get("qk_synthetic"), r.get("bm25"), r.get("hybrid_qk_synthetic")
         if cos and syn:
-            n_pairs = squad.get("generation", {}).get("counts", {}).get("roundtrip_kept")
             out.append(
                 f"**Where cosine is the wrong similarity** (squad-mix: SQuAD paragraphs mixed with question posts; test "
                 f"articles disjoint from anything a human judged for training): raw cosine scores {cos['ndcg@10']:.3f} "
@@ -160,8 +159,31 @@ def main_job_table(name: str, main: dict) -> str:
             f"{main['queries']} test queries):\n\n" + "\n".join(lines))
 
 
+def llm_baselines_table(result: dict | None) -> str:
+    """HyDE beside cosine, the hybrid and the map on every collection: who wins where, and what HyDE costs."""
+    if not result:
+        return ""
+    lines = ["| collection (test queries) | cosine | hybrid | HyDE (Δ vs cosine, p) | qk_synthetic (Δ vs HyDE, p) | "
+             "hybrid_qk_synthetic | HyDE LLM s/query |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in result["collections"].items():
+        rows = {r["method"]: r for r in entry["rows"]}
+        hyde, qk = rows.get("hyde"), rows.get("qk_synthetic")
+        if not hyde or not qk:
+            continue
+        rate = (hyde.get("hyde") or {}).get("seconds_per_sent")
+        vs = qk.get("vs_hyde") or {}
+        lines.append(f"| {name} ({entry['queries']}) | {rows['cosine']['ndcg@10']:.3f} | "
+                     f"{_f((rows.get('hybrid') or {}).get('ndcg@10'))} | {hyde['ndcg@10']:.3f} "
+                     f"({hyde['vs_cosine_delta']:+.3f}, {hyde['vs_cosine_p_value']:.2g}) | {qk['ndcg@10']:.3f} "
+                     f"({vs.get('delta', float('nan')):+.3f}, {vs.get('p', float('nan')):.2g}) | "
+                     f"{_f((rows.get('hybrid_qk_synthetic') or {}).get('ndcg@10'))} | {_f(rate, 1)} |")
+    return ("**The LLM baseline users pick instead** (HyDE: the embedded 0.5B model writes a hypothetical answer per "
+            "query, one LLM call per query; `benchmarks/results/llm_baselines.md`, where doc2query is beside them "
+            "on the demo's corpus). The map calls no LLM at search time:\n\n" + "\n".join(lines))
+
+
 def section() -> str:
-    parts = [p for p in [summary()] if p]
+    parts = [p for p in [summary(), llm_baselines_table(load("llm_baselines"))] if p]
     for name in MAIN_JOBS:
         main = load(f"main_job_{name}")
         if main and "vs_cosine_delta" in json.dumps(main["rows"]):
