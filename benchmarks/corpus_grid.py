@@ -4,7 +4,8 @@ number of passages, each cell a `qkrag bench` run (the `Bench` class, in-process
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/corpus_grid.py --data /work/shared/data \
         --collections cranfield,scifact --levers full,r16 --sizes 100,300,1000,all --out /work/runs/corpus_grid
 
-Levers: `full` trains Q and K whole (bench's default); `rN` trains Q = Q0 + A·Bᵀ with rank N
+Levers: `auto` is bench's default (each training recipe, full and low-rank, with each loss; the best on the judged
+train split where there is one, else on held-out pairs); `full` trains Q and K whole; `rN` trains Q = Q0 + A·Bᵀ with rank N
 (BenchConfig.residual_rank); a suffix `-eM` sets the epoch cap to M (early stopping or cross-validation picks the
 count below it). Sizes are seeded passage samples, nested (a larger sample extends a smaller one); `all` is the whole
 corpus; `human` trains the same map on the train split's human judgments instead (bench's qk_human rows, reported in
@@ -40,11 +41,14 @@ MIN_NOVEL = 30  # fewer novel test queries than this: the goal is read on all te
 
 
 def lever_config(lever: str) -> dict:
-    """'full', 'r16', 'full-e100', 'r32-e100' -> BenchConfig fields."""
+    """'auto', 'full', 'r16', 'full-e100', 'r32-e100' -> BenchConfig fields. 'auto' is bench's default (each training
+    recipe with each loss, the best on validation); the others train the full recipe, whole or residual of rank N."""
+    if lever == "auto":
+        return {}
     m = re.fullmatch(r"(full|r(\d+))(?:-e(\d+))?", lever)
     if not m:
-        raise SystemExit(f"lever {lever!r}: use full or rN, optionally with -eM (e.g. r16-e100)")
-    out: dict = {"residual_rank": int(m.group(2)) if m.group(2) else None}
+        raise SystemExit(f"lever {lever!r}: use auto, full or rN, optionally with -eM (e.g. r16-e100)")
+    out: dict = {"residual_rank": int(m.group(2)) if m.group(2) else None, "recipes": ("full",)}
     if m.group(3):
         out["epochs"] = int(m.group(3))
     return out
