@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=5, help="first-stage candidates judged per claim")
     parser.add_argument("--max-chars", type=int, default=1000, help="passages are cut here for the judge")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--llm-model", default=None, help="a shipped model name (default: the default generator)")
     parser.add_argument("--name", default="judge_agreement")
     parser.add_argument("--resummarise", action="store_true",
                         help="recompute the summary from the saved rows and cost (no model, no judging)")
@@ -139,7 +140,7 @@ def main() -> None:
     teacher = default_teacher(collection.corpus, make_encoder(None))
     ranked = dict(zip(qids, teacher.search([collection.queries[q] for q in qids], 100)))
     load_before, rows, seconds, calls, prompt_tokens = os.getloadavg(), [], 0.0, 0, 0
-    with default_llm() as llm:
+    with (default_llm(args.llm_model) if args.llm_model else default_llm()) as llm:
         judge = LLMJudge(llm, max_chars=args.max_chars)
         for n, q in enumerate(qids, 1):
             relevant = {d for d, g in collection.qrels[q].items() if g > 0}
@@ -175,7 +176,7 @@ def report(args: argparse.Namespace, rows: list[dict], summary: dict) -> None:
             for name in ("judge", "first_stage")]
     body = (f"SciFact train claims (`{args.data}`), {summary['queries']} sampled (seed {args.seed}); candidates: the "
             f"offline teacher's (cosine + BM25, RRF) top {args.depth} plus the relevant abstracts it missed; judge: "
-            f"the embedded 0.5B model's P(yes) from logprobs, passages cut at {args.max_chars} characters. "
+            f"the embedded {args.llm_model or 'default (0.5B)'} model's P(yes) from logprobs, passages cut at {args.max_chars} characters. "
             "nDCG@10 re-orders only the first stage's top candidates. CIs: bootstrap over queries."
             + (" The summary was recomputed from the saved rows and cost of the judging run (the same command "
                "without --resummarise)." if args.resummarise else "") + "\n\n"
