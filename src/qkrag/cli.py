@@ -894,7 +894,8 @@ def bench(
     typer.echo(bench_run.plan(), err=True)
     bench_run.run()
     _emit(bench_run.to_dict(), json_out,
-          lambda: f"{bench_run.table()}\n\nreport: {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
+          lambda: f"{bench_run.table()}\n\nreport: {out / 'bench.md'}, {out / 'bench.json'}, "
+                  f"{out / 'per_query.json'} (every row's score per query), {out / 'bench.png'}")
 
 
 @app.command("export", cls=_Command)
