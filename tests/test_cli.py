@@ -788,3 +788,23 @@ def test_search_compare_and_eval_load_the_projection_once(capsys, beir, tmp_path
     code, out, err = run(capsys, "eval", beir, "--projection", tmp_path / "p", "--json")
     assert code == 0, err
     assert len(loads) == 1 and len(built) == 1 and "n_seen" in json.loads(out)
+
+
+def test_bench_passes_finetune_epochs_and_refuses_zero(capsys, beir, tmp_path, monkeypatch):
+    import qkrag.bench
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, config):
+        seen["config"] = config
+        raise Stop
+
+    monkeypatch.setattr(qkrag.bench.Bench, "__init__", capture)
+    with pytest.raises(Stop):
+        run(capsys, "bench", beir, "--out", tmp_path / "b", "--finetune-epochs", "3")
+    assert seen["config"].finetune_epochs == 3
+    code, _, err = run(capsys, "bench", beir, "--out", tmp_path / "c", "--finetune-epochs", "0")
+    assert code == 2 and "finetune-epochs" in err

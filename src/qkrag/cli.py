@@ -863,6 +863,8 @@ def bench(
     model: Model = None,
     embed_base_url: EmbedURL = None,
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all but hyde, which costs one LLM call per test query: add it by name).")] = None,
+    finetune_epochs: Annotated[int, typer.Option(
+        "--finetune-epochs", min=1, help="Epochs of the finetune row (the whole encoder on the same pairs).")] = 1,
     seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
@@ -889,7 +891,8 @@ def bench(
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          recipes=tuple(x.strip() for x in recipes.split(",") if x.strip()),
-                         seed=seed, skip_empty=skip_empty, methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
+                         seed=seed, skip_empty=skip_empty, finetune_epochs=finetune_epochs,
+                         methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     bench_run = Bench(config)  # validates data, methods and sample before any work
     typer.echo(bench_run.plan(), err=True)
     bench_run.run()
