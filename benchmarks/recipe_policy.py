@@ -1,0 +1,91 @@
+"""Which training recipes may model selection choose among when the only validation is synthetic pairs?
+
+    python recipe_policy.py --data ../../shared/data --collections cranfield,scifact,squad-mix --sample 300
+
+Each collection is benched as a collection without judged training queries (a view folder: corpus, queries and the
+test split only, so selection falls back to held-out synthetic pairs or cross-validation over them, as it does for a
+user's own corpus), with ICT pairs from a seeded sample, twice: every recipe (full, low_rank) as candidates, and the
+full recipe alone. Same pairs, same seeds. Writes results/recipe_policy.{json,md}: which recipe each run chose, its
+held-out (synthetic) figure, and test nDCG@10 against cosine and the hybrid, paired.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import RESULTS, save
+
+ARMS = {"full,low_rank": "every recipe", "full": "full alone"}
+
+
+def view(data: Path, out: Path) -> Path:
+    """`data` without its train split: corpus, queries and test judgments, linked."""
+    folder = out / f"{data.name}-no-train"
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        if not (folder / name).exists():
+            (folder / name).symlink_to((data / name).resolve())
+    return folder
+
+
+def run(data: Path, recipes: str, sample: int, out: Path) -> tuple[dict, list[str]]:
+    cmd = ["qkrag", "bench", str(data), "--generator", "ict", "--sample", str(sample), "--candidates", "4",
+           "--methods", "cosine,hybrid,qk_synthetic,hybrid_qk_synthetic", "--recipes", recipes, "--out", str(out),
+           "--json"]
+    if "cranfield" in data.name:
+        cmd.append("--skip-empty")
+    subprocess.run([str(Path(sys.executable).with_name("qkrag")), *cmd[1:]], stdout=subprocess.DEVNULL, check=True,
+                   env={**os.environ, "TQDM_MININTERVAL": "30"})
+    return json.loads((out / "bench.json").read_text()), cmd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../../shared/data")
+    parser.add_argument("--collections", default="cranfield,scifact,squad-mix")
+    parser.add_argument("--sample", type=int, default=300)
+    parser.add_argument("--out", default="../runs/recipe_policy")
+    args = parser.parse_args()
+    out = Path(args.out)
+    previous = RESULTS / "recipe_policy.json"
+    rows = {(r["collection"], r["sample"], r["recipes"]): r for r in json.loads(previous.read_text())["rows"]} \
+        if previous.exists() else {}
+    for name in args.collections.split(","):
+        data = view(Path(args.data) / name, out)
+        for recipes in ARMS:
+            report, cmd = run(data, recipes, args.sample, out / f"{name}-{args.sample}-{recipes.replace(',', '+')}")
+            got = {r["method"]: r for r in report["rows"]}
+            qk, hq = got["qk_synthetic"], got["hybrid_qk_synthetic"]
+            rows[(name, args.sample, recipes)] = {
+                "collection": name, "sample": args.sample, "recipes": recipes, "command": " ".join(cmd),
+                "cosine": got["cosine"]["ndcg@10"], "hybrid": got["hybrid"]["ndcg@10"],
+                "chose": qk["notes"].split("; chose ")[-1].split(" (held-out")[0] if "; chose " in qk["notes"] else "",
+                "selected": qk["notes"].split("selected ")[-1].split("; probability")[0],
+                **{f"qk_{k}": qk.get(k) for k in ("ndcg@10", "vs_cosine_delta", "vs_cosine_delta_ci",
+                                                   "vs_cosine_p_value")},
+                **{f"hq_{k}": hq.get(k) for k in ("ndcg@10", "vs_hybrid_delta", "vs_hybrid_delta_ci",
+                                                   "vs_hybrid_p_value")}}
+            print(json.dumps(rows[(name, args.sample, recipes)]), flush=True)
+    ordered = sorted(rows.values(), key=lambda r: (r["collection"], r["sample"], r["recipes"] != "full,low_rank"))
+    lines = ["| collection | passages | candidates | chose | selected | qk_synthetic (Δ vs cosine [CI] p) | "
+             "hybrid_qk_synthetic (Δ vs hybrid [CI] p) |", "|---|---:|---|---|---|---:|---:|"]
+    for r in ordered:
+        qlo, qhi = r["qk_vs_cosine_delta_ci"]
+        hlo, hhi = r["hq_vs_hybrid_delta_ci"]
+        lines.append(f"| {r['collection']} | {r['sample']} | {ARMS[r['recipes']]} | {r['chose']} | {r['selected']} | "
+                     f"{r['qk_ndcg@10']:.3f} ({r['qk_vs_cosine_delta']:+.3f} [{qlo:+.3f}, {qhi:+.3f}] "
+                     f"{r['qk_vs_cosine_p_value']:.2g}) | {r['hq_ndcg@10']:.3f} ({r['hq_vs_hybrid_delta']:+.3f} "
+                     f"[{hlo:+.3f}, {hhi:+.3f}] {r['hq_vs_hybrid_p_value']:.2g}) |")
+    body = ("Each collection benched without its train split (selection on synthetic pairs only), ICT pairs, the "
+            "same seeded sample in both arms. Commands:\n\n" + "\n".join(f"- `{r['command']}`" for r in ordered)
+            + "\n\n" + "\n".join(lines) + "\n")
+    save("recipe_policy", {"rows": ordered}, body)
+
+
+if __name__ == "__main__":
+    main()
