@@ -160,6 +160,10 @@ def test_generate_ict_then_train_on_the_pairs(capsys, beir, tmp_path):
     assert {"query", "positive_id"} <= set(ds.column_names)
     code, out, err = run(capsys, "train", tmp_path / "pairs", "--out", tmp_path / "proj", "--epochs", "1", "--json")
     assert code == 0, err
+    # validated on held-out synthetic pairs, "auto" tries only the recipes safe to choose there, and says so
+    summary = json.loads(out)
+    assert summary["recipe"] == "full" and "recipes" not in summary
+    assert "low_rank not tried" in summary["recipes_left_out"]
 
 
 def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):

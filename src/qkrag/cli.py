@@ -736,7 +736,8 @@ def train(
         "start (every query votes; for small collections).")] = None,
     recipe: Annotated[str, typer.Option(
         "--recipe", help="Training recipe: full (every entry of Q and K), low_rank (I + a rank-4 change, every "
-        "document a negative), or auto: train each and keep the best on the held-out queries.")] = "auto",
+        "document a negative), or auto: train each and keep the best on the held-out queries (low_rank only where "
+        "those are judged queries).")] = "auto",
     validation: Annotated[Optional[Path], typer.Option(
         "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
         "share of the training pairs.")] = None,
@@ -763,7 +764,7 @@ def train(
     from qkrag.data import require_folder
     from qkrag.projection.calibrate import describe
     from qkrag.projection.data import load_training_pairs
-    from qkrag.projection.recipes import recipe_configs
+    from qkrag.projection.recipes import left_out, recipe_configs
     from qkrag.projection.select import train_best
     from qkrag.projection.train import holdout_for
 
@@ -777,17 +778,20 @@ def train(
     encoder = _encoder(model, _embed_url(embed_base_url, base_url), query_prefix, doc_prefix)
     pairs, corpus, text_of = load_training_pairs(data, encoder, split=split, corpus=corpus_path)
     overrides["holdout"] = holdout_for(pairs, overrides.get("holdout", "auto"))  # judged: by document, as bench
-    configs = recipe_configs(recipe, len(pairs.documents), overrides, seed=seed, loss=loss)
     held = None if validation is None else load_training_pairs(
         validation, encoder, split=validation_split, corpus=corpus, documents=pairs.documents)[0]
+    judged = (held if held is not None else pairs).origin == "judged queries"  # what selection validates on
+    configs = recipe_configs(recipe, len(pairs.documents), overrides, judged, seed=seed, loss=loss)
     if LOSSES[loss].needs_teacher:
         pairs = _with_teacher(pairs, corpus, encoder, text_of)
     chosen, projection, scores = train_best(pairs, configs, validation=held, folds=cv, variant=variant, rank=rank,
                                             seed=seed)
     projection.save(out)
+    skipped = left_out((recipe,), judged)
     _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
                     ("given" if validation is not None else overrides["holdout"]), "recipe": chosen,
-                    **({"recipes": scores} if len(scores) > 1 else {}), "selected": projection.selected_,
+                    **({"recipes": scores} if len(scores) > 1 else {}),
+                    **({"recipes_left_out": skipped} if skipped else {}), "selected": projection.selected_,
                     **projection.validation_, "probability": describe(projection.calibration_),
                     "calibration": projection.calibration_}, json_out, hide=("calibration",))
 
@@ -855,7 +859,8 @@ def bench(
         "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = ",".join(LOSSES),
     recipes: Annotated[str, typer.Option(
         "--recipes", help="Training recipes tried with each loss for qk_synthetic, comma-separated: full (every entry "
-        "of Q and K), low_rank (I + a rank-4 change, full softmax); the best on validation is kept.")] = "full,low_rank",
+        "of Q and K), low_rank (I + a rank-4 change, full softmax), or auto (both where validation queries are "
+        "judged, full alone on synthetic pairs); the best on validation is kept.")] = "auto",
     generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,

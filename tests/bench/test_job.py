@@ -115,12 +115,12 @@ def test_an_ece_above_the_threshold_is_flagged_beside_the_figure(tmp_path, monke
     assert "qkrag calibrate" in bench.rows[0].to_dict()["ece_warning"] and "ece_warning" not in bench.rows[1].to_dict()
 
 
-def _configs_tried(tmp_path, monkeypatch, fake_encoder, **settings) -> list:
+def _configs_tried(tmp_path, monkeypatch, fake_encoder, train_split: bool = False, **settings) -> list:
     """The TrainConfigs bench hands to model selection for qk_synthetic on 40 ICT pairs (training itself is cut
-    short): what `settings` of BenchConfig reach."""
+    short): what `settings` of BenchConfig reach. `train_split`: the collection has judged train queries."""
     import qkrag.embed.encoders
     import qkrag.projection.select
-    from tests.fakes import write_beir
+    from tests.fakes import write_beir, write_qrels
 
     monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
     seen = []
@@ -132,7 +132,10 @@ def _configs_tried(tmp_path, monkeypatch, fake_encoder, **settings) -> list:
     monkeypatch.setattr(qkrag.projection.select, "train_best", record)
     docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
             for i in range(40)}
-    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    queries = {"q1": "topic 3 detail", **{f"t{i}": f"item {i}" for i in range(5)}}
+    folder = write_beir(tmp_path / "forty", docs, queries, {"q1": ["d3"]})
+    if train_split:
+        write_qrels(folder, {f"t{i}": [f"d{i}"] for i in range(5)}, "train")
     config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
                          methods=("cosine", "qk_synthetic"), **settings)
     with pytest.raises(RuntimeError, match="recorded"):
@@ -144,10 +147,20 @@ def test_projection_training_runs_under_the_bench_epoch_cap(tmp_path, monkeypatc
     """Every loss's full-recipe TrainConfig gets BenchConfig.epochs: with few synthetic pairs an epoch is a few steps, so the cap
     must leave cross-validation room to pick a later epoch."""
     assert BenchConfig(data=tmp_path).epochs >= 30
-    seen = _configs_tried(tmp_path, monkeypatch, fake_encoder, losses=("infonce",), epochs=17)
+    seen = _configs_tried(tmp_path, monkeypatch, fake_encoder, losses=("infonce",), epochs=17,
+                          recipes=("full", "low_rank"))
     # the full recipe runs under the bench's cap; low_rank (one batch an epoch on small data) keeps its own
     assert [c.epochs for c in seen] == [17, RECIPES["low_rank"]["epochs"]]
     assert [c.residual_rank for c in seen] == [None, RECIPES["low_rank"]["residual_rank"]]
+
+
+def test_auto_offers_low_rank_only_where_selection_sees_judged_queries(tmp_path, monkeypatch, fake_encoder):
+    """Held-out synthetic pairs reward the generator's way of asking; only judged queries may choose the low-rank
+    recipe, which has nothing holding it near the start."""
+    synthetic = _configs_tried(tmp_path / "a", monkeypatch, fake_encoder, losses=("infonce",))
+    assert [c.residual_rank for c in synthetic] == [None]
+    judged = _configs_tried(tmp_path / "b", monkeypatch, fake_encoder, train_split=True, losses=("infonce",))
+    assert [c.residual_rank for c in judged] == [None, RECIPES["low_rank"]["residual_rank"]]
 
 
 def test_a_retriever_registered_after_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qkrag.errors import InputError
-from qkrag.projection.recipes import FULL_SOFTMAX_DOCUMENTS, RECIPES, recipe_config
+from qkrag.projection.recipes import (FULL_SOFTMAX_DOCUMENTS, NEEDS_JUDGED_VALIDATION, RECIPES, expand_recipes,
+                                     left_out, recipe_config, recipe_configs)
 from qkrag.projection.train import TrainConfig
 
 
@@ -28,3 +29,16 @@ def test_an_unknown_recipe_names_the_choices():
     with pytest.raises(InputError, match="low_rank") as error:
         recipe_config("lowrank")
     assert all(name in str(error.value) for name in RECIPES)
+
+
+def test_auto_means_every_recipe_on_judged_queries_and_the_safe_ones_on_synthetic_pairs():
+    assert expand_recipes(("auto",), judged=True) == tuple(RECIPES)
+    assert expand_recipes(("auto",), judged=False) == tuple(n for n in RECIPES if n not in NEEDS_JUDGED_VALIDATION)
+    assert "low_rank" in NEEDS_JUDGED_VALIDATION and "full" not in NEEDS_JUDGED_VALIDATION
+    # a recipe the user names is tried whatever the validation; repeats collapse
+    assert expand_recipes(("low_rank", "auto"), judged=False) == ("low_rank", "full")
+    assert set(recipe_configs("auto", judged=False)) == {"full"}
+    assert "low_rank not tried" in left_out(("auto",), judged=False)
+    assert left_out(("auto",), judged=True) is None and left_out(("full", "low_rank"), judged=False) is None
+    with pytest.raises(InputError, match="use auto or one of"):
+        expand_recipes(("lowrank",), judged=True)

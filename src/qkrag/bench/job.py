@@ -66,7 +66,9 @@ class BenchConfig:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     losses: tuple[str, ...] = LOSSES  # training signals tried for qk_synthetic (teacher: the hybrid ranking)
-    recipes: tuple[str, ...] = ("full", "low_rank")  # training recipes tried for qk_synthetic (projection.recipes)
+    # training recipes tried for qk_synthetic (projection.recipes); "auto": every recipe where selection sees judged
+    # queries, else those safe to choose on synthetic pairs
+    recipes: tuple[str, ...] = ("auto",)
     finetune_epochs: int = 1
     # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
     # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
@@ -117,8 +119,8 @@ class Bench:
                        f"choose one or more of {', '.join(TRAINING_LOSSES)}")
         from qkrag.projection.recipes import RECIPES
 
-        if not config.recipes or any(x not in RECIPES for x in config.recipes):
-            raise fail("recipes", f"{list(config.recipes)}", f"choose one or more of {', '.join(RECIPES)}")
+        if not config.recipes or any(x not in (*RECIPES, "auto") for x in config.recipes):
+            raise fail("recipes", f"{list(config.recipes)}", f"choose auto or one or more of {', '.join(RECIPES)}")
         self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None
@@ -359,6 +361,7 @@ class Bench:
         MIN_VALIDATION_QUERIES queries; else 5-fold cross-validation over all pairs (`train_with_cv`). Notes name
         every candidate's figure and what model selection decided."""
         from qkrag.projection.calibrate import describe
+        from qkrag.projection.recipes import expand_recipes, left_out
         from qkrag.projection.select import train_best
         from qkrag.retrieval.factory import make_retriever
 
@@ -367,15 +370,17 @@ class Bench:
         train_on, validation, split = self._selection_split(pairs, judged)
         if any(TRAINING_LOSSES[loss].needs_teacher for loss in losses):
             train_on = self._with_teacher(train_on, text_of)
-        configs = _candidates(recipes, losses, self.config, len(self.corpus))
+        configs = _candidates(expand_recipes(recipes, judged is not None), losses, self.config, len(self.corpus))
         best, projection, held_out = train_best(train_on, configs, validation=validation,
                                                 folds=None if validation is not None else 5,
                                                 variant="query_adapter" if method == "query_adapter" else "qk")
         seconds = time.perf_counter() - t0
         projection.save(self.config.out / "projections" / method)
         scores = ", ".join(f"{k} {v:.3f}" for k, v in held_out.items())
-        notes = (f"{len(pairs)} pairs ({split}); chose {best} (held-out nDCG@10: {scores}); selected "
-                 f"{projection.selected_}; probability {describe(projection.calibration_)}")
+        skipped = left_out(recipes, judged is not None)
+        notes = (f"{len(pairs)} pairs ({split}); chose {best} (held-out nDCG@10: {scores}"
+                 + (f"; {skipped}" if skipped else "") + f"); selected {projection.selected_}; probability "
+                 f"{describe(projection.calibration_)}")
         # with CV every pair trained the served map, so no held-out queries are left to choose a fusion on; judged
         # queries are the train split, where _synthetic_rows chooses the fusion as the untrained hybrid does
         fusion_queries = None if validation is None or judged is not None else _as_queries(validation, text_of)

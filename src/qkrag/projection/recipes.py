@@ -8,12 +8,16 @@
   every query at every step. (s, b) are Platt-fitted on held-out queries afterwards in both recipes.
 
 Which recipe wins depends on the corpus and the pairs, so `qkrag bench` trains each and keeps the best on
-validation queries; benchmarks/results/main_job_*.md name the choice and every recipe's held-out figure.
+validation queries; benchmarks/results/main_job_*.md name the choice and every recipe's held-out figure. "auto"
+offers "low_rank" only when those validation queries are judged (a collection's qrels): held out from synthetic
+pairs, they reward the generator's way of asking, and a map with nothing holding it near the start learns that
+instead of what users ask (benchmarks/results/recipe_policy.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from qkrag.errors import fail
@@ -29,6 +33,37 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+#: Recipes "auto" offers only when model selection validates on judged queries (see the module docstring).
+NEEDS_JUDGED_VALIDATION = frozenset({"low_rank"})
+
+
+def auto_recipes(judged: bool) -> tuple[str, ...]:
+    """The recipes "auto" tries: every one when validation queries are judged, else those safe to choose on
+    synthetic pairs."""
+    return tuple(name for name in RECIPES if judged or name not in NEEDS_JUDGED_VALIDATION)
+
+
+def expand_recipes(choice: Sequence[str], judged: bool) -> tuple[str, ...]:
+    """Recipe names with "auto" replaced by `auto_recipes(judged)`, each checked, order kept, no repeats."""
+    names: list[str] = []
+    for name in choice:
+        for one in (auto_recipes(judged) if name == "auto" else (name,)):
+            if one not in RECIPES:
+                raise fail(f"recipe {one!r}", "is not a training recipe", f"use auto or one of {', '.join(RECIPES)}")
+            if one not in names:
+                names.append(one)
+    return tuple(names)
+
+
+def left_out(choice: Sequence[str], judged: bool) -> str | None:
+    """Why "auto" left recipes out, in words, or None when it left none out."""
+    if judged or "auto" not in choice:
+        return None
+    skipped = sorted(NEEDS_JUDGED_VALIDATION & set(RECIPES))
+    return (f"{', '.join(skipped)} not tried: validation sees only synthetic pairs (judged queries would allow it)"
+            if skipped else None)
+
+
 def recipe_config(name: str, n_documents: int | None = None, **settings: Any) -> TrainConfig:
     """The TrainConfig of recipe `name`, with `settings` (seed, loss, progress...) underneath: the recipe's own
     values win, so "low_rank" keeps its epoch cap. Over FULL_SOFTMAX_DOCUMENTS documents, negatives are sampled."""
@@ -41,10 +76,11 @@ def recipe_config(name: str, n_documents: int | None = None, **settings: Any) ->
 
 
 def recipe_configs(choice: str, n_documents: int | None = None, overrides: dict[str, Any] | None = None,
-                   **settings: Any) -> dict[str, TrainConfig]:
-    """{name: TrainConfig} for `choice`, one recipe's name or "auto" (every recipe), each checked: `settings` sit
-    under each recipe's values and `overrides` (what a user set explicitly, e.g. --epochs) over them."""
-    names = tuple(RECIPES) if choice == "auto" else (choice,)
+                   judged: bool = True, **settings: Any) -> dict[str, TrainConfig]:
+    """{name: TrainConfig} for `choice`, one recipe's name or "auto" (`auto_recipes(judged)`: `judged` says whether
+    model selection validates on judged queries), each checked: `settings` sit under each recipe's values and
+    `overrides` (what a user set explicitly, e.g. --epochs) over them."""
+    names = expand_recipes((choice,), judged)
     configs = {name: dataclasses.replace(recipe_config(name, n_documents, **settings), **(overrides or {}))
                for name in names}
     for config in configs.values():
