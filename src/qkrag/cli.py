@@ -780,20 +780,28 @@ def train(
     overrides["holdout"] = holdout_for(pairs, overrides.get("holdout", "auto"))  # judged: by document, as bench
     held = None if validation is None else load_training_pairs(
         validation, encoder, split=validation_split, corpus=corpus, documents=pairs.documents)[0]
-    judged = (held if held is not None else pairs).origin == "judged queries"  # what selection validates on
-    configs = recipe_configs(recipe, len(pairs.documents), overrides, judged, seed=seed, loss=loss)
+    configs, judged = _recipe_configs(recipe, pairs, held, overrides, seed=seed, loss=loss)
     if LOSSES[loss].needs_teacher:
         pairs = _with_teacher(pairs, corpus, encoder, text_of)
     chosen, projection, scores = train_best(pairs, configs, validation=held, folds=cv, variant=variant, rank=rank,
                                             seed=seed)
     projection.save(out)
-    skipped = left_out((recipe,), judged)
     _emit({"out": str(out), "variant": variant, "pairs": len(pairs), "holdout": "cv" if cv else
                     ("given" if validation is not None else overrides["holdout"]), "recipe": chosen,
                     **({"recipes": scores} if len(scores) > 1 else {}),
-                    **({"recipes_left_out": skipped} if skipped else {}), "selected": projection.selected_,
-                    **projection.validation_, "probability": describe(projection.calibration_),
-                    "calibration": projection.calibration_}, json_out, hide=("calibration",))
+                    **({"recipes_left_out": why} if (why := left_out((recipe,), judged)) else {}),
+                    "selected": projection.selected_, **projection.validation_,
+                    "probability": describe(projection.calibration_), "calibration": projection.calibration_},
+          json_out, hide=("calibration",))
+
+
+def _recipe_configs(recipe: str, pairs, held, overrides: dict, **settings) -> tuple[dict, bool]:
+    """The TrainConfigs `--recipe` names for these pairs, and whether model selection validates on judged queries
+    (the held-out `held`, else a share or folds of `pairs`), which decides what "auto" may try."""
+    from qkrag.projection.recipes import recipe_configs
+
+    judged = (held if held is not None else pairs).origin == "judged queries"
+    return recipe_configs(recipe, len(pairs.documents), overrides, judged, **settings), judged
 
 
 def _with_teacher(pairs, corpus, encoder, text_of):
