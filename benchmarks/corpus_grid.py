@@ -292,6 +292,36 @@ def cold_rates(cells: list[dict]) -> None:
         previous[name] = pairs
 
 
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def other_levers(collections: list[str]) -> str:
+    """The levers that are not ICT cells, from their own committed results, one row per collection and lever:
+    a full fine-tune of the encoder on the same pairs (main_job), HyDE (llm_baselines). What the other levers
+    gave elsewhere (the 1.5B generator, the LLM judge) is named below the table."""
+    lines = ["| collection | lever | source | nDCG@10 | Δ vs cosine [CI] p | novel (Δ vs cosine) | cost |",
+             "|---|---|---|---|---|---|---|"]
+    for name in collections:
+        for gen in ("ict", "llm"):
+            job = _load(f"main_job_{name}_{gen}")
+            ft = next((r for r in (job or {}).get("rows", []) if r["method"] == "finetune"), None)
+            if ft:
+                pairs = (job.get("generation") or {}).get("pair_ranks", {}).get("n")
+                lines.append(f"| {name} | fine-tune the encoder on the same {pairs} {gen.upper()} pairs | "
+                             f"main_job_{name}_{gen} | {_fmt(ft['ndcg@10'])} | {_delta(ft, 'vs_cosine')} | "
+                             f"{_novel(ft)} | {_fmt(ft.get('train_seconds'), 0)} s training |")
+        entry = ((_load("llm_baselines") or {}).get("collections") or {}).get(name)
+        hyde = next((r for r in (entry or {}).get("rows", []) if r["method"] == "hyde"), None)
+        if hyde:
+            rate = (hyde.get("hyde") or {}).get("seconds_per_sent")
+            lines.append(f"| {name} | HyDE, embedded 0.5B ({entry['queries']} test queries) | llm_baselines | "
+                         f"{_fmt(hyde['ndcg@10'])} | {_delta(hyde, 'vs_cosine')} | — | 1 LLM call per query"
+                         + (f", {rate:.1f} s each" if rate else "") + " |")
+    return "\n".join(lines)
+
+
 def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
     cold_rates(cells)
     if part:  # a run beside another: its own file, merged into the grid by the next run without --part
@@ -316,6 +346,12 @@ def write(cells: list[dict], extra: dict, part: str | None = None) -> None:
             f"Bases (untrained):\n\n{bases(ordered)}\n\n## Grid\n\n{table(ordered)}\n\n"
             f"## Lever chosen on validation (never test)\n\n{chosen(ordered)}\n\n"
             "## Goals, per cell\n\n" + "".join(f"- {g}\n" for g in goal_lines(ordered)) + "\n"
+            "## The other levers on the same collections\n\n"
+            + other_levers(list(dict.fromkeys(c["collection"] for c in ordered))) + "\n\n"
+            "Elsewhere: the 1.5B generator against the 0.5B, same passages and equal generation time "
+            "(`generator_wall_time.md`, the demo; `generator_choice.md`, squad-mix); the embedded LLM as a relevance "
+            "judge against SciFact's human labels (`judge_agreement_40.md`, and the 1.5B in "
+            "`judge_agreement_1.5b.md`).\n\n"
             + "Cells made by these commands, run from benchmarks/ with `PYTHONPATH=../src OMP_NUM_THREADS=1 nice -n 10`"
             " (the header's command wrote this report):\n\n" + "".join(f"- `{c}`\n" for c in extra.get("commands", []))
             + f"\n![grid]({NAME}.png)\n")
