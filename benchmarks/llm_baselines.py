@@ -171,12 +171,13 @@ def main() -> None:
     for name in args.collections.split(","):
         data = ROOT / "data" / name if name in SHIPPED else Path(args.data) / name
         out = Path(args.out) / name
-        view, n = query_view(data, out, args.max_queries, args.seed)
         if args.report_only:
             report, cmd = json.loads((out / "bench.json").read_text()), json.loads((out / "command.json").read_text())
         else:
+            view, _ = query_view(data, out, args.max_queries, args.seed)
             report, cmd = run_bench(name, view, out, Path(journals[name]) if name in journals else None)
             (out / "command.json").write_text(json.dumps(cmd))
+        n = report["queries"]
         all_queries = len({ln.split("\t")[0] for ln in (data / "qrels" / "test.tsv").read_text().splitlines()[1:]})
         per_query = json.loads((out / "per_query.json").read_text())
         entries[name] = {"command": cmd, "documents": report["documents"], "queries": n, "all_queries": all_queries,
