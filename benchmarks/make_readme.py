@@ -164,7 +164,7 @@ def llm_baselines_table(result: dict | None) -> str:
     if not result:
         return ""
     lines = ["| collection (test queries) | cosine | hybrid | HyDE (Δ vs cosine, p) | qk_synthetic (Δ vs HyDE, p) | "
-             "hybrid_qk_synthetic | HyDE LLM s/query |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "hybrid_qk_synthetic | HyDE LLM s/query (2 shared cores) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, entry in result["collections"].items():
         rows = {r["method"]: r for r in entry["rows"]}
         hyde, qk = rows.get("hyde"), rows.get("qk_synthetic")
