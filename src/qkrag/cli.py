@@ -878,6 +878,9 @@ def bench(
     methods: Annotated[Optional[str], typer.Option("--methods", help="Comma-separated methods (default: all but hyde, which costs one LLM call per test query: add it by name).")] = None,
     finetune_epochs: Annotated[int, typer.Option(
         "--finetune-epochs", min=1, help="Epochs of the finetune row (the whole encoder on the same pairs).")] = 1,
+    finetune_hard_negatives: Annotated[bool, typer.Option(
+        "--finetune-hard-negatives", help="The finetune row also learns against each pair's first mined hard "
+        "negative, not only the batch's other positives.")] = False,
     seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
@@ -905,6 +908,7 @@ def bench(
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          recipes=tuple(x.strip() for x in recipes.split(",") if x.strip()),
                          seed=seed, skip_empty=skip_empty, finetune_epochs=finetune_epochs,
+                         finetune_hard_negatives=finetune_hard_negatives,
                          methods=tuple(m.strip() for m in methods.split(",")) if methods else METHODS)
     bench_run = Bench(config)  # validates data, methods and sample before any work
     typer.echo(bench_run.plan(), err=True)

@@ -54,3 +54,20 @@ def test_fine_tuning_pulls_queries_to_their_passages_and_saves_a_loadable_model(
     saved = SentenceTransformerEncoder(str(tmp_path / "model"))
     np.testing.assert_allclose(embed(saved, QUERIES[:2], "query", NO_CACHE),
                                embed(result.encoder, QUERIES[:2], "query", NO_CACHE), atol=1e-5)
+
+
+def test_hard_negatives_must_pair_up_too() -> None:
+    with pytest.raises(InputError, match=r"finetune negatives: 1 for 6 pairs.*Fix: pass one hard negative"):
+        finetune_encoder(QUERIES, POSITIVES, base_model="/no/such/model", config=QUICK, negatives=["one"])
+
+
+@pytest.mark.slow
+def test_hard_negatives_are_learned_against_and_name_the_fine_tune() -> None:
+    """A hard negative is a third column of the loss: each query is pushed from it as from the batch's positives,
+    and the fine-tune's fingerprint differs from the one without negatives (their vectors never share a cache)."""
+    negatives = POSITIVES[1:] + POSITIVES[:1]  # another pair's passage
+    plain = finetune_encoder(QUERIES, POSITIVES, config=QUICK)
+    hard = finetune_encoder(QUERIES, POSITIVES, config=QUICK, negatives=negatives)
+    assert hard.steps == plain.steps and all(np.isfinite(hard.losses))
+    assert hard.losses != plain.losses  # the extra column changed the loss
+    assert hard.encoder.fingerprint != plain.encoder.fingerprint

@@ -70,6 +70,7 @@ class BenchConfig:
     # queries, else those safe to choose on synthetic pairs
     recipes: tuple[str, ...] = ("auto",)
     finetune_epochs: int = 1
+    finetune_hard_negatives: bool = False  # the finetune row also learns against each pair's first mined negative
     # Cap on projection training epochs; early stopping or cross-validation picks the count below it. A few hundred
     # synthetic pairs make only a few steps per epoch, so cross-validation can still be gaining at 10.
     epochs: int = 30
@@ -475,17 +476,24 @@ class Bench:
 
         queries = list(dataset["query"])
         positive_texts = [self.corpus.get(str(p)).content for p in dataset["positive_id"]]
+        mined = [list(n or []) for n in dataset["negative_ids"]] if "negative_ids" in dataset.column_names else []
+        use_mined = self.config.finetune_hard_negatives and bool(mined) and all(mined)
+        negatives = [self.corpus.get(str(n[0])).content for n in mined] if use_mined else None
         result = finetune_encoder(queries, positive_texts, self.config.model,
                                   FinetuneConfig(epochs=self.config.finetune_epochs, seed=self.config.seed,
-                                                 progress=self.config.progress))
+                                                 progress=self.config.progress), negatives=negatives)
         vectors = embed(result.encoder, self.corpus.contents, "document", desc="re-embed corpus (fine-tuned)")
         exact = ExactIndex(self.corpus.ids, vectors, "cosine", fingerprint=result.encoder.fingerprint)
 
         def search(queries, k):
             return exact.search_vectors(embed(result.encoder, list(queries), "query", _quiet()), k)
 
+        hard = ("the first mined hard negative of each pair beside the in-batch ones" if use_mined else
+                "in-batch negatives only" + ("; some pairs have no mined negative" if
+                                              self.config.finetune_hard_negatives else ""))
         row = self._evaluate("finetune", search, result.seconds,
-                             f"MultipleNegativesRankingLoss, {result.steps} steps; corpus re-embedding not counted")
+                             f"MultipleNegativesRankingLoss, {result.steps} steps, {hard}; corpus re-embedding not "
+                             "counted")
         self._audit(row, self._row("cosine"), training_positives)
         self._write()
 

@@ -40,8 +40,12 @@ class FinetuneResult:
 
 
 def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_model: str | None = None,
-                     config: FinetuneConfig | None = None, out_dir: str | Path | None = None) -> FinetuneResult:
+                     config: FinetuneConfig | None = None, out_dir: str | Path | None = None,
+                     negatives: Sequence[str] | None = None) -> FinetuneResult:
     """Fine-tune a sentence-transformers model on (query, positive passage) pairs; return an encoder over it.
+    `negatives`: one mined hard negative passage per pair, set against every query of its batch beside the
+    in-batch positives (the loss's third column); without them the only negatives are the batch's other positives,
+    which a query cut from its own passage tells apart too easily to learn from.
 
     Batches never hold the same passage twice: a duplicate would be a false in-batch negative.
     """
@@ -49,6 +53,9 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     if len(queries) != len(positives) or not queries:  # before the imports: they cost seconds
         raise fail("finetune pairs", f"{len(queries)} queries for {len(positives)} positives",
                    "pass one positive passage per query, and at least one pair")
+    if negatives is not None and len(negatives) != len(queries):
+        raise fail("finetune negatives", f"{len(negatives)} for {len(queries)} pairs",
+                   "pass one hard negative passage per pair, or none")
     import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -87,6 +94,8 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     t0 = time.perf_counter()
     for batch in tqdm(batches, desc="fine-tune encoder", unit="batch", disable=quiet() or not config.progress):
         features = [prepare([queries[i] for i in batch]), prepare([positives[i] for i in batch])]
+        if negatives is not None:
+            features.append(prepare([negatives[i] for i in batch]))
         loss = loss_fn(features, torch.empty(0))
         optimizer.zero_grad()
         loss.backward()
@@ -97,7 +106,8 @@ def finetune_encoder(queries: Sequence[str], positives: Sequence[str], base_mode
     seconds = time.perf_counter() - t0
     # The fingerprint names the training data and settings, so cached vectors of another fine-tune never match.
     encoder = SentenceTransformerEncoder.from_loaded(
-        model, f"{name}+finetuned:{content_hash(list(queries), list(positives), vars(config))[:16]}")
+        model, f"{name}+finetuned:"
+        f"{content_hash(list(queries), list(positives), list(negatives or []), vars(config))[:16]}")
     if out_dir is not None:
         model.save(str(out_dir))
     return FinetuneResult(encoder, seconds, len(batches), losses)
