@@ -20,9 +20,11 @@ from pathlib import Path
 from _common import RESULTS, save
 
 
-def bench(data: Path, generator: str, sample: int, epochs: int, out: Path) -> tuple[dict, list[str]]:
+def bench(data: Path, generator: str, sample: int, epochs: int, out: Path, hard: bool) -> tuple[dict, list[str]]:
     cmd = ["qkrag", "bench", str(data), "--generator", generator, "--sample", str(sample), "--candidates", "4",
            "--methods", "cosine,finetune", "--finetune-epochs", str(epochs), "--out", str(out), "--json"]
+    if hard:
+        cmd.append("--finetune-hard-negatives")
     if data.name == "cranfield":
         cmd.append("--skip-empty")
     subprocess.run([str(Path(sys.executable).with_name("qkrag")), *cmd[1:]], stdout=subprocess.DEVNULL, check=True,
@@ -36,17 +38,20 @@ def main() -> None:
     parser.add_argument("--runs", default="scifact:ict:1000", help="COLLECTION:GENERATOR:SAMPLE, comma-separated")
     parser.add_argument("--epochs", default="1,5")
     parser.add_argument("--out", default="../runs/finetune_epochs")
+    parser.add_argument("--hard-negatives", action="store_true", help="each pair's first mined negative too")
     args = parser.parse_args()
     previous = RESULTS / "finetune_epochs.json"
-    rows = {(r["collection"], r["epochs"]): r for r in json.loads(previous.read_text())["rows"]} \
-        if previous.exists() else {}
+    rows = {(r["collection"], r["epochs"], r.get("hard_negatives", False)): r
+            for r in json.loads(previous.read_text())["rows"]} if previous.exists() else {}
     for spec in args.runs.split(","):
         name, generator, sample = spec.split(":")
         for epochs in map(int, args.epochs.split(",")):
+            suffix = "-hard" if args.hard_negatives else ""
             report, cmd = bench(Path(args.data) / name, generator, int(sample), epochs,
-                                Path(args.out) / f"{name}-{generator}-{sample}-e{epochs}")
+                                Path(args.out) / f"{name}-{generator}-{sample}-e{epochs}{suffix}", args.hard_negatives)
             ft = next(r for r in report["rows"] if r["method"] == "finetune")
-            rows[(name, epochs)] = {"collection": name, "epochs": epochs, "pairs": report["generation"]["counts"]
+            rows[(name, epochs, args.hard_negatives)] = {"collection": name, "epochs": epochs,
+                                    "hard_negatives": args.hard_negatives, "pairs": report["generation"]["counts"]
                                     .get("pairs"), "cosine": next(r["ndcg@10"] for r in report["rows"]
                                                                   if r["method"] == "cosine"),
                                     **{k: ft.get(k) for k in ("ndcg@10", "vs_cosine_delta", "vs_cosine_delta_ci",
@@ -54,15 +59,16 @@ def main() -> None:
                                                               "base_ndcg@10_novel", "n_novel", "p_ndcg@10_novel",
                                                               "train_seconds", "notes")},
                                     "command": " ".join(cmd)}
-            print(json.dumps(rows[(name, epochs)]), flush=True)
-    ordered = sorted(rows.values(), key=lambda r: (r["collection"], r["epochs"]))
-    lines = ["| collection | pairs | epochs | cosine | finetune nDCG@10 | Δ vs cosine [CI] p | novel vs cosine (n, p) | "
-             "train s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            print(json.dumps(rows[(name, epochs, args.hard_negatives)]), flush=True)
+    ordered = sorted(rows.values(), key=lambda r: (r["collection"], r.get("hard_negatives", False), r["epochs"]))
+    lines = ["| collection | pairs | negatives | epochs | cosine | finetune nDCG@10 | Δ vs cosine [CI] p | novel vs cosine (n, p) | "
+             "train s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in ordered:
         lo, hi = r["vs_cosine_delta_ci"]
         novel = (f"{r['ndcg@10_novel']:.3f} vs {r['base_ndcg@10_novel']:.3f} ({r['n_novel']}, "
                  f"{r['p_ndcg@10_novel']:.2g})" if r.get("ndcg@10_novel") is not None else "—")
-        lines.append(f"| {r['collection']} | {r['pairs']} | {r['epochs']} | {r['cosine']:.3f} | {r['ndcg@10']:.3f} | "
+        neg = "in-batch + 1 mined" if r.get("hard_negatives") else "in-batch"
+        lines.append(f"| {r['collection']} | {r['pairs']} | {neg} | {r['epochs']} | {r['cosine']:.3f} | {r['ndcg@10']:.3f} | "
                      f"{r['vs_cosine_delta']:+.3f} [{lo:+.3f}, {hi:+.3f}] {r['vs_cosine_p_value']:.2g} | {novel} | "
                      f"{r['train_seconds']:.0f} |")
     body = ("sentence-transformers' MultipleNegativesRankingLoss on the main job's pairs, batch 32, lr 2e-5, the whole "

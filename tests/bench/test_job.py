@@ -188,3 +188,30 @@ def test_bench_residual_rank_reaches_every_loss(tmp_path, monkeypatch, fake_enco
     seen = _configs_tried(tmp_path, monkeypatch, fake_encoder, losses=("infonce", "distill"), recipes=("full",),
                           residual_rank=8)
     assert [c.residual_rank for c in seen] == [8, 8]
+
+
+def test_the_fine_tune_row_learns_against_one_negative_per_pair_when_asked(tmp_path, monkeypatch, fake_encoder):
+    """--finetune-hard-negatives: each pair's first mined negative, or a seeded random other passage where the
+    generation mined none, so every pair has one and none is its own positive."""
+    import qkrag.embed.encoders
+    import qkrag.embed.finetune
+    from tests.fakes import write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    seen = {}
+
+    def record(queries, positives, *args, negatives=None, **kwargs):
+        seen.update(positives=positives, negatives=negatives)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(qkrag.embed.finetune, "finetune_encoder", record)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i}."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    config = BenchConfig(data=folder, out=tmp_path / "b", generator="ict", sample=40, progress=False,
+                         methods=("cosine", "finetune"), finetune_hard_negatives=True)
+    with pytest.raises(RuntimeError, match="recorded"):
+        run_bench(config)
+    assert seen["negatives"] is not None and len(seen["negatives"]) == len(seen["positives"]) > 0
+    assert all(n != p for n, p in zip(seen["negatives"], seen["positives"]))
+    assert set(seen["negatives"]) <= set(docs.values())

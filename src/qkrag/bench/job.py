@@ -18,6 +18,7 @@ held-out share of the training pairs, split by document, or the train split for 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -476,9 +477,7 @@ class Bench:
 
         queries = list(dataset["query"])
         positive_texts = [self.corpus.get(str(p)).content for p in dataset["positive_id"]]
-        mined = [list(n or []) for n in dataset["negative_ids"]] if "negative_ids" in dataset.column_names else []
-        use_mined = self.config.finetune_hard_negatives and bool(mined) and all(mined)
-        negatives = [self.corpus.get(str(n[0])).content for n in mined] if use_mined else None
+        negatives = self._finetune_negatives(dataset) if self.config.finetune_hard_negatives else None
         result = finetune_encoder(queries, positive_texts, self.config.model,
                                   FinetuneConfig(epochs=self.config.finetune_epochs, seed=self.config.seed,
                                                  progress=self.config.progress), negatives=negatives)
@@ -488,14 +487,23 @@ class Bench:
         def search(queries, k):
             return exact.search_vectors(embed(result.encoder, list(queries), "query", _quiet()), k)
 
-        hard = ("the first mined hard negative of each pair beside the in-batch ones" if use_mined else
-                "in-batch negatives only" + ("; some pairs have no mined negative" if
-                                              self.config.finetune_hard_negatives else ""))
+        hard = ("each pair's first mined hard negative (a seeded random passage where it has none) beside the "
+                "in-batch ones" if negatives is not None else "in-batch negatives only")
         row = self._evaluate("finetune", search, result.seconds,
                              f"MultipleNegativesRankingLoss, {result.steps} steps, {hard}; corpus re-embedding not "
                              "counted")
         self._audit(row, self._row("cosine"), training_positives)
         self._write()
+
+    def _finetune_negatives(self, dataset) -> list[str]:
+        """One negative passage per pair: its first mined hard negative, else a seeded random other passage."""
+        rng = random.Random(self.config.seed)
+        mined = dataset["negative_ids"] if "negative_ids" in dataset.column_names else [None] * len(dataset)
+        out = []
+        for positive, negs in zip(dataset["positive_id"], mined):
+            doc = str(negs[0]) if negs else _random_other(rng, self.corpus.ids, str(positive))
+            out.append(self.corpus.get(doc).content)
+        return out
 
     def _generate(self, encoder):
         """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
@@ -542,6 +550,12 @@ class Bench:
 
     def _write(self) -> None:
         report.write(self.config.out, self.to_dict(), self.header(), self.table(), self.rows)
+
+
+def _random_other(rng: random.Random, ids: Sequence[str], not_this: str) -> str:
+    """A seeded random id of `ids` other than `not_this` (`not_this` itself only when it is the only id)."""
+    others = [d for d in ids if d != not_this]
+    return rng.choice(others) if others else not_this
 
 
 def _candidates(recipes: Sequence[str], losses: Sequence[str], config: BenchConfig, n_documents: int) -> dict:
