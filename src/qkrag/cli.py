@@ -880,7 +880,7 @@ def bench(
         "--finetune-epochs", min=1, help="Epochs of the finetune row (the whole encoder on the same pairs).")] = 1,
     finetune_hard_negatives: Annotated[bool, typer.Option(
         "--finetune-hard-negatives", help="The finetune row also learns against each pair's first mined hard "
-        "negative, not only the batch's other positives.")] = False,
+        "negative, not only the batch's other positives.", metavar="")] = False,
     seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
