@@ -14,6 +14,13 @@ def test_unknown_method_is_refused(tiny_beir, tmp_path):
         Bench(BenchConfig(data=tiny_beir, out=tmp_path, methods=("cosine", "colbert")))
 
 
+def test_unknown_or_no_recipe_is_refused(tiny_beir, tmp_path):
+    with pytest.raises(InputError, match=r"recipe 'lowrank': is not a training recipe.*use auto or one of full"):
+        Bench(BenchConfig(data=tiny_beir, out=tmp_path, recipes=("auto", "lowrank")))
+    with pytest.raises(InputError, match="recipes: names no recipe"):
+        Bench(BenchConfig(data=tiny_beir, out=tmp_path, recipes=()))
+
+
 @pytest.mark.slow
 def test_bench_on_the_demo_collection_with_real_parts(tmp_path):
     from pathlib import Path

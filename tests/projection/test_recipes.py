@@ -40,5 +40,6 @@ def test_auto_means_every_recipe_on_judged_queries_and_the_safe_ones_on_syntheti
     assert set(recipe_configs("auto", judged=False)) == {"full"}
     assert "low_rank not tried" in left_out(("auto",), judged=False)
     assert left_out(("auto",), judged=True) is None and left_out(("full", "low_rank"), judged=False) is None
+    assert left_out(("auto", "low_rank"), judged=False) is None  # named beside auto: tried, so not left out
     with pytest.raises(InputError, match="use auto or one of"):
         expand_recipes(("lowrank",), judged=True)

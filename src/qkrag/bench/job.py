@@ -119,10 +119,11 @@ class Bench:
         if bad_loss or not config.losses:
             raise fail("losses", f"{bad_loss} are not losses" if bad_loss else "names no loss",
                        f"choose one or more of {', '.join(TRAINING_LOSSES)}")
-        from qkrag.projection.recipes import RECIPES
+        from qkrag.projection.recipes import RECIPES, expand_recipes
 
-        if not config.recipes or any(x not in (*RECIPES, "auto") for x in config.recipes):
-            raise fail("recipes", f"{list(config.recipes)}", f"choose auto or one or more of {', '.join(RECIPES)}")
+        if not config.recipes:
+            raise fail("recipes", "names no recipe", f"choose auto or one or more of {', '.join(RECIPES)}")
+        expand_recipes(config.recipes, judged=True)  # an unknown name fails here, before any work
         self.test: Collection = load_beir(config.data, config.split, skip_empty=config.skip_empty)
         self.corpus = self.test.corpus
         self.train: Collection | None = None

@@ -56,10 +56,11 @@ def expand_recipes(choice: Sequence[str], judged: bool) -> tuple[str, ...]:
 
 
 def left_out(choice: Sequence[str], judged: bool) -> str | None:
-    """Why "auto" left recipes out, in words, or None when it left none out."""
-    if judged or "auto" not in choice:
+    """Why "auto" left recipes out, in words, or None when it left none out (nor did the rest of `choice` add them)."""
+    if "auto" not in choice:
         return None
-    skipped = sorted(NEEDS_JUDGED_VALIDATION & set(RECIPES))
+    tried = expand_recipes(choice, judged)
+    skipped = [name for name in auto_recipes(True) if name not in tried]
     return (f"{', '.join(skipped)} not tried: validation sees only synthetic pairs (judged queries would allow it)"
             if skipped else None)
 
