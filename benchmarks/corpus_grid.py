@@ -31,7 +31,7 @@ import re
 import time
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, load_result, save
 
 NAME = "corpus_grid"
 ROWS = ("cosine", "hybrid", "qk_synthetic", "hybrid_qk_synthetic")
@@ -292,11 +292,6 @@ def cold_rates(cells: list[dict]) -> None:
         previous[name] = pairs
 
 
-def _load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def other_levers(collections: list[str]) -> str:
     """The levers that are not ICT cells, from their own committed results, one row per collection and lever:
     a full fine-tune of the encoder on the same pairs (main_job), HyDE (llm_baselines). What the other levers
@@ -305,14 +300,14 @@ def other_levers(collections: list[str]) -> str:
              "|---|---|---|---|---|---|---|"]
     for name in collections:
         for gen in ("ict", "llm"):
-            job = _load(f"main_job_{name}_{gen}")
+            job = load_result(f"main_job_{name}_{gen}")
             ft = next((r for r in (job or {}).get("rows", []) if r["method"] == "finetune"), None)
             if ft:
                 pairs = (job.get("generation") or {}).get("pair_ranks", {}).get("n")
                 lines.append(f"| {name} | fine-tune the encoder on the same {pairs} {gen.upper()} pairs | "
                              f"main_job_{name}_{gen} | {_fmt(ft['ndcg@10'])} | {_delta(ft, 'vs_cosine')} | "
                              f"{_novel(ft)} | {_fmt(ft.get('train_seconds'), 0)} s training |")
-        entry = ((_load("llm_baselines") or {}).get("collections") or {}).get(name)
+        entry = ((load_result("llm_baselines") or {}).get("collections") or {}).get(name)
         hyde = next((r for r in (entry or {}).get("rows", []) if r["method"] == "hyde"), None)
         if hyde:
             rate = (hyde.get("hyde") or {}).get("seconds_per_sent")

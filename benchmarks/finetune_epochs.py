@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, run_bench, save
 
 
 def bench(data: Path, generator: str, sample: int, epochs: int, out: Path, hard: bool) -> tuple[dict, list[str]]:
-    cmd = ["qkrag", "bench", str(data), "--generator", generator, "--sample", str(sample), "--candidates", "4",
-           "--methods", "cosine,finetune", "--finetune-epochs", str(epochs), "--out", str(out), "--json"]
-    if hard:
-        cmd.append("--finetune-hard-negatives")
-    if data.name == "cranfield":
-        cmd.append("--skip-empty")
-    subprocess.run([str(Path(sys.executable).with_name("qkrag")), *cmd[1:]], stdout=subprocess.DEVNULL, check=True,
-                   env={**os.environ, "TQDM_MININTERVAL": "30"})
-    return json.loads((out / "bench.json").read_text()), cmd
+    return run_bench([data, "--generator", generator, "--sample", sample, "--candidates", 4, "--methods",
+                      "cosine,finetune", "--finetune-epochs", epochs, *(["--finetune-hard-negatives"] if hard else []),
+                      *(["--skip-empty"] if data.name == "cranfield" else [])], out)
 
 
 def main() -> None:

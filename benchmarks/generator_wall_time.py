@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, bench_command, paired_ndcg, run_bench, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL, LARGE = "qwen2.5-coder-0.5b-instruct-q4_k_m", "qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -34,31 +31,24 @@ def cpu_ratio() -> float:
     return runs["large"]["cpu_s_per_call"] / runs["after"]["cpu_s_per_call"]
 
 
-def command(model: str, sample: int, out: Path) -> list[str]:
-    return ["qkrag", "bench", str(ROOT / "data" / "homeqa"), "--sample", str(sample), "--candidates", "2",
-            "--per-passage", "2", "--methods", METHODS, "--llm-model", model, "--out", str(out), "--json"]
+def args_of(model: str, sample: int) -> list:
+    return [ROOT / "data" / "homeqa", "--sample", sample, "--candidates", 2, "--per-passage", 2, "--methods", METHODS,
+            "--llm-model", model]
 
 
 def bench(model: str, sample: int, out: Path, journal: Path | None) -> dict:
-    """One bench run (bench.json holds what it printed); a journal of earlier outputs seeds the pairs stage."""
+    """One bench run; a journal of earlier outputs seeds the pairs stage."""
     target = out / "pairs-llm" / "journal.jsonl"
     if journal and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(journal, target)
-    cmd = command(model, sample, out)
-    subprocess.run([str(Path(sys.executable).with_name("qkrag")), *cmd[1:]], stdout=subprocess.DEVNULL, check=True,
-                   env={**os.environ, "TQDM_MININTERVAL": "10"})
-    return json.loads((out / "bench.json").read_text())
+    return run_bench(args_of(model, sample), out)[0]
 
 
 def paired(out: Path, other: Path, method: str = "qk_synthetic") -> dict:
     """`method` of run `out` against the same row of run `other`, paired on the test queries (bench's per_query.json)."""
-    import numpy as np
-    from qkrag.evaluate.stats import bootstrap_ci, sign_flip_p_value
-
     a, b = (json.loads((p / "per_query.json").read_text())[method]["ndcg@10"] for p in (out, other))
-    diff = np.array([a[q] - b[q] for q in a])
-    return {"delta": float(diff.mean()), "ci": list(bootstrap_ci(diff)), "p": sign_flip_p_value(diff)}
+    return paired_ndcg(a, b)
 
 
 def row(label: str, model: str, sample: int, report: dict) -> dict:
@@ -101,7 +91,7 @@ def main() -> None:
         run = out / f"{model}-{sample}"
         report = (json.loads((run / "bench.json").read_text()) if args.report_only else
                   bench(model, sample, run, journal if model == SMALL else None))
-        report["command"] = " ".join(command(model, sample, run))
+        report["command"] = " ".join(bench_command(args_of(model, sample), run))
         rows.append(row(label, model, sample, report))
         rows[-1]["vs_default"] = paired(run, out / f"{SMALL}-{DEMO_SAMPLE}")
         print(json.dumps(rows[-1]), flush=True)

@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-from _common import RESULTS, save
+from _common import RESULTS, paired_ndcg, run_bench, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("homeqa", "demo")
@@ -58,32 +54,22 @@ def query_view(data: Path, out: Path, max_queries: int, seed: int) -> tuple[Path
     return view, max_queries
 
 
-def run_bench(name: str, data: Path, out: Path, journal: Path | None) -> tuple[dict, list[str]]:
+def bench(name: str, data: Path, out: Path, journal: Path | None) -> tuple[dict, list[str]]:
     """One bench run of `name`'s settings on `data`; a journal of earlier LLM outputs seeds the pairs stage."""
     generator, sample, candidates, per_passage, methods, extra = RUNS[name]
-    cmd = ["qkrag", "bench", str(data), "--generator", generator, "--sample", str(sample), "--candidates",
-           str(candidates), "--per-passage", str(per_passage), "--methods", methods, "--out", str(out), "--json",
-           *extra]
     target = out / f"pairs-{generator}" / "journal.jsonl"
     if journal and not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(journal, target)
-    exe = Path(sys.executable).with_name("qkrag")
-    proc = subprocess.run([str(exe), *cmd[1:]], stdout=subprocess.PIPE, text=True, check=True,
-                          env={**os.environ, "TQDM_MININTERVAL": "10"})
-    return json.loads(proc.stdout), cmd
+    return run_bench([data, "--generator", generator, "--sample", sample, "--candidates", candidates, "--per-passage",
+                      per_passage, "--methods", methods, *extra], out)
 
 
 def against(per_query: dict, method: str, base: str) -> dict | None:
-    """`method` against `base` on the same queries: mean paired difference of nDCG@10, its bootstrap CI, p."""
-    from qkrag.evaluate.stats import bootstrap_ci, sign_flip_p_value
-
+    """`method` against `base` on the same queries (`paired_ndcg`), or None when either row is missing."""
     if method not in per_query or base not in per_query or method == base:
         return None
-    a, b = per_query[method]["ndcg@10"], per_query[base]["ndcg@10"]
-    diff = np.array([a[q] - b[q] for q in a])
-    lo, hi = bootstrap_ci(diff)
-    return {"delta": float(diff.mean()), "ci": [lo, hi], "p": sign_flip_p_value(diff)}
+    return paired_ndcg(per_query[method]["ndcg@10"], per_query[base]["ndcg@10"])
 
 
 def collection_rows(report: dict, per_query: dict) -> list[dict]:
@@ -196,7 +182,7 @@ def main() -> None:
             report, cmd = json.loads((out / "bench.json").read_text()), json.loads((out / "command.json").read_text())
         else:
             view, _ = query_view(data, out, args.max_queries, args.seed)
-            report, cmd = run_bench(name, view, out, Path(journals[name]) if name in journals else None)
+            report, cmd = bench(name, view, out, Path(journals[name]) if name in journals else None)
             (out / "command.json").write_text(json.dumps(cmd))
         n = report["queries"]
         all_queries = len({ln.split("\t")[0] for ln in (data / "qrels" / "test.tsv").read_text().splitlines()[1:]})

@@ -10,14 +10,9 @@ import json
 import re
 from pathlib import Path
 
+from _common import RESULTS, load_result
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-
-def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 EXAMPLE = "loaf stayed dense and flat, the dough never puffed up"
@@ -49,7 +44,7 @@ def _part(r: dict, part: str) -> str:
 def summary() -> str:
     """The lead: figures that are not a prior over documents first, then what the SciFact human-pairs gain is."""
     out = []
-    squad = load("main_job_squad-mix_llm")
+    squad = load_result("main_job_squad-mix_llm")
     if squad:
         r = _rows(squad)
         cos, syn, bm, hyb = r.get("cosine"), r.get("qk_synthetic"), r.get("bm25"), r.get("hybrid_qk_synthetic")
@@ -65,7 +60,7 @@ def summary() -> str:
                 f"{_f(syn.get('base_ndcg@10_novel'))}."
                 + (f" BM25 alone scores {bm['ndcg@10']:.3f}; fused with BM25 the projection scores "
                    f"{hyb['ndcg@10']:.3f}, {_delta(hyb)}." if bm and hyb else ""))
-    ict = load("main_job_squad-mix_ict")
+    ict = load_result("main_job_squad-mix_ict")
     if ict and (r := _rows(ict)).get("qk_synthetic") and r.get("hybrid_qk_synthetic"):
         syn, hyb = r["qk_synthetic"], r["hybrid_qk_synthetic"]
         out.append(f"**The same corpus without an LLM** (ICT pairs cut from {ict['config']['sample']} sampled "
@@ -75,7 +70,7 @@ def summary() -> str:
                    f"{syn.get('question_share@5', float('nan')):.0%}), and fused with BM25 {hyb['ndcg@10']:.3f}, "
                    f"{_delta(hyb)} (novel queries {_f(hyb.get('base_ndcg@10_novel'))} -> "
                    f"{_f(hyb.get('ndcg@10_novel'))}).")
-    sci = load("main_job_scifact_llm")
+    sci = load_result("main_job_scifact_llm")
     if sci:
         r = _rows(sci)
         cos, hyb, human, hsyn = r.get("cosine"), r.get("hybrid"), r.get("qk_human"), r.get("hybrid_qk_synthetic")
@@ -95,7 +90,7 @@ def summary() -> str:
                 f"whose abstracts no train claim judges it is {human['base_ndcg@10_novel']:.3f} -> "
                 f"{human['ndcg@10_novel']:.3f} ({human['delta_ndcg@10_novel']:+.3f}, p = "
                 f"{human['p_ndcg@10_novel']:.2g}). Only novel figures say whether a map learned relevance.")
-    out += demo_paragraphs(load("main_job_homeqa_llm"))
+    out += demo_paragraphs(load_result("main_job_homeqa_llm"))
     return "\n\n".join(out)
 
 
@@ -183,16 +178,16 @@ def llm_baselines_table(result: dict | None) -> str:
 
 
 def section() -> str:
-    parts = [p for p in [summary(), llm_baselines_table(load("llm_baselines"))] if p]
+    parts = [p for p in [summary(), llm_baselines_table(load_result("llm_baselines"))] if p]
     for name in MAIN_JOBS:
-        main = load(f"main_job_{name}")
+        main = load_result(f"main_job_{name}")
         if main and "vs_cosine_delta" in json.dumps(main["rows"]):
             parts.append(main_job_table(name, main))
-    proj = load("projection_bench")
+    proj = load_result("projection_bench")
     if proj:
         parts.append("**Projection on SciFact's human train pairs**: see "
                      "[benchmarks/results/projection_bench.md](benchmarks/results/projection_bench.md).")
-    ev = load("eval_cli")
+    ev = load_result("eval_cli")
     if ev:
         lines = ["| collection | retriever | nDCG@10 | goal | met |", "|---|---|---:|---|---|"]
         lines += [f"| {r['collection']} | {r['retriever']} | {r['ndcg@10']:.4f} | {r['goal']} | {r['met']} |"

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from _common import RESULTS, save
+from _common import RESULTS, run_bench, save
 
 ARMS = {"full,low_rank": "every recipe", "full": "full alone"}
 
@@ -34,14 +31,9 @@ def view(data: Path, out: Path) -> Path:
 
 
 def run(data: Path, recipes: str, sample: int, out: Path) -> tuple[dict, list[str]]:
-    cmd = ["qkrag", "bench", str(data), "--generator", "ict", "--sample", str(sample), "--candidates", "4",
-           "--methods", "cosine,hybrid,qk_synthetic,hybrid_qk_synthetic", "--recipes", recipes, "--out", str(out),
-           "--json"]
-    if "cranfield" in data.name:
-        cmd.append("--skip-empty")
-    subprocess.run([str(Path(sys.executable).with_name("qkrag")), *cmd[1:]], stdout=subprocess.DEVNULL, check=True,
-                   env={**os.environ, "TQDM_MININTERVAL": "30"})
-    return json.loads((out / "bench.json").read_text()), cmd
+    return run_bench([data, "--generator", "ict", "--sample", sample, "--candidates", 4, "--methods",
+                      "cosine,hybrid,qk_synthetic,hybrid_qk_synthetic", "--recipes", recipes,
+                      *(["--skip-empty"] if "cranfield" in data.name else [])], out)
 
 
 def reading(rows: list[dict]) -> str:
