@@ -808,7 +808,10 @@ def test_bench_passes_finetune_epochs_and_refuses_zero(capsys, beir, tmp_path, m
 
     monkeypatch.setattr(qkrag.bench.Bench, "__init__", capture)
     with pytest.raises(Stop):
-        run(capsys, "bench", beir, "--out", tmp_path / "b", "--finetune-epochs", "3", "--finetune-hard-negatives")
-    assert seen["config"].finetune_epochs == 3 and seen["config"].finetune_hard_negatives
+        run(capsys, "bench", beir, "--out", tmp_path / "b", "--finetune-epochs", "3")
+    assert seen["config"].finetune_epochs == 3 and seen["config"].finetune_hard_negatives  # the default
+    with pytest.raises(Stop):
+        run(capsys, "bench", beir, "--out", tmp_path / "b", "--no-finetune-hard-negatives")
+    assert not seen["config"].finetune_hard_negatives
     code, _, err = run(capsys, "bench", beir, "--out", tmp_path / "c", "--finetune-epochs", "0")
     assert code == 2 and "finetune-epochs" in err

@@ -879,8 +879,9 @@ def bench(
     finetune_epochs: Annotated[int, typer.Option(
         "--finetune-epochs", min=1, help="Epochs of the finetune row (the whole encoder on the same pairs).")] = 1,
     finetune_hard_negatives: Annotated[bool, typer.Option(
-        "--finetune-hard-negatives", help="The finetune row also learns against each pair's first mined hard "
-        "negative, not only the batch's other positives.", metavar="")] = False,
+        "--finetune-hard-negatives/--no-finetune-hard-negatives", help="The finetune row also learns against each "
+        "pair's first mined hard negative, not only the batch's other positives (benchmarks/results/"
+        "finetune_epochs.md: in-batch negatives alone leave the encoder at cosine).", metavar="")] = True,
     seed: Seed = 0,
     skip_empty: SkipEmpty = False,
     json_out: Json = False,
