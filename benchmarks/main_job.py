@@ -164,10 +164,8 @@ def post_positive_share(out: Path) -> float | None:
     posts). Ids are the ground truth here, which is why this lives in the benchmark, not in the library."""
     import datasets
 
-    folder = next(iter(sorted(out.glob("pairs-*"))), None)
-    if folder is None or not (folder / "pairs.parquet").exists():
-        return None
-    ids = datasets.Dataset.from_parquet(str(folder / "pairs.parquet"))["positive_id"]
+    files = [f / "pairs.parquet" for f in sorted(out.glob("pairs-*")) if (f / "pairs.parquet").exists()]
+    ids = [i for f in files for i in datasets.Dataset.from_parquet(str(f))["positive_id"]]  # llm+ict: both folders
     return sum(str(i).startswith("post-") for i in ids) / len(ids) if ids else None
 
 
@@ -177,6 +175,7 @@ def main() -> None:
     parser.add_argument("--collections", default="scifact,cranfield")
     parser.add_argument("--generator", default="llm")
     parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--ict-sample", type=int, default=None, help="with --generator llm+ict: ICT's passages")
     parser.add_argument("--candidates", type=int, default=4, help="LLM candidates per passage")
     parser.add_argument("--per-passage", type=int, default=1, help="pairs kept per passage")
     parser.add_argument("--llm-base-url", default=None, help="OpenAI-compatible LLM server for generation")
@@ -186,14 +185,17 @@ def main() -> None:
                         help="rewrite the results from an earlier run's OUT/<collection>-<generator>/bench.json")
     args = parser.parse_args()
 
+    tag = args.generator.replace("+", "-")  # file names: llm+ict -> llm-ict
     for name in args.collections.split(","):
-        out = Path(args.out) / f"{name}-{args.generator}"
+        out = Path(args.out) / f"{name}-{tag}"
         data = ROOT / "data" / name if name in EXAMPLES else Path(args.data) / name
         cmd = ["qkrag", "bench", str(data), "--generator", args.generator, "--sample", str(args.sample),
                "--candidates", str(args.candidates), "--per-passage", str(args.per_passage), "--out", str(out),
                "--json"]
         if args.methods:
             cmd += ["--methods", args.methods]
+        if args.ict_sample:
+            cmd += ["--ict-sample", str(args.ict_sample)]
         if name == "cranfield":
             cmd.append("--skip-empty")
         if args.llm_base_url:
@@ -211,13 +213,13 @@ def main() -> None:
             report["answer_above_every_post"] = answer_above_every_post(out, data, name)
         rows = {r["method"]: r for r in report["rows"]}
         table = (out / "bench.md").read_text()
-        shutil.copyfile(out / "bench.png", RESULTS / f"main_job_{name}_{args.generator}.png")
+        shutil.copyfile(out / "bench.png", RESULTS / f"main_job_{name}_{tag}.png")
         body = f"`{' '.join(cmd)}`\n\n{report['documents']} documents, {report['queries']} test queries; synthetic " \
                f"pairs from a seeded sample of {args.sample} passages ({args.generator}).\n\n{table}\n" \
                "Goals:\n\n" + "\n".join(f"- {g}" for g in goals(rows, name, report)) + \
                f"\n\nGeneration: {json.dumps(report.get('generation', {}).get('pair_ranks', {}))}\n\n" \
-               f"![results](main_job_{name}_{args.generator}.png)\n"
-        save(f"main_job_{name}_{args.generator}", {"bench_command": " ".join(cmd), **report}, body)
+               f"![results](main_job_{name}_{tag}.png)\n"
+        save(f"main_job_{name}_{tag}", {"bench_command": " ".join(cmd), **report}, body)
         print(body, flush=True)
 
 

@@ -3,7 +3,7 @@ for the real class's folder fingerprint), the one fake OpenAI-compatible server 
 embeddings, models, scripted faults), a free loopback port, tiny BEIR folders written on the fly, where the
 optional shared data lives, a tiny topic corpus (make_corpus), the index tests' encoder, corpus and build
 (hash_encoder, tiny_corpus, build_quietly), a random evaluation result of chosen quality
-(random_result), and the tidy fake LLM the rewriting tests share (fake_answer, with the fixtures `server` and
+(random_result), the query-writing fake LLM of generation (pair_answer), and the tidy fake LLM the rewriting tests share (fake_answer, with the fixtures `server` and
 `make_llm` that a test module imports)."""
 
 from __future__ import annotations
@@ -375,6 +375,28 @@ def random_result(n: int, seed: int, shift: float = 0.0) -> EvalResult:
     ranks = np.clip(rng.integers(1, 11, n) - np.round(shift * rng.random(n) * 10).astype(int), 1, 10)
     run = {f"q{i}": {("rel" if j == ranks[i] else f"x{j}"): 1.0 / j for j in range(1, 11)} for i in range(n)}
     return evaluate_run(qrels, run)
+
+
+# ------------------------------------------------------------------------------------------------ a query-writing fake LLM
+# For generation (tests/pairs/test_generate.py) and bench runs with an LLM generator (tests/bench/test_job.py).
+
+
+def pair_answer(body: dict) -> str:
+    """What the fake LLM writes (with FakeOpenAIServer): deterministic in the prompt and the seed. A query prompt
+    gets numbered queries made of the passage's words, after a preamble and before a copied first sentence; the
+    judge prompt gets "No"."""
+    user = last_message(body)
+    if "Document:" not in user:  # the judge template
+        return "No"
+    doc = user.split("Document:", 1)[1]
+    n = int(re.search(r"Write (\d+)", user).group(1))
+    rng = random.Random(hashlib.sha256(f"{doc}|{body.get('seed')}".encode()).hexdigest())
+    vocab = sorted(set(re.findall(r"[a-z]+", doc.lower())) - {"the", "and", "in", "is", "to", "a", "with"})
+    lines = ["Here are the queries:"]
+    for j in range(n):
+        lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
+    lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ a tidy fake LLM

@@ -813,5 +813,8 @@ def test_bench_passes_finetune_epochs_and_refuses_zero(capsys, beir, tmp_path, m
     with pytest.raises(Stop):
         run(capsys, "bench", beir, "--out", tmp_path / "b", "--no-finetune-hard-negatives")
     assert not seen["config"].finetune_hard_negatives
+    with pytest.raises(Stop):
+        run(capsys, "bench", beir, "--out", tmp_path / "b", "--generator", "llm+ict", "--ict-sample", "500")
+    assert seen["config"].generator == "llm+ict" and seen["config"].ict_sample == 500
     code, _, err = run(capsys, "bench", beir, "--out", tmp_path / "c", "--finetune-epochs", "0")
     assert code == 2 and "finetune-epochs" in err

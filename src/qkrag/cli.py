@@ -869,7 +869,12 @@ def bench(
         "--recipes", help="Training recipes tried with each loss for qk_synthetic, comma-separated: full (every entry "
         "of Q and K), low_rank (I + a rank-4 change, full softmax), or auto (both where validation queries are "
         "judged, full alone on synthetic pairs); the best on validation is kept.")] = "auto",
-    generator: Annotated[str, typer.Option("--generator", help="llm or ict.")] = "llm",
+    generator: Annotated[str, typer.Option("--generator", help="llm, ict (no LLM: a passage's sentence as its "
+        "query), or llm+ict (the LLM's pairs on --sample passages plus ICT's on --ict-sample, trained on together).")
+    ] = "llm",
+    ict_sample: Annotated[Optional[int], typer.Option(
+        "--ict-sample", min=1, help="With --generator llm+ict: passages ICT cuts pairs from (default: every passage; "
+        "ICT costs no LLM time).")] = None,
     llm_base_url: LLMURL = None,
     base_url: OldLLMURL = None,
     llm_model: LLMModel = None,
@@ -904,7 +909,8 @@ def bench(
     output_folder(out, "--out", "bench report")
 
     config = BenchConfig(data=data, out=out, split=split, model=model, embed_base_url=embed_base_url,
-                         generator=generator, llm_base_url=_llm_url(llm_base_url, base_url), llm_model=llm_model, sample=sample,
+                         generator=generator, ict_sample=ict_sample, llm_base_url=_llm_url(llm_base_url, base_url),
+                         llm_model=llm_model, sample=sample,
                          candidates=candidates, per_passage=per_passage,
                          losses=tuple(x.strip() for x in losses.split(",") if x.strip()),
                          recipes=tuple(x.strip() for x in recipes.split(",") if x.strip()),

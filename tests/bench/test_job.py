@@ -6,6 +6,7 @@ import pytest
 
 from qkrag.bench import METHODS, Bench, BenchConfig, run_bench
 from qkrag.errors import InputError
+from qkrag.pairs.store import load_pairs
 from qkrag.projection.recipes import RECIPES
 
 
@@ -19,6 +20,59 @@ def test_unknown_or_no_recipe_is_refused(tiny_beir, tmp_path):
         Bench(BenchConfig(data=tiny_beir, out=tmp_path, recipes=("auto", "lowrank")))
     with pytest.raises(InputError, match="recipes: names no recipe"):
         Bench(BenchConfig(data=tiny_beir, out=tmp_path, recipes=()))
+
+
+def test_unknown_generator_is_refused_before_any_work(tiny_beir, tmp_path):
+    with pytest.raises(InputError, match=r"generator 'gpt': is not a pair generator.*use one of llm, ict, llm\+ict"):
+        Bench(BenchConfig(data=tiny_beir, out=tmp_path, generator="gpt"))
+
+
+def test_llm_and_ict_pairs_train_together_and_doc2query_reads_only_the_llms(tmp_path, monkeypatch, fake_encoder):
+    """--generator llm+ict: the LLM's pairs on `sample` passages and ICT's on `ict_sample`, concatenated with
+    distinct query ids; the header counts both; doc2query expands passages with the LLM's queries only."""
+    import qkrag.embed.encoders
+    import qkrag.retrieval.doc2query
+    from tests.fakes import FakeOpenAIServer, pair_answer, write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    expanded = {}
+    real_expand = qkrag.retrieval.doc2query.expand_corpus
+    monkeypatch.setattr(qkrag.retrieval.doc2query, "expand_corpus",
+                        lambda corpus, queries: expanded.update(queries) or real_expand(corpus, queries))
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i} here."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    with FakeOpenAIServer(chat=pair_answer) as server:
+        bench = Bench(BenchConfig(data=folder, out=tmp_path / "b", generator="llm+ict", sample=12, ict_sample=30,
+                                  candidates=2, progress=False, llm_base_url=server.url, llm_model="fake-model",
+                                  methods=("cosine", "doc2query")))
+        bench.run()
+    llm_ids = set(load_pairs(tmp_path / "b" / "pairs-llm")["query_id"])
+    ict = load_pairs(tmp_path / "b" / "pairs-ict")
+    assert 0 < len(llm_ids) and len(set(ict["positive_id"])) == 30  # ICT on its own sample
+    assert bench.info["generation_ict"]["counts"]["pairs"] == len(ict)
+    assert f"{len(llm_ids)} (LLM) + {len(ict)} (ICT, from 30 passages)" in bench.header()
+    assert expanded and all(not q.startswith("ict-") for qs in expanded.values() for q in qs)
+    assert sum(map(len, expanded.values())) == len(llm_ids)  # the LLM's queries, none of ICT's sentences
+
+
+def test_the_mixed_pairs_keep_both_generators_under_distinct_query_ids(tmp_path, monkeypatch, fake_encoder):
+    import qkrag.embed.encoders
+    from tests.fakes import FakeOpenAIServer, pair_answer, write_beir
+
+    monkeypatch.setattr(qkrag.embed.encoders, "make_encoder", lambda *a, **k: fake_encoder)
+    docs = {f"d{i}": f"Passage {i} about topic {i % 7} with detail {i * 3}. It says more about item {i} here."
+            for i in range(40)}
+    folder = write_beir(tmp_path / "forty", docs, {"q1": "topic 3 detail"}, {"q1": ["d3"]})
+    with FakeOpenAIServer(chat=pair_answer) as server:
+        bench = Bench(BenchConfig(data=folder, out=tmp_path / "b", generator="llm+ict", sample=12, candidates=2,
+                                  progress=False, llm_base_url=server.url, llm_model="fake-model"))
+        bench.encoder = fake_encoder
+        dataset = bench._generate(fake_encoder)
+    ids = dataset["query_id"]
+    assert len(set(ids)) == len(ids)  # both generators number a passage's queries from 0: no id is shared
+    assert {g == "ict" for g in dataset["generator"]} == {True, False}
+    assert sum(i.startswith("ict-") for i in ids) == sum(g == "ict" for g in dataset["generator"]) == 40
 
 
 @pytest.mark.slow

@@ -3,11 +3,9 @@ LLM faults. The LLM is a fake OpenAI-compatible HTTP server on 127.0.0.1 driving
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -25,27 +23,9 @@ from qkrag.text import normalize
 from qkrag.pairs.config import GenerateConfig
 from qkrag.pairs.store import COLUMNS, load_pairs
 
-from tests.fakes import TOPICS, FakeEncoder, FakeOpenAIServer, last_message, make_corpus
+from tests.fakes import TOPICS, FakeEncoder, FakeOpenAIServer, last_message, make_corpus, pair_answer
 
 # ------------------------------------------------------------------------------------------------ fake LLM server
-
-
-def pair_answer(body: dict) -> str:
-    """What the fake LLM writes (with FakeOpenAIServer): deterministic in the prompt and the seed. A query prompt
-    gets numbered queries made of the passage's words, after a preamble and before a copied first sentence; the
-    judge prompt gets "No"."""
-    user = last_message(body)
-    if "Document:" not in user:  # the judge template
-        return "No"
-    doc = user.split("Document:", 1)[1]
-    n = int(re.search(r"Write (\d+)", user).group(1))
-    rng = random.Random(hashlib.sha256(f"{doc}|{body.get('seed')}".encode()).hexdigest())
-    vocab = sorted(set(re.findall(r"[a-z]+", doc.lower())) - {"the", "and", "in", "is", "to", "a", "with"})
-    lines = ["Here are the queries:"]
-    for j in range(n):
-        lines.append(f"{j + 1}. \"how does {' '.join(rng.sample(vocab, 3))} relate\"")
-    lines.append(doc.strip().split(".")[0] + ".")  # a copied first sentence: the copy filter must drop it
-    return "\n".join(lines)
 
 
 def llm_server(chat=pair_answer, **options) -> FakeOpenAIServer:

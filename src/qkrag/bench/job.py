@@ -41,6 +41,7 @@ TRAINED = ("centered_cosine", "whitened_cosine", "query_adapter", "qk_synthetic"
 METHODS = (*UNTRAINED, *TRAINED)  # the default: every row but the opt-in ones, as registered at import
 OPT_IN = ("hyde",)  # asked for by name: an LLM call per test query (bench.llm_baselines)
 LOSSES = tuple(TRAINING_LOSSES)  # tried for qk_synthetic; the best on validation is kept
+GENERATORS = ("llm", "ict", "llm+ict")
 SYNTHETIC = ("query_adapter", "qk_synthetic", "hybrid_qk_synthetic", "finetune")  # rows that need generated pairs
 MIN_PAIRS = 20  # fewer expected pairs than this leave no validation split to train and select on
 SECONDS_PER_CALL = 4.0  # an LLM call of the embedded 0.5B model on 2 free cores, for the plan's time estimate only
@@ -57,7 +58,10 @@ class BenchConfig:
     split: str = "test"
     model: str | None = None  # encoder; default: the shipped all-MiniLM-L6-v2
     embed_base_url: str | None = None
-    generator: str = "llm"  # "llm" (embedded local server, or llm_base_url) or "ict" (no LLM)
+    # "llm" (embedded local server, or llm_base_url), "ict" (no LLM: a passage's sentence as its query), or
+    # "llm+ict": the LLM's pairs on `sample` passages plus ICT pairs on `ict_sample`, trained on together
+    generator: str = "llm"
+    ict_sample: int | None = None  # passages ICT cuts pairs from in "llm+ict"; None: all (ICT costs no LLM time)
     llm_base_url: str | None = None  # an OpenAI-compatible server for generation instead of the embedded one
     llm_model: str | None = None
     sample: int = 200  # passages to generate queries for
@@ -141,10 +145,17 @@ class Bench:
         self._check_sample()
 
     def _check_sample(self) -> None:
-        """Fail before any LLM call when the sample cannot give enough pairs to hold out validation from."""
+        """Fail before any LLM call on an unknown generator, or when the sample cannot give enough pairs to hold out
+        validation from."""
         cfg = self.config
-        if set(cfg.methods) & set(SYNTHETIC) and min(cfg.sample, len(self.corpus)) * cfg.per_passage < MIN_PAIRS:
-            raise fail(f"--sample {cfg.sample}", f"gives at most {min(cfg.sample, len(self.corpus)) * cfg.per_passage}"
+        if cfg.generator not in GENERATORS:
+            raise fail(f"generator {cfg.generator!r}", "is not a pair generator", f"use one of {', '.join(GENERATORS)}")
+        if cfg.ict_sample is not None and cfg.ict_sample < 1:
+            raise fail(f"ict_sample {cfg.ict_sample}", "is below 1", "use None for every passage")
+        n = len(self.corpus)
+        most = (min(cfg.sample, n) + (min(cfg.ict_sample or n, n) if cfg.generator == "llm+ict" else 0)) * cfg.per_passage
+        if set(cfg.methods) & set(SYNTHETIC) and most < MIN_PAIRS:
+            raise fail(f"--sample {cfg.sample}", f"gives at most {most}"
                        f" pairs, too few to hold out validation pairs from (at least {MIN_PAIRS})",
                        f"use --sample {-(-MIN_PAIRS // cfg.per_passage)} or more, or leave out the synthetic rows "
                        "with --methods")
@@ -154,7 +165,7 @@ class Bench:
         cfg = self.config
         hyde = (f"; HyDE: {len(self.test.queries)} LLM calls, one per test query (cached)"
                 if "hyde" in cfg.methods else "")
-        if not set(cfg.methods) & {*SYNTHETIC, *DOC2QUERY} or cfg.generator != "llm":
+        if not set(cfg.methods) & {*SYNTHETIC, *DOC2QUERY} or "llm" not in cfg.generator.split("+"):
             return f"no LLM stage; {len(self.test.queries)} test queries over {len(self.corpus)} documents{hyde}"
         calls = min(cfg.sample, len(self.corpus)) * -(-cfg.candidates // 2)
         where = "your LLM server" if cfg.llm_base_url else "the embedded model"
@@ -430,9 +441,11 @@ class Bench:
         baselines = []
         if dataset is not None and methods & set(DOC2QUERY):
             cfg = self.config
+            if cfg.generator == "llm+ict":  # a passage's own sentence appended to it adds nothing: the LLM's only
+                dataset = dataset.filter(lambda g: g != "ict", input_columns="generator")
             baselines += llm_baselines.doc2query_baselines(
                 self.corpus, dataset, self.encoder, methods, self.info.get("generation", {}),
-                -(-cfg.candidates // 2) if cfg.generator == "llm" else 0, SECONDS_PER_CALL)
+                -(-cfg.candidates // 2) if "llm" in cfg.generator else 0, SECONDS_PER_CALL)
         for baseline in baselines:
             self._baseline_row(baseline)
         if "hyde" in methods:
@@ -509,33 +522,51 @@ class Bench:
         return out
 
     def _generate(self, encoder):
-        """Synthetic pairs from the corpus alone: few-shot examples come from the train split's queries, never test."""
+        """Synthetic pairs from the corpus alone. "llm+ict" concatenates the LLM's pairs and ICT's, the ICT query ids
+        prefixed "ict-" (both number a passage's queries from 0); info["generation"] stays the LLM's (doc2query's
+        cost reads it), info["generation_ict"] holds ICT's."""
+        import datasets
+
+        t0 = time.perf_counter()
+        kinds = self.config.generator.split("+")
+        parts = {kind: self._generate_one(encoder, kind) for kind in kinds}
+        self.info["generation_seconds"] = round(time.perf_counter() - t0, 2)
+        self.info["generation"] = parts[kinds[0]][1]
+        if len(parts) == 1:
+            return parts[kinds[0]][0]
+        self.info["generation_ict"] = parts["ict"][1]
+        ict = parts["ict"][0].map(lambda q: {"query_id": f"ict-{q}"}, input_columns="query_id")
+        return datasets.concatenate_datasets([parts["llm"][0], ict])
+
+    def _generate_one(self, encoder, kind: str):
+        """One generator's pairs (`kind` "llm" or "ict") and its stats; few-shot examples come from the train split's
+        queries, never test."""
         from qkrag.pairs.generate import generate_pairs
         from qkrag.pairs.config import GenerateConfig, draw_examples
         from qkrag.pairs.store import load_pairs
 
         cfg = self.config
-        examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
-        gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
-                             per_call=min(2, cfg.candidates), queries_per_passage=cfg.per_passage,
-                             progress=cfg.progress) if cfg.generator == "llm" else \
-            GenerateConfig(sample=cfg.sample, seed=cfg.seed, generator="ict", queries_per_passage=cfg.per_passage,
-                           progress=cfg.progress)
-        out_dir = cfg.out / f"pairs-{cfg.generator}"
-        t0 = time.perf_counter()
-        if cfg.generator == "ict":
+        if kind == "llm":
+            examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
+            gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
+                                 per_call=min(2, cfg.candidates), queries_per_passage=cfg.per_passage,
+                                 progress=cfg.progress)
+        else:
+            sample = cfg.ict_sample if cfg.generator == "llm+ict" else cfg.sample
+            gen = GenerateConfig(sample=sample, seed=cfg.seed, generator="ict", queries_per_passage=cfg.per_passage,
+                                 progress=cfg.progress)
+        out_dir = cfg.out / f"pairs-{kind}"
+        if kind == "ict":
             result = generate_pairs(self.corpus, encoder, None, gen, out_dir)
         else:
             from qkrag.llm.local import open_llm
 
             with open_llm(cfg.llm_base_url, cfg.llm_model) as llm:
                 result = generate_pairs(self.corpus, encoder, llm, gen, out_dir)
-        self.info["generation_seconds"] = round(time.perf_counter() - t0, 2)
-        self.info["generation"] = getattr(result, "stats", {})
         dataset = load_pairs(out_dir)
         if len(dataset) == 0:
             raise fail(str(out_dir), "generation kept no pairs", "raise --sample, or check the generator's output")
-        return dataset
+        return dataset, getattr(result, "stats", {})
 
     # ------------------------------------------------------------------------------------------------ report
 
@@ -545,8 +576,14 @@ class Bench:
     def header(self) -> str:
         cfg = self.config
         encoder = getattr(getattr(self, "encoder", None), "fingerprint", cfg.model or "default")
+        generation, ict = self.info.get("generation", {}), self.info.get("generation_ict")
+        if ict:  # llm+ict: the pairs trained on are both generators'
+            llm_counts, ict_counts = generation.get("counts") or {}, ict.get("counts") or {}
+            generation = {"counts": {"pairs": f"{llm_counts.get('pairs', '?')} (LLM) + {ict_counts.get('pairs', '?')} "
+                                     f"(ICT, from {ict_counts.get('passages', '?')} passages)"},
+                          "generator": f"{generation.get('generator', 'llm')} + ict"}
         return report.header(report.data_line(cfg.data, cfg.split, len(self.test.queries), len(self.corpus)),
-                             encoder, self.info.get("generation", {}), cfg.sample, cfg.generator)
+                             encoder, generation, cfg.sample, cfg.generator)
 
     def table(self) -> str:
         return report.table(self.rows, questions=self.question_docs is not None)
