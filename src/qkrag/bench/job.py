@@ -144,6 +144,15 @@ class Bench:
         self.info["question_form_documents"] = sum(forms.values())
         self._check_sample()
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The generators whose pairs are trained on: "llm+ict" is both, LLM first."""
+        return tuple(self.config.generator.split("+"))
+
+    def _sample_of(self, kind: str) -> int | None:
+        """Passages generator `kind` writes pairs for: `sample`, or `ict_sample` for ICT beside the LLM (None: all)."""
+        return self.config.ict_sample if kind == "ict" and len(self.kinds) > 1 else self.config.sample
+
     def _check_sample(self) -> None:
         """Fail before any LLM call on an unknown generator, or when the sample cannot give enough pairs to hold out
         validation from."""
@@ -153,7 +162,7 @@ class Bench:
         if cfg.ict_sample is not None and cfg.ict_sample < 1:
             raise fail(f"ict_sample {cfg.ict_sample}", "is below 1", "use None for every passage")
         n = len(self.corpus)
-        most = (min(cfg.sample, n) + (min(cfg.ict_sample or n, n) if cfg.generator == "llm+ict" else 0)) * cfg.per_passage
+        most = sum(min(self._sample_of(kind) or n, n) for kind in self.kinds) * cfg.per_passage
         if set(cfg.methods) & set(SYNTHETIC) and most < MIN_PAIRS:
             raise fail(f"--sample {cfg.sample}", f"gives at most {most}"
                        f" pairs, too few to hold out validation pairs from (at least {MIN_PAIRS})",
@@ -165,7 +174,7 @@ class Bench:
         cfg = self.config
         hyde = (f"; HyDE: {len(self.test.queries)} LLM calls, one per test query (cached)"
                 if "hyde" in cfg.methods else "")
-        if not set(cfg.methods) & {*SYNTHETIC, *DOC2QUERY} or "llm" not in cfg.generator.split("+"):
+        if not set(cfg.methods) & {*SYNTHETIC, *DOC2QUERY} or "llm" not in self.kinds:
             return f"no LLM stage; {len(self.test.queries)} test queries over {len(self.corpus)} documents{hyde}"
         calls = min(cfg.sample, len(self.corpus)) * -(-cfg.candidates // 2)
         where = "your LLM server" if cfg.llm_base_url else "the embedded model"
@@ -441,11 +450,11 @@ class Bench:
         baselines = []
         if dataset is not None and methods & set(DOC2QUERY):
             cfg = self.config
-            if cfg.generator == "llm+ict":  # a passage's own sentence appended to it adds nothing: the LLM's only
+            if len(self.kinds) > 1:  # a passage's own sentence appended to it adds nothing: the LLM's queries only
                 dataset = dataset.filter(lambda g: g != "ict", input_columns="generator")
             baselines += llm_baselines.doc2query_baselines(
                 self.corpus, dataset, self.encoder, methods, self.info.get("generation", {}),
-                -(-cfg.candidates // 2) if "llm" in cfg.generator else 0, SECONDS_PER_CALL)
+                -(-cfg.candidates // 2) if "llm" in self.kinds else 0, SECONDS_PER_CALL)
         for baseline in baselines:
             self._baseline_row(baseline)
         if "hyde" in methods:
@@ -528,12 +537,11 @@ class Bench:
         import datasets
 
         t0 = time.perf_counter()
-        kinds = self.config.generator.split("+")
-        parts = {kind: self._generate_one(encoder, kind) for kind in kinds}
+        parts = {kind: self._generate_one(encoder, kind) for kind in self.kinds}
         self.info["generation_seconds"] = round(time.perf_counter() - t0, 2)
-        self.info["generation"] = parts[kinds[0]][1]
+        self.info["generation"] = parts[self.kinds[0]][1]
         if len(parts) == 1:
-            return parts[kinds[0]][0]
+            return parts[self.kinds[0]][0]
         self.info["generation_ict"] = parts["ict"][1]
         ict = parts["ict"][0].map(lambda q: {"query_id": f"ict-{q}"}, input_columns="query_id")
         return datasets.concatenate_datasets([parts["llm"][0], ict])
@@ -546,21 +554,18 @@ class Bench:
         from qkrag.pairs.store import load_pairs
 
         cfg = self.config
-        if kind == "llm":
-            examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
-            gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
-                                 per_call=min(2, cfg.candidates), queries_per_passage=cfg.per_passage,
-                                 progress=cfg.progress)
-        else:
-            sample = cfg.ict_sample if cfg.generator == "llm+ict" else cfg.sample
-            gen = GenerateConfig(sample=sample, seed=cfg.seed, generator="ict", queries_per_passage=cfg.per_passage,
-                                 progress=cfg.progress)
         out_dir = cfg.out / f"pairs-{kind}"
         if kind == "ict":
+            gen = GenerateConfig(sample=self._sample_of(kind), seed=cfg.seed, generator="ict",
+                                 queries_per_passage=cfg.per_passage, progress=cfg.progress)
             result = generate_pairs(self.corpus, encoder, None, gen, out_dir)
         else:
             from qkrag.llm.local import open_llm
 
+            examples = draw_examples(self.train.queries.values(), cfg.few_shot, cfg.seed) if self.train else ()
+            gen = GenerateConfig(sample=cfg.sample, seed=cfg.seed, examples=examples, candidates=cfg.candidates,
+                                 per_call=min(2, cfg.candidates), queries_per_passage=cfg.per_passage,
+                                 progress=cfg.progress)
             with open_llm(cfg.llm_base_url, cfg.llm_model) as llm:
                 result = generate_pairs(self.corpus, encoder, llm, gen, out_dir)
         dataset = load_pairs(out_dir)
