@@ -163,7 +163,7 @@ def test_generate_ict_then_train_on_the_pairs(capsys, beir, tmp_path):
     # validated on held-out synthetic pairs, "auto" tries only the recipes safe to choose there, and says so
     summary = json.loads(out)
     assert summary["recipe"] == "full" and "recipes" not in summary
-    assert "low_rank not tried" in summary["recipes_left_out"]
+    assert "low_rank, low_rank_qneg not tried" in summary["recipes_left_out"]
 
 
 def test_generate_options_reach_the_pipeline(capsys, beir, tmp_path):
@@ -609,7 +609,7 @@ def test_train_tries_every_recipe_by_default_and_keeps_the_best_on_validation(ca
                          "--json")
     assert code == 0, err
     summary = json.loads(out)
-    assert set(summary["recipes"]) == {"full", "low_rank"}
+    assert set(summary["recipes"]) == {"full", "low_rank", "low_rank_qneg"}
     assert summary["recipe"] == max(summary["recipes"], key=lambda name: summary["recipes"][name])
     code, out, err = run(capsys, "train", beir, "--split", "train", "--out", tmp_path / "one", "--epochs", "2",
                          "--recipe", "low_rank", "--json")

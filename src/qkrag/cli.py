@@ -18,6 +18,7 @@ import typer
 
 from qkrag.errors import QkragError, redact, redact_urls
 from qkrag.projection.losses import LOSSES, loss_choices
+from qkrag.projection.recipes import recipe_choices
 from qkrag.retrieval.factory import RETRIEVERS, baselines
 from qkrag.retrieval.connection import IndexConfig
 from qkrag.text import or_list
@@ -735,9 +736,8 @@ def train(
         "--cv", min=2, help="Decide by K-fold cross-validation over the training queries whether training beats the "
         "start (every query votes; for small collections).")] = None,
     recipe: Annotated[str, typer.Option(
-        "--recipe", help="Training recipe: full (every entry of Q and K), low_rank (I + a rank-4 change, every "
-        "document a negative), or auto: train each and keep the best on the held-out queries (low_rank only where "
-        "those are judged queries).")] = "auto",
+        "--recipe", help=f"Training recipe: {recipe_choices()}; or auto: train each and keep the best on the "
+        "held-out queries (the low_rank ones only where those are judged queries).")] = "auto",
     validation: Annotated[Optional[Path], typer.Option(
         "--validation", help="Validate on this pairs folder or BEIR folder (same corpus) instead of a held-out "
         "share of the training pairs.")] = None,
@@ -866,9 +866,9 @@ def bench(
         "--losses", help=f"Training signals tried for qk_synthetic, comma-separated ({', '.join(LOSSES)}); "
         "the best on validation is kept. distill matches the hybrid ranking's scores (listwise).")] = ",".join(LOSSES),
     recipes: Annotated[str, typer.Option(
-        "--recipes", help="Training recipes tried with each loss for qk_synthetic, comma-separated: full (every entry "
-        "of Q and K), low_rank (I + a rank-4 change, full softmax), or auto (both where validation queries are "
-        "judged, full alone on synthetic pairs); the best on validation is kept.")] = "auto",
+        "--recipes", help=f"Training recipes tried with each loss for qk_synthetic, comma-separated: "
+        f"{recipe_choices()}; or auto (all where validation queries are judged, full alone on synthetic pairs); the "
+        "best on validation is kept.")] = "auto",
     generator: Annotated[str, typer.Option("--generator", help="llm, ict (no LLM: a passage's sentence as its "
         "query), or llm+ict (the LLM's pairs on --sample passages plus ICT's on --ict-sample, trained on together).")
     ] = "llm",

@@ -221,7 +221,8 @@ def test_auto_offers_low_rank_only_where_selection_sees_judged_queries(tmp_path,
     synthetic = _configs_tried(tmp_path / "a", monkeypatch, fake_encoder, losses=("infonce",))
     assert [c.residual_rank for c in synthetic] == [None]
     judged = _configs_tried(tmp_path / "b", monkeypatch, fake_encoder, train_split=True, losses=("infonce",))
-    assert [c.residual_rank for c in judged] == [None, RECIPES["low_rank"]["residual_rank"]]
+    rank = RECIPES["low_rank"]["residual_rank"]
+    assert [(c.residual_rank, c.query_negatives) for c in judged] == [(None, False), (rank, False), (rank, True)]
 
 
 def test_a_retriever_registered_after_the_bench_is_imported_gets_a_row(tmp_path, monkeypatch, fake_encoder):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from qkrag.errors import InputError
 from qkrag.projection.recipes import (FULL_SOFTMAX_DOCUMENTS, NEEDS_JUDGED_VALIDATION, RECIPES, expand_recipes,
-                                     left_out, recipe_config, recipe_configs)
+                                     left_out, recipe_choices, recipe_config, recipe_configs)
 from qkrag.projection.train import TrainConfig
 
 
@@ -34,12 +36,21 @@ def test_an_unknown_recipe_names_the_choices():
 def test_auto_means_every_recipe_on_judged_queries_and_the_safe_ones_on_synthetic_pairs():
     assert expand_recipes(("auto",), judged=True) == tuple(RECIPES)
     assert expand_recipes(("auto",), judged=False) == tuple(n for n in RECIPES if n not in NEEDS_JUDGED_VALIDATION)
-    assert "low_rank" in NEEDS_JUDGED_VALIDATION and "full" not in NEEDS_JUDGED_VALIDATION
+    assert {"low_rank", "low_rank_qneg"} <= NEEDS_JUDGED_VALIDATION and "full" not in NEEDS_JUDGED_VALIDATION
     # a recipe the user names is tried whatever the validation; repeats collapse
     assert expand_recipes(("low_rank", "auto"), judged=False) == ("low_rank", "full")
     assert set(recipe_configs("auto", judged=False)) == {"full"}
-    assert "low_rank not tried" in left_out(("auto",), judged=False)
+    assert "low_rank, low_rank_qneg not tried" in left_out(("auto",), judged=False)
     assert left_out(("auto",), judged=True) is None and left_out(("full", "low_rank"), judged=False) is None
-    assert left_out(("auto", "low_rank"), judged=False) is None  # named beside auto: tried, so not left out
+    # named beside auto: tried, so not left out
+    assert left_out(("auto", "low_rank", "low_rank_qneg"), judged=False) is None
+    assert left_out(("auto", "low_rank"), judged=False).startswith("low_rank_qneg not tried")
     with pytest.raises(InputError, match="use auto or one of"):
         expand_recipes(("lowrank",), judged=True)
+
+
+def test_low_rank_qneg_is_low_rank_with_the_queries_as_negatives_and_every_recipe_has_help():
+    plain, qneg = recipe_config("low_rank", 500), recipe_config("low_rank_qneg", 500)
+    assert qneg.query_negatives and not plain.query_negatives and not recipe_config("full").query_negatives
+    assert dataclasses.replace(qneg, query_negatives=False) == plain
+    assert all(f"{name} (" in recipe_choices() for name in RECIPES)

@@ -144,3 +144,37 @@ def test_a_full_softmax_contrasts_every_document_instead_of_a_sample():
 
     assert np.array_equal(trained(True, 5), trained(True, 40))
     assert not np.array_equal(trained(False, 5), trained(False, 40))
+
+
+def test_query_negatives_teach_that_a_question_is_not_its_answer():
+    """Queries and question posts share a 'question' direction the answers lack, so cosine ranks a query's post above
+    its answer. Trained only against other answers (no sampled or mined negatives, which would bring the posts in),
+    the map never meets a question-shaped negative; with query_negatives the batch's own queries are that negative,
+    and on held-out queries the answer rises above the post."""
+    from qkrag.projection.train import fit_maps
+
+    rng = np.random.default_rng(0)
+    n, d = 80, 16
+    style = np.eye(d, dtype=np.float32)[0]
+    answers = rng.normal(size=(n, d)).astype(np.float32)
+    answers[:, 0] = 0.0
+    answers /= np.linalg.norm(answers, axis=1, keepdims=True)
+    def asking(weight):
+        v = weight * answers + style + 0.05 * rng.normal(size=(n, d)).astype(np.float32)
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+    queries, posts = asking(0.8), asking(0.6)
+    docs = np.concatenate([answers, posts])
+    train = Pairs(queries[:40], np.arange(40), docs)
+
+    def answer_first(query_negatives: bool) -> float:
+        config = TrainConfig(epochs=30, learning_rate=1e-2, select=False, calibrate=False, progress=False,
+                             hard_negatives=0, random_negatives=0, init_weight=0.0, bce_weight=0.0,
+                             query_negatives=query_negatives)
+        fitted = fit_maps(train, None, config)
+        Q, K = fitted.Q, fitted.K
+        q, k = queries[40:] @ Q.T, docs @ K.T
+        held = np.arange(40, n)
+        return float(np.mean(np.sum(q * k[held], 1) > np.sum(q * k[n + held], 1)))
+
+    assert float(np.mean(np.sum(queries[40:] * answers[40:], 1) > np.sum(queries[40:] * posts[40:], 1))) == 0.0
+    assert answer_first(True) >= 0.9 > answer_first(False) + 0.3

@@ -6,6 +6,12 @@
   batch, and neither the pull nor the logistic term. A few hundred pairs can pin down a rank-4 change but not a
   d × d one, and a full softmax puts every look-alike document (the question posts of a mixed corpus) against
   every query at every step. (s, b) are Platt-fitted on held-out queries afterwards in both recipes.
+- "low_rank_qneg": "low_rank" with each batch's queries, read as documents, among the negatives
+  (`TrainConfig.query_negatives`): a restatement of a question is not its answer. Where users' queries are questions
+  and question posts sit in the corpus, this is the mistake cosine makes, and the posts alone, one negative among
+  hundreds, teach it slowly. Where queries are text cut from the passages (ICT), a query is nearly its own passage,
+  so the signal fights the positive; model selection on held-out judged queries decides (benchmarks/results/
+  query_negatives.md).
 
 Which recipe wins depends on the corpus and the pairs, so `qkrag bench` trains each and keeps the best on
 validation queries; benchmarks/results/main_job_*.md name the choice and every recipe's held-out figure. "auto"
@@ -31,10 +37,23 @@ RECIPES: dict[str, dict[str, Any]] = {
     "low_rank": {"residual_rank": 4, "learning_rate": 3e-3, "batch_size": 128, "full_softmax": True,
                  "random_negatives": 4096, "init_weight": 0.0, "bce_weight": 0.0, "epochs": 100, "patience": 15},
 }
+RECIPES["low_rank_qneg"] = {**RECIPES["low_rank"], "query_negatives": True}
+
+#: What each recipe is, in the words help texts use (`recipe_choices`).
+RECIPE_HELP: dict[str, str] = {
+    "full": "every entry of Q and K",
+    "low_rank": "I + a rank-4 change, every document a negative",
+    "low_rank_qneg": "low_rank with the batch's queries as negatives too",
+}
 
 
 #: Recipes "auto" offers only when model selection validates on judged queries (see the module docstring).
-NEEDS_JUDGED_VALIDATION = frozenset({"low_rank"})
+NEEDS_JUDGED_VALIDATION = frozenset({"low_rank", "low_rank_qneg"})
+
+
+def recipe_choices() -> str:
+    """The recipes in words, for help texts: "full (every entry of Q and K), low_rank (...), ..."."""
+    return ", ".join(f"{name} ({RECIPE_HELP[name]})" for name in RECIPES)
 
 
 def auto_recipes(judged: bool) -> tuple[str, ...]:
@@ -61,7 +80,8 @@ def left_out(choice: Sequence[str], judged: bool) -> str | None:
         return None
     tried = expand_recipes(choice, judged)
     skipped = [name for name in auto_recipes(True) if name not in tried]
-    return (f"{', '.join(skipped)} not tried: validation sees only synthetic pairs (judged queries would allow it)"
+    them = "them" if len(skipped) > 1 else "it"
+    return (f"{', '.join(skipped)} not tried: validation sees only synthetic pairs (judged queries would allow {them})"
             if skipped else None)
 
 

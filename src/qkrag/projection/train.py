@@ -63,6 +63,8 @@ class TrainConfig:
     random_negatives: int = 256  # shared by the batch
     full_softmax: bool = False  # every document a negative in every batch instead of `random_negatives` sampled ones:
     # the most signal per step, at the cost of all document keys per step (keep it off beyond tens of thousands)
+    query_negatives: bool = False  # the batch's query texts, read as documents, are negatives too (a row's own query
+    # among them): a restatement of a question is not its answer, the mistake cosine makes on a mixed corpus
     bce_weight: float = 0.1  # weight of the logistic term next to the softmax
     temperature: float = 0.05  # initial softmax temperature (learned)
     validation_fraction: float = 0.1  # of queries, when no validation set is given
@@ -408,6 +410,9 @@ class _Trainer:
         columns, mask = self.candidates(batch)
         q = self.Vq[batch] @ self.q_part.matrix().T
         dots = q @ self.keys_of(self.D[columns]).T
+        if config.query_negatives:  # appended after every document column, so the logistic term's columns stay put
+            dots = torch.cat([dots, q @ self.keys_of(self.Vq[batch]).T], 1)
+            mask = np.concatenate([mask, np.zeros((B, B), dtype=bool)], 1)
         mask_t = torch.from_numpy(mask)
         chosen = check_loss(config.loss)
         scores = RankingBatch(dots * self.log_inv_temp.exp(), mask_t, teacher_temperature=config.teacher_temperature,
