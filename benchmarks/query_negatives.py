@@ -33,13 +33,18 @@ from qkrag.text import question_form
 RECIPES = ("low_rank", "low_rank_qneg")
 
 
-def scored(projection, encoder, collection, docs, is_question) -> tuple[np.ndarray, np.ndarray]:
-    """Per judged query of `collection`: nDCG@10 of the projection's ranking and its question share in the top 5."""
+def judged(collection, encoder) -> tuple[np.ndarray, list[set[int]]]:
+    """`collection`'s judged queries, embedded once: their vectors and each one's relevant document rows."""
     qids = list(collection.qrels)
     vectors = embed(encoder, [collection.queries[q] for q in qids], "query", None, desc="embed queries")
-    _, top = exact_search(projection.transform_queries(vectors), projection.transform_documents(docs), 10, "ip")
     rows = {d: i for i, d in enumerate(collection.corpus.ids)}
-    relevant = [{rows[d] for d, g in collection.qrels[q].items() if g > 0} for q in qids]
+    return vectors, [{rows[d] for d, g in collection.qrels[q].items() if g > 0} for q in qids]
+
+
+def scored(projection, queries: tuple[np.ndarray, list[set[int]]], docs, is_question) -> tuple[np.ndarray, np.ndarray]:
+    """Per judged query (`judged`): nDCG@10 of the projection's ranking and its question share in the top 5."""
+    vectors, relevant = queries
+    _, top = exact_search(projection.transform_queries(vectors), projection.transform_documents(docs), 10, "ip")
     return binary_ndcg(top, relevant, 10), is_question[top[:, :5]].mean(1)
 
 
@@ -50,6 +55,7 @@ def one_run(name: str, folder: str, pairs_folder: str, seeds: list[int]) -> list
     pairs, corpus = pairs_from_folder(pairs_folder, encoder, corpus=train.corpus)
     validation = pairs_from_collection(train, encoder, documents=pairs.documents)
     is_question = np.array([question_form(d.content) for d in corpus])
+    on_train, on_test = judged(train, encoder), judged(test, encoder)
     rows, test_scores = [], {}
     for seed in seeds:
         for recipe in RECIPES:
@@ -57,8 +63,8 @@ def one_run(name: str, folder: str, pairs_folder: str, seeds: list[int]) -> list
             t0 = time.perf_counter()
             projection = train_projection(pairs, config, validation=validation)
             seconds = time.perf_counter() - t0
-            v_ndcg, v_share = scored(projection, encoder, train, pairs.documents, is_question)
-            t_ndcg, t_share = scored(projection, encoder, test, pairs.documents, is_question)
+            v_ndcg, v_share = scored(projection, on_train, pairs.documents, is_question)
+            t_ndcg, t_share = scored(projection, on_test, pairs.documents, is_question)
             test_scores[(seed, recipe)] = t_ndcg
             rows.append({"run": name, "pairs": len(pairs), "seed": seed, "recipe": recipe,
                          "val_ndcg": float(v_ndcg.mean()), "val_share": float(v_share.mean()),

@@ -32,12 +32,14 @@ from qkrag.projection.train import TrainConfig
 #: Above this many documents a full softmax costs more per step than it gives: sample `random_negatives` instead.
 FULL_SOFTMAX_DOCUMENTS = 20_000
 
+_LOW_RANK: dict[str, Any] = {"residual_rank": 4, "learning_rate": 3e-3, "batch_size": 128, "full_softmax": True,
+                             "random_negatives": 4096, "init_weight": 0.0, "bce_weight": 0.0, "epochs": 100,
+                             "patience": 15}
 RECIPES: dict[str, dict[str, Any]] = {
     "full": {},
-    "low_rank": {"residual_rank": 4, "learning_rate": 3e-3, "batch_size": 128, "full_softmax": True,
-                 "random_negatives": 4096, "init_weight": 0.0, "bce_weight": 0.0, "epochs": 100, "patience": 15},
+    "low_rank": _LOW_RANK,
+    "low_rank_qneg": {**_LOW_RANK, "query_negatives": True},
 }
-RECIPES["low_rank_qneg"] = {**RECIPES["low_rank"], "query_negatives": True}
 
 #: What each recipe is, in the words help texts use (`recipe_choices`).
 RECIPE_HELP: dict[str, str] = {
